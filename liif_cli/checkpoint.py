@@ -1,0 +1,185 @@
+"""Checkpoints: the project's own format, the official LIIF format, and named weights.
+
+The project's format is a plain dict, safe to load with `torch.load(weights_only=True)`:
+
+    {"format": "liif", "format_version": 1, "spec": ModelSpec.to_dict(),
+     "state_dict": {...}, "metadata": {...}}
+
+Training checkpoints add "train_state" (optimiser, scheduler, step, RNG) beside those keys.
+Checkpoints written by the paper's code (github.com/yinboc/liif) load unchanged: a dict
+whose "model" entry holds "name", "args" (encoder_spec / imnet_spec) and "sd".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import LiifError
+from .model import LIIF, ModelSpec, build_model
+
+FORMAT_NAME = "liif"
+FORMAT_VERSION = 1
+DEFAULT_WEIGHTS = "liif-edsr-baseline"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: how to build the model, its weights, and what is known of it."""
+
+    spec: ModelSpec
+    state_dict: dict[str, torch.Tensor]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source_format: str = FORMAT_NAME
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. "train_state"
+
+    def build(self) -> LIIF:
+        """The model with these weights loaded, in eval mode."""
+        model = build_model(self.spec)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+
+def to_dict(model: LIIF, metadata: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """The project-format dict for a model (tensors moved to CPU)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+            "spec": model.spec.to_dict(), "state_dict": state,
+            "metadata": dict(metadata or {}), **extra}
+
+
+def save(obj: dict[str, Any], path: str | Path) -> None:
+    """Write a checkpoint dict atomically: a temp file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | Path) -> Checkpoint:
+    """Read a checkpoint file of either format; LiifError if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise LiifError(f"weights file not found: {path}")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and weights-only errors all mean "not a checkpoint"
+        raise LiifError(f"not a LIIF checkpoint: {path} ({type(exc).__name__})") from None
+    return from_dict(raw, name=str(path))
+
+
+def from_dict(raw: Any, name: str = "checkpoint") -> Checkpoint:
+    """Interpret a loaded checkpoint dict (project or official format)."""
+    if isinstance(raw, dict) and raw.get("format") == FORMAT_NAME:
+        if raw.get("format_version", 0) > FORMAT_VERSION:
+            raise LiifError(f"{name}: checkpoint format version {raw['format_version']} is newer "
+                            f"than this liif understands ({FORMAT_VERSION}); upgrade liif")
+        extra = {k: v for k, v in raw.items()
+                 if k not in ("format", "format_version", "spec", "state_dict", "metadata")}
+        ckpt = Checkpoint(ModelSpec(**raw["spec"]), raw["state_dict"],
+                          dict(raw.get("metadata") or {}), FORMAT_NAME, extra)
+    elif isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "sd" in raw["model"]:
+        ckpt = _from_official(raw, name)
+    else:
+        raise LiifError(f"not a LIIF checkpoint: {name} (no 'format' or 'model' entry)")
+    _check_weights_fit(ckpt, name)
+    return ckpt
+
+
+def _from_official(raw: dict[str, Any], name: str) -> Checkpoint:
+    """Translate the paper's checkpoint layout into a Checkpoint."""
+    model = raw["model"]
+    if model.get("name") != "liif":
+        raise LiifError(f"{name}: official checkpoint holds model {model.get('name')!r}, "
+                        "not 'liif'")
+    args = model.get("args", {})
+    enc = args.get("encoder_spec", {})
+    enc_name, enc_args = enc.get("name"), dict(enc.get("args", {}))
+    if not enc_args.pop("no_upsampling", False):
+        raise LiifError(f"{name}: the encoder must be built with no_upsampling=True")
+    for unused in ("scale", "rgb_range", "n_colors"):
+        enc_args.pop(unused, None)
+    imnet = args.get("imnet_spec", {}).get("args", {})
+    spec = ModelSpec(
+        encoder=enc_name, encoder_args=enc_args,
+        hidden=list(imnet.get("hidden_list", [256, 256, 256, 256])),
+        feat_unfold=args.get("feat_unfold", True), local_ensemble=args.get("local_ensemble", True),
+        cell_decode=args.get("cell_decode", True))
+    if imnet.get("out_dim", 3) != 3:
+        raise LiifError(f"{name}: decoder must output 3 channels")
+    state = {}
+    for key, value in model["sd"].items():
+        key = key.removeprefix("module.")
+        if ".sub_mean." in key or ".add_mean." in key:  # EDSR's mean shifts: unused by LIIF
+            continue
+        state[key] = value
+    meta = {"source": "official LIIF checkpoint (github.com/yinboc/liif)"}
+    if "epoch" in raw:
+        meta["epoch"] = raw["epoch"]
+    return Checkpoint(spec, state, meta, "official")
+
+
+def _check_weights_fit(ckpt: Checkpoint, name: str) -> None:
+    """Fail with one clear line if the state dict does not match the spec."""
+    try:
+        model = build_model(ckpt.spec)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise LiifError(f"{name}: bad model spec ({exc})") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(ckpt.state_dict))
+    unexpected = sorted(set(ckpt.state_dict) - set(expected))
+    if missing or unexpected:
+        raise LiifError(f"{name}: weights do not fit the model "
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for key, value in expected.items():
+        if tuple(ckpt.state_dict[key].shape) != tuple(value.shape):
+            raise LiifError(f"{name}: weight {key} has shape "
+                            f"{tuple(ckpt.state_dict[key].shape)}, expected {tuple(value.shape)}")
+
+
+# --------------------------------------------------------------------------- named weights
+
+
+def available_weights() -> dict[str, Path]:
+    """Bundled weights by name: every weights/NAME.pth shipped with liif."""
+    if not WEIGHTS_DIR.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.pth"))}
+
+
+def resolve_weights(name_or_path: str | Path | None = None) -> Path:
+    """The file behind a bundled weights name or a path; LiifError if neither exists."""
+    choice = str(name_or_path or DEFAULT_WEIGHTS)
+    bundled = available_weights()
+    if choice in bundled:
+        return bundled[choice]
+    path = Path(choice).expanduser()
+    if path.is_file():
+        return path
+    names = ", ".join(bundled) or "none"
+    raise LiifError(f"weights not found: {choice!r} is neither a file nor a bundled name "
+                    f"(bundled: {names})")
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, to identify exactly which weights produced a result."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
