@@ -40,7 +40,7 @@ AREA_EPS = 1e-9
 
 def make_coords(shape: tuple[int, int], flatten: bool = True) -> Tensor:
     """Pixel-centre coordinates of an (H, W) grid in [-1, 1]^2, as (H*W, 2) or (H, W, 2)."""
-    axes = [_axis_centres(n) for n in shape]
+    axes = [axis_centres(n) for n in shape]
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (H, W, 2)
     return grid.reshape(-1, 2) if flatten else grid
 
@@ -51,7 +51,7 @@ def make_cells(shape: tuple[int, int], count: int) -> Tensor:
     return cell.expand(count, 2).clone()
 
 
-def _axis_centres(n: int) -> Tensor:
+def axis_centres(n: int) -> Tensor:
     """Centres of n equal cells spanning [-1, 1], computed like the official make_coord."""
     r = 1.0 / n  # half a cell
     return -1 + r + (2 * r) * torch.arange(n).float()
@@ -309,7 +309,8 @@ class LIIF(nn.Module):
         first = self.imnet.layers[0]
         values = proj.values.reshape(-1, proj.values.shape[-1])  # (B*h*w, hidden0)
         hidden = values.index_select(0, torch.cat(rows))  # (n*B*Q, hidden0)
-        hidden = hidden.addmm_(torch.cat(small_inputs), first.weight[:, self.latent_dim:].T)
+        small_weight = first.weight[:, self.latent_dim:].T.to(hidden.dtype)  # (2 or 4, hidden0)
+        hidden = hidden.addmm_(torch.cat(small_inputs).to(hidden.dtype), small_weight)
         hidden = torch.relu_(hidden)
         out = self.imnet.layers[2:](hidden)  # (n*B*Q, 3)
         preds = out.view(len(shifts), b, q, 3).unbind(0)

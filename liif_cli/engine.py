@@ -1,0 +1,208 @@
+"""The rendering engine: turn an image into any output size, tile by tile, chunk by chunk.
+
+An output pixel depends only on input pixels within `model.context_radius` of it, so a
+large input is split into tiles of the *output*; each tile encodes just the window of the
+input it needs (its latents plus a halo for the encoder's receptive field and the 3x3
+unfold), queries its own pixel centres in bounded chunks, and writes them into place.
+Latents are addressed by global index, so the tiled result equals the untiled one.
+Peak memory depends on the tile and chunk sizes, not on the image size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .errors import LiifError
+from .model import (
+    EPS_SHIFT,
+    LIIF,
+    axis_centres,
+    ensemble_shifts,
+    make_cells,
+    make_coords,
+    nearest_latent_index,
+)
+
+DEFAULT_TILE = 256  # input pixels per tile side
+DEFAULT_CHUNK = 16384  # queries decoded at once
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+Progress = Callable[[int, int], None]  # (tiles done, tiles in all)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU; other names must be available."""
+    name = name.lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise LiifError("--device cuda: no CUDA GPU is available here")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise LiifError("--device mps: Apple's MPS backend is not available here")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise LiifError(f"unknown device {name!r} (use auto, cpu, cuda or mps)") from None
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """fp32 everywhere; fp16/bf16 where the device computes in them."""
+    if name not in PRECISIONS:
+        raise LiifError(f"unknown precision {name!r} (use fp32, fp16 or bf16)")
+    if name == "fp16" and device.type == "cpu":
+        raise LiifError("--precision fp16 needs a GPU; on the CPU use fp32 or bf16")
+    return PRECISIONS[name]
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class Span:
+    """One tile's extent along one axis: output pixels [out_start, out_stop) and the input
+    window [in_start, in_stop) that must be encoded to render them exactly."""
+
+    out_start: int
+    out_stop: int
+    in_start: int
+    in_stop: int
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How a render of an (H, W) input to (H', W') splits into tiles (rows x columns)."""
+
+    row_spans: tuple[Span, ...]
+    col_spans: tuple[Span, ...]
+
+    def __len__(self) -> int:
+        return len(self.row_spans) * len(self.col_spans)
+
+    def __iter__(self) -> Iterator[tuple[Span, Span]]:
+        for rows in self.row_spans:
+            for cols in self.col_spans:
+                yield rows, cols
+
+
+def plan_tiles(model: LIIF, in_size: tuple[int, int], out_size: tuple[int, int],
+               tile: int = DEFAULT_TILE, out_rows: tuple[int, int] | None = None) -> TilePlan:
+    """Split the output into tiles of about `tile` input pixels a side (0: one tile).
+
+    `out_rows` restricts the render to a band of output rows [start, stop).
+    """
+    halo = model.encoder.receptive_radius + (1 if model.spec.feat_unfold else 0)
+    first, last = out_rows or (0, out_size[0])
+    rows = _spans(in_size[0], out_size[0], tile, halo, model.spec.local_ensemble, first, last)
+    cols = _spans(in_size[1], out_size[1], tile, halo, model.spec.local_ensemble, 0, out_size[1])
+    return TilePlan(tuple(rows), tuple(cols))
+
+
+def _spans(n_in: int, n_out: int, tile: int, halo: int, ensemble: bool,
+           first: int, last: int) -> list[Span]:
+    """Tile one axis: output ranges of ~tile input pixels each, and their input windows."""
+    step = n_out if tile <= 0 or tile >= n_in else max(1, round(tile * n_out / n_in))
+    centres = axis_centres(n_out)  # (n_out,) output pixel centres on this axis
+    spans = []
+    for start in range(first, last, step):
+        stop = min(start + step, last)
+        ends = centres[[start, stop - 1]]
+        lows, highs = [], []
+        for shift, _ in ensemble_shifts(ensemble):
+            eps = EPS_SHIFT if ensemble else 0.0
+            idx = nearest_latent_index((ends + shift / n_in + eps).clamp(-1 + 1e-6, 1 - 1e-6),
+                                       n_in)
+            lows.append(int(idx[0]))
+            highs.append(int(idx[1]))
+        spans.append(Span(start, stop, max(0, min(lows) - halo), min(n_in, max(highs) + halo + 1)))
+    return spans
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@torch.no_grad()
+def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int = DEFAULT_TILE,
+           chunk: int = DEFAULT_CHUNK, device: torch.device | str = "cpu",
+           precision: str = "fp32", out_rows: tuple[int, int] | None = None,
+           progress: Progress | None = None) -> Tensor:
+    """Upscale (or resample) an image to `size` with the fast decoder.
+
+    image: (3, H, W) float RGB in [0, 1]. Returns (3, H', W') float32 in [0, 1] on the CPU,
+    or only output rows `out_rows` = (start, stop) of it.
+    """
+    device = torch.device(device)
+    dtype = resolve_precision(precision, device)
+    _check_render_args(image, size, chunk)
+    model = model.to(device)
+    in_size = (image.shape[1], image.shape[2])
+    plan = plan_tiles(model, in_size, size, tile, out_rows)
+    first, last = out_rows or (0, size[0])
+    out = torch.empty(3, last - first, size[1])
+    row_centres, col_centres = axis_centres(size[0]), axis_centres(size[1])
+    cell = make_cells(size, 1).to(device)  # (1, 2)
+    autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32
+                else nullcontext())
+
+    for done, (rows, cols) in enumerate(plan, start=1):
+        window = image[:, rows.in_start:rows.in_stop, cols.in_start:cols.in_stop]
+        window = (window.to(device, torch.float32).unsqueeze(0) - 0.5) / 0.5
+        with autocast:
+            proj = model.project_latents(model.encode(window), grid_size=in_size,
+                                         offset=(rows.in_start, cols.in_start))
+        coords = torch.stack(torch.meshgrid(row_centres[rows.out_start:rows.out_stop],
+                                            col_centres[cols.out_start:cols.out_stop],
+                                            indexing="ij"), dim=-1).view(-1, 2).to(device)
+        pieces = []
+        for begin in range(0, coords.shape[0], chunk):
+            query = coords[begin:begin + chunk].unsqueeze(0)  # (1, Q, 2)
+            with autocast:
+                rgb = model.query_rgb(proj, query, cell.expand(query.shape[1], 2).unsqueeze(0))
+            pieces.append(rgb[0].float())
+        tile_rgb = torch.cat(pieces).view(rows.out_stop - rows.out_start,
+                                          cols.out_stop - cols.out_start, 3)
+        out[:, rows.out_start - first:rows.out_stop - first, cols.out_start:cols.out_stop] = (
+            (tile_rgb * 0.5 + 0.5).clamp_(0, 1).permute(2, 0, 1).cpu())
+        del proj
+        if progress:
+            progress(done, len(plan))
+    return out
+
+
+@torch.no_grad()
+def render_reference(model: LIIF, image: Tensor, size: tuple[int, int], *, chunk: int = 30000,
+                     device: torch.device | str = "cpu",
+                     out_rows: tuple[int, int] | None = None) -> Tensor:
+    """The straightforward renderer, as the paper's code does it: encode the whole image,
+    then for each chunk of queries unfold the feature map and run the whole MLP four times.
+    The yardstick for `render`'s speed and exactness; same inputs and outputs."""
+    device = torch.device(device)
+    _check_render_args(image, size, chunk)
+    model = model.to(device)
+    first, last = out_rows or (0, size[0])
+    coords = make_coords(size)[first * size[1]:last * size[1]].to(device)
+    cells = make_cells(size, coords.shape[0]).to(device)
+    feat = model.encode((image.to(device, torch.float32).unsqueeze(0) - 0.5) / 0.5)
+    pieces = [model.query_rgb_reference(feat, coords[None, i:i + chunk],
+                                        cells[None, i:i + chunk])[0]
+              for i in range(0, coords.shape[0], chunk)]
+    rgb = torch.cat(pieces).view(last - first, size[1], 3)
+    return (rgb * 0.5 + 0.5).clamp_(0, 1).permute(2, 0, 1).cpu()
+
+
+def _check_render_args(image: Tensor, size: tuple[int, int], chunk: int) -> None:
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"expected a (3, H, W) image tensor, got {tuple(image.shape)}")
+    if min(size) < 1 or min(image.shape[1:]) < 1:
+        raise LiifError(f"cannot render an image of size {image.shape[2]}x{image.shape[1]} "
+                        f"to {size[1]}x{size[0]}")
+    if chunk < 1:
+        raise LiifError("chunk size must be at least 1")

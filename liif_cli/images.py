@@ -1,0 +1,560 @@
+"""Image files in and out: decode into float arrays for the model, write results back faithfully.
+
+Reading keeps what a photographer would miss if it vanished: 16-bit precision, the ICC profile,
+transparency and grayscale-ness. EXIF orientation is applied to the pixels, so the model sees the
+picture upright and the output needs no orientation tag.
+
+Writing is atomic: the output file appears complete or not at all, and an existing file is only
+replaced when asked to.
+
+Every problem the user can cause (missing, damaged or unsupported files, unwritable outputs) is
+raised as a one-line :class:`LiifError` that names the file.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+import sys
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from liif_cli.errors import LiifError
+
+_FORMAT_BY_SUFFIX = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_FORMAT_BY_SUFFIX)
+
+_ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF"})  # can store transparency
+_DEEP_FORMATS = frozenset({"PNG", "TIFF"})  # can store 16 bits per channel
+_GRAY_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP"})  # WebP is always colour
+_ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})
+
+_ORIENTATION_TAG = 0x0112
+_PNG_BAND_BYTES = 1 << 20  # 16-bit PNG rows are filtered and compressed this much at a time
+_TIFF_STRIP_BYTES = 256 << 10  # uncompressed size of one TIFF strip
+
+# Pillow decodes 16-bit RGB(A) by keeping only the high byte of each sample. Its unpacker for the
+# opposite byte order keeps the *other* byte, so decoding a second time with that rawmode yields
+# the low bytes, and high * 256 + low is the exact value. Keys: rawmodes Pillow picks for 16-bit
+# colour (B = big-endian, L = little-endian, N = native, used after libtiff decompression).
+_NATIVE_LOW = "16B" if sys.byteorder == "little" else "16L"
+_LOW_BYTE_RAWMODE = {
+    f"{base};{order}": f"{base};{low}"
+    for base in ("RGB", "RGBA", "RGBX")
+    for order, low in (("16B", "16L"), ("16L", "16B"), ("16N", _NATIVE_LOW))
+}
+
+# What Pillow may raise while decoding a damaged file.
+_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    TypeError,
+    struct.error,
+    zlib.error,
+    MemoryError,
+)
+
+
+@dataclass
+class Picture:
+    """A decoded image ready for the model, plus what must be carried to the output."""
+
+    rgb: np.ndarray  # float32 (H, W, 3) in [0, 1]; grayscale images are replicated to 3 channels
+    alpha: np.ndarray | None  # float32 (H, W) in [0, 1], or None
+    grayscale: bool  # input had no colour: write it back as grayscale
+    bit_depth: int  # 8 or 16 (per channel)
+    icc_profile: bytes | None
+    format: str  # PIL format name of the source, e.g. 'PNG', 'JPEG', 'WEBP', 'TIFF', 'BMP'
+
+    def __post_init__(self) -> None:
+        self.rgb = np.asarray(self.rgb, dtype=np.float32)
+        if self.rgb.ndim != 3 or self.rgb.shape[2] != 3:
+            raise ValueError(f"rgb must have shape (H, W, 3), got {self.rgb.shape}")
+        if self.alpha is not None:
+            self.alpha = np.asarray(self.alpha, dtype=np.float32)
+            if self.alpha.shape != self.rgb.shape[:2]:
+                raise ValueError(
+                    f"alpha must have shape {self.rgb.shape[:2]}, got {self.alpha.shape}"
+                )
+        if self.bit_depth not in (8, 16):
+            raise ValueError(f"bit_depth must be 8 or 16, got {self.bit_depth}")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return self.rgb.shape[0], self.rgb.shape[1]
+
+    def with_pixels(self, rgb: np.ndarray, alpha: np.ndarray | None) -> Picture:
+        """A new Picture with these pixels (e.g. upscaled) and this one's metadata."""
+        return replace(self, rgb=rgb, alpha=alpha)
+
+    @classmethod
+    def from_array(
+        cls,
+        pixels: np.ndarray,
+        *,
+        bit_depth: int | None = None,
+        icc_profile: bytes | None = None,
+        format: str = "PNG",
+    ) -> Picture:
+        """Build a Picture from (H, W) or (H, W, C) pixels, C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA.
+
+        uint8 and uint16 are scaled to [0, 1] and set the bit depth; floats are taken as already
+        in [0, 1] (bit depth 8 unless given).
+        """
+        array = np.asarray(pixels)
+        if array.ndim == 2:
+            array = array[:, :, None]
+        if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+            raise ValueError(f"pixels must be (H, W) or (H, W, 1-4), got {array.shape}")
+        if array.dtype == np.uint8:
+            values, depth = array.astype(np.float32) / np.float32(255), 8
+        elif array.dtype == np.uint16:
+            values, depth = array.astype(np.float32) / np.float32(65535), 16
+        elif np.issubdtype(array.dtype, np.floating):
+            values, depth = array.astype(np.float32), 8
+        else:
+            raise ValueError(f"pixels must be uint8, uint16 or float, got {array.dtype}")
+        channels = array.shape[2]
+        has_alpha = channels in (2, 4)
+        colour = values[:, :, : channels - has_alpha]
+        return cls(
+            rgb=np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour,
+            alpha=values[:, :, -1] if has_alpha else None,
+            grayscale=channels <= 2,
+            bit_depth=depth if bit_depth is None else bit_depth,
+            icc_profile=icc_profile,
+            format=format,
+        )
+
+
+# --------------------------------------------------------------------------------------- reading
+
+
+def read_image(path: str | Path) -> Picture:
+    """Decode the image at `path` into an upright Picture; any problem raises LiifError."""
+    path = Path(path)
+    if not os.path.exists(path):  # os.path, unlike Path, never raises (e.g. on EACCES)
+        raise LiifError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise LiifError(f"{path}: is a folder, not an image file")
+    try:
+        with Image.open(path) as image:
+            pixels = _decode_pixels(image, path)
+            icc_profile = image.info.get("icc_profile") or None
+            orientation = _orientation(image)
+            source_format = image.format or "PNG"
+    except LiifError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise LiifError(f"{path}: refusing to open: {_one_line(exc)}") from exc
+    except UnidentifiedImageError as exc:
+        raise LiifError(f"{path}: not an image, or not a format liif can read") from exc
+    except PermissionError as exc:
+        raise LiifError(f"{path}: permission denied") from exc
+    except _DECODE_ERRORS as exc:
+        raise LiifError(f"{path}: damaged or unreadable image ({_one_line(exc)})") from exc
+
+    if not _icc_fits(icc_profile, pixels.shape[2]):
+        icc_profile = None  # e.g. the CMYK profile of a CMYK JPEG we converted to RGB
+    return Picture.from_array(
+        _orient(pixels, orientation), icc_profile=icc_profile, format=source_format
+    )
+
+
+def _decode_pixels(image: Image.Image, path: Path) -> np.ndarray:
+    """Fully decode (so truncation is caught) to uint8/uint16 (H, W, C), C as in from_array."""
+    rawmode = _tile_rawmode(image)
+    if rawmode == "LA;16B":
+        # 16-bit gray+alpha PNG. Pillow would keep the high bytes only; the 'RGBA' unpacker has the
+        # same 4 bytes per pixel and copies them unchanged, so both bytes of each sample survive.
+        _set_rawmode(image, "RGBA")
+        image.load()
+        b = np.asarray(image).astype(np.uint16)
+        return np.stack([b[:, :, 0] << 8 | b[:, :, 1], b[:, :, 2] << 8 | b[:, :, 3]], axis=2)
+    if rawmode in _LOW_BYTE_RAWMODE:
+        image.load()
+        high = np.asarray(image)
+        with Image.open(path) as again:
+            _set_rawmode(again, _LOW_BYTE_RAWMODE[rawmode])
+            again.load()
+            low = np.asarray(again)
+        return _add_key_alpha(high.astype(np.uint16) << 8 | low, image.info.get("transparency"))
+
+    image.load()
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit gray ("I" in older Pillow)
+        gray = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)[:, :, None]
+        return _add_key_alpha(gray, image.info.get("transparency"))
+    if mode in ("1", "L", "LA", "La"):
+        target = "LA" if image.has_transparency_data else "L"
+    elif mode in ("P", "PA", "RGB", "RGBX", "RGBA", "RGBa", "YCbCr", "CMYK"):
+        target = "RGBA" if image.has_transparency_data else "RGB"
+    else:
+        raise LiifError(f"{path}: unsupported pixel format {mode!r}")
+    pixels = np.asarray(image.convert(target))
+    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def _tile_rawmode(image: Image.Image) -> str | None:
+    """The rawmode all of the image's tiles decode with, or None if they differ or have none."""
+    rawmodes = set()
+    for tile in image.tile:
+        args = tile[3]
+        if not isinstance(args, str):
+            args = args[0] if args and isinstance(args[0], str) else None
+        rawmodes.add(args)
+    return rawmodes.pop() if len(rawmodes) == 1 else None
+
+
+def _set_rawmode(image: Image.Image, rawmode: str) -> None:
+    """Make the pending decode of `image` unpack its data with `rawmode`."""
+    tiles = []
+    for tile in image.tile:
+        args = tile[3]
+        args = rawmode if isinstance(args, str) else (rawmode, *args[1:])
+        tiles.append(tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args))
+    image.tile = tiles
+
+
+def _add_key_alpha(pixels: np.ndarray, key: object) -> np.ndarray:
+    """Turn a PNG colour key (tRNS: 'this exact value is transparent') into an alpha channel."""
+    if key is None or isinstance(key, bytes):
+        return pixels
+    key = np.atleast_1d(np.asarray(key, dtype=np.int64))
+    if key.size != pixels.shape[2]:
+        return pixels
+    opaque = np.any(pixels != key, axis=2)
+    alpha = np.where(opaque, np.iinfo(pixels.dtype).max, 0).astype(pixels.dtype)
+    return np.concatenate([pixels, alpha[:, :, None]], axis=2)
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1-8), or 1 when absent or unreadable."""
+    try:
+        value = int(image.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:  # EXIF is optional metadata: a broken block must not stop the upscale
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Make (H, W, C) pixels upright; same result as PIL.ImageOps.exif_transpose."""
+    if orientation in (5, 6, 7, 8):
+        pixels = pixels.transpose(1, 0, 2)  # 90-degree cases: transpose, then flip
+    flips = {2: (1,), 3: (0, 1), 4: (0,), 6: (1,), 7: (0, 1), 8: (0,)}.get(orientation, ())
+    return np.ascontiguousarray(np.flip(pixels, flips) if flips else pixels)
+
+
+def _icc_fits(profile: bytes | None, channels: int) -> bool:
+    """Whether an ICC profile describes pixels with this many channels (gray or RGB, +alpha)."""
+    if not profile or len(profile) < 20:
+        return False
+    return profile[16:20] == (b"GRAY" if channels <= 2 else b"RGB ")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------- writing
+
+
+def output_suffix_supported(path: str | Path) -> bool:
+    """Whether write_image can write a file with this name's suffix (case-insensitive)."""
+    return Path(path).suffix.lower() in SUPPORTED_SUFFIXES
+
+
+def suffix_for_format(format: str) -> str:
+    """A suffix to write a picture from a `format` source with: the same format, or '.png'."""
+    return {"JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}.get(
+        format.upper(), ".png"
+    )
+
+
+def check_output(
+    path: str | Path, picture: Picture | None = None, *, overwrite: bool = False
+) -> Path:
+    """Raise LiifError now if writing `picture` to `path` would fail; return the path.
+
+    Cheap, so the CLI can call it before a slow upscale. write_image calls it again.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        known = ", ".join(sorted(SUPPORTED_SUFFIXES))
+        problem = f"unsupported output format {suffix!r}" if suffix else "no file extension"
+        raise LiifError(f"{path}: {problem}; use one of {known}")
+    if os.path.isdir(path):  # os.path, unlike Path, never raises (e.g. on EACCES)
+        raise LiifError(f"{path}: is a folder; give an output file name")
+    folder = path.parent
+    if not os.path.exists(folder):
+        raise LiifError(f"{path}: output folder {folder} does not exist")
+    if not os.path.isdir(folder):
+        raise LiifError(f"{path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise LiifError(f"{path}: no permission to write in folder {folder}")
+    if os.path.lexists(path) and not overwrite:
+        raise LiifError(f"{path}: already exists; use --overwrite to replace it")
+    fmt = _FORMAT_BY_SUFFIX[suffix]
+    if picture is not None and fmt not in _ALPHA_FORMATS and _is_transparent(picture):
+        raise LiifError(
+            f"{path}: {fmt} cannot store transparency; write a .png, .webp or .tif file instead"
+        )
+    return path
+
+
+def write_image(
+    picture: Picture, path: str | Path, *, overwrite: bool = False, quality: int = 95
+) -> None:
+    """Write `picture` to `path`, in the format its suffix names, atomically.
+
+    - 16-bit pictures stay 16-bit in PNG and TIFF; JPEG, WebP and BMP are 8-bit.
+    - Grayscale stays grayscale (except WebP, which has no grayscale; and 16-bit gray+alpha TIFF,
+      written as RGBA because Pillow-based readers cannot open 16-bit gray+alpha TIFF).
+    - Transparency is kept in PNG, WebP and TIFF. JPEG and BMP cannot store it: an alpha channel
+      that is fully opaque is dropped (nothing is lost), any real transparency raises LiifError
+      rather than silently flattening it onto some background colour.
+    - The ICC profile is embedded in PNG, JPEG, WebP and TIFF.
+    - `quality` (1-100) applies to JPEG and WebP; JPEG uses 4:4:4 chroma (no subsampling).
+    - The file is written to a hidden temporary file in the same folder and moved into place,
+      so a crash or error never leaves a half-written output or clobbers an existing file.
+    """
+    path = check_output(path, picture, overwrite=overwrite)
+    if not 1 <= quality <= 100:
+        raise LiifError(f"{path}: quality must be between 1 and 100, got {quality}")
+    fmt = _FORMAT_BY_SUFFIX[path.suffix.lower()]
+    pixels = _output_pixels(picture, fmt)
+    icc_profile = picture.icc_profile
+    if fmt not in _ICC_FORMATS or not _icc_fits(icc_profile, pixels.shape[2]):
+        icc_profile = None
+
+    fd, temp = _create_temp(path)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            if fmt == "TIFF":
+                _write_tiff(file, pixels, icc_profile)
+            elif fmt == "PNG" and pixels.dtype == np.uint16:
+                _write_png16(file, pixels, icc_profile)
+            else:
+                _save_with_pillow(file, pixels, fmt, icc_profile, quality)
+            file.flush()
+            os.fsync(file.fileno())
+        _move_into_place(temp, path, overwrite)
+    except LiifError:
+        raise
+    except (OSError, ValueError, struct.error, zlib.error, MemoryError) as exc:
+        raise LiifError(f"{path}: could not write image ({_one_line(exc)})") from exc
+    finally:
+        temp.unlink(missing_ok=True)
+    _fsync_folder(path.parent)
+
+
+def _is_transparent(picture: Picture) -> bool:
+    """Whether any pixel would be less than fully opaque once written with 8 bits."""
+    return picture.alpha is not None and bool(np.any(picture.alpha < 254.5 / 255))
+
+
+def _output_pixels(picture: Picture, fmt: str) -> np.ndarray:
+    """Quantised (H, W, C) pixels in the channel layout and depth `fmt` will be written with."""
+    depth = 16 if picture.bit_depth == 16 and fmt in _DEEP_FORMATS else 8
+    keep_alpha = picture.alpha is not None and fmt in _ALPHA_FORMATS
+    gray = picture.grayscale and fmt in _GRAY_FORMATS
+    if fmt == "TIFF" and depth == 16 and keep_alpha:
+        gray = False  # see write_image: 16-bit gray+alpha TIFF goes out as RGBA
+    planes = [picture.rgb.mean(axis=2, keepdims=True) if gray else picture.rgb]
+    if keep_alpha:
+        planes.append(picture.alpha[:, :, None])
+    return _quantise(np.concatenate(planes, axis=2), depth)
+
+
+def _quantise(values: np.ndarray, depth: int) -> np.ndarray:
+    """Floats in [0, 1] to uint8/uint16, rounding to nearest (not truncating); NaN becomes 0."""
+    top = 65535 if depth == 16 else 255
+    values = np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0)
+    return np.rint(values * np.float32(top)).astype(np.uint16 if depth == 16 else np.uint8)
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """Create a hidden temporary file next to `path` (same folder, so the final move is atomic).
+
+    Unlike tempfile.mkstemp (mode 0600), it gets the permissions the user's umask gives new files.
+    """
+    temp = path.with_name(f".liif-{secrets.token_hex(8)}{path.suffix}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    try:
+        return os.open(temp, flags, 0o666), temp
+    except OSError as exc:
+        raise LiifError(
+            f"{path}: cannot create a file in {path.parent} ({_one_line(exc)})"
+        ) from exc
+
+
+def _move_into_place(temp: Path, path: Path, overwrite: bool) -> None:
+    """Rename the finished temp file to `path`; without `overwrite`, never replace a file."""
+    if overwrite:
+        os.replace(temp, path)
+        return
+    try:
+        os.link(temp, path)  # atomic "create only if absent", unlike an exists() check + rename
+    except FileExistsError as exc:
+        raise LiifError(f"{path}: already exists; use --overwrite to replace it") from exc
+    except OSError:  # file system without hard links: check, then rename (tiny race window)
+        if os.path.lexists(path):
+            raise LiifError(f"{path}: already exists; use --overwrite to replace it") from None
+        os.replace(temp, path)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Persist the rename itself (POSIX); silently skipped where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _save_with_pillow(
+    file: BinaryIO, pixels: np.ndarray, fmt: str, icc_profile: bytes | None, quality: int
+) -> None:
+    """8-bit PNG, JPEG, WebP and BMP through Pillow's encoders."""
+    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    options: dict[str, object] = {}
+    if fmt == "JPEG":
+        options.update(quality=quality, subsampling=0)
+    elif fmt == "WEBP":
+        options.update(quality=quality)
+    if icc_profile:
+        options["icc_profile"] = icc_profile
+    image.save(file, format=fmt, **options)
+
+
+def _write_png16(file: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None) -> None:
+    """Write 16-bit (H, W, 1-4) pixels as PNG, which Pillow cannot encode for colour or alpha.
+
+    Every row uses the 'Up' filter (difference to the row above), which numpy computes in bulk;
+    rows are compressed in bands so memory stays bounded for large images.
+    """
+    height, width, channels = pixels.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]  # gray, gray+alpha, RGB, RGBA
+    rows = pixels.astype(">u2").reshape(height, -1).view(np.uint8)  # PNG samples are big-endian
+
+    file.write(b"\x89PNG\r\n\x1a\n")
+    _png_chunk(file, b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))
+    if icc_profile:
+        _png_chunk(file, b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile))
+    compressor = zlib.compressobj(6)
+    band = max(1, _PNG_BAND_BYTES // rows.shape[1])
+    previous = np.zeros((1, rows.shape[1]), dtype=np.uint8)  # 'above' the first row is zeros
+    for top in range(0, height, band):
+        current = rows[top : top + band]
+        filtered = current - np.vstack([previous, current[:-1]])  # uint8: wraps modulo 256
+        previous = current[-1:]
+        filter_bytes = np.full((len(current), 1), 2, dtype=np.uint8)  # 2 = Up
+        data = compressor.compress(np.hstack([filter_bytes, filtered]).tobytes())
+        if data:
+            _png_chunk(file, b"IDAT", data)
+    _png_chunk(file, b"IDAT", compressor.flush())
+    _png_chunk(file, b"IEND", b"")
+
+
+def _png_chunk(file: BinaryIO, kind: bytes, data: bytes) -> None:
+    crc = zlib.crc32(data, zlib.crc32(kind))
+    file.write(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc))
+
+
+_TIFF_SHORT, _TIFF_LONG, _TIFF_RATIONAL, _TIFF_UNDEFINED = 3, 4, 5, 7
+
+
+def _write_tiff(file: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None) -> None:
+    """Write 8- or 16-bit (H, W, 1-4) pixels as a little-endian baseline TIFF.
+
+    Deflate compression with horizontal differencing (predictor 2) in strips; alpha is marked as
+    unassociated (not premultiplied); the ICC profile goes in tag 34675. Written by hand because
+    Pillow cannot encode 16-bit colour TIFF.
+    """
+    height, width, channels = pixels.shape
+    sample_bytes = pixels.dtype.itemsize
+    rows_per_strip = max(1, _TIFF_STRIP_BYTES // (width * channels * sample_bytes))
+    differences = pixels.copy()
+    differences[:, 1:] -= pixels[:, :-1]  # predictor 2: wraps modulo 2**bits, as TIFF wants
+    samples = differences.astype(f"<u{sample_bytes}", copy=False)
+    strips = [
+        zlib.compress(samples[top : top + rows_per_strip].tobytes(), 6)
+        for top in range(0, height, rows_per_strip)
+    ]
+    offsets, position = [], 8
+    for strip in strips:
+        offsets.append(position)
+        position += len(strip)
+    ifd_offset = position + position % 2  # the IFD must start on a word boundary
+
+    tags = [
+        (256, _TIFF_LONG, [width]),
+        (257, _TIFF_LONG, [height]),
+        (258, _TIFF_SHORT, [8 * sample_bytes] * channels),
+        (259, _TIFF_SHORT, [8]),  # Adobe Deflate
+        (262, _TIFF_SHORT, [2 if channels >= 3 else 1]),  # RGB or min-is-black
+        (273, _TIFF_LONG, offsets),
+        (277, _TIFF_SHORT, [channels]),
+        (278, _TIFF_LONG, [rows_per_strip]),
+        (279, _TIFF_LONG, [len(strip) for strip in strips]),
+        (282, _TIFF_RATIONAL, [72, 1]),
+        (283, _TIFF_RATIONAL, [72, 1]),
+        (284, _TIFF_SHORT, [1]),  # chunky (interleaved) samples
+        (296, _TIFF_SHORT, [2]),  # resolution in inches
+        (317, _TIFF_SHORT, [2]),  # horizontal differencing
+    ]
+    if channels in (2, 4):
+        tags.append((338, _TIFF_SHORT, [2]))  # extra sample is unassociated alpha
+    if icc_profile:
+        tags.append((34675, _TIFF_UNDEFINED, icc_profile))
+
+    file.write(b"II*\x00" + struct.pack("<I", ifd_offset))
+    for strip in strips:
+        file.write(strip)
+    file.write(b"\x00" * (ifd_offset - position))
+    file.write(_tiff_ifd(tags, ifd_offset))
+
+
+def _tiff_ifd(tags: list[tuple[int, int, object]], offset: int) -> bytes:
+    """Encode one image file directory at `offset`; values over 4 bytes follow the directory."""
+    tags = sorted(tags, key=lambda tag: tag[0])
+    extra_offset = offset + 2 + 12 * len(tags) + 4
+    entries, extra = [], b""
+    for tag, kind, values in tags:
+        if kind == _TIFF_UNDEFINED:
+            data, count = bytes(values), len(values)
+        else:
+            code = "H" if kind == _TIFF_SHORT else "I"  # a RATIONAL is two LONGs
+            data = struct.pack(f"<{len(values)}{code}", *values)
+            count = len(values) // 2 if kind == _TIFF_RATIONAL else len(values)
+        if len(data) <= 4:
+            field = data.ljust(4, b"\x00")
+        else:
+            field = struct.pack("<I", extra_offset + len(extra))
+            extra += data + b"\x00" * (len(data) % 2)
+        entries.append(struct.pack("<HHI", tag, kind, count) + field)
+    return struct.pack("<H", len(tags)) + b"".join(entries) + struct.pack("<I", 0) + extra

@@ -1,0 +1,319 @@
+"""`liif bench` library: LR discovery, the quality and speed runs, JSON, tables, bad input."""
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from rich.console import Console
+
+from liif_cli import bench, checkpoint
+from liif_cli.errors import LiifError
+from liif_cli.model import ModelSpec, build_model
+
+TINY = ModelSpec(encoder_args=dict(n_resblocks=1, n_feats=8), hidden=[16])
+
+COMMON_KEYS = {"schema_version", "kind", "timestamp", "liif_version", "torch_version", "device",
+               "device_name", "threads", "weights_name", "weights_sha256", "model_spec",
+               "engine_options", "protocol", "warnings"}
+QUALITY_KEYS = COMMON_KEYS | {"data_root", "sets", "scales", "results"}
+QUALITY_ENTRY_KEYS = {"set", "scale", "shave", "n_images", "lr_source", "lr_folder", "model",
+                      "bicubic", "lanczos", "gain_psnr", "images"}
+QUALITY_IMAGE_KEYS = {"image", "hr_size", "lr_size", "lr_source", "render_seconds", "model",
+                      "bicubic", "lanczos"}
+SPEED_KEYS = COMMON_KEYS | {"input_size", "scales", "repeats", "warmup", "max_output_mp",
+                            "peak_memory_method", "results"}
+SPEED_ENTRY_KEYS = {"scale", "output_size", "rows", "region_mp", "engine", "reference",
+                    "speedup", "max_abs_diff"}
+TIMING_KEYS = {"seconds", "median_seconds", "mp_per_s", "peak_memory_mb"}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(TINY).eval()
+
+
+def _image(h: int, w: int, seed: int) -> np.ndarray:
+    """A smooth-ish uint8 RGB test image."""
+    img = bench.synthetic_image((h, w), seed)
+    return (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def _save(arr: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+@pytest.fixture
+def data(tmp_path):
+    """root/Tiny/HR/{a,b}.png (40x40, 36x44) with ready-made x2 LR files, none for x3."""
+    root = tmp_path / "data"
+    hr_dir = root / "Tiny" / "HR"
+    sizes = {"a": (40, 40), "b": (36, 44)}
+    for i, (stem, (h, w)) in enumerate(sizes.items()):
+        hr = _image(h, w, i)
+        _save(hr, hr_dir / f"{stem}.png")
+        lr = np.asarray(Image.fromarray(hr).resize((w // 2, h // 2), Image.Resampling.BOX))
+        _save(lr, root / "Tiny" / "LR_bicubic" / "X2" / f"{stem}x2.png")
+    return root
+
+
+# ------------------------------------------------------------------ option parsing
+
+
+def test_parse_options():
+    assert bench.parse_sets("Set5, Set14,,Set5") == ["Set5", "Set14"]
+    assert bench.parse_sets(None) == ["Set5", "Set14"]
+    assert bench.parse_scales("2,x3, 12.5,2") == [2.0, 3.0, 12.5]
+    assert bench.parse_scales(None, (4, 12.5)) == [4.0, 12.5]
+    assert bench.parse_size("640x480") == (480, 640)
+    assert bench.parse_size("64") == (64, 64)
+    assert bench.format_scale(2.0) == "2" and bench.format_scale(12.5) == "12.5"
+    for bad in ("two", "0", "-3", "nan", ","):
+        with pytest.raises(LiifError):
+            bench.parse_scales(bad)
+    for bad in ("512y512", "0x4", ""):
+        with pytest.raises(LiifError):
+            bench.parse_size(bad)
+    with pytest.raises(LiifError):
+        bench.parse_sets(" , ")
+
+
+# ------------------------------------------------------------------ discovery
+
+
+def test_lr_discovery(data):
+    set_dir = data / "Tiny"
+    assert bench.find_lr_file(set_dir, "a", 2) == set_dir / "LR_bicubic" / "X2" / "ax2.png"
+    assert bench.find_lr_file(set_dir, "a", 3) is None  # no X3 folder: made from HR
+    assert bench.find_lr_file(set_dir, "a", 2.5) is None  # fractional: always made from HR
+
+    pair = bench.make_pair(set_dir / "HR" / "b.png", set_dir, 2)
+    assert pair.lr_source == bench.LR_FILE_SOURCE and pair.lr.shape == (18, 22, 3)
+    assert pair.hr.shape == (36, 44, 3)
+    pair = bench.make_pair(set_dir / "HR" / "b.png", set_dir, 3)
+    assert pair.lr_source == bench.LR_PIL_SOURCE
+    assert pair.lr.shape == (12, 14, 3) and pair.hr.shape == (36, 42, 3)  # 44 cropped to 42
+    # Fractional scale: lr = floor(H / s), HR cropped to round(lr * s).
+    pair = bench.make_pair(set_dir / "HR" / "b.png", set_dir, 2.5)
+    assert pair.lr.shape == (14, 17, 3) and pair.hr.shape == (35, 42, 3)
+    # The crop is the top-left of the HR image.
+    full = bench.load_rgb_u8(set_dir / "HR" / "b.png")
+    assert np.array_equal(pair.hr, full[:35, :42])
+
+
+def test_lr_folder_without_this_image_is_an_error(data):
+    (data / "Tiny" / "LR_bicubic" / "X2" / "bx2.png").unlink()
+    with pytest.raises(LiifError, match="bx2"):
+        bench.find_lr_file(data / "Tiny", "b", 2)
+
+
+def test_lr_file_of_the_wrong_size_is_an_error(data):
+    _save(_image(10, 10, 9), data / "Tiny" / "LR_bicubic" / "X2" / "ax2.png")
+    with pytest.raises(LiifError, match="expected 20x20"):
+        bench.make_pair(data / "Tiny" / "HR" / "a.png", data / "Tiny", 2)
+
+
+def test_sets_are_found_by_name_case_and_under_bench(data, tmp_path):
+    assert bench.find_set(data, "tiny") == data / "Tiny"
+    (tmp_path / "outer").mkdir()
+    (data).rename(tmp_path / "outer" / "bench")
+    assert bench.find_set(tmp_path / "outer", "Tiny") == tmp_path / "outer" / "bench" / "Tiny"
+    assert bench.available_sets(tmp_path / "outer") == ["Tiny"]
+
+
+# ------------------------------------------------------------------ quality
+
+
+def test_quality_end_to_end(data, model, tmp_path):
+    (data / "Tiny" / "HR" / "notes.txt").write_text("not an image")
+    (data / "Tiny" / "HR" / ".DS_Store").write_bytes(b"\0")  # hidden: ignored without a word
+    calls = []
+    result = bench.run_quality(["Tiny"], [2, 3], data, model, device="cpu",
+                               save_images=tmp_path / "out", weights_name="tiny",
+                               weights_sha256="0" * 64,
+                               progress=lambda *args: calls.append(args))
+    assert set(result) == QUALITY_KEYS
+    assert result["kind"] == "quality" and result["weights_name"] == "tiny"
+    assert result["model_spec"] == TINY.to_dict()
+    assert len(result["warnings"]) == 1 and "notes.txt" in result["warnings"][0]
+    assert [c[:2] for c in calls] == [(i, 4) for i in range(1, 5)]
+
+    x2, x3 = result["results"]
+    for entry in (x2, x3):
+        assert set(entry) == QUALITY_ENTRY_KEYS
+        assert entry["n_images"] == 2 and [r["image"] for r in entry["images"]] == ["a", "b"]
+        for row in entry["images"]:
+            assert set(row) == QUALITY_IMAGE_KEYS
+            for key in ("model", "bicubic", "lanczos"):
+                assert math.isfinite(row[key]["psnr"]) and -1 <= row[key]["ssim"] <= 1
+        for key in ("model", "bicubic", "lanczos"):
+            mean = np.mean([r[key]["psnr"] for r in entry["images"]])
+            assert entry[key]["psnr"] == pytest.approx(mean)
+        assert entry["gain_psnr"] == pytest.approx(entry["model"]["psnr"]
+                                                   - entry["bicubic"]["psnr"])
+        # A sensible baseline on smooth images, a random model far below it.
+        assert entry["bicubic"]["psnr"] > 25 and entry["gain_psnr"] < 0
+    assert (x2["scale"], x2["shave"], x2["lr_source"]) == (2.0, 2, "file")
+    assert x2["lr_folder"] == str(Path("Tiny") / "LR_bicubic" / "X2")
+    assert (x3["scale"], x3["shave"], x3["lr_source"], x3["lr_folder"]) == (3.0, 3,
+                                                                             "pil-bicubic", None)
+    assert x3["images"][1]["hr_size"] == [36, 42] and x3["images"][1]["lr_size"] == [12, 14]
+
+    saved = tmp_path / "out" / "Tiny" / "x3" / "b.png"
+    assert Image.open(saved).size == (42, 36)
+    # A second run refuses to overwrite the saved images, before rendering anything.
+    with pytest.raises(LiifError, match="already exists"):
+        bench.run_quality(["Tiny"], [3], data, model, save_images=tmp_path / "out")
+
+    # Strict JSON round trip.
+    path = bench.write_json(result, tmp_path / "r.json")
+    loaded = json.loads(path.read_text())
+    assert set(loaded) == QUALITY_KEYS and loaded["results"][0]["images"][0]["image"] == "a"
+    with pytest.raises(LiifError, match="already exists"):
+        bench.write_json(result, path)
+    bench.write_json(result, path, overwrite=True)
+
+
+def test_perfect_model_scores_infinite_psnr_and_json_null(tmp_path, model, monkeypatch):
+    # A "model" that returns the HR image exactly: PSNR inf, SSIM 1, JSON null.
+    root = tmp_path / "d"
+    hr = _image(32, 32, 5)
+    _save(hr, root / "S" / "HR" / "x.png")
+    monkeypatch.setattr("liif_cli.engine.render",
+                        lambda model, image, size, **kw: torch.from_numpy(hr).permute(2, 0, 1)
+                        .float() / 255)
+    result = bench.run_quality(["S"], [2], root, model)
+    entry = result["results"][0]
+    assert entry["model"]["psnr"] == math.inf and entry["model"]["ssim"] == pytest.approx(1.0)
+    assert json.loads(bench.to_json(result))["results"][0]["model"]["psnr"] is None
+
+
+@pytest.mark.parametrize("case, match", [
+    ("no_root", "not found"),
+    ("unknown_set", "unknown benchmark set 'Nope'.*available: Tiny"),
+    ("no_hr", "no HR folder"),
+    ("empty_hr", "holds no images"),
+    ("scale_1", "greater than 1"),
+    ("corrupt", "cannot read image"),
+    ("too_small", "too small"),
+])
+def test_quality_bad_input(case, match, data, model):
+    sets, scales, root = ["Tiny"], [2.0], data
+    if case == "no_root":
+        root = data / "missing"
+    elif case == "unknown_set":
+        sets = ["Nope"]
+    elif case == "no_hr":
+        (data / "Empty").mkdir()
+        sets = ["Empty"]
+    elif case == "empty_hr":
+        (data / "Empty" / "HR").mkdir(parents=True)
+        (data / "Empty" / "HR" / "readme.md").write_text("x")
+        sets = ["Empty"]
+    elif case == "scale_1":
+        scales = [2.0, 1.0]
+    elif case == "corrupt":
+        (data / "Tiny" / "HR" / "a.png").write_bytes(b"not a png")
+    elif case == "too_small":
+        scales = [16.0]  # a: LR 2x2, HR crop 32x32, nothing left after shaving 16
+    with pytest.raises(LiifError, match=match):
+        bench.run_quality(sets, scales, root, model)
+
+
+def test_data_root_from_environment(monkeypatch, data):
+    monkeypatch.delenv("LIIF_DATA", raising=False)
+    with pytest.raises(LiifError, match="LIIF_DATA"):
+        bench.resolve_data_root(None)
+    monkeypatch.setenv("LIIF_DATA", str(data))
+    assert bench.resolve_data_root(None) == data
+
+
+# ------------------------------------------------------------------ speed
+
+
+def test_speed_end_to_end(model):
+    result = bench.run_speed(model, (16, 16), [2], device="cpu", repeats=1, warmup=0)
+    assert set(result) == SPEED_KEYS and result["kind"] == "speed"
+    (entry,) = result["results"]
+    assert set(entry) == SPEED_ENTRY_KEYS
+    assert entry["output_size"] == [32, 32] and entry["rows"] == [0, 32]
+    for key in ("engine", "reference"):
+        assert set(entry[key]) == TIMING_KEYS and len(entry[key]["seconds"]) == 1
+        assert entry[key]["mp_per_s"] > 0
+    assert entry["speedup"] > 0 and entry["max_abs_diff"] < 1e-4
+    json.loads(bench.to_json(result))
+
+
+def test_speed_band_renders_the_same_rows(model):
+    result = bench.run_speed(model, (12, 10), [2.5], repeats=2, warmup=1,
+                             max_output_mp=0.0002, reference=True)
+    (entry,) = result["results"]
+    assert entry["output_size"] == [30, 25]
+    start, stop = entry["rows"]
+    assert stop - start == 8 and start == 11  # 200 px / 25 px per row, centred
+    assert entry["region_mp"] == pytest.approx(8 * 25 / 1e6)
+    assert len(entry["engine"]["seconds"]) == 2 and entry["max_abs_diff"] < 1e-4
+    result = bench.run_speed(model, "10x12", [2], repeats=1, reference=False)
+    assert result["input_size"] == [12, 10]
+    assert result["results"][0]["reference"] is None and result["results"][0]["speedup"] is None
+
+
+def test_band_rows():
+    assert bench.band_rows((100, 50), None) == (0, 100)
+    assert bench.band_rows((100, 50), 1.0) == (0, 100)
+    assert bench.band_rows((100, 50), 0.001) == (40, 60)
+    assert bench.band_rows((100, 5000), 1e-9) == (49, 50)  # at least one row
+
+
+def test_speed_bad_input(model):
+    for kwargs in (dict(scales=[0]), dict(repeats=0), dict(size=(0, 4)),
+                   dict(max_output_mp=-1.0)):
+        with pytest.raises(LiifError):
+            bench.run_speed(model, **{"size": (8, 8), "scales": [2], **kwargs})
+
+
+def test_peak_memory_is_measured_on_linux_cpu():
+    if not bench.PeakMemory._cpu_supported():
+        pytest.skip("needs /proc/self/clear_refs")
+    with bench.PeakMemory(torch.device("cpu")) as mem:
+        block = torch.ones(64 * 2 ** 20 // 4)  # 64 MiB, touched
+        del block
+    assert mem.peak_bytes is not None and mem.peak_bytes > 48 * 2 ** 20
+
+
+# ------------------------------------------------------------------ command and tables
+
+
+def test_bench_command(data, model, tmp_path):
+    weights = tmp_path / "tiny.pth"
+    checkpoint.save(checkpoint.to_dict(model, {"note": "test"}), weights)
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+    result = bench.bench_command(data_root=data, sets="Tiny", scales="2,2.5",
+                                 weights=str(weights), device="cpu",
+                                 json_path=tmp_path / "q.json", console=console)
+    text = out.getvalue()
+    assert "Tiny" in text and "LR_bicubic" in text and "PIL bicubic" in text and "x2.5" in text
+    saved = json.loads((tmp_path / "q.json").read_text())
+    assert saved["weights_sha256"] == checkpoint.file_sha256(weights)
+    assert saved["weights_metadata"] == {"note": "test"}
+    assert [e["scale"] for e in result["results"]] == [2.0, 2.5]
+
+    with pytest.raises(LiifError, match="already exists"):
+        bench.bench_command(data_root=data, sets="Tiny", weights=str(weights),
+                            json_path=tmp_path / "q.json", console=console)
+    with pytest.raises(LiifError, match="greater than 1"):
+        bench.bench_command(data_root=data, sets="Tiny", scales="1", weights=str(weights),
+                            console=console)
+
+    out.truncate(0)
+    result = bench.bench_command(speed=True, size="16x12", scales="2", repeats=1,
+                                 weights=str(weights), device="cpu", console=console)
+    assert result["input_size"] == [12, 16] and result["max_output_mp"] == 0.25
+    assert "Speed-up" in out.getvalue() and "peak memory" in out.getvalue()

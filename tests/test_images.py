@@ -1,0 +1,683 @@
+"""Tests for liif_cli.images: faithful reading/writing of image files and clean errors."""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from liif_cli import images
+from liif_cli.errors import LiifError
+from liif_cli.images import (
+    SUPPORTED_SUFFIXES,
+    Picture,
+    check_output,
+    output_suffix_supported,
+    read_image,
+    suffix_for_format,
+    write_image,
+)
+
+try:
+    from PIL import ImageCms
+
+    SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+except ImportError:  # Pillow built without littlecms
+    SRGB = None
+needs_icc = pytest.mark.skipif(SRGB is None, reason="PIL.ImageCms is not available")
+
+RNG = np.random.default_rng(1234)
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+def channels_of(picture: Picture, depth: int) -> np.ndarray:
+    """The picture as integer (H, W, C) pixels, C as in Picture.from_array."""
+    planes = [picture.rgb[:, :, :1] if picture.grayscale else picture.rgb]
+    if picture.alpha is not None:
+        planes.append(picture.alpha[:, :, None])
+    top = 65535 if depth == 16 else 255
+    return np.rint(np.concatenate(planes, axis=2) * top).astype(np.int64)
+
+
+def random_pixels(height: int, width: int, channels: int, depth: int) -> np.ndarray:
+    dtype = np.uint16 if depth == 16 else np.uint8
+    return RNG.integers(0, np.iinfo(dtype).max + 1, (height, width, channels)).astype(dtype)
+
+
+def low_byte_pixels(height: int, width: int, channels: int) -> np.ndarray:
+    """16-bit samples sharing one high byte: only a reader keeping low bytes tells them apart."""
+    return (0x5A00 + RNG.integers(0, 256, (height, width, channels))).astype(np.uint16)
+
+
+def smooth_rgb(height: int = 24, width: int = 32) -> np.ndarray:
+    """A smooth colour image (lossy codecs should reproduce it closely)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    return np.stack([x / (width - 1), y / (height - 1), 0.5 + 0.4 * np.sin(x / 5)], axis=2)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data)
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def handmade_png16(pixels: np.ndarray, *, interlaced: bool = False, extra: bytes = b"") -> bytes:
+    """A 16-bit PNG built independently of liif (unfiltered rows, optional Adam7 interlacing)."""
+    height, width, channels = pixels.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+
+    def scanlines(part: np.ndarray) -> bytes:
+        rows = part.astype(">u2").reshape(part.shape[0], -1).view(np.uint8)
+        return np.hstack([np.zeros((len(rows), 1), np.uint8), rows]).tobytes()
+
+    if interlaced:  # Adam7 passes: (first row, first column, row step, column step)
+        passes = [(0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2)]
+        passes += [(0, 1, 2, 2), (1, 0, 2, 1)]
+        parts = [pixels[y::dy, x::dx] for y, x, dy, dx in passes]
+        raw = b"".join(scanlines(part) for part in parts if part.size)
+    else:
+        raw = scanlines(pixels)
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, int(interlaced))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + extra
+        + png_chunk(b"IDAT", zlib.compress(raw))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def handmade_tiff16_big_endian(pixels: np.ndarray) -> bytes:
+    """An uncompressed big-endian ('MM') 16-bit RGB TIFF built independently of liif."""
+    height, width, _ = pixels.shape
+    data = pixels.astype(">u2").tobytes()
+    ifd_offset = 8 + len(data)
+    bits_offset = ifd_offset + 2 + 9 * 12 + 4
+    tags = [  # tag, type (3 SHORT, 4 LONG), count, value or offset
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, 3, bits_offset),
+        (259, 3, 1, 1),
+        (262, 3, 1, 2),
+        (273, 4, 1, 8),
+        (277, 3, 1, 3),
+        (278, 4, 1, height),
+        (279, 4, 1, len(data)),
+    ]
+    ifd = struct.pack(">H", len(tags))
+    for tag, kind, count, value in tags:
+        short = kind == 3 and count == 1  # a lone SHORT sits left-justified in the field
+        field = struct.pack(">HH", value, 0) if short else struct.pack(">I", value)
+        ifd += struct.pack(">HHI", tag, kind, count) + field
+    ifd += struct.pack(">I", 0) + struct.pack(">3H", 16, 16, 16)
+    return b"MM\x00*" + struct.pack(">I", ifd_offset) + data + ifd
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files write_image may have left behind."""
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def assert_one_line_error(excinfo: pytest.ExceptionInfo, path: Path, *words: str) -> None:
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert str(path) in message
+    for word in words:
+        assert word in message.lower()
+
+
+# ----------------------------------------------------------------------------- Picture basics
+
+
+def test_supported_suffixes_and_helpers():
+    assert SUPPORTED_SUFFIXES == {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+    assert output_suffix_supported("out.PNG") and output_suffix_supported(Path("a/b.tiff"))
+    assert not output_suffix_supported("out.gif") and not output_suffix_supported("out")
+    assert suffix_for_format("JPEG") == ".jpg" and suffix_for_format("TIFF") == ".tif"
+    assert suffix_for_format("GIF") == ".png"
+
+
+def test_from_array_layouts():
+    gray = Picture.from_array(np.array([[0, 255]], np.uint8))
+    assert gray.grayscale and gray.alpha is None and gray.bit_depth == 8 and gray.size == (1, 2)
+    assert gray.rgb.dtype == np.float32 and gray.rgb.shape == (1, 2, 3)
+    np.testing.assert_array_equal(gray.rgb[0, 1], [1, 1, 1])
+
+    rgba = Picture.from_array(np.full((2, 3, 4), 65535, np.uint16))
+    assert not rgba.grayscale and rgba.bit_depth == 16 and rgba.alpha.shape == (2, 3)
+
+    with pytest.raises(ValueError):
+        Picture.from_array(np.zeros((2, 2, 5), np.uint8))
+    with pytest.raises(ValueError):
+        Picture(np.zeros((2, 2)), None, False, 8, None, "PNG")
+    with pytest.raises(ValueError):
+        Picture(np.zeros((2, 2, 3)), np.zeros((3, 3)), False, 8, None, "PNG")
+
+
+def test_with_pixels_keeps_metadata():
+    picture = Picture.from_array(random_pixels(4, 4, 2, 16), icc_profile=b"x", format="TIFF")
+    bigger = picture.with_pixels(np.zeros((8, 8, 3), np.float64), np.ones((8, 8)))
+    assert bigger.size == (8, 8) and bigger.rgb.dtype == np.float32
+    assert (bigger.grayscale, bigger.bit_depth, bigger.icc_profile, bigger.format) == (
+        True,
+        16,
+        b"x",
+        "TIFF",
+    )
+    assert picture.size == (4, 4)  # the original is unchanged
+
+
+# ---------------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".tiff", ".bmp"])
+def test_lossless_formats_round_trip_exactly(tmp_path, suffix):
+    pixels = random_pixels(9, 13, 3, 8)
+    path = tmp_path / f"out{suffix}"
+    write_image(Picture.from_array(pixels), path)
+    picture = read_image(path)
+    assert picture.size == (9, 13) and not picture.grayscale and picture.bit_depth == 8
+    np.testing.assert_array_equal(channels_of(picture, 8), pixels)
+    np.testing.assert_array_equal(np.asarray(Image.open(path).convert("RGB")), pixels)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".jpeg", ".webp"])
+def test_lossy_formats_round_trip_closely(tmp_path, suffix):
+    rgb = smooth_rgb()
+    path = tmp_path / f"out{suffix}"
+    write_image(Picture.from_array(rgb), path)
+    picture = read_image(path)
+    assert picture.size == rgb.shape[:2] and picture.format in ("JPEG", "WEBP")
+    error = np.abs(picture.rgb - rgb)
+    assert error.mean() < 3 / 255 and error.max() < 24 / 255
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("depth", [8, 16])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_every_layout_round_trips_exactly(tmp_path, suffix, depth, channels):
+    pixels = random_pixels(7, 11, channels, depth)
+    path = tmp_path / f"out{suffix}"
+    write_image(Picture.from_array(pixels), path)
+    picture = read_image(path)
+    assert picture.bit_depth == depth
+    assert (picture.alpha is not None) == (channels in (2, 4))
+    if suffix == ".tif" and depth == 16 and channels == 2:
+        # written as RGBA (Pillow cannot read 16-bit gray+alpha TIFF): still exact, but colour
+        assert not picture.grayscale
+        np.testing.assert_array_equal(channels_of(picture, 16)[:, :, 0], pixels[:, :, 0])
+        np.testing.assert_array_equal(channels_of(picture, 16)[:, :, 3], pixels[:, :, 1])
+        return
+    assert picture.grayscale == (channels <= 2)
+    np.testing.assert_array_equal(channels_of(picture, depth), pixels)
+
+
+def test_float_pixels_are_rounded_not_truncated(tmp_path):
+    values = np.array([0.4 / 255, 0.6 / 255, 254.4 / 255, 254.6 / 255, -0.5, 1.5, np.nan])
+    rgb = np.repeat(values[None, :, None], 3, axis=2).astype(np.float32)
+    path = tmp_path / "q.png"
+    write_image(Picture(rgb, None, False, 8, None, "PNG"), path)
+    written = np.asarray(Image.open(path))[0, :, 0]
+    np.testing.assert_array_equal(written, [0, 1, 254, 255, 0, 255, 0])
+
+
+# --------------------------------------------------------------------------------- 16-bit depth
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("interlaced", [False, True])
+def test_reads_full_precision_from_16_bit_png(tmp_path, channels, interlaced):
+    pixels = low_byte_pixels(11, 10, channels)
+    path = tmp_path / "in.png"
+    path.write_bytes(handmade_png16(pixels, interlaced=interlaced))
+    picture = read_image(path)
+    assert picture.bit_depth == 16 and picture.grayscale == (channels <= 2)
+    np.testing.assert_array_equal(channels_of(picture, 16), pixels)
+
+
+def test_reads_full_precision_from_big_endian_16_bit_tiff(tmp_path):
+    pixels = low_byte_pixels(5, 6, 3)
+    path = tmp_path / "in.tif"
+    path.write_bytes(handmade_tiff16_big_endian(pixels))
+    picture = read_image(path)
+    assert picture.bit_depth == 16 and picture.format == "TIFF"
+    np.testing.assert_array_equal(channels_of(picture, 16), pixels)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "channels"), [(".png", 1), (".png", 2), (".png", 3), (".png", 4), (".tif", 3)]
+)
+def test_16_bit_low_bytes_survive_read_write_read(tmp_path, suffix, channels):
+    pixels = low_byte_pixels(8, 12, channels)
+    source = tmp_path / "in.png"
+    source.write_bytes(handmade_png16(pixels))
+    output = tmp_path / f"out{suffix}"
+    write_image(read_image(source), output)
+    again = read_image(output)
+    assert again.bit_depth == 16
+    np.testing.assert_array_equal(channels_of(again, 16), pixels)
+
+    with Image.open(output) as image:  # an independent reader agrees on size and high bytes
+        assert image.size == (12, 8)
+        if channels == 3:
+            np.testing.assert_array_equal(np.asarray(image), pixels >> 8)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("depth", [8, 16])
+def test_many_png_bands_and_tiff_strips(tmp_path, monkeypatch, suffix, depth):
+    monkeypatch.setattr(images, "_PNG_BAND_BYTES", 100)  # a few rows per band / strip
+    monkeypatch.setattr(images, "_TIFF_STRIP_BYTES", 100)
+    pixels = random_pixels(23, 9, 3, depth)
+    write_image(Picture.from_array(pixels), tmp_path / f"out{suffix}")
+    if suffix == ".tif":
+        with Image.open(tmp_path / f"out{suffix}") as image:
+            assert len(image.tag_v2[273]) > 3  # several strips
+    np.testing.assert_array_equal(channels_of(read_image(tmp_path / f"out{suffix}"), depth), pixels)
+
+
+def test_16_bit_png_header_and_8_bit_formats(tmp_path):
+    picture = Picture.from_array(low_byte_pixels(3, 4, 3))
+    write_image(picture, tmp_path / "deep.png")
+    header = (tmp_path / "deep.png").read_bytes()[16:26]
+    assert struct.unpack(">IIBB", header) == (4, 3, 16, 2)  # width, height, depth, RGB
+    write_image(picture, tmp_path / "shallow.bmp")
+    shallow = read_image(tmp_path / "shallow.bmp")
+    assert shallow.bit_depth == 8
+    assert np.abs(shallow.rgb - picture.rgb).max() <= 0.5 / 255 + 1e-6
+
+
+def test_16_bit_gray_png_from_pillow(tmp_path):
+    gray = (0x0100 * RNG.integers(0, 256, (5, 7)) + 0x7F).astype(np.uint16)
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    picture = read_image(tmp_path / "g.png")
+    assert picture.grayscale and picture.bit_depth == 16
+    np.testing.assert_array_equal(channels_of(picture, 16)[:, :, 0], gray)
+
+
+def test_png_colour_key_on_16_bit_rgb_becomes_alpha(tmp_path):
+    pixels = low_byte_pixels(4, 5, 3)
+    pixels[1, 2] = [0x1234, 0x5678, 0x9ABC]
+    key = png_chunk(b"tRNS", struct.pack(">3H", 0x1234, 0x5678, 0x9ABC))
+    path = tmp_path / "key.png"
+    path.write_bytes(handmade_png16(pixels, extra=key))
+    picture = read_image(path)
+    assert picture.alpha is not None and picture.alpha[1, 2] == 0
+    assert np.count_nonzero(picture.alpha == 1) == 4 * 5 - 1
+
+
+# ----------------------------------------------------------------------- grayscale and alpha
+
+
+def test_grayscale_stays_grayscale(tmp_path):
+    gray = RNG.integers(0, 256, (6, 9), dtype=np.uint8)
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    picture = read_image(tmp_path / "g.png")
+    assert picture.grayscale and picture.alpha is None
+    np.testing.assert_array_equal(picture.rgb[:, :, 0], picture.rgb[:, :, 2])
+    for suffix, mode in [(".jpg", "L"), (".png", "L"), (".tif", "L"), (".bmp", "L")]:
+        write_image(picture, tmp_path / f"out{suffix}")
+        with Image.open(tmp_path / f"out{suffix}") as image:
+            assert image.mode == mode
+        assert read_image(tmp_path / f"out{suffix}").grayscale
+
+
+def test_webp_has_no_grayscale_so_gray_is_written_as_colour(tmp_path):
+    picture = Picture.from_array(np.full((4, 4), 128, np.uint8))
+    write_image(picture, tmp_path / "g.webp")
+    again = read_image(tmp_path / "g.webp")
+    assert not again.grayscale and np.abs(again.rgb - 128 / 255).max() < 3 / 255
+
+
+def test_palette_transparency_becomes_alpha(tmp_path):
+    image = Image.new("P", (4, 3), 1)
+    image.putpalette([255, 0, 0, 0, 0, 255] + [0] * (254 * 3))
+    image.putpixel((0, 0), 0)
+    image.save(tmp_path / "p.png", transparency=0)
+    picture = read_image(tmp_path / "p.png")
+    assert not picture.grayscale and picture.bit_depth == 8
+    assert picture.alpha[0, 0] == 0 and picture.alpha[2, 3] == 1
+    np.testing.assert_array_equal(picture.rgb[2, 3], [0, 0, 1])
+
+
+@pytest.mark.parametrize("suffix", [".png", ".webp", ".tif"])
+def test_alpha_is_kept_where_the_format_can(tmp_path, suffix):
+    pixels = random_pixels(6, 5, 4, 8)
+    pixels[:, :, :3] = 200  # flat colour: WebP's lossy colour is then near exact
+    write_image(Picture.from_array(pixels), tmp_path / f"a{suffix}")
+    picture = read_image(tmp_path / f"a{suffix}")
+    np.testing.assert_array_equal(channels_of(picture, 8)[:, :, 3], pixels[:, :, 3])
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".bmp"])
+def test_transparency_is_refused_by_jpeg_and_bmp(tmp_path, suffix):
+    pixels = random_pixels(4, 4, 4, 8)
+    pixels[0, 0, 3] = 10
+    path = tmp_path / f"out{suffix}"
+    with pytest.raises(LiifError) as excinfo:
+        write_image(Picture.from_array(pixels), path)
+    assert_one_line_error(excinfo, path, "transparency", ".png")
+    assert not path.exists() and leftovers(tmp_path) == []
+    with pytest.raises(LiifError):
+        check_output(path, Picture.from_array(pixels))
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".bmp"])
+def test_fully_opaque_alpha_is_dropped_silently(tmp_path, suffix):
+    pixels = random_pixels(4, 4, 4, 8)
+    pixels[:, :, 3] = 255
+    write_image(Picture.from_array(pixels), tmp_path / f"out{suffix}")
+    with Image.open(tmp_path / f"out{suffix}") as image:
+        assert image.mode == "RGB"
+
+
+def test_cmyk_is_converted_to_rgb(tmp_path):
+    Image.new("CMYK", (5, 4), (0, 255, 255, 0)).save(tmp_path / "c.jpg", quality=95)
+    picture = read_image(tmp_path / "c.jpg")
+    assert not picture.grayscale and picture.icc_profile is None
+    assert np.abs(picture.rgb[2, 2] - [1, 0, 0]).max() < 0.05
+
+
+# ---------------------------------------------------------------------- orientation and ICC
+
+
+def test_exif_orientation_6_reads_upright(tmp_path):
+    pixels = np.zeros((20, 30, 3), np.uint8)
+    pixels[:, :10] = [255, 0, 0]  # red band on the left of the stored image
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # display rotated 90 degrees clockwise
+    image.save(tmp_path / "o.jpg", exif=exif, quality=95)
+
+    picture = read_image(tmp_path / "o.jpg")
+    assert picture.size == (30, 20)  # dimensions swapped
+    assert picture.rgb[5, 10, 0] > 0.9 and picture.rgb[25, 10, 0] < 0.1  # left band is now on top
+
+    write_image(picture, tmp_path / "out.jpg")  # already upright: no orientation tag carried
+    with Image.open(tmp_path / "out.jpg") as out:
+        assert out.size == (20, 30) and out.getexif().get(0x0112) in (None, 1)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_orientation_matches_pillow(tmp_path, orientation):
+    image = Image.fromarray(random_pixels(3, 5, 3, 8))
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(tmp_path / "o.png", exif=exif)
+    with Image.open(tmp_path / "o.png") as stored:
+        expected = np.asarray(ImageOps.exif_transpose(stored))
+    np.testing.assert_array_equal(channels_of(read_image(tmp_path / "o.png"), 8), expected)
+
+
+def test_orientation_applies_to_16_bit_png(tmp_path):
+    pixels = low_byte_pixels(3, 5, 3)
+    exif = Image.Exif()
+    exif[0x0112] = 8  # rotate 90 degrees counter-clockwise to display
+    path = tmp_path / "o16.png"
+    path.write_bytes(handmade_png16(pixels, extra=png_chunk(b"eXIf", exif.tobytes()[6:])))
+    picture = read_image(path)
+    assert picture.bit_depth == 16
+    np.testing.assert_array_equal(channels_of(picture, 16), np.rot90(pixels))
+
+
+@needs_icc
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif"])
+@pytest.mark.parametrize("depth", [8, 16])
+def test_icc_profile_is_carried_through(tmp_path, suffix, depth):
+    picture = Picture.from_array(random_pixels(4, 6, 3, depth), icc_profile=SRGB)
+    write_image(picture, tmp_path / f"out{suffix}")
+    with Image.open(tmp_path / f"out{suffix}") as image:
+        assert image.info.get("icc_profile") == SRGB
+    assert read_image(tmp_path / f"out{suffix}").icc_profile == SRGB
+
+
+@needs_icc
+def test_icc_profile_read_from_source_and_dropped_where_it_cannot_apply(tmp_path):
+    Image.fromarray(random_pixels(4, 4, 3, 8)).save(tmp_path / "in.png", icc_profile=SRGB)
+    picture = read_image(tmp_path / "in.png")
+    assert picture.icc_profile == SRGB
+    write_image(picture, tmp_path / "out.bmp")  # BMP: no profile support
+    assert read_image(tmp_path / "out.bmp").icc_profile is None
+    gray = Picture.from_array(np.zeros((2, 2), np.uint8), icc_profile=SRGB)
+    write_image(gray, tmp_path / "gray.png")  # an RGB profile must not label gray pixels
+    assert read_image(tmp_path / "gray.png").icc_profile is None
+
+
+def test_jpeg_uses_quality_and_no_chroma_subsampling(tmp_path):
+    from PIL import JpegImagePlugin
+
+    picture = Picture.from_array(random_pixels(32, 32, 3, 8))
+    write_image(picture, tmp_path / "high.jpg", quality=95)
+    write_image(picture, tmp_path / "low.jpg", quality=40)
+    with Image.open(tmp_path / "high.jpg") as image:
+        assert JpegImagePlugin.get_sampling(image) == 0  # 4:4:4
+    assert (tmp_path / "low.jpg").stat().st_size < (tmp_path / "high.jpg").stat().st_size
+    with pytest.raises(LiifError, match="quality"):
+        write_image(picture, tmp_path / "bad.jpg", quality=0)
+    assert leftovers(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------ read errors
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.png"
+    with pytest.raises(LiifError) as excinfo:
+        read_image(path)
+    assert_one_line_error(excinfo, path, "no such file")
+
+
+def test_folder_instead_of_file(tmp_path):
+    with pytest.raises(LiifError) as excinfo:
+        read_image(tmp_path)
+    assert_one_line_error(excinfo, tmp_path, "folder")
+
+
+def test_text_file_named_png(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("this is not an image\n")
+    with pytest.raises(LiifError) as excinfo:
+        read_image(path)
+    assert_one_line_error(excinfo, path, "not an image")
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_truncated_png(tmp_path, depth):
+    path = tmp_path / "cut.png"
+    write_image(Picture.from_array(random_pixels(64, 64, 3, depth)), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(LiifError) as excinfo:
+        read_image(path)
+    assert_one_line_error(excinfo, path, "damaged")
+
+
+def test_truncated_jpeg(tmp_path):
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(random_pixels(64, 64, 3, 8)).save(path, quality=90)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(LiifError) as excinfo:
+        read_image(path)
+    assert_one_line_error(excinfo, path)
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    path = tmp_path / "secret.png"
+    Image.new("RGB", (2, 2)).save(path)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(images.Image, "open", refuse)  # root would read a chmod 000 file
+    with pytest.raises(LiifError) as excinfo:
+        read_image(path)
+    assert_one_line_error(excinfo, path, "permission denied")
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.new("RGB", (16, 16)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 256 pixels > 2x the limit
+    with pytest.raises(LiifError) as excinfo:
+        read_image(path)
+    assert_one_line_error(excinfo, path, "refusing")
+
+
+def test_unsupported_pixel_format(tmp_path):
+    path = tmp_path / "float.tif"
+    Image.new("F", (3, 3), 0.5).save(path)
+    with pytest.raises(LiifError) as excinfo:
+        read_image(path)
+    assert_one_line_error(excinfo, path, "unsupported")
+
+
+# ----------------------------------------------------------------------------- write errors
+
+
+@pytest.mark.parametrize("name", ["out.gif", "out", "out.png.txt"])
+def test_unknown_output_suffix(tmp_path, name):
+    path = tmp_path / name
+    with pytest.raises(LiifError) as excinfo:
+        write_image(Picture.from_array(random_pixels(2, 2, 3, 8)), path)
+    assert_one_line_error(excinfo, path, ".png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    path = tmp_path / "out.png"
+    path.write_bytes(b"precious")
+    picture = Picture.from_array(random_pixels(3, 3, 3, 8))
+    with pytest.raises(LiifError) as excinfo:
+        write_image(picture, path)
+    assert_one_line_error(excinfo, path, "exists", "--overwrite")
+    assert path.read_bytes() == b"precious" and leftovers(tmp_path) == []
+
+    write_image(picture, path, overwrite=True)
+    np.testing.assert_array_equal(channels_of(read_image(path), 8), channels_of(picture, 8))
+    assert leftovers(tmp_path) == []
+
+
+def test_check_output_fails_fast(tmp_path, monkeypatch):
+    path = tmp_path / "out.tif"
+    assert check_output(str(path)) == path
+    path.write_bytes(b"x")
+    with pytest.raises(LiifError, match="--overwrite"):
+        check_output(path)
+    assert check_output(path, overwrite=True) == path
+    monkeypatch.setattr(images.os, "access", lambda *args: False)
+    with pytest.raises(LiifError) as excinfo:
+        check_output(path, overwrite=True)
+    assert_one_line_error(excinfo, path, "no permission")
+
+
+def test_missing_output_folder(tmp_path):
+    path = tmp_path / "missing" / "out.png"
+    with pytest.raises(LiifError) as excinfo:
+        write_image(Picture.from_array(random_pixels(2, 2, 3, 8)), path)
+    assert_one_line_error(excinfo, path, "does not exist")
+
+
+def test_output_folder_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    path = tmp_path / "file" / "out.png"
+    with pytest.raises(LiifError) as excinfo:
+        write_image(Picture.from_array(random_pixels(2, 2, 3, 8)), path)
+    assert_one_line_error(excinfo, path, "not a folder")
+
+
+def test_output_path_is_a_folder(tmp_path):
+    (tmp_path / "dir.png").mkdir()
+    with pytest.raises(LiifError) as excinfo:
+        write_image(Picture.from_array(random_pixels(2, 2, 3, 8)), tmp_path / "dir.png")
+    assert_one_line_error(excinfo, tmp_path / "dir.png", "folder")
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root ignores folder permissions"
+)
+def test_unwritable_output_folder(tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(LiifError) as excinfo:
+            write_image(Picture.from_array(random_pixels(2, 2, 3, 8)), folder / "out.png")
+        assert_one_line_error(excinfo, folder / "out.png", "permission")
+    finally:
+        folder.chmod(0o700)
+
+
+def test_unwritable_output_folder_reported_even_when_access_check_passes(tmp_path, monkeypatch):
+    """Simulates EACCES from the file system (e.g. for root on a read-only mount)."""
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(images.os, "open", refuse)
+    path = tmp_path / "out.png"
+    with pytest.raises(LiifError) as excinfo:
+        write_image(Picture.from_array(random_pixels(2, 2, 3, 8)), path)
+    assert_one_line_error(excinfo, path, "permission denied")
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_failure_mid_write_leaves_nothing_behind(tmp_path, monkeypatch, overwrite):
+    def disk_full(file, *args):
+        file.write(b"\x89PNG half an image")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(images, "_save_with_pillow", disk_full)
+    path = tmp_path / "out.png"
+    if overwrite:
+        path.write_bytes(b"old")
+    with pytest.raises(LiifError) as excinfo:
+        write_image(Picture.from_array(random_pixels(2, 2, 3, 8)), path, overwrite=overwrite)
+    assert_one_line_error(excinfo, path, "no space left")
+    assert leftovers(tmp_path) == []
+    assert (path.read_bytes() == b"old") if overwrite else not path.exists()
+
+
+def test_file_appearing_during_write_is_not_clobbered(tmp_path, monkeypatch):
+    path = tmp_path / "out.png"
+    real_save = images._save_with_pillow
+
+    def racing_save(file, *args):
+        path.write_bytes(b"someone else's")  # another process creates the output meanwhile
+        real_save(file, *args)
+
+    monkeypatch.setattr(images, "_save_with_pillow", racing_save)
+    with pytest.raises(LiifError, match="exists"):
+        write_image(Picture.from_array(random_pixels(2, 2, 3, 8)), path)
+    assert path.read_bytes() == b"someone else's" and leftovers(tmp_path) == []
+
+
+def test_works_without_hard_links(tmp_path, monkeypatch):
+    def no_links(*args):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(images.os, "link", no_links)
+    picture = Picture.from_array(random_pixels(3, 4, 3, 8))
+    path = tmp_path / "out.png"
+    write_image(picture, path)
+    np.testing.assert_array_equal(channels_of(read_image(path), 8), channels_of(picture, 8))
+    with pytest.raises(LiifError, match="exists"):
+        write_image(picture, path)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "umask"), reason="POSIX permissions only")
+def test_new_files_get_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_image(Picture.from_array(random_pixels(2, 2, 3, 8)), tmp_path / "out.png")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o644
