@@ -1,0 +1,134 @@
+"""The public Python API: `Upscaler.from_pretrained().upscale(image, scale=4)`.
+
+Takes and returns PIL images or numpy arrays; the CLI is a thin layer over this module.
+Colour goes through the LIIF model; an alpha channel is resampled with a bicubic filter;
+when the target is no larger than the input in both directions the model is not used at all
+(it is made for upscaling) and a Lanczos filter downsamples instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import checkpoint
+from .engine import DEFAULT_CHUNK, DEFAULT_TILE, Progress, render, resolve_device, resolve_precision
+from .images import Picture
+from .model import LIIF
+from .sizing import target_size
+
+
+class Upscaler:
+    """A loaded model plus how to run it (device, precision, tile and chunk sizes)."""
+
+    def __init__(self, model: LIIF, *, device: str | torch.device = "auto",
+                 precision: str = "fp32", tile: int = DEFAULT_TILE, chunk: int = DEFAULT_CHUNK,
+                 name: str = "custom", metadata: dict[str, Any] | None = None):
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.precision = precision
+        resolve_precision(precision, self.device)  # fail early on e.g. fp16 on the CPU
+        self.model = model.eval().to(self.device)
+        self.tile, self.chunk = tile, chunk
+        self.name, self.metadata = name, dict(metadata or {})
+
+    @classmethod
+    def from_pretrained(cls, weights: str | Path | None = None, **options: Any) -> Upscaler:
+        """Load bundled weights by name (default: the project's EDSR-baseline LIIF) or a file."""
+        path = checkpoint.resolve_weights(weights)
+        ckpt = checkpoint.load(path)
+        return cls(ckpt.build(), name=str(weights or checkpoint.DEFAULT_WEIGHTS),
+                   metadata=ckpt.metadata, **options)
+
+    # ------------------------------------------------------------------ core
+
+    def render_rgb(self, rgb: np.ndarray, size: tuple[int, int],
+                   progress: Progress | None = None) -> np.ndarray:
+        """(H, W, 3) float RGB in [0, 1] -> (H', W', 3) float32 at `size` = (H', W')."""
+        if size[0] <= rgb.shape[0] and size[1] <= rgb.shape[1]:
+            if progress:
+                progress(1, 1)
+            return np.stack([_resize_plane(rgb[..., c], size, Image.Resampling.LANCZOS)
+                             for c in range(3)], axis=-1)
+        image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+        out = render(self.model, image, size, tile=self.tile, chunk=self.chunk,
+                     device=self.device, precision=self.precision, progress=progress)
+        return out.permute(1, 2, 0).numpy()
+
+    def resample(self, picture: Picture, size: tuple[int, int],
+                 progress: Progress | None = None) -> Picture:
+        """A Picture at `size` (H', W'), keeping its alpha, bit depth and colour profile."""
+        rgb = self.render_rgb(picture.rgb, size, progress)
+        alpha = None
+        if picture.alpha is not None:
+            grows = size[0] > picture.size[0] or size[1] > picture.size[1]
+            alpha = _resize_plane(picture.alpha, size, Image.Resampling.BICUBIC if grows
+                                  else Image.Resampling.LANCZOS)
+        return picture.with_pixels(rgb, alpha)
+
+    # ------------------------------------------------------------------ convenience
+
+    def upscale(self, image: Image.Image | np.ndarray, *, scale: float | None = None,
+                size: tuple[int, int] | None = None,
+                progress: Progress | None = None) -> Image.Image | np.ndarray:
+        """Resize a PIL image or numpy array by `scale` or to `size` = (width, height).
+
+        Returns the same kind of object: PIL in the same mode; numpy with the same dtype and
+        channel count (uint8, uint16, or float in [0, 1]).
+        """
+        hw = (size[1], size[0]) if size is not None else None
+        if isinstance(image, Image.Image):
+            picture, mode = _picture_from_pil(image), image.mode
+        else:
+            picture, mode = Picture.from_array(np.asarray(image)), None
+        out = self.resample(picture, target_size(picture.size, scale=scale, size=hw), progress)
+        if mode is not None:
+            return _pil_from_picture(out, mode)
+        return _array_like(out, np.asarray(image))
+
+
+def _resize_plane(plane: np.ndarray, size: tuple[int, int], method: Image.Resampling) -> np.ndarray:
+    """Resample one float channel to (H', W') with a PIL filter, in float precision."""
+    image = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), mode="F")
+    out = np.asarray(image.resize((size[1], size[0]), method), dtype=np.float32)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _picture_from_pil(image: Image.Image) -> Picture:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return Picture.from_array(np.asarray(image).astype(np.uint16))
+    if image.mode not in ("L", "LA", "RGB", "RGBA"):
+        image = image.convert("RGBA" if image.has_transparency_data else "RGB")
+    return Picture.from_array(np.asarray(image))
+
+
+def _pil_from_picture(picture: Picture, mode: str) -> Image.Image:
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        gray = np.rint(picture.rgb.mean(axis=-1) * 65535).astype(np.uint16)
+        return Image.fromarray(gray, mode="I;16")
+    array = _array_like(picture, np.zeros((1, 1, 4 if picture.alpha is not None else 3), np.uint8))
+    image = Image.fromarray(array, mode="RGBA" if picture.alpha is not None else "RGB")
+    if picture.grayscale:
+        image = image.convert("LA" if picture.alpha is not None else "L")
+    return image
+
+
+def _array_like(picture: Picture, like: np.ndarray) -> np.ndarray:
+    """The picture's pixels with the dtype and channel layout of `like`."""
+    channels = 1 if like.ndim == 2 else like.shape[2]
+    colour = picture.rgb.mean(axis=-1, keepdims=True) if channels <= 2 else picture.rgb
+    planes = [colour]
+    if channels in (2, 4):
+        alpha = picture.alpha if picture.alpha is not None else np.ones(picture.size, np.float32)
+        planes.append(alpha[..., None])
+    values = np.concatenate(planes, axis=-1)
+    if like.ndim == 2:
+        values = values[..., 0]
+    if like.dtype == np.uint8:
+        return np.rint(np.clip(values, 0, 1) * 255).astype(np.uint8)
+    if like.dtype == np.uint16:
+        return np.rint(np.clip(values, 0, 1) * 65535).astype(np.uint16)
+    return values.astype(like.dtype)

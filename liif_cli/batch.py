@@ -1,0 +1,120 @@
+"""File jobs for `liif upscale` and `liif resize`: which file goes where, and doing one.
+
+A job reads one image, decides its output size, checks the output can be written (before
+the slow part), resamples it and writes it atomically. Nothing here prints; the CLI reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .api import Upscaler
+from .engine import Progress
+from .errors import LiifError
+from .images import SUPPORTED_SUFFIXES, check_output, read_image, write_image
+from .sizing import centre_crop_box, check_max_pixels, fit_size
+
+SizeRule = Callable[[tuple[int, int]], tuple[int, int]]  # input (H, W) -> output (H, W)
+FORMATS = {"keep": None, "png": ".png", "jpg": ".jpg", "webp": ".webp"}
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    target: Path
+
+
+def scale_label(scale: float) -> str:
+    """'x4' for 4.0, 'x12.5' for 12.5: the suffix of default output names."""
+    return f"x{scale:g}"
+
+
+def upscale_jobs(inputs: Iterable[Path], output: Path | None, label: str) -> list[Job]:
+    """Where each `liif upscale` input goes: beside it as <stem>_<label><ext> by default,
+    into `output` if it is a folder (or several inputs), or to `output` itself."""
+    inputs = list(inputs)
+    to_folder = output is not None and (output.is_dir() or len(inputs) > 1
+                                        or str(output).endswith(("/", "\\")))
+    jobs = []
+    for src in inputs:
+        name = f"{src.stem}_{label}{src.suffix}"
+        if output is None:
+            target = src.with_name(name)
+        elif to_folder:
+            target = output / name
+        else:
+            target = output
+        jobs.append(Job(src, target))
+    _check_distinct(jobs)
+    return jobs
+
+
+def resize_jobs(inputs: Iterable[Path], out_dir: Path, recursive: bool, fmt: str) -> list[Job]:
+    """`liif resize` jobs: every image under the given folders (mirroring sub-folders) or
+    the given files, each into `out_dir` with the chosen format's suffix."""
+    if fmt not in FORMATS:
+        raise LiifError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
+    jobs = []
+    for item in inputs:
+        if item.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found = sorted(p for p in item.glob(pattern)
+                           if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+                           and not p.name.startswith("."))
+            pairs = [(p, p.relative_to(item)) for p in found]
+        elif item.exists():
+            pairs = [(item, Path(item.name))]
+        else:
+            raise LiifError(f"input not found: {item}")
+        for src, rel in pairs:
+            suffix = FORMATS[fmt] or rel.suffix
+            jobs.append(Job(src, out_dir / rel.with_suffix(suffix)))
+    _check_distinct(jobs)
+    return jobs
+
+
+def _check_distinct(jobs: list[Job]) -> None:
+    """Two inputs must never write the same output, and no output may be an input."""
+    sources = {job.source.resolve() for job in jobs}
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        target = job.target.resolve()
+        if target in sources:
+            raise LiifError(f"output {job.target} would overwrite an input; choose another -o")
+        if target in seen:
+            raise LiifError(f"{seen[target]} and {job.source} would both write {job.target}")
+        seen[target] = job.source
+
+
+def run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: bool = False,
+            max_pixels: int = 0, quality: int = 95, crop_to: tuple[int, int] | None = None,
+            make_dirs: bool = False, progress: Progress | None = None) -> None:
+    """Read, resample, optionally centre-crop to `crop_to` (H, W), and write one image.
+
+    `make_dirs` creates the output's folder (resize mirrors sub-folders); otherwise a
+    missing folder is an error.
+    """
+    picture = read_image(job.source)
+    size = size_rule(picture.size)
+    check_max_pixels(size, max_pixels)
+    if make_dirs:
+        try:
+            job.target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LiifError(f"cannot create output folder {job.target.parent}: "
+                            f"{exc.strerror or exc}") from None
+    check_output(job.target, picture, overwrite=overwrite)
+    out = upscaler.resample(picture, size, progress)
+    if crop_to is not None and crop_to != size:
+        top, left, bottom, right = centre_crop_box(size, crop_to)
+        alpha = None if out.alpha is None else out.alpha[top:bottom, left:right]
+        out = out.with_pixels(out.rgb[top:bottom, left:right], alpha)
+    write_image(out, job.target, overwrite=overwrite, quality=quality)
+
+
+def fit_rule(box: tuple[int, int], fit: str) -> tuple[SizeRule, tuple[int, int] | None]:
+    """The size rule for `liif resize --fit`, and the crop box for 'cover'."""
+    return (lambda size: fit_size(size, box, fit)), (box if fit == "cover" else None)
+

@@ -1,0 +1,309 @@
+"""The `liif` command line: parse options, call the library, report.
+
+Every user error is a LiifError, printed as one red line on stderr with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__, checkpoint
+from .errors import LiifError
+
+app = typer.Typer(help="Upscale images to any size with a Local Implicit Image Function (LIIF).",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+err = Console(stderr=True)
+out = Console()
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class Fit(str, Enum):
+    contain = "contain"
+    cover = "cover"
+    stretch = "stretch"
+
+
+class Format(str, Enum):
+    keep = "keep"
+    png = "png"
+    jpg = "jpg"
+    webp = "webp"
+
+
+# Options shared by the commands that run the model.
+WeightsOpt = Annotated[str | None, typer.Option(
+    "--weights", "-w", help="Bundled weights name or checkpoint file [default: bundled model].")]
+DeviceOpt = Annotated[Device, typer.Option(help="Where to run: auto picks cuda, mps, then cpu.")]
+TileOpt = Annotated[int, typer.Option(
+    help="Tile size in input pixels (memory bound); 0 renders in one piece.", min=0)]
+ChunkOpt = Annotated[int, typer.Option(help="Queries decoded at once (memory bound).", min=1)]
+PrecisionOpt = Annotated[Precision, typer.Option(
+    help="Arithmetic: fp32 (reference), bf16 (CPU/GPU) or fp16 (GPU).")]
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace existing output files (never an input).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+MaxPixelsOpt = Annotated[int, typer.Option(
+    help="Refuse outputs larger than this many pixels (0: no limit).", min=0)]
+QualityOpt = Annotated[int, typer.Option(help="JPEG/WebP quality.", min=1, max=100)]
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors(code: int = 1) -> Iterator[None]:
+    """Turn LiifError (and Ctrl-C) into one line and an exit code, never a traceback."""
+    try:
+        yield
+    except LiifError as exc:
+        fail(str(exc), code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+def make_progress(quiet: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, disable=quiet, transient=True)
+
+
+def load_upscaler(weights: str | None, device: Device, precision: Precision, tile: int,
+                  chunk: int):
+    from .api import Upscaler
+
+    return Upscaler.from_pretrained(weights, device=device.value, precision=precision.value,
+                                    tile=tile, chunk=chunk)
+
+
+def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str, **job_options) -> int:
+    """Run file jobs with a progress display; report failures; return how many failed."""
+    from .batch import run_job
+
+    failed = 0
+    with make_progress(quiet) as progress:
+        files = progress.add_task(label, total=len(jobs))
+        tiles = progress.add_task("tiles", total=None, visible=False)
+        for job in jobs:
+            progress.update(tiles, description=f"  {job.source.name}", completed=0, total=None,
+                            visible=True)
+
+            def on_tile(done: int, total: int) -> None:
+                progress.update(tiles, completed=done, total=total)
+
+            try:
+                run_job(upscaler, job, size_rule, progress=on_tile, **job_options)
+            except LiifError as exc:
+                failed += 1
+                progress.console.print(f"[bold red]failed:[/] {exc}", highlight=False)
+            progress.advance(files)
+        progress.update(tiles, visible=False)
+    return failed
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@app.command()
+def upscale(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files to upscale.")],
+    scale: Annotated[float | None, typer.Option("--scale", "-s", help="Any factor > 0, e.g. 12.5.")]
+    = None,
+    size: Annotated[str | None, typer.Option(help="Exact output size WIDTHxHEIGHT.")] = None,
+    width: Annotated[int | None, typer.Option(help="Output width; keeps the aspect ratio.")]
+    = None,
+    height: Annotated[int | None, typer.Option(help="Output height; keeps the aspect ratio.")]
+    = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Output file (one input) or folder [default: beside the input, "
+        "named <stem>_x<scale>.<ext>].")] = None,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = Device.auto,
+    tile: TileOpt = 256,
+    chunk: ChunkOpt = 16384,
+    precision: PrecisionOpt = Precision.fp32,
+    max_pixels: MaxPixelsOpt = 250_000_000,
+    quality: QualityOpt = 95,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Upscale images by a factor or to a size."""
+    from .batch import scale_label, upscale_jobs
+    from .sizing import parse_size, target_size
+
+    with user_errors():
+        box = parse_size(size) if size is not None else None
+        target_size((1, 1), scale=scale, size=box, width=width, height=height)  # validate early
+        if scale is not None:
+            label = scale_label(scale)
+        elif box is not None:
+            label = f"{box[1]}x{box[0]}"
+        else:
+            label = f"w{width}" if width is not None else f"h{height}"
+        jobs = upscale_jobs(inputs, output, label)
+        upscaler = load_upscaler(weights, device, precision, tile, chunk)
+        failed = run_jobs(upscaler, jobs,
+                          lambda hw: target_size(hw, scale=scale, size=box, width=width,
+                                                 height=height),
+                          quiet=quiet, label="upscale", overwrite=overwrite,
+                          max_pixels=max_pixels, quality=quality)
+        if failed:
+            fail(f"{failed} of {len(jobs)} images failed")
+        if not quiet:
+            for job in jobs:
+                err.print(f"wrote {job.target}", highlight=False)
+
+
+@app.command()
+def resize(
+    inputs: Annotated[list[Path], typer.Argument(help="Image folders and/or files.")],
+    size: Annotated[str, typer.Option(help="Target box WIDTHxHEIGHT.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
+    fit: Annotated[Fit, typer.Option(help="contain: inside the box; cover: fill and "
+                                     "centre-crop; stretch: exactly the box.")] = Fit.contain,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r",
+                                            help="Descend into sub-folders.")] = False,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.keep,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = Device.auto,
+    tile: TileOpt = 256,
+    chunk: ChunkOpt = 16384,
+    precision: PrecisionOpt = Precision.fp32,
+    max_pixels: MaxPixelsOpt = 250_000_000,
+    quality: QualityOpt = 95,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fit every image to a box; downscaling uses Lanczos, upscaling the model.
+
+    Existing outputs are skipped (so an interrupted run resumes) unless --overwrite.
+    Exit code 0: all done; 1: some images failed; 2: bad usage.
+    """
+    from .batch import fit_rule, resize_jobs
+    from .sizing import check_max_pixels, parse_size
+
+    with user_errors(code=2):
+        box = parse_size(size)
+        check_max_pixels(box, max_pixels)
+        if output.exists() and not output.is_dir():
+            raise LiifError(f"--output {output} exists and is not a folder")
+        jobs = resize_jobs(inputs, output, recursive, fmt.value)
+        upscaler = load_upscaler(weights, device, precision, tile, chunk)
+    todo = [job for job in jobs if overwrite or not job.target.exists()]
+    size_rule, crop_to = fit_rule(box, fit.value)
+    with user_errors(code=1):
+        failed = run_jobs(upscaler, todo, size_rule, quiet=quiet, label="resize",
+                          overwrite=overwrite, max_pixels=max_pixels, quality=quality,
+                          crop_to=crop_to, make_dirs=True)
+    err.print(f"resized {len(todo) - failed}, skipped {len(jobs) - len(todo)} existing, "
+              f"failed {failed} (of {len(jobs)} images) into {output}", highlight=False)
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def info(
+    weights: Annotated[str | None, typer.Argument(
+        help="Bundled weights name or checkpoint file [default: bundled model].")] = None,
+) -> None:
+    """Show what a checkpoint holds: architecture, size, training and measured quality."""
+    from .model import count_parameters
+
+    with user_errors():
+        path = checkpoint.resolve_weights(weights)
+        ckpt = checkpoint.load(path)
+        model = ckpt.build()
+    table = Table(title=f"{path.name}", show_header=False, title_justify="left")
+    table.add_row("file", str(path))
+    table.add_row("sha256", checkpoint.file_sha256(path))
+    table.add_row("format", ckpt.source_format)
+    for key, value in ckpt.spec.to_dict().items():
+        table.add_row(key, str(value))
+    table.add_row("parameters", f"{count_parameters(model):,}")
+    for key, value in ckpt.metadata.items():
+        table.add_row(str(key), str(value))
+    bundled = checkpoint.available_weights()
+    out.print(table)
+    if bundled:
+        out.print("bundled weights: " + ", ".join(bundled), highlight=False)
+
+
+@app.command()
+def bench(
+    data_root: Annotated[Path | None, typer.Option(
+        help="Folder holding the sets (NAME/HR/*.png) [default: $LIIF_DATA].")] = None,
+    sets: Annotated[str, typer.Option(help="Comma-separated set names.")] = "Set5,Set14",
+    scales: Annotated[str | None, typer.Option(
+        help="Comma-separated scales [default: 2,3,4,6,8,12; with --speed 4,12.5].")] = None,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = Device.auto,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write every number here.")]
+    = None,
+    save_images: Annotated[Path | None, typer.Option(help="Save the model's outputs here.")]
+    = None,
+    speed: Annotated[bool, typer.Option("--speed", help="Speed benchmark instead of quality.")]
+    = False,
+    size: Annotated[str | None, typer.Option(help="Speed input size WIDTHxHEIGHT [512x512].")]
+    = None,
+    repeats: Annotated[int, typer.Option(help="Timed repeats (median reported).", min=1)] = 3,
+    max_output_mp: Annotated[float | None, typer.Option(
+        help="Time a band of about this many output megapixels [CPU default 0.25; 0: all].")]
+    = None,
+    reference: Annotated[bool, typer.Option(help="Also time the reference decoder.")] = True,
+    tile: Annotated[int | None, typer.Option(help="Engine tile size.", min=0)] = None,
+    chunk: Annotated[int | None, typer.Option(help="Engine chunk size.", min=1)] = None,
+    precision: PrecisionOpt = Precision.fp32,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Score the model against bicubic and Lanczos (Y-PSNR/SSIM), or time it (--speed)."""
+    from .bench import bench_command
+
+    with user_errors():
+        bench_command(data_root=data_root, sets=sets, scales=scales, weights=weights,
+                      device=device.value, json_path=json_path, save_images=save_images,
+                      speed=speed, size=size, repeats=repeats, max_output_mp=max_output_mp,
+                      reference=reference, tile=tile, chunk=chunk, precision=precision.value,
+                      overwrite=overwrite, console=out)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"liif {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=version_callback,
+                                          is_eager=True, help="Show the version.")] = False,
+) -> None:
+    """Upscale images to any size with a Local Implicit Image Function (LIIF)."""
+
+
+def main() -> None:
+    app(prog_name="liif")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
