@@ -287,6 +287,42 @@ def bench(
                       overwrite=overwrite, console=out)
 
 
+@app.command()
+def train(
+    data: Annotated[list[Path], typer.Option(help="Folder of training images (repeatable).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, metrics.")],
+    val: Annotated[Path | None, typer.Option(help="Folder of HR images to validate on.")]
+    = None,
+    encoder: Annotated[str, typer.Option(help="edsr-baseline or rdn.")] = "edsr-baseline",
+    steps: Annotated[int, typer.Option(help="Training steps.")] = 100_000,
+    batch_size: Annotated[int, typer.Option(help="Crops per step.")] = 16,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
+    lr_schedule: Annotated[str, typer.Option(
+        help="step: halve every 20% of the run (the paper); cosine: decay to 0.")] = "step",
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 500,
+    val_every: Annotated[int, typer.Option(help="Steps between validations.")] = 2000,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue RUN_DIR/last.pth.")]
+    = False,
+    device: DeviceOpt = Device.auto,
+    workers: Annotated[int, typer.Option(help="CPU threads (0: torch's default).")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    amp: Annotated[str, typer.Option(
+        help="auto: bf16 autocast on CUDA, fp32 on CPU; bf16; off.")] = "auto",
+) -> None:
+    """Train a LIIF model (self-supervised: random crops, random scale in [1, 4])."""
+    from .train import TrainConfig, train_with_console
+
+    config = TrainConfig(data=[str(d) for d in data], out=str(out_dir),
+                         val=str(val) if val else None, encoder=encoder, steps=steps,
+                         batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+                         checkpoint_every=checkpoint_every, val_every=val_every,
+                         device=device.value, workers=workers, seed=seed, resume=resume, amp=amp)
+    with user_errors():
+        result = train_with_console(config, err)
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
 def version_callback(value: bool) -> None:
     if value:
         out.print(f"liif {__version__}")
