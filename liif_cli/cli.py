@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -70,7 +71,8 @@ QualityOpt = Annotated[int, typer.Option(help="JPEG/WebP quality.", min=1, max=1
 
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # escape: paths may contain [brackets]; soft_wrap: one line even when stderr is not a tty
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -117,7 +119,8 @@ def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str, **job_option
                 run_job(upscaler, job, size_rule, progress=on_tile, **job_options)
             except LiifError as exc:
                 failed += 1
-                progress.console.print(f"[bold red]failed:[/] {exc}", highlight=False)
+                progress.console.print(f"[bold red]failed:[/] {escape(str(exc))}",
+                                       highlight=False, soft_wrap=True)
             progress.advance(files)
         progress.update(tiles, visible=False)
     return failed
@@ -142,7 +145,7 @@ def upscale(
     weights: WeightsOpt = None,
     device: DeviceOpt = Device.auto,
     tile: TileOpt = 256,
-    chunk: ChunkOpt = 16384,
+    chunk: ChunkOpt = 2048,
     precision: PrecisionOpt = Precision.fp32,
     max_pixels: MaxPixelsOpt = 250_000_000,
     quality: QualityOpt = 95,
@@ -170,10 +173,12 @@ def upscale(
                           quiet=quiet, label="upscale", overwrite=overwrite,
                           max_pixels=max_pixels, quality=quality)
         if failed:
+            if len(jobs) == 1:
+                raise typer.Exit(1)  # its one 'failed:' line already says why
             fail(f"{failed} of {len(jobs)} images failed")
         if not quiet:
             for job in jobs:
-                err.print(f"wrote {job.target}", highlight=False)
+                err.print(f"wrote {job.target}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -189,7 +194,7 @@ def resize(
     weights: WeightsOpt = None,
     device: DeviceOpt = Device.auto,
     tile: TileOpt = 256,
-    chunk: ChunkOpt = 16384,
+    chunk: ChunkOpt = 2048,
     precision: PrecisionOpt = Precision.fp32,
     max_pixels: MaxPixelsOpt = 250_000_000,
     quality: QualityOpt = 95,
@@ -218,7 +223,8 @@ def resize(
                           overwrite=overwrite, max_pixels=max_pixels, quality=quality,
                           crop_to=crop_to, make_dirs=True)
     err.print(f"resized {len(todo) - failed}, skipped {len(jobs) - len(todo)} existing, "
-              f"failed {failed} (of {len(jobs)} images) into {output}", highlight=False)
+              f"failed {failed} (of {len(jobs)} images) into {output}", highlight=False,
+              markup=False, soft_wrap=True)
     raise typer.Exit(1 if failed else 0)
 
 

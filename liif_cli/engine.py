@@ -29,7 +29,7 @@ from .model import (
 )
 
 DEFAULT_TILE = 256  # input pixels per tile side
-DEFAULT_CHUNK = 16384  # queries decoded at once
+DEFAULT_CHUNK = 2048  # queries decoded at once (small enough to stay in cache)
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 Progress = Callable[[int, int], None]  # (tiles done, tiles in all)

@@ -63,8 +63,10 @@ def nearest_latent_index(coord: Tensor, size: int) -> Tensor:
     Same rule as grid_sample(mode="nearest", align_corners=False): unnormalise, round
     half to even, and stay inside the grid.
     """
-    pos = ((coord + 1) * size - 1) / 2
-    return torch.round(pos).long().clamp_(0, size - 1)
+    pos = (((coord + 1) * size - 1) / 2).double()  # float64: exact +0.5 and tie test
+    index = torch.floor(pos + 0.5)
+    index -= (((index - pos) == 0.5) & (index.remainder(2) == 1)).double()  # ties: to even
+    return index.long().clamp_(0, size - 1)
 
 
 def ensemble_shifts(local_ensemble: bool) -> list[tuple[int, int]]:
