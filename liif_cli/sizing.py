@@ -89,6 +89,5 @@ def centre_crop_box(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, i
 def check_max_pixels(size: tuple[int, int], max_pixels: int) -> None:
     """Refuse outputs above the --max-pixels guard before any work is done."""
     if max_pixels > 0 and size[0] * size[1] > max_pixels:
-        raise LiifError(f"output {size[1]}x{size[0]} is {size[0] * size[1] / 1e6:.0f} megapixels, "
-                        f"above --max-pixels {max_pixels} ({max_pixels / 1e6:.0f} MP); "
-                        "raise --max-pixels to allow it")
+        raise LiifError(f"output {size[1]}x{size[0]} has {size[0] * size[1]:,} pixels, "
+                        f"above --max-pixels {max_pixels:,}; raise --max-pixels to allow it")

@@ -1,0 +1,575 @@
+"""Tests for the `liif` command line (liif_cli.cli): upscale, resize, info, --version.
+
+They run the real commands through typer's CliRunner with a tiny random checkpoint (the
+`tiny_weights` fixture), so they check plumbing, sizes, formats and errors, not image quality.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from liif_cli import __version__
+from liif_cli.cli import app
+from liif_cli.images import Picture, read_image, write_image
+
+try:
+    from PIL import ImageCms
+
+    SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+except ImportError:  # Pillow built without littlecms
+    SRGB = None
+
+RNG = np.random.default_rng(2024)
+RUNNER = CliRunner()
+# Paths longer than any terminal: an error message must still come out as one line.
+LONG_NAME = "a_folder_with_a_deliberately_long_name_" * 4
+FORMAT_OF = {".png": "PNG", ".jpg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".bmp": "BMP"}
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    folder = tmp_path / LONG_NAME
+    folder.mkdir()
+    return folder
+
+
+def run(*args: object):
+    result = RUNNER.invoke(app, [str(a) for a in args])
+    # Anything but a clean exit (SystemExit) is a crash that a user would see as a traceback.
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"crashed: {result.exception!r}\n{result.output}")
+    return result
+
+
+def lines(result) -> list[str]:
+    return [line for line in result.output.splitlines() if line.strip()]
+
+
+def assert_one_error_line(result, *words: str, code: int | None = None) -> str:
+    """Non-zero exit (or exactly `code`), no traceback, one non-blank line naming `words`."""
+    assert result.exit_code != 0
+    if code is not None:
+        assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    found = lines(result)
+    assert len(found) == 1, found
+    for word in words:
+        assert word.lower() in found[0].lower(), found[0]
+    return found[0]
+
+
+def files_under(folder: Path) -> set[str]:
+    """Every file below `folder`, hidden (temporary) ones included."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+
+
+def make_image(path: Path, width: int = 30, height: int = 20, mode: str = "RGB",
+               **save_options) -> Path:
+    """A random-ish image of the given size and mode, saved in the format of its suffix."""
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    pixels = RNG.integers(0, 256, (height, width, channels)).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels, mode).save(path, **save_options)
+    return path
+
+
+def size_of(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
+
+
+def png_depth_and_colour_type(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return data[24], data[25]
+
+
+def assert_true_16_bit(values: np.ndarray) -> None:
+    """Not 8-bit data stretched to 16 bits (v * 257 has equal high and low bytes)."""
+    values = values.astype(np.uint16)
+    assert np.any((values & 0xFF) != (values >> 8))
+
+
+# ------------------------------------------------------------------------------ upscale: sizes
+
+
+def test_fractional_scale_rounds_and_names_output_beside_input(work, tiny_weights):
+    src = make_image(work / "photo.png", 13, 7)
+    result = run("upscale", src, "--scale", "2.5", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    target = work / "photo_x2.5.png"
+    assert size_of(target) == (round(13 * 2.5), round(7 * 2.5))
+    assert files_under(work) == {"photo.png", "photo_x2.5.png"}
+    assert str(target) in "".join(result.output.split())  # reports what it wrote
+
+
+def test_large_fractional_scale(work, tiny_weights):
+    src = make_image(work / "small.jpg", 8, 6)
+    result = run("upscale", src, "-s", "12.5", "-w", tiny_weights, "-q")
+    assert result.exit_code == 0, result.output
+    target = work / "small_x12.5.jpg"
+    assert size_of(target) == (100, 75)
+    with Image.open(target) as image:
+        assert image.format == "JPEG"
+
+
+def test_integer_scale_label(work, tiny_weights):
+    src = make_image(work / "a.png", 10, 8)
+    assert run("upscale", src, "--scale", "2", "-w", tiny_weights).exit_code == 0
+    assert size_of(work / "a_x2.png") == (20, 16)
+
+
+@pytest.mark.parametrize(("option", "value", "expected"), [
+    ("--width", 45, (45, 30)),
+    ("--width", 60, (60, 40)),
+    ("--height", 50, (75, 50)),
+    ("--height", 10, (15, 10)),  # smaller than the input: still keeps the aspect ratio
+])
+def test_width_or_height_alone_keeps_aspect(work, tiny_weights, option, value, expected):
+    src = make_image(work / "a.png", 30, 20)
+    out = work / "out.png"
+    result = run("upscale", src, option, value, "-o", out, "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert size_of(out) == expected
+
+
+def test_size_is_exact_even_if_aspect_changes(work, tiny_weights):
+    src = make_image(work / "a.png", 30, 20)
+    result = run("upscale", src, "--size", "50x70", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    new = files_under(work) - {"a.png"}
+    assert len(new) == 1
+    assert size_of(work / new.pop()) == (50, 70)
+
+
+# ---------------------------------------------------------------------------- upscale: outputs
+
+
+def test_output_file(work, tiny_weights):
+    src = make_image(work / "a.png", 12, 10)
+    out = work / "result.webp"
+    result = run("upscale", src, "--scale", "3", "-o", out, "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert files_under(work) == {"a.png", "result.webp"}
+    with Image.open(out) as image:
+        assert image.format == "WEBP" and image.size == (36, 30)
+
+
+def test_output_folder_with_several_inputs(work, tiny_weights):
+    a = make_image(work / "a.png", 12, 10)
+    b = make_image(work / "b.jpg", 8, 10)
+    out = work / "out"
+    out.mkdir()
+    result = run("upscale", a, b, "--scale", "2", "-o", out, "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert files_under(out) == {"a_x2.png", "b_x2.jpg"}
+    assert size_of(out / "a_x2.png") == (24, 20)
+    assert size_of(out / "b_x2.jpg") == (16, 20)
+    assert files_under(work) == {"a.png", "b.jpg", "out/a_x2.png", "out/b_x2.jpg"}
+
+
+def test_never_overwrites_without_overwrite(work, tiny_weights):
+    src = make_image(work / "a.png", 12, 10)
+    out = work / "a_x2.png"
+    out.write_bytes(b"precious")
+    before = out.stat().st_mtime_ns
+    result = run("upscale", src, "--scale", "2", "-w", tiny_weights)
+    assert_one_error_line(result, "exists", "--overwrite")
+    assert out.read_bytes() == b"precious" and out.stat().st_mtime_ns == before
+    assert files_under(work) == {"a.png", "a_x2.png"}
+
+    result = run("upscale", src, "--scale", "2", "-w", tiny_weights, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert size_of(out) == (24, 20)
+    assert files_under(work) == {"a.png", "a_x2.png"}
+
+
+@pytest.mark.parametrize("alias", [False, True])
+def test_refuses_to_write_onto_an_input_even_with_overwrite(work, tiny_weights, alias):
+    src = make_image(work / "a.png", 12, 10)
+    original = src.read_bytes()
+    target = work / "sub" / ".." / "a.png" if alias else src
+    (work / "sub").mkdir()
+    result = run("upscale", src, "--scale", "2", "-o", target, "--overwrite", "-w", tiny_weights)
+    assert_one_error_line(result, "input")
+    assert src.read_bytes() == original
+    assert files_under(work) == {"a.png"}
+
+
+# ---------------------------------------------------------------------------- upscale: formats
+
+
+@pytest.mark.parametrize("suffix", list(FORMAT_OF))
+def test_formats_in_and_out(work, tiny_weights, suffix):
+    src = make_image(work / f"in{suffix}", 10, 6)
+    result = run("upscale", src, "--scale", "2", "-w", tiny_weights, "-q")
+    assert result.exit_code == 0, result.output
+    with Image.open(work / f"in_x2{suffix}") as image:  # default name keeps the format
+        assert image.format == FORMAT_OF[suffix] and image.size == (20, 12)
+    for out_suffix, fmt in FORMAT_OF.items():
+        out = work / f"converted{out_suffix}"
+        result = run("upscale", src, "--scale", "1.5", "-o", out, "-w", tiny_weights, "-q")
+        assert result.exit_code == 0, result.output
+        with Image.open(out) as image:
+            assert image.format == fmt and image.size == (15, 9)
+
+
+def test_rgba_keeps_alpha(work, tiny_weights):
+    pixels = RNG.integers(0, 256, (10, 16, 4)).astype(np.uint8)
+    pixels[:, :8, 3] = 0  # left half transparent
+    pixels[:, 8:, 3] = 255  # right half opaque
+    Image.fromarray(pixels, "RGBA").save(work / "a.png")
+    result = run("upscale", work / "a.png", "--scale", "2", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    with Image.open(work / "a_x2.png") as image:
+        assert image.mode == "RGBA" and image.size == (32, 20)
+        alpha = np.asarray(image.getchannel("A"))
+    assert alpha.shape == (20, 32)
+    assert alpha[:, :6].max() <= 10 and alpha[:, -6:].min() >= 245
+
+
+def test_grayscale_stays_grayscale(work, tiny_weights):
+    src = make_image(work / "g.png", 12, 10, mode="L")
+    result = run("upscale", src, "--scale", "2", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    with Image.open(work / "g_x2.png") as image:
+        assert image.mode == "L" and image.size == (24, 20)
+
+
+def test_16_bit_grayscale_png_stays_16_bit(work, tiny_weights):
+    gray = RNG.integers(0, 65536, (10, 12)).astype(np.uint16)
+    Image.fromarray(gray).save(work / "deep.png")
+    with Image.open(work / "deep.png") as image:
+        assert image.mode == "I;16"  # the input really is 16-bit gray
+    result = run("upscale", work / "deep.png", "--scale", "2", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    out = work / "deep_x2.png"
+    assert png_depth_and_colour_type(out) == (16, 0)
+    with Image.open(out) as image:
+        assert image.mode == "I;16" and image.size == (24, 20)
+        assert_true_16_bit(np.asarray(image))
+
+
+def test_16_bit_rgb_png_stays_16_bit(work, tiny_weights):
+    src = work / "deep.png"
+    write_image(Picture.from_array(RNG.integers(0, 65536, (10, 12, 3)).astype(np.uint16)), src)
+    assert png_depth_and_colour_type(src) == (16, 2)
+    result = run("upscale", src, "--scale", "2", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    out = work / "deep_x2.png"
+    assert png_depth_and_colour_type(out) == (16, 2)
+    picture = read_image(out)
+    assert picture.bit_depth == 16 and not picture.grayscale and picture.size == (20, 24)
+    assert_true_16_bit(np.rint(picture.rgb * 65535))
+
+
+def test_exif_orientation_is_applied(work, tiny_weights):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    src = make_image(work / "phone.jpg", 30, 20, exif=exif)
+    result = run("upscale", src, "--scale", "2", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    with Image.open(work / "phone_x2.jpg") as image:
+        assert image.size == (40, 60)  # upright: width and height swapped
+        assert image.getexif().get(0x0112, 1) == 1  # and not rotated a second time by viewers
+
+
+@pytest.mark.skipif(SRGB is None, reason="PIL.ImageCms is not available")
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_icc_profile_is_carried(work, tiny_weights, suffix):
+    src = make_image(work / f"a{suffix}", 12, 10, icc_profile=SRGB)
+    result = run("upscale", src, "--scale", "2", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    with Image.open(work / f"a_x2{suffix}") as image:
+        assert image.info.get("icc_profile") == SRGB
+
+
+# ------------------------------------------------------------------------- upscale: bad input
+
+
+def _text_as_png(work: Path) -> Path:
+    (work / "notes.png").write_text("this is not an image\n")
+    return work / "notes.png"
+
+
+def _truncated_png(work: Path) -> Path:
+    full = make_image(work / "full.png", 30, 20).read_bytes()
+    (work / "full.png").unlink()
+    (work / "cut.png").write_bytes(full[: len(full) // 2])
+    return work / "cut.png"
+
+
+def _non_checkpoint(work: Path) -> Path:
+    (work / "fake.pth").write_bytes(b"definitely not a torch checkpoint")
+    return work / "fake.pth"
+
+
+BAD_UPSCALES = {
+    "missing file": (lambda w: [w / "missing.png", "--scale", "2"], ["missing.png", "no such"]),
+    "text named .png": (lambda w: [_text_as_png(w), "--scale", "2"], ["notes.png", "not an image"]),
+    "truncated png": (lambda w: [_truncated_png(w), "--scale", "2"], ["cut.png", "damaged"]),
+    "scale 0": (lambda w: [make_image(w / "a.png"), "--scale", "0"], ["scale"]),
+    "scale -1": (lambda w: [make_image(w / "a.png"), "--scale", "-1"], ["scale"]),
+    "scale nan": (lambda w: [make_image(w / "a.png"), "--scale", "nan"], ["scale"]),
+    "scale inf": (lambda w: [make_image(w / "a.png"), "--scale", "inf"], ["scale"]),
+    "size 12": (lambda w: [make_image(w / "a.png"), "--size", "12"], ["size", "'12'"]),
+    "size axb": (lambda w: [make_image(w / "a.png"), "--size", "axb"], ["size", "axb"]),
+    "size 0x5": (lambda w: [make_image(w / "a.png"), "--size", "0x5"], ["size", "0x5"]),
+    "scale and size": (lambda w: [make_image(w / "a.png"), "--scale", "2", "--size", "9x9"],
+                       ["exactly one"]),
+    "no size at all": (lambda w: [make_image(w / "a.png")], ["exactly one"]),
+    "above max pixels": (lambda w: [make_image(w / "a.png"), "--scale", "2",
+                                    "--max-pixels", "100"], ["max-pixels"]),
+    "missing output folder": (lambda w: [make_image(w / "a.png"), "--scale", "2",
+                                         "-o", w / "missing_dir" / "out.png"], ["missing_dir"]),
+    "output folder is a file": (lambda w: [make_image(w / "a.png"), "--scale", "2",
+                                           "-o", w / "a.png" / "out.png"], ["not a folder"]),
+    "weights not a checkpoint": (lambda w: [make_image(w / "a.png"), "--scale", "2",
+                                            "-w", _non_checkpoint(w)], ["fake.pth"]),
+    "weights missing name": (lambda w: [make_image(w / "a.png"), "--scale", "2",
+                                        "-w", "no-such-weights"], ["no-such-weights"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_UPSCALES))
+def test_bad_upscale_input_is_one_clean_error(work, tiny_weights, case):
+    build, words = BAD_UPSCALES[case]
+    args = build(work)
+    if "-w" not in args:
+        args += ["-w", tiny_weights]
+    before = files_under(work)
+    result = run("upscale", *args)
+    assert_one_error_line(result, *words)
+    assert files_under(work) == before  # no output and no temporary file left behind
+    assert not (work / "missing_dir").exists()
+
+
+def test_unwritable_output_folder(work, tiny_weights):
+    if os.geteuid() == 0:
+        pytest.skip("root can write anywhere")
+    src = make_image(work / "a.png", 12, 10)
+    locked = work / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        result = run("upscale", src, "--scale", "2", "-o", locked / "out.png", "-w", tiny_weights)
+        assert_one_error_line(result, "permission")
+        assert files_under(locked) == set()
+    finally:
+        locked.chmod(0o700)
+
+
+def test_markup_like_paths_are_printed_verbatim(work, tiny_weights):
+    """A file name such as 'x[/draft].png' is a path, not rich markup: no crash, shown as is."""
+    result = run("upscale", work / "x[/draft].png", "--scale", "2", "-w", tiny_weights)
+    assert_one_error_line(result, "x[/draft].png")
+    src = make_image(work / "shot[v2].png", 8, 6)
+    result = run("upscale", src, "--scale", "2", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert "shot[v2]_x2.png" in result.output and size_of(work / "shot[v2]_x2.png") == (16, 12)
+
+
+# ------------------------------------------------------------------------------------- resize
+
+
+def make_tree(root: Path) -> None:
+    make_image(root / "a.png", 20, 10)
+    make_image(root / "b.jpg", 10, 20)
+    make_image(root / "sub" / "c.png", 12, 12)
+    make_image(root / "sub" / "deeper" / "d.webp", 16, 8)
+    (root / "sub" / "readme.txt").write_text("not an image")
+
+
+@pytest.mark.parametrize("recursive", [True, False])
+def test_resize_folder_mirrors_structure(work, tiny_weights, recursive):
+    src, out = work / "in", work / "out"
+    make_tree(src)
+    args = ["resize", src, "--size", "24x24", "-o", out, "-w", tiny_weights]
+    result = run(*args, *(["--recursive"] if recursive else []))
+    assert result.exit_code == 0, result.output
+    expected = {"a.png": (24, 12), "b.jpg": (12, 24)}
+    if recursive:
+        expected.update({"sub/c.png": (24, 24), "sub/deeper/d.webp": (24, 12)})
+    assert files_under(out) == set(expected)
+    for name, size in expected.items():
+        assert size_of(out / name) == size
+    assert f"resized {len(expected)}," in result.output
+
+
+@pytest.mark.parametrize(("fit", "box", "expected"), [
+    ("contain", "30x30", (30, 15)),
+    ("cover", "30x30", (30, 30)),
+    ("stretch", "30x30", (30, 30)),
+    ("contain", "50x10", (20, 10)),
+    ("cover", "50x10", (50, 10)),
+    ("stretch", "50x10", (50, 10)),
+    ("cover", "15x15", (15, 15)),  # downscale, then crop
+])
+def test_resize_fit(work, tiny_weights, fit, box, expected):
+    src = make_image(work / "wide.png", 40, 20)
+    result = run("resize", src, "--size", box, "--fit", fit, "-o", work / "out", "-w",
+                 tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert size_of(work / "out" / "wide.png") == expected
+
+
+def test_resize_cover_crops_the_centre(work, tiny_weights):
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :10] = (255, 0, 0)  # red left quarter
+    pixels[:, 10:30] = (0, 255, 0)  # green middle half
+    pixels[:, 30:] = (0, 0, 255)  # blue right quarter
+    Image.fromarray(pixels).save(work / "bands.png")
+    result = run("resize", work / "bands.png", "--size", "10x10", "--fit", "cover",
+                 "-o", work / "out", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    with Image.open(work / "out" / "bands.png") as image:
+        out = np.asarray(image.convert("RGB")).astype(int)
+    assert out.shape == (10, 10, 3)
+    centre = out[:, 2:8]
+    assert centre[..., 1].min() > 200 and centre[..., [0, 2]].max() < 60
+
+
+def test_resize_downscale_uses_no_model(work, tiny_weights, monkeypatch):
+    import liif_cli.api
+
+    calls = []
+    real_render = liif_cli.api.render
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(liif_cli.api, "render", spy)
+    src = make_image(work / "big.png", 40, 30)
+    result = run("resize", src, "--size", "20x20", "-o", work / "down", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert size_of(work / "down" / "big.png") == (20, 15)
+    assert calls == []
+    result = run("resize", src, "--size", "80x80", "-o", work / "up", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert size_of(work / "up" / "big.png") == (80, 60)
+    assert calls  # the spy does see the model when upscaling
+
+
+@pytest.mark.parametrize(("fmt", "suffix", "pil_format"), [
+    ("png", ".png", "PNG"), ("jpg", ".jpg", "JPEG"), ("webp", ".webp", "WEBP")])
+def test_resize_format(work, tiny_weights, fmt, suffix, pil_format):
+    src = work / "in"
+    make_image(src / "a.bmp", 10, 10)
+    make_image(src / "b.tif", 10, 10)
+    result = run("resize", src, "--size", "16x16", "--format", fmt, "-o", work / "out",
+                 "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert files_under(work / "out") == {f"a{suffix}", f"b{suffix}"}
+    for name in ("a", "b"):
+        with Image.open(work / "out" / f"{name}{suffix}") as image:
+            assert image.format == pil_format and image.size == (16, 16)
+
+
+def test_resize_skips_existing_unless_overwrite(work, tiny_weights):
+    src, out = work / "in", work / "out"
+    make_image(src / "a.png", 10, 10)
+    make_image(src / "b.png", 10, 10)
+    out.mkdir()
+    (out / "a.png").write_bytes(b"from an earlier run")
+    stamp = (out / "a.png").stat().st_mtime_ns
+    result = run("resize", src, "--size", "20x20", "-o", out, "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert (out / "a.png").read_bytes() == b"from an earlier run"
+    assert (out / "a.png").stat().st_mtime_ns == stamp
+    assert size_of(out / "b.png") == (20, 20)
+    assert "resized 1, skipped 1 existing, failed 0 (of 2 images)" in " ".join(
+        result.output.split())
+
+    b_bytes = (out / "b.png").read_bytes()
+    result = run("resize", src, "--size", "20x20", "-o", out, "-w", tiny_weights, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert size_of(out / "a.png") == (20, 20) and (out / "b.png").read_bytes() == b_bytes
+    assert "resized 2, skipped 0 existing" in " ".join(result.output.split())
+    assert files_under(out) == {"a.png", "b.png"}
+
+
+def test_resize_one_broken_file_among_good_ones(work, tiny_weights):
+    src, out = work / "in", work / "out"
+    make_image(src / "good1.png", 10, 10)
+    make_image(src / "good2.jpg", 10, 10)
+    (src / "broken.png").write_text("not a png")
+    result = run("resize", src, "--size", "20x20", "-o", out, "-w", tiny_weights)
+    assert result.exit_code == 1, result.output
+    assert files_under(out) == {"good1.png", "good2.jpg"}
+    text = " ".join(result.output.split())
+    assert "broken.png" in text and "Traceback" not in text
+    assert "resized 2, skipped 0 existing, failed 1 (of 3 images)" in text
+
+
+def test_resize_all_good_exits_zero(work, tiny_weights):
+    src = make_image(work / "a.png", 10, 10)
+    result = run("resize", src, "--size", "12x12", "-o", work / "out", "-w", tiny_weights, "-q")
+    assert result.exit_code == 0, result.output
+    assert "failed 0 (of 1 images)" in " ".join(result.output.split())
+
+
+BAD_RESIZES = {
+    "malformed size": (lambda w: [w / "in", "--size", "12", "-o", w / "out"], ["size"]),
+    "missing input": (lambda w: [w / "nowhere", "--size", "12x12", "-o", w / "out"],
+                      ["nowhere"]),
+    "output is a file": (lambda w: [w / "in", "--size", "12x12", "-o", w / "in" / "a.png"],
+                         ["not a folder"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RESIZES))
+def test_resize_bad_usage_exits_2(work, tiny_weights, case):
+    make_image(work / "in" / "a.png", 10, 10)
+    build, words = BAD_RESIZES[case]
+    before = files_under(work)
+    result = run("resize", *build(work), "-w", tiny_weights)
+    assert_one_error_line(result, *words, code=2)
+    assert files_under(work) == before
+    assert not (work / "out").exists()
+
+
+# -------------------------------------------------------------------------- info and --version
+
+
+def test_info_shows_spec_and_parameter_count(tiny_weights):
+    from liif_cli import checkpoint
+
+    model = checkpoint.load(tiny_weights).build()
+    count = sum(p.numel() for p in model.parameters())
+    result = run("info", tiny_weights)
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    for expected in ("edsr-baseline", "'n_feats': 8", "'n_resblocks': 1", "[16]",
+                     "parameters", f"{count:,}", "tiny"):
+        assert expected in text, expected
+
+
+def test_info_on_a_non_checkpoint_is_one_clean_error(work):
+    result = run("info", _non_checkpoint(work))
+    assert_one_error_line(result, "fake.pth")
+
+
+def test_version():
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"liif {__version__}"
+
+
+def test_python_dash_m_help():
+    proc = subprocess.run([sys.executable, "-m", "liif_cli", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for command in ("upscale", "resize", "info"):
+        assert command in proc.stdout
