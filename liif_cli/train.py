@@ -1,0 +1,814 @@
+"""Training LIIF the way the paper does (Chen, Liu & Wang, CVPR 2021, section 4.1).
+
+Library code: no typer, no printing in the core loop. Progress goes to an optional callback
+(`run_training(config, progress=...)`); `train_with_console` is the thin Rich layer the CLI
+can use.
+
+Data, as in the paper: every image is decoded once into memory (uint8 RGB). Each sample
+draws a scale s ~ U[scale_min, scale_max], cuts an HR crop of round(crop * s) pixels at a
+random position, applies a random horizontal flip, vertical flip and transpose, and
+downscales it to crop x crop with PIL's antialiased bicubic (Image.resize(BICUBIC) on uint8).
+The targets are `samples` random HR pixels of the crop: their centres (make_coords of the
+crop shape), their cell (2 / crop_h, 2 / crop_w) and their RGB. Images and targets are
+normalised as (x - 0.5) / 0.5.
+
+Determinism: all randomness of a run comes from one torch.Generator seeded from `seed` and
+used in the main process only; its state, the model, the Adam state and the step are saved
+in every checkpoint, so `resume` continues bit-for-bit (on the same device and thread count).
+The learning rate is a pure function of the step. `workers` is the number of CPU threads
+torch uses (torch.set_num_threads); 0 leaves torch's default. Batches are built in the main
+process: they cost little next to the model, and one generator keeps the run reproducible.
+
+Checkpoints are project-format dicts (checkpoint.to_dict) written atomically to
+RUN_DIR/last.pth every `checkpoint_every` steps, at the end, and on Ctrl-C / SIGTERM. They
+load with torch.load(weights_only=True): the RNG state is a uint8 tensor and the config a
+plain dict. A killed run loses at most the steps since the last checkpoint.
+
+Validation (`val`, a folder of HR images) reports Y-channel PSNR at each of `val_scales`
+against bicubic upscaling of the same LR input, appended to RUN_DIR/metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import checkpoint
+from .errors import LiifError
+from .model import LIIF, ModelSpec, build_model, make_cells, make_coords
+
+try:  # the tiled rendering engine (exact); validation falls back to render_simple without it
+    from .engine import render as _engine_render
+except ImportError:  # pragma: no cover
+    _engine_render = None
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+LR_SCHEDULES = ("step", "cosine")
+CHECKPOINT_NAME = "last.pth"
+METRICS_NAME = "metrics.jsonl"
+
+# Fields that define a run: on resume they come from the checkpoint, not from the caller.
+RUN_FIELDS = ("data", "encoder", "model", "steps", "batch_size", "lr", "lr_schedule", "seed",
+              "crop", "samples", "scale_min", "scale_max", "amp")
+AMP_MODES = ("auto", "bf16", "off")
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class TrainConfig:
+    """Everything `liif train` needs. Paths are strings so the config is a plain dict."""
+
+    data: list[str] = field(default_factory=list)  # folders (or files) of training images
+    out: str = "runs/train"  # run dir: last.pth, metrics.jsonl, config.json
+    val: str | None = None  # folder of HR images for validation, e.g. Set5/HR
+    encoder: str = "edsr-baseline"  # 'edsr-baseline' | 'rdn' (| 'edsr')
+    steps: int = 100_000
+    batch_size: int = 16
+    lr: float = 1e-4
+    lr_schedule: str = "step"  # 'step': halve at every 20% of the run; 'cosine': to 0
+    checkpoint_every: int = 500  # steps
+    val_every: int = 2000  # steps; 0 = only at the end (if val is set)
+    device: str = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
+    workers: int = 0  # CPU threads for torch (torch.set_num_threads); 0 = torch's default
+    seed: int = 0
+    resume: bool = False  # continue RUN_DIR/last.pth
+    crop: int = 48  # LR crop size (pixels)
+    samples: int = 2304  # HR pixels queried per crop (must be <= crop**2)
+    scale_min: float = 1.0
+    scale_max: float = 4.0
+    val_scales: list[int] = field(default_factory=lambda: [2, 4, 8])
+    val_crop: int | None = None  # centre-crop val HR images to at most this many px a side
+    model: dict[str, Any] | None = None  # full ModelSpec dict; None = ModelSpec(encoder=...)
+    amp: str = "auto"  # 'auto': bf16 autocast on CUDA, float32 on CPU; 'bf16'; 'off'
+
+    def spec(self) -> ModelSpec:
+        """The model to train: `model` if given, else the paper's defaults for `encoder`."""
+        if self.model is not None:
+            return ModelSpec(**self.model)
+        return ModelSpec(encoder=self.encoder)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def validate(self) -> None:
+        """LiifError (one line) for a config that cannot run."""
+        def bad(msg: str) -> None:
+            raise LiifError(f"bad training option: {msg}")
+
+        if not self.data:
+            bad("no training data folder given")
+        if self.steps < 1:
+            bad(f"steps must be >= 1 (got {self.steps})")
+        if self.batch_size < 1:
+            bad(f"batch size must be >= 1 (got {self.batch_size})")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            bad(f"learning rate must be > 0 (got {self.lr})")
+        if self.lr_schedule not in LR_SCHEDULES:
+            bad(f"lr schedule must be one of {', '.join(LR_SCHEDULES)} "
+                f"(got {self.lr_schedule!r})")
+        if self.amp not in AMP_MODES:
+            bad(f"amp must be one of {', '.join(AMP_MODES)} (got {self.amp!r})")
+        if self.checkpoint_every < 1:
+            bad(f"checkpoint interval must be >= 1 step (got {self.checkpoint_every})")
+        if self.val_every < 0:
+            bad(f"validation interval must be >= 0 (got {self.val_every})")
+        if self.workers < 0:
+            bad(f"workers must be >= 0 (got {self.workers})")
+        if self.crop < 1:
+            bad(f"crop must be >= 1 px (got {self.crop})")
+        if not 1 <= self.samples <= self.crop * self.crop:
+            bad(f"samples per crop must be between 1 and crop^2 = {self.crop ** 2} "
+                f"(got {self.samples})")
+        if not 1.0 <= self.scale_min <= self.scale_max:
+            bad(f"scale range must satisfy 1 <= min <= max (got {self.scale_min}, "
+                f"{self.scale_max})")
+        if any(int(s) < 1 for s in self.val_scales):
+            bad(f"validation scales must be >= 1 (got {self.val_scales})")
+        try:
+            build_model(self.spec())
+        except (TypeError, ValueError) as exc:
+            bad(f"cannot build the model ({exc})")
+
+    @property
+    def max_crop(self) -> int:
+        """The largest HR crop a sample can ask for: round(crop * scale_max)."""
+        return round(self.crop * self.scale_max)
+
+
+def lr_at(config: TrainConfig, step: int) -> float:
+    """Learning rate for the step that follows `step` completed steps.
+
+    'step': the paper's schedule scaled to the run: halved after each 20% of the steps.
+    'cosine': half a cosine from lr to 0 over the run.
+    """
+    if config.lr_schedule == "step":
+        return config.lr * 0.5 ** min(4, (5 * step) // config.steps)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, config.steps) / config.steps))
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _image_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def load_images(paths: list[str] | list[Path], min_size: int = 1,
+                what: str = "training") -> tuple[list[np.ndarray], list[str], list[str]]:
+    """Decode every image under `paths` once: (uint8 HxWx3 arrays, names, warnings).
+
+    Non-image files and images smaller than `min_size` on either side are skipped with a
+    warning; LiifError if a path is missing or nothing usable is left.
+    """
+    images: list[np.ndarray] = []
+    names: list[str] = []
+    warnings: list[str] = []
+    not_images: list[str] = []
+    too_small: list[str] = []
+    seen_any = False
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise LiifError(f"{what} data not found: {path}")
+        if not (path.is_dir() or path.is_file()):
+            raise LiifError(f"{what} data is neither a folder nor a file: {path}")
+        try:
+            files = _image_files(path)
+        except OSError as exc:
+            raise LiifError(f"cannot read {what} folder {path}: {exc.strerror or exc}") from None
+        for file in files:
+            seen_any = True
+            try:
+                with Image.open(file) as img:
+                    img.load()
+                    array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            except (OSError, ValueError, Image.DecompressionBombError):
+                not_images.append(file.name)
+                continue
+            h, w = array.shape[:2]
+            if min(h, w) < min_size:
+                too_small.append(f"{file.name} ({w}x{h})")
+                continue
+            images.append(np.ascontiguousarray(array))
+            names.append(str(file))
+    where = ", ".join(str(p) for p in paths)
+    if not_images:
+        warnings.append(f"skipped {len(not_images)} non-image file(s) in the {what} data: "
+                        + _short_list(not_images))
+    if too_small:
+        warnings.append(f"skipped {len(too_small)} {what} image(s) smaller than {min_size} px "
+                        f"a side: " + _short_list(too_small))
+    if not images:
+        if not seen_any:
+            raise LiifError(f"no files in the {what} data: {where}")
+        if too_small:
+            raise LiifError(f"no usable {what} images in {where}: all images are smaller "
+                            f"than {min_size} px a side (the largest crop)")
+        raise LiifError(f"no images in the {what} data: {where} "
+                        f"({len(not_images)} file(s), none readable as an image)")
+    return images, names, warnings
+
+
+def _short_list(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def to_unit(array: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 -> float (3, H, W) in [0, 1]."""
+    if not array.flags.writeable or not array.flags.c_contiguous:
+        array = np.array(array, copy=True, order="C")
+    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255)
+
+
+def to_tensor(array: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 -> normalised float (3, H, W) in [-1, 1], as the model takes it."""
+    return to_unit(array).sub_(0.5).div_(0.5)
+
+
+def bicubic_resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Antialiased bicubic resize of a uint8 HxWx3 array to (h, w): PIL BICUBIC, as in the paper."""
+    h, w = size
+    return np.asarray(Image.fromarray(array).resize((w, h), Image.BICUBIC), dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+@lru_cache(maxsize=512)
+def _coords(h: int, w: int) -> torch.Tensor:
+    return make_coords((h, w))
+
+
+@dataclass
+class Sample:
+    """One training crop: LR input, query coordinates/cells and targets (all normalised)."""
+
+    inp: torch.Tensor  # (3, crop, crop)
+    coord: torch.Tensor  # (Q, 2)
+    cell: torch.Tensor  # (Q, 2)
+    gt: torch.Tensor  # (Q, 3)
+    hr: np.ndarray  # the augmented uint8 HR crop (for tests and debugging)
+    index: torch.Tensor  # (Q,) flat indices of the queried HR pixels
+
+
+class CropSampler:
+    """The paper's training samples, drawn from in-memory images with a given generator."""
+
+    def __init__(self, images: list[np.ndarray], crop: int = 48, samples: int = 2304,
+                 scale_min: float = 1.0, scale_max: float = 4.0):
+        self.images = images
+        self.crop = crop
+        self.samples = samples
+        self.scale_min = scale_min
+        self.scale_max = scale_max
+
+    def _randint(self, high: int, g: torch.Generator) -> int:
+        return int(torch.randint(high, (1,), generator=g))
+
+    def sample(self, g: torch.Generator) -> Sample:
+        image = self.images[self._randint(len(self.images), g)]
+        u = float(torch.rand(1, generator=g, dtype=torch.float64))
+        s = self.scale_min + (self.scale_max - self.scale_min) * u
+        size = round(self.crop * s)
+        h, w = image.shape[:2]
+        y0 = self._randint(h - size + 1, g)
+        x0 = self._randint(w - size + 1, g)
+        hflip, vflip, transpose = (torch.rand(3, generator=g) < 0.5).tolist()
+        hr = image[y0:y0 + size, x0:x0 + size]
+        if hflip:
+            hr = hr[:, ::-1]
+        if vflip:
+            hr = hr[::-1]
+        if transpose:
+            hr = hr.transpose(1, 0, 2)
+        hr = np.ascontiguousarray(hr)
+        lr = bicubic_resize(hr, (self.crop, self.crop))
+        index = torch.randperm(size * size, generator=g)[: self.samples]
+        coord = _coords(size, size).index_select(0, index)
+        cell = make_cells((size, size), self.samples)
+        gt = to_tensor(hr).reshape(3, -1).t().index_select(0, index)
+        return Sample(to_tensor(lr), coord, cell, gt, hr, index)
+
+    def batch(self, batch_size: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+        """A batch: inp (B, 3, crop, crop), coord (B, Q, 2), cell (B, Q, 2), gt (B, Q, 3)."""
+        items = [self.sample(g) for _ in range(batch_size)]
+        return {key: torch.stack([getattr(it, key) for it in items])
+                for key in ("inp", "coord", "cell", "gt")}
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def y_psnr(sr: torch.Tensor | np.ndarray, hr: torch.Tensor | np.ndarray, shave: int = 0) -> float:
+    """PSNR on the BT.601 luma (16-235) of two RGB images in [0, 1], shaving `shave` px a side.
+
+    Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255. Images are (3, H, W) tensors or
+    HxWx3 arrays; uint8 arrays are scaled by 1/255.
+    """
+    def luma(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        if isinstance(x, np.ndarray):
+            t = torch.from_numpy(np.array(x, dtype=np.float64))
+            if x.dtype == np.uint8:
+                t = t / 255
+            t = t.permute(2, 0, 1)
+        else:
+            t = x.detach().double().cpu()
+        r, g, b = t[0], t[1], t[2]
+        return (16 + 65.481 * r + 128.553 * g + 24.966 * b) / 255
+
+    ys, yh = luma(sr), luma(hr)
+    if ys.shape != yh.shape:
+        raise ValueError(f"PSNR of images of different sizes: {tuple(ys.shape)} "
+                         f"vs {tuple(yh.shape)}")
+    if shave:
+        ys, yh = ys[shave:-shave, shave:-shave], yh[shave:-shave, shave:-shave]
+    mse = float(((ys - yh) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+@torch.no_grad()
+def render_simple(model: LIIF, image: torch.Tensor, size: tuple[int, int],
+                  chunk: int = 65536) -> torch.Tensor:
+    """Upscale a (3, h, w) image in [0, 1] to (3, H, W) in [0, 1]: whole-image encode, then
+    chunked queries through the fast decoder. The fallback when liif_cli.engine is absent."""
+    device = next(model.parameters()).device
+    inp = (image.to(device, torch.float32).unsqueeze(0) - 0.5) / 0.5
+    proj = model.project_latents(model.encode(inp))
+    coords = make_coords(size).to(device)
+    cells = make_cells(size, 1).to(device)
+    out = []
+    for start in range(0, coords.shape[0], chunk):
+        c = coords[start:start + chunk].unsqueeze(0)
+        out.append(model.query_rgb(proj, c, cells.expand(c.shape[1], 2).unsqueeze(0))[0])
+    rgb = torch.cat(out).float().t().reshape(3, *size)
+    return (rgb * 0.5 + 0.5).clamp_(0, 1).cpu()
+
+
+def render_for_validation(model: LIIF, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(3, h, w) in [0, 1] -> (3, H, W) in [0, 1], float32, with the tiled engine if present."""
+    if _engine_render is None:
+        return render_simple(model, image, size)
+    return _engine_render(model, image, size, device=next(model.parameters()).device)
+
+
+def _centre_crop(array: np.ndarray, limit: int | None) -> np.ndarray:
+    if not limit:
+        return array
+    h, w = array.shape[:2]
+    ch, cw = min(h, limit), min(w, limit)
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    return array[y0:y0 + ch, x0:x0 + cw]
+
+
+def validate(model: LIIF, images: list[np.ndarray], scales: list[int],
+             crop: int | None = None) -> dict[str, dict[str, float]]:
+    """Mean Y-PSNR of LIIF and of bicubic at each scale: {'psnr': {'x2': ..}, 'bicubic_psnr': ..}.
+
+    LR = HR cropped to a multiple of the scale, then antialiased bicubic downscale (PIL);
+    `scale` px are shaved from each border.
+    """
+    was_training = model.training
+    model.eval()
+    psnr: dict[str, float] = {}
+    bic: dict[str, float] = {}
+    try:
+        for s in scales:
+            ours, base = [], []
+            for image in images:
+                hr = _centre_crop(image, crop)
+                h, w = (hr.shape[0] // s) * s, (hr.shape[1] // s) * s
+                if h // s < 1 or w // s < 1 or min(h, w) <= 2 * s:
+                    continue
+                hr = hr[:h, :w]
+                lr = bicubic_resize(hr, (h // s, w // s))
+                sr = render_for_validation(model, to_unit(lr), (h, w))
+                ours.append(y_psnr(sr, hr, shave=s))
+                base.append(y_psnr(bicubic_resize(lr, (h, w)), hr, shave=s))
+            if ours:
+                psnr[f"x{s}"] = round(sum(ours) / len(ours), 4)
+                bic[f"x{s}"] = round(sum(base) / len(base), 4)
+    finally:
+        model.train(was_training)
+    return {"psnr": psnr, "bicubic_psnr": bic}
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainEvent:
+    """What the progress callback receives.
+
+    kind: 'warning' (message), 'start', 'step' (after every step), 'val' (val holds the
+    record written to metrics.jsonl), 'checkpoint', 'done' or 'interrupted'.
+    """
+
+    kind: str
+    step: int
+    total: int
+    loss: float | None = None  # loss of the last step
+    avg_loss: float | None = None  # mean loss since the last validation
+    lr: float | None = None
+    steps_per_s: float | None = None  # training steps per second (this session)
+    eta_s: float | None = None
+    val: dict[str, Any] | None = None  # last validation record
+    message: str = ""
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    checkpoint: Path
+    step: int
+    total: int
+    interrupted: bool
+    last_loss: float | None
+    last_val: dict[str, Any] | None
+    warnings: list[str]
+
+
+ProgressFn = Callable[[TrainEvent], Any]
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM (or by the caller); the loop checks it after every step."""
+
+    def __init__(self, event: threading.Event | None = None):
+        self.event = event or threading.Event()
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now (saves are atomic anyway)
+        self.signal = signum
+        self.event.set()
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise LiifError(f"unknown device {name!r} (use auto, cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LiifError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def _prepare_run_dir(out: Path) -> None:
+    """Create RUN_DIR and check it is writable; LiifError otherwise."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise LiifError(f"cannot write to run dir {out}: {exc.strerror or exc}") from None
+
+
+def _resume_config(config: TrainConfig, saved: dict[str, Any]) -> tuple[TrainConfig, list[str]]:
+    """The config of a resumed run: run-defining fields from the checkpoint, the rest given."""
+    defaults = TrainConfig()
+    merged = TrainConfig.from_dict({**config.to_dict(),
+                                    **{k: saved[k] for k in RUN_FIELDS if k in saved}})
+    ignored = [k for k in RUN_FIELDS if k in saved
+               and getattr(config, k) != saved[k] and getattr(config, k) != getattr(defaults, k)]
+    warnings = []
+    if ignored:
+        warnings.append("resuming: kept the checkpoint's " + ", ".join(ignored)
+                        + " (the run's own settings; start a new run to change them)")
+    merged.resume = True
+    return merged, warnings
+
+
+def _metadata(config: TrainConfig, step: int, last_val: dict[str, Any] | None,
+              names: list[str], elapsed: float) -> dict[str, Any]:
+    return {
+        "trained_with": "liif train",
+        "training_data": [str(Path(d).expanduser().resolve()) for d in config.data],
+        "training_images": len(names),
+        "steps": step,
+        "total_steps": config.steps,
+        "encoder": config.spec().encoder,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "lr_schedule": config.lr_schedule,
+        "amp": config.amp,
+        "training_time_s": round(elapsed, 1),
+        "crop": config.crop,
+        "samples": config.samples,
+        "scale_range": [config.scale_min, config.scale_max],
+        "val_set": str(Path(config.val).expanduser().resolve()) if config.val else None,
+        "val_psnr": (last_val or {}).get("psnr"),
+        "val_bicubic_psnr": (last_val or {}).get("bicubic_psnr"),
+        "val_step": (last_val or {}).get("step"),
+        "val_crop": config.val_crop,
+        "seed": config.seed,
+    }
+
+
+def run_training(config: TrainConfig, progress: ProgressFn | None = None,
+                 stop: threading.Event | None = None) -> TrainResult:
+    """Train (or resume) a LIIF model as `config` says; returns when done or interrupted.
+
+    progress: called with a TrainEvent after every step and at each warning, validation,
+    checkpoint and the end. stop: an Event the caller may set to stop cleanly (SIGINT and
+    SIGTERM set it too while this runs in the main thread). Raises LiifError for bad input
+    and for a non-finite loss (the last good checkpoint is kept).
+    """
+    emit = progress or (lambda event: None)
+    out = Path(config.out).expanduser()
+    ckpt_path = out / CHECKPOINT_NAME
+    warnings: list[str] = []
+
+    # ---- resume or fresh start
+    saved = None
+    if config.resume:
+        if not ckpt_path.is_file():
+            raise LiifError(f"nothing to resume: {ckpt_path} does not exist")
+        saved = checkpoint.load(ckpt_path)
+        state = saved.extra.get("train_state")
+        if not isinstance(state, dict) or "config" not in state:
+            raise LiifError(f"{ckpt_path} is not a training checkpoint (no train_state)")
+        config, more = _resume_config(config, state["config"])
+        warnings += more
+    elif ckpt_path.exists():
+        raise LiifError(f"{out} already holds a run ({CHECKPOINT_NAME}); "
+                        "resume it or choose another output folder")
+    config.validate()
+    _prepare_run_dir(out)
+    device = resolve_device(config.device)
+
+    images, names, more = load_images(config.data, config.max_crop, "training")
+    warnings += more
+    val_images: list[np.ndarray] = []
+    if config.val:
+        val_images, _, more = load_images([config.val], 2 * max(config.val_scales) + 1,
+                                          "validation")
+        warnings += more
+    for message in warnings:
+        emit(TrainEvent("warning", 0, config.steps, message=message))
+
+    old_threads = torch.get_num_threads()
+    if config.workers > 0:
+        torch.set_num_threads(config.workers)
+    try:
+        return _train_loop(config, saved, device, images, names, val_images, warnings,
+                           emit, stop)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _train_loop(config: TrainConfig, saved: checkpoint.Checkpoint | None, device: torch.device,
+                images: list[np.ndarray], names: list[str], val_images: list[np.ndarray],
+                warnings: list[str], emit: Callable[[TrainEvent], Any],
+                stop: threading.Event | None) -> TrainResult:
+    out = Path(config.out).expanduser()
+    ckpt_path = out / CHECKPOINT_NAME
+    metrics_path = out / METRICS_NAME
+
+    torch.manual_seed(config.seed)  # model initialisation
+    model = build_model(config.spec()).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    generator = torch.Generator()  # data sampling: always on the CPU
+    generator.manual_seed(config.seed)
+    step, elapsed, last_val = 0, 0.0, None
+    if saved is not None:
+        state = saved.extra["train_state"]
+        model.load_state_dict(saved.state_dict)
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["rng"])
+        step = int(state["step"])
+        elapsed = float(state.get("elapsed_s", 0.0))
+        last_val = state.get("last_val")
+        _truncate_metrics(metrics_path, step)
+    else:
+        metrics_path.unlink(missing_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    sampler = CropSampler(images, config.crop, config.samples, config.scale_min,
+                          config.scale_max)
+    use_amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+
+    def save() -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise LiifError(f"training diverged: non-finite weights at step {step}; stopped "
+                            f"without saving (the last good checkpoint is kept); "
+                            "try a lower learning rate")
+        train_state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": {"name": config.lr_schedule, "base_lr": config.lr,
+                          "total_steps": config.steps, "lr": lr_at(config, step)},
+            "step": step,
+            "rng": generator.get_state(),
+            "config": config.to_dict(),
+            "elapsed_s": elapsed,
+            "last_val": last_val,
+        }
+        checkpoint.save(checkpoint.to_dict(model, _metadata(config, step, last_val, names, elapsed),
+                                           train_state=train_state), ckpt_path)
+
+    flag = _StopFlag(stop)
+    flag.install()
+    start_step, session_time = step, 0.0
+    losses: list[float] = []
+    loss_value: float | None = None
+    interrupted = False
+
+    def event(kind: str, **kw: Any) -> TrainEvent:
+        rate = (step - start_step) / session_time if session_time > 0 else None
+        eta = (config.steps - step) / rate if rate else None
+        avg = sum(losses) / len(losses) if losses else None
+        return TrainEvent(kind, step, config.steps, loss_value, avg, lr_at(config, step),
+                          rate, eta, last_val, **kw)
+
+    model.train()
+    try:
+        emit(event("start", message=f"training on {len(images)} images, {device}"))
+        while step < config.steps:
+            if flag.event.is_set():
+                interrupted = True
+                break
+            t0 = time.perf_counter()
+            lr = lr_at(config, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = {k: v.to(device, non_blocking=True)
+                     for k, v in sampler.batch(config.batch_size, generator).items()}
+            loss = _loss(model, batch, device.type if use_amp else None)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise LiifError(f"training diverged: loss is {loss_value} at step {step + 1}; "
+                                f"stopped without saving (the last good checkpoint is "
+                                f"{ckpt_path if ckpt_path.exists() else 'not written yet'}); "
+                                "try a lower learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            losses.append(loss_value)
+            dt = time.perf_counter() - t0
+            session_time += dt
+            elapsed += dt
+            emit(event("step"))
+
+            last = step == config.steps
+            if val_images and ((config.val_every and step % config.val_every == 0) or last):
+                t1 = time.perf_counter()
+                result = validate(model, val_images, config.val_scales, config.val_crop)
+                record = {"step": step, "loss": round(sum(losses) / len(losses), 6),
+                          "lr": lr, **result, "time": round(elapsed, 1),
+                          "val_s": round(time.perf_counter() - t1, 2),
+                          "wall": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                last_val = record
+                losses = []
+                emit(event("val"))
+            if step % config.checkpoint_every == 0 or last:
+                save()
+                emit(event("checkpoint"))
+        if interrupted:
+            save()
+            sig = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}.get(flag.signal, "stop")
+            emit(event("interrupted", message=f"stopped by {sig} after step {step}; "
+                                              f"saved {ckpt_path}"))
+        else:
+            emit(event("done", message=f"finished {step} steps; saved {ckpt_path}"))
+    finally:
+        flag.restore()
+    return TrainResult(out, ckpt_path, step, config.steps, interrupted, loss_value, last_val,
+                       warnings)
+
+
+def _loss(model: LIIF, batch: dict[str, torch.Tensor], amp: str | None = None) -> torch.Tensor:
+    """L1 loss of the fast decoder path; `amp` = device type to autocast to bf16 on, or None."""
+    with torch.autocast(device_type=amp or "cpu", dtype=torch.bfloat16, enabled=amp is not None):
+        proj = model.project_latents(model.encode(batch["inp"]))
+        if amp is not None:
+            # The first layer's gather/addmm runs in float32 (coordinates need it); the
+            # deeper MLP layers run in bf16 under autocast.
+            proj.values = proj.values.float()
+        pred = model.query_rgb(proj, batch["coord"], batch["cell"])
+    return F.l1_loss(pred.float(), batch["gt"])
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines newer than the resumed checkpoint (they will be recomputed)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+# --------------------------------------------------------------------------- display
+
+
+def _format_val(val: dict[str, Any] | None) -> str:
+    if not val or not val.get("psnr"):
+        return ""
+    return " ".join(f"{k} {v:.2f}" for k, v in val["psnr"].items())
+
+
+def _format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def line_progress(write: Callable[[str], Any] = print, every_s: float = 60.0) -> ProgressFn:
+    """A progress callback that writes one plain line per `every_s` seconds (for logs)."""
+    last = [0.0]
+
+    def callback(ev: TrainEvent) -> None:
+        if ev.kind == "step":
+            now = time.monotonic()
+            if now - last[0] < every_s and ev.step != 1:
+                return
+            last[0] = now
+            rate = f"{ev.steps_per_s:.3f}" if ev.steps_per_s else "?"
+            write(f"step {ev.step}/{ev.total} loss {ev.loss:.4f} avg {ev.avg_loss:.4f} "
+                  f"lr {ev.lr:.2e} {rate} steps/s eta {_format_eta(ev.eta_s)}")
+        elif ev.kind == "val" and ev.val:
+            v = ev.val
+            write(f"val step {v['step']}: psnr {json.dumps(v['psnr'])} bicubic "
+                  f"{json.dumps(v['bicubic_psnr'])} ({v['val_s']} s)")
+        elif ev.kind == "checkpoint":
+            write(f"checkpoint at step {ev.step}")
+        elif ev.message:
+            write(f"{ev.kind}: {ev.message}")
+
+    return callback
+
+
+def train_with_console(config: TrainConfig, console: Any) -> TrainResult:
+    """run_training with a Rich progress bar on `console` (plain lines if not a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.text import Text
+
+    if not console.is_terminal:
+        return run_training(config, line_progress(
+            lambda line: console.print(line, markup=False, highlight=False)))
+
+    columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} it/s"),
+               TextColumn("eta {task.fields[eta]}"), TextColumn("[cyan]{task.fields[val]}"))
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("train", total=config.steps, loss="-", rate="-", eta="-", val="")
+
+        def callback(ev: TrainEvent) -> None:
+            if ev.kind in ("warning", "interrupted", "done"):
+                style = "yellow" if ev.kind != "done" else "green"
+                bar.console.print(Text.assemble((f"{ev.kind}: ", style), ev.message))
+            if ev.kind == "start":
+                bar.update(task, completed=ev.step, total=ev.total)
+            if ev.kind in ("step", "val", "checkpoint"):
+                bar.update(task, completed=ev.step,
+                           loss=f"{ev.loss:.4f}" if ev.loss is not None else "-",
+                           rate=f"{ev.steps_per_s:.2f}" if ev.steps_per_s else "-",
+                           eta=_format_eta(ev.eta_s), val=_format_val(ev.val))
+
+        return run_training(config, callback)

@@ -1,0 +1,387 @@
+"""Tests for liif_cli.train: data sampling, loss path, checkpoints, resume, interruption."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from liif_cli import checkpoint, train
+from liif_cli.errors import LiifError
+from liif_cli.model import ModelSpec, build_model, make_cells, make_coords
+from liif_cli.train import CropSampler, TrainConfig, lr_at, run_training, y_psnr
+
+TINY = ModelSpec(encoder_args=dict(n_resblocks=1, n_feats=8), hidden=[16, 16]).to_dict()
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    small = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("train_images")
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(200, 230), (240, 210), (260, 256)]):
+        Image.fromarray(_smooth_image(rng, h, w)).save(folder / f"img{i}.png")
+    (folder / "README.txt").write_text("not an image")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def val_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("val_images")
+    rng = np.random.default_rng(1)
+    Image.fromarray(_smooth_image(rng, 40, 48)).save(folder / "v.png")
+    return folder
+
+
+def tiny_config(data_dir: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data=[str(data_dir)], out=str(out), model=TINY, crop=8, samples=64,
+                batch_size=4, steps=6, lr=1e-3, lr_schedule="cosine", checkpoint_every=100,
+                val_every=0, workers=1, seed=3, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def collect(events: list, stop_at: int | None = None, stop: threading.Event | None = None):
+    def callback(ev: train.TrainEvent) -> None:
+        events.append(ev)
+        if stop_at is not None and ev.kind == "step" and ev.step == stop_at:
+            stop.set()
+    return callback
+
+
+def step_losses(events: list) -> dict[int, float]:
+    return {ev.step: ev.loss for ev in events if ev.kind == "step"}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_sampler_default_shapes_and_targets(data_dir: Path) -> None:
+    images, _, warnings = train.load_images([data_dir], 192)
+    assert len(images) == 3 and any("README.txt" in w for w in warnings)
+    sampler = CropSampler(images)  # the paper's 48 px crops, 2304 samples, scales in [1, 4]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        s = sampler.sample(g)
+        size = s.hr.shape[0]
+        assert s.hr.shape == (size, size, 3) and 48 <= size <= 192
+        assert s.inp.shape == (3, 48, 48)
+        assert s.coord.shape == (2304, 2) and s.cell.shape == (2304, 2)
+        assert s.gt.shape == (2304, 3)
+        assert s.index.unique().numel() == 2304  # distinct pixels
+        assert s.inp.min() >= -1 and s.inp.max() <= 1 and s.gt.min() >= -1 and s.gt.max() <= 1
+        # LR input: the antialiased bicubic downscale of the (augmented) HR crop, normalised.
+        expect = train.bicubic_resize(s.hr, (48, 48))
+        expect = (torch.from_numpy(expect.copy()).permute(2, 0, 1) / 255 - 0.5) / 0.5
+        assert torch.equal(s.inp, expect)
+        # Cells: one HR pixel of the crop; coords: the HR pixel centres of the samples.
+        assert torch.allclose(s.cell, torch.tensor([2 / size, 2 / size]).expand(2304, 2))
+        assert torch.equal(s.coord, make_coords((size, size))[s.index])
+        rows = torch.round(((s.coord[:, 0] + 1) * size - 1) / 2).long()
+        cols = torch.round(((s.coord[:, 1] + 1) * size - 1) / 2).long()
+        hr = torch.from_numpy(s.hr.copy()).float()
+        assert torch.equal(s.gt, (hr[rows, cols] / 255 - 0.5) / 0.5)
+    batch = sampler.batch(2, g)
+    assert batch["inp"].shape == (2, 3, 48, 48) and batch["coord"].shape == (2, 2304, 2)
+    assert batch["cell"].shape == (2, 2304, 2) and batch["gt"].shape == (2, 2304, 3)
+
+
+def test_sampler_is_deterministic_and_covers_scales(data_dir: Path) -> None:
+    images, _, _ = train.load_images([data_dir], 32)
+    sampler = CropSampler(images, crop=8, samples=64)
+    a = sampler.batch(3, torch.Generator().manual_seed(5))
+    b = sampler.batch(3, torch.Generator().manual_seed(5))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    g = torch.Generator().manual_seed(1)
+    sizes = {sampler.sample(g).hr.shape[0] for _ in range(200)}
+    assert min(sizes) <= 10 and max(sizes) >= 30 and sizes <= set(range(8, 33))
+
+
+def test_fast_decoder_gradients_match_reference() -> None:
+    """The training loss path (project_latents + query_rgb) has the reference's gradients."""
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(**TINY))
+    inp = torch.rand(2, 3, 8, 8) * 2 - 1
+    coord = make_coords((20, 20))[torch.randperm(400)[:64]].expand(2, 64, 2).contiguous()
+    cell = make_cells((20, 20), 64).expand(2, 64, 2)
+    gt = torch.rand(2, 64, 3) * 2 - 1
+
+    def grads(fast: bool) -> tuple[float, list[torch.Tensor]]:
+        model.zero_grad()
+        feat = model.encode(inp)
+        pred = (model.query_rgb(model.project_latents(feat), coord, cell) if fast
+                else model.query_rgb_reference(feat, coord, cell))
+        loss = (pred - gt).abs().mean()
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters()]
+
+    fast_loss, fast = grads(True)
+    ref_loss, ref = grads(False)
+    assert fast_loss == pytest.approx(ref_loss, abs=1e-6)
+    for f, r in zip(fast, ref, strict=True):
+        # float32 sums in a different order: agree to 1e-5 of the largest gradient entry.
+        assert torch.allclose(f, r, rtol=1e-4, atol=1e-5 * float(r.abs().max()) + 1e-8)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_lr_schedules() -> None:
+    cfg = TrainConfig(data=["x"], steps=100, lr=1e-4, lr_schedule="step")
+    assert [lr_at(cfg, s) for s in (0, 19, 20, 40, 79, 80, 99)] == [
+        1e-4, 1e-4, 5e-5, 2.5e-5, 1.25e-5, 6.25e-6, 6.25e-6]
+    cfg.lr_schedule = "cosine"
+    assert lr_at(cfg, 0) == 1e-4 and lr_at(cfg, 50) == pytest.approx(5e-5)
+    assert lr_at(cfg, 100) == pytest.approx(0, abs=1e-20)
+
+
+def test_a_few_steps_lower_the_loss(data_dir: Path, tmp_path: Path) -> None:
+    events: list = []
+    cfg = tiny_config(data_dir, tmp_path / "run", steps=40, lr=3e-3, batch_size=8)
+    result = run_training(cfg, collect(events))
+    losses = list(step_losses(events).values())
+    assert len(losses) == 40 and result.step == 40 and not result.interrupted
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+
+
+def test_bf16_autocast_on_cpu_trains(data_dir: Path, tmp_path: Path) -> None:
+    events: list = []
+    run_training(tiny_config(data_dir, tmp_path / "run", steps=2, amp="bf16"), collect(events))
+    assert all(math.isfinite(x) for x in step_losses(events).values())
+
+
+def test_checkpoint_contents_and_validation(data_dir: Path, val_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = tiny_config(data_dir, out, steps=4, checkpoint_every=2, val=str(val_dir), val_every=2)
+    result = run_training(cfg)
+    assert any("README.txt" in w for w in result.warnings)
+    raw = torch.load(out / "last.pth", map_location="cpu", weights_only=True)
+    assert raw["format"] == "liif" and raw["train_state"]["step"] == 4
+    state = raw["train_state"]
+    assert set(state) >= {"optimizer", "scheduler", "step", "rng", "config"}
+    assert state["config"]["steps"] == 4 and state["rng"].dtype == torch.uint8
+    ckpt = checkpoint.load(out / "last.pth")
+    model = ckpt.build()
+    meta = ckpt.metadata
+    assert meta["steps"] == 4 and meta["encoder"] == "edsr-baseline"
+    assert meta["training_data"] == [str(data_dir.resolve())]
+    assert set(meta["val_psnr"]) == {"x2", "x4", "x8"}
+    assert sum(p.numel() for p in model.parameters()) > 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [rec["step"] for rec in lines] == [2, 4]
+    for rec in lines:
+        assert set(rec["psnr"]) == set(rec["bicubic_psnr"]) == {"x2", "x4", "x8"}
+        assert math.isfinite(rec["loss"]) and rec["time"] >= 0
+        assert all(10 < v < 100 for v in rec["bicubic_psnr"].values())
+    assert json.loads((out / "config.json").read_text())["steps"] == 4
+
+
+def test_resume_continues_bit_for_bit(data_dir: Path, val_dir: Path, tmp_path: Path) -> None:
+    common = dict(steps=6, val=str(val_dir), val_every=2)
+    full: list = []
+    run_training(tiny_config(data_dir, tmp_path / "a", **common), collect(full))
+
+    first: list = []
+    stop = threading.Event()
+    cut = run_training(tiny_config(data_dir, tmp_path / "b", **common),
+                       collect(first, stop_at=3, stop=stop), stop=stop)
+    assert cut.interrupted and cut.step == 3
+    assert checkpoint.load(tmp_path / "b" / "last.pth").extra["train_state"]["step"] == 3
+
+    rest: list = []
+    # The caller's run-defining fields are ignored on resume (the checkpoint's are kept).
+    resumed = run_training(tiny_config(data_dir, tmp_path / "b", resume=True, steps=6,
+                                       val=str(val_dir), val_every=2, lr=0.5),
+                           collect(rest))
+    assert any("kept the checkpoint's lr" in w for w in resumed.warnings)
+    expected = step_losses(full)
+    got = {**step_losses(first), **step_losses(rest)}
+    assert min(step_losses(rest)) == 4
+    assert got == expected  # exact float equality: bit-for-bit
+    a = checkpoint.load(tmp_path / "a" / "last.pth").state_dict
+    b = checkpoint.load(tmp_path / "b" / "last.pth").state_dict
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(x)["step"] for x in lines]
+    assert steps == [2, 4, 6]
+
+
+def test_sigint_in_process_saves_and_stops(data_dir: Path, tmp_path: Path) -> None:
+    def callback(ev: train.TrainEvent) -> None:
+        if ev.kind == "step" and ev.step == 2:
+            signal.raise_signal(signal.SIGINT)
+
+    old = signal.getsignal(signal.SIGINT)
+    result = run_training(tiny_config(data_dir, tmp_path / "run", steps=50), callback)
+    assert result.interrupted and result.step == 2
+    assert signal.getsignal(signal.SIGINT) is old  # handler restored
+    assert checkpoint.load(tmp_path / "run" / "last.pth").extra["train_state"]["step"] == 2
+
+
+def test_sigterm_subprocess_leaves_loadable_checkpoint(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = tiny_config(data_dir, out, steps=100_000).to_dict()
+    script = textwrap.dedent(f"""
+        import sys
+        from liif_cli.train import TrainConfig, run_training
+        def cb(ev):
+            if ev.kind == "step":
+                print("STEP", ev.step, flush=True)
+        r = run_training(TrainConfig(**{cfg!r}), cb)
+        print("DONE", r.step, r.interrupted, flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        for line in proc.stdout:
+            if line.startswith("STEP") and int(line.split()[1]) >= 3:
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = [x for x in rest.splitlines() if x.startswith("DONE")]
+    assert done and done[0].split()[2] == "True"
+    step = int(done[0].split()[1])
+    assert step >= 3
+    assert checkpoint.load(out / "last.pth").extra["train_state"]["step"] == step
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_loss = train._loss
+    calls = [0]
+
+    def bad_loss(*args, **kwargs):
+        calls[0] += 1
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if calls[0] == 3 else loss
+
+    monkeypatch.setattr(train, "_loss", bad_loss)
+    out = tmp_path / "run"
+    with pytest.raises(LiifError, match="diverged.*step 3"):
+        run_training(tiny_config(data_dir, out, steps=10, checkpoint_every=2))
+    ckpt = checkpoint.load(out / "last.pth")
+    assert ckpt.extra["train_state"]["step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt.state_dict.values())
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_console_layer(data_dir: Path, tmp_path: Path, terminal: bool) -> None:
+    from rich.console import Console
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=terminal, width=120)
+    result = train.train_with_console(tiny_config(data_dir, tmp_path / "run", steps=3), console)
+    text = buf.getvalue()
+    assert result.step == 3 and "README.txt" in text and "finished 3 steps" in text
+
+
+def test_non_finite_weights_are_never_saved(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def poison(ev: train.TrainEvent) -> None:
+        if ev.kind == "step" and ev.step == 4:  # a checkpoint step: the save must refuse
+            with torch.no_grad():
+                next(iter(model_ref[-1].parameters())).fill_(float("inf"))
+
+    model_ref: list = []
+    real_build = train.build_model
+    monkeypatch.setattr(train, "build_model",
+                        lambda spec: model_ref.append(real_build(spec)) or model_ref[-1])
+    out = tmp_path / "run"
+    with pytest.raises(LiifError, match="non-finite weights at step 4"):
+        run_training(tiny_config(data_dir, out, steps=10, checkpoint_every=2), poison)
+    assert checkpoint.load(out / "last.pth").extra["train_state"]["step"] == 2
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _images(folder: Path, sizes: list[tuple[int, int]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("case, match", [
+    ("empty", "no files"),
+    ("text_only", "no images"),
+    ("too_small", "smaller than 32 px"),
+    ("missing", "not found"),
+])
+def test_bad_training_data(tmp_path: Path, case: str, match: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    if case == "text_only":
+        (data / "a.txt").write_text("hi")
+        (data / "b.jpg").write_bytes(b"not really a jpeg")
+    elif case == "too_small":
+        _images(data, [(31, 100), (20, 20)])
+    elif case == "missing":
+        data = tmp_path / "nope"
+    with pytest.raises(LiifError, match=match) as info:
+        run_training(tiny_config(data, tmp_path / "run"))
+    assert "\n" not in str(info.value)
+
+
+def test_small_images_are_skipped_with_a_warning(tmp_path: Path) -> None:
+    data = _images(tmp_path / "data", [(40, 40), (20, 40)])
+    result = run_training(tiny_config(data, tmp_path / "run", steps=1))
+    assert any("skipped 1" in w and "40x20" in w for w in result.warnings)
+
+
+def test_bad_run_dir_and_resume_errors(data_dir: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(LiifError, match="cannot write to run dir"):
+        run_training(tiny_config(data_dir, blocker / "run"))
+    with pytest.raises(LiifError, match="nothing to resume"):
+        run_training(tiny_config(data_dir, tmp_path / "fresh", resume=True))
+    run_training(tiny_config(data_dir, tmp_path / "done", steps=1))
+    with pytest.raises(LiifError, match="already holds a run"):
+        run_training(tiny_config(data_dir, tmp_path / "done", steps=1))
+    with pytest.raises(LiifError, match="lr schedule"):
+        run_training(tiny_config(data_dir, tmp_path / "x", lr_schedule="linear"))
+    with pytest.raises(LiifError, match="samples per crop"):
+        run_training(tiny_config(data_dir, tmp_path / "x", samples=65))
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_y_psnr() -> None:
+    hr = np.full((20, 20, 3), 100, np.uint8)
+    assert y_psnr(hr, hr) == math.inf
+    sr = hr.astype(np.float64) / 255
+    sr[..., 1] += 10 / 255  # Y moves by 128.553 / 255 * 10 / 255
+    dy = 128.553 / 255 * 10 / 255
+    expect = 10 * math.log10(1 / dy ** 2)
+    assert y_psnr(torch.from_numpy(sr).permute(2, 0, 1), hr) == pytest.approx(expect)
+    sr2 = hr.copy()
+    sr2[:2] = 0  # only inside the shaved border
+    assert y_psnr(sr2, hr, shave=2) == math.inf
+    metrics = pytest.importorskip("liif_cli.metrics")
+    rng = np.random.default_rng(0)
+    a, b = rng.random((3, 30, 30)), rng.random((3, 30, 30))
+    assert y_psnr(torch.from_numpy(a), torch.from_numpy(b), 4) == pytest.approx(
+        metrics.y_psnr(torch.from_numpy(a), torch.from_numpy(b), 4), abs=1e-4)
