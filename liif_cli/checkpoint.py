@@ -91,8 +91,14 @@ def from_dict(raw: Any, name: str = "checkpoint") -> Checkpoint:
                             f"than this liif understands ({FORMAT_VERSION}); upgrade liif")
         extra = {k: v for k, v in raw.items()
                  if k not in ("format", "format_version", "spec", "state_dict", "metadata")}
-        ckpt = Checkpoint(ModelSpec(**raw["spec"]), raw["state_dict"],
-                          dict(raw.get("metadata") or {}), FORMAT_NAME, extra)
+        try:
+            spec, state = ModelSpec(**raw["spec"]), raw["state_dict"]
+            if not isinstance(state, dict):
+                raise TypeError("state_dict is not a dict")
+        except (KeyError, TypeError) as exc:
+            raise LiifError(f"{name}: malformed liif checkpoint ({type(exc).__name__}: {exc})") \
+                from None
+        ckpt = Checkpoint(spec, state, dict(raw.get("metadata") or {}), FORMAT_NAME, extra)
     elif isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "sd" in raw["model"]:
         ckpt = _from_official(raw, name)
     else:

@@ -77,13 +77,21 @@ def fail(message: str, code: int = 1) -> None:
 
 
 @contextmanager
-def user_errors(code: int = 1) -> Iterator[None]:
-    """Turn LiifError (and Ctrl-C) into one line and an exit code, never a traceback."""
+def user_errors(code: int = 1, report: bool = True) -> Iterator[None]:
+    """Turn LiifError (and Ctrl-C) into one line and an exit code, never a traceback.
+
+    report=False: only the exit code (torchrun ranks other than 0, whose errors rank 0
+    reports: see distributed.agreed_errors).
+    """
     try:
         yield
     except LiifError as exc:
+        if not report:
+            raise typer.Exit(code) from None
         fail(str(exc), code)
     except KeyboardInterrupt:
+        if not report:
+            raise typer.Exit(130) from None
         fail("interrupted", 130)
 
 
@@ -92,11 +100,12 @@ def make_progress(quiet: bool) -> Progress:
                     TimeElapsedColumn(), console=err, disable=quiet, transient=True)
 
 
-def load_upscaler(weights: str | None, device: Device, precision: Precision, tile: int,
+def load_upscaler(weights: str | None, device: Device | str, precision: Precision, tile: int,
                   chunk: int):
     from .api import Upscaler
 
-    return Upscaler.from_pretrained(weights, device=device.value, precision=precision.value,
+    name = device.value if isinstance(device, Device) else device
+    return Upscaler.from_pretrained(weights, device=name, precision=precision.value,
                                     tile=tile, chunk=chunk)
 
 
@@ -205,26 +214,44 @@ def resize(
 
     Existing outputs are skipped (so an interrupted run resumes) unless --overwrite.
     Exit code 0: all done; 1: some images failed; 2: bad usage.
+    Under torchrun every rank takes its share of the files (on its own GPU when there are
+    several); rank 0 prints the one summary and all ranks exit with the same code.
     """
+    from . import distributed
     from .batch import fit_rule, resize_jobs
     from .sizing import check_max_pixels, parse_size
 
-    with user_errors(code=2):
-        box = parse_size(size)
-        check_max_pixels(box, max_pixels)
-        if output.exists() and not output.is_dir():
-            raise LiifError(f"--output {output} exists and is not a folder")
-        jobs = resize_jobs(inputs, output, recursive, fmt.value)
-        upscaler = load_upscaler(weights, device, precision, tile, chunk)
-    todo = [job for job in jobs if overwrite or not job.target.exists()]
-    size_rule, crop_to = fit_rule(box, fit.value)
-    with user_errors(code=1):
-        failed = run_jobs(upscaler, todo, size_rule, quiet=quiet, label="resize",
-                          overwrite=overwrite, max_pixels=max_pixels, quality=quality,
-                          crop_to=crop_to, make_dirs=True)
-    err.print(f"resized {len(todo) - failed}, skipped {len(jobs) - len(todo)} existing, "
-              f"failed {failed} (of {len(jobs)} images) into {output}", highlight=False,
-              markup=False, soft_wrap=True)
+    distributed.init_from_env(device.value)  # no-op unless started by torchrun
+    try:
+        main, world = distributed.is_main(), distributed.world_size()
+        with user_errors(code=2, report=main), distributed.agreed_errors():
+            box = parse_size(size)
+            check_max_pixels(box, max_pixels)
+            if output.exists() and not output.is_dir():
+                raise LiifError(f"--output {output} exists and is not a folder")
+            jobs = resize_jobs(inputs, output, recursive, fmt.value)
+            upscaler = load_upscaler(weights, distributed.device_name(device.value), precision,
+                                     tile, chunk)
+        # Rank 0 decides what is left before any rank writes; each rank then does
+        # todo[rank::world], so every output is written by exactly one rank.
+        todo = distributed.broadcast(
+            [job for job in jobs if overwrite or not job.target.exists()] if main else None)
+        size_rule, crop_to = fit_rule(box, fit.value)
+        with user_errors(code=1, report=main):
+            failed = run_jobs(upscaler, distributed.shard(todo), size_rule,
+                              quiet=quiet or not main,
+                              label="resize" if world == 1 else f"resize (rank 0 of {world})",
+                              overwrite=overwrite, max_pixels=max_pixels, quality=quality,
+                              crop_to=crop_to, make_dirs=True)
+        failed = int(distributed.all_sum([failed])[0])
+        if main:
+            ranks = f" on {world} ranks" if world > 1 else ""
+            err.print(f"resized {len(todo) - failed}, skipped {len(jobs) - len(todo)} existing, "
+                      f"failed {failed} (of {len(jobs)} images) into {output}{ranks}",
+                      highlight=False, markup=False, soft_wrap=True)
+        distributed.barrier()  # leave together, after the summary
+    finally:
+        distributed.cleanup()
     raise typer.Exit(1 if failed else 0)
 
 
@@ -301,7 +328,8 @@ def train(
     = None,
     encoder: Annotated[str, typer.Option(help="edsr-baseline or rdn.")] = "edsr-baseline",
     steps: Annotated[int, typer.Option(help="Training steps.")] = 100_000,
-    batch_size: Annotated[int, typer.Option(help="Crops per step.")] = 16,
+    batch_size: Annotated[int, typer.Option(
+        help="Crops per step, in all (under torchrun: split evenly over the ranks).")] = 16,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
     lr_schedule: Annotated[str, typer.Option(
         help="step: halve every 20% of the run (the paper); cosine: decay to 0.")] = "step",
@@ -315,16 +343,26 @@ def train(
     amp: Annotated[str, typer.Option(
         help="auto: bf16 autocast on CUDA, fp32 on CPU; bf16; off.")] = "auto",
 ) -> None:
-    """Train a LIIF model (self-supervised: random crops, random scale in [1, 4])."""
-    from .train import TrainConfig, train_with_console
+    """Train a LIIF model (self-supervised: random crops, random scale in [1, 4]).
+
+    Under torchrun the ranks train one model with DistributedDataParallel; rank 0 writes
+    the checkpoints and metrics and shows the progress.
+    """
+    from . import distributed
+    from .train import TrainConfig, run_training, train_with_console
 
     config = TrainConfig(data=[str(d) for d in data], out=str(out_dir),
                          val=str(val) if val else None, encoder=encoder, steps=steps,
                          batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
                          checkpoint_every=checkpoint_every, val_every=val_every,
                          device=device.value, workers=workers, seed=seed, resume=resume, amp=amp)
-    with user_errors():
-        result = train_with_console(config, err)
+    distributed.init_from_env(device.value)  # no-op unless started by torchrun
+    try:
+        main = distributed.is_main()
+        with user_errors(report=main):  # errors are raised on every rank; rank 0 says why
+            result = train_with_console(config, err) if main else run_training(config)
+    finally:
+        distributed.cleanup()
     if result.interrupted:
         raise typer.Exit(130)
 

@@ -162,12 +162,13 @@ class RDN(nn.Module):
         pad = RDNkSize // 2
         self.SFENet1 = nn.Conv2d(n_colors, G0, RDNkSize, padding=pad)
         self.SFENet2 = nn.Conv2d(G0, G0, RDNkSize, padding=pad)
-        self.RDBs = nn.ModuleList([ResidualDenseBlock(G0, growth, n_layers, RDNkSize)
+        # The official RDB never passes RDNkSize on: its dense layers are always 3x3.
+        self.RDBs = nn.ModuleList([ResidualDenseBlock(G0, growth, n_layers)
                                    for _ in range(n_blocks)])
         self.GFF = nn.Sequential(nn.Conv2d(n_blocks * G0, G0, 1),
                                  nn.Conv2d(G0, G0, RDNkSize, padding=pad))
         self.out_dim = G0
-        self.receptive_radius = pad * (3 + n_blocks * n_layers)
+        self.receptive_radius = 3 * pad + n_blocks * n_layers
 
     def forward(self, x: Tensor) -> Tensor:
         shallow = self.SFENet1(x)

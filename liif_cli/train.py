@@ -26,6 +26,19 @@ plain dict. A killed run loses at most the steps since the last checkpoint.
 
 Validation (`val`, a folder of HR images) reports Y-channel PSNR at each of `val_scales`
 against bicubic upscaling of the same LR input, appended to RUN_DIR/metrics.jsonl.
+
+Several processes (torchrun; see liif_cli.distributed): when a process group of W ranks is
+initialised, the model is wrapped in DistributedDataParallel. `batch_size` stays the global
+batch and must divide by W. Every rank draws the parameters of the whole global batch from
+the same seeded generator (cheap: a few random numbers per crop), so the generator state is
+the same everywhere; rank r builds and trains on crops r, r + W, r + 2W, ..., its distinct
+share. Each rank's loss is the mean over its share and DDP averages the gradients, which is
+the mean over the global batch: W ranks train the same model as one process with the same
+batch, up to float summation order, and a checkpoint resumes with any number of ranks.
+After every step the ranks agree (one all-reduce) on the mean loss, on stopping (if any rank
+got SIGINT/SIGTERM) and on rank 0's clock (for `time_budget`), so all stop at the same step.
+Only rank 0 validates, writes checkpoints, metrics.jsonl and config.json, and reports
+progress; the others wait for it at the end.
 """
 
 from __future__ import annotations
@@ -47,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .errors import LiifError
 from .model import LIIF, ModelSpec, build_model, make_cells, make_coords
 
@@ -62,7 +75,8 @@ CHECKPOINT_NAME = "last.pth"
 METRICS_NAME = "metrics.jsonl"
 
 # Fields that define a run: on resume they come from the checkpoint, not from the caller.
-RUN_FIELDS = ("data", "encoder", "model", "steps", "batch_size", "lr", "lr_schedule", "seed",
+RUN_FIELDS = ("data", "encoder", "model", "steps", "time_budget", "batch_size", "lr",
+              "lr_schedule", "seed",
               "crop", "samples", "scale_min", "scale_max", "amp")
 AMP_MODES = ("auto", "bf16", "off")
 
@@ -79,6 +93,7 @@ class TrainConfig:
     val: str | None = None  # folder of HR images for validation, e.g. Set5/HR
     encoder: str = "edsr-baseline"  # 'edsr-baseline' | 'rdn' (| 'edsr')
     steps: int = 100_000
+    time_budget: float | None = None  # seconds; see lr_at (the run ends at whichever comes first)
     batch_size: int = 16
     lr: float = 1e-4
     lr_schedule: str = "step"  # 'step': halve at every 20% of the run; 'cosine': to 0
@@ -122,6 +137,8 @@ class TrainConfig:
             bad(f"steps must be >= 1 (got {self.steps})")
         if self.batch_size < 1:
             bad(f"batch size must be >= 1 (got {self.batch_size})")
+        if self.time_budget is not None and not self.time_budget > 0:
+            bad(f"time budget must be > 0 seconds (got {self.time_budget})")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             bad(f"learning rate must be > 0 (got {self.lr})")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -156,15 +173,29 @@ class TrainConfig:
         return round(self.crop * self.scale_max)
 
 
-def lr_at(config: TrainConfig, step: int) -> float:
-    """Learning rate for the step that follows `step` completed steps.
+def progress_fraction(config: TrainConfig, step: int, elapsed: float = 0.0) -> float:
+    """How far through the run we are, in [0, 1]: step / steps, or the share of
+    `time_budget` spent (run time, validation included) if that is further along."""
+    frac = step / config.steps
+    if config.time_budget:
+        frac = max(frac, elapsed / config.time_budget)
+    return min(frac, 1.0)
 
-    'step': the paper's schedule scaled to the run: halved after each 20% of the steps.
+
+def lr_at(config: TrainConfig, step: int, elapsed: float = 0.0) -> float:
+    """Learning rate for the step that follows `step` completed steps (`elapsed` s of run time).
+
+    'step': the paper's schedule scaled to the run: halved after each 20% of it.
     'cosine': half a cosine from lr to 0 over the run.
+    The run's length is `steps`, or `time_budget` seconds if that ends first: a time budget
+    makes the schedule depend on the machine's speed, so such a run does not resume
+    bit-for-bit (a step-only run does).
     """
+    frac = progress_fraction(config, step, elapsed)
     if config.lr_schedule == "step":
-        return config.lr * 0.5 ** min(4, (5 * step) // config.steps)
-    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, config.steps) / config.steps))
+        k = math.floor(5 * frac + 1e-9) if config.time_budget else (5 * step) // config.steps
+        return config.lr * 0.5 ** min(4, k)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
 # --------------------------------------------------------------------------- images
@@ -275,6 +306,21 @@ class Sample:
     index: torch.Tensor  # (Q,) flat indices of the queried HR pixels
 
 
+@dataclass(frozen=True)
+class CropDraw:
+    """The random choices behind one Sample: which image, crop size and position, flips,
+    and which HR pixels are queried."""
+
+    image: int
+    size: int  # HR crop side: round(crop * scale)
+    y0: int
+    x0: int
+    hflip: bool
+    vflip: bool
+    transpose: bool
+    index: torch.Tensor  # (Q,) flat indices of the queried HR pixels
+
+
 class CropSampler:
     """The paper's training samples, drawn from in-memory images with a given generator."""
 
@@ -289,33 +335,49 @@ class CropSampler:
     def _randint(self, high: int, g: torch.Generator) -> int:
         return int(torch.randint(high, (1,), generator=g))
 
-    def sample(self, g: torch.Generator) -> Sample:
-        image = self.images[self._randint(len(self.images), g)]
+    def draw(self, g: torch.Generator) -> CropDraw:
+        """All the random choices of one sample (the generator's only use), nothing built."""
+        image = self._randint(len(self.images), g)
         u = float(torch.rand(1, generator=g, dtype=torch.float64))
         s = self.scale_min + (self.scale_max - self.scale_min) * u
         size = round(self.crop * s)
-        h, w = image.shape[:2]
+        h, w = self.images[image].shape[:2]
         y0 = self._randint(h - size + 1, g)
         x0 = self._randint(w - size + 1, g)
         hflip, vflip, transpose = (torch.rand(3, generator=g) < 0.5).tolist()
-        hr = image[y0:y0 + size, x0:x0 + size]
-        if hflip:
+        index = torch.randperm(size * size, generator=g)[: self.samples]
+        return CropDraw(image, size, y0, x0, hflip, vflip, transpose, index)
+
+    def build(self, d: CropDraw) -> Sample:
+        """The sample a draw describes: crop, flips, bicubic downscale, queried pixels."""
+        size = d.size
+        hr = self.images[d.image][d.y0:d.y0 + size, d.x0:d.x0 + size]
+        if d.hflip:
             hr = hr[:, ::-1]
-        if vflip:
+        if d.vflip:
             hr = hr[::-1]
-        if transpose:
+        if d.transpose:
             hr = hr.transpose(1, 0, 2)
         hr = np.ascontiguousarray(hr)
         lr = bicubic_resize(hr, (self.crop, self.crop))
-        index = torch.randperm(size * size, generator=g)[: self.samples]
-        coord = _coords(size, size).index_select(0, index)
+        coord = _coords(size, size).index_select(0, d.index)
         cell = make_cells((size, size), self.samples)
-        gt = to_tensor(hr).reshape(3, -1).t().index_select(0, index)
-        return Sample(to_tensor(lr), coord, cell, gt, hr, index)
+        gt = to_tensor(hr).reshape(3, -1).t().index_select(0, d.index)
+        return Sample(to_tensor(lr), coord, cell, gt, hr, d.index)
 
-    def batch(self, batch_size: int, g: torch.Generator) -> dict[str, torch.Tensor]:
-        """A batch: inp (B, 3, crop, crop), coord (B, Q, 2), cell (B, Q, 2), gt (B, Q, 3)."""
-        items = [self.sample(g) for _ in range(batch_size)]
+    def sample(self, g: torch.Generator) -> Sample:
+        return self.build(self.draw(g))
+
+    def batch(self, batch_size: int, g: torch.Generator,
+              part: tuple[int, int] = (0, 1)) -> dict[str, torch.Tensor]:
+        """A batch: inp (B, 3, crop, crop), coord (B, Q, 2), cell (B, Q, 2), gt (B, Q, 3).
+
+        part = (rank, world): draw all `batch_size` samples (advancing `g` exactly as one
+        process does) but build and return only samples rank, rank + world, ...
+        """
+        rank, world = part
+        draws = [self.draw(g) for _ in range(batch_size)]
+        items = [self.build(d) for d in draws[rank::world]]
         return {key: torch.stack([getattr(it, key) for it in items])
                 for key in ("inp", "coord", "cell", "gt")}
 
@@ -518,8 +580,8 @@ def _resume_config(config: TrainConfig, saved: dict[str, Any]) -> tuple[TrainCon
 
 
 def _metadata(config: TrainConfig, step: int, last_val: dict[str, Any] | None,
-              names: list[str], elapsed: float) -> dict[str, Any]:
-    return {
+              names: list[str], elapsed: float, world: int = 1) -> dict[str, Any]:
+    meta = {
         "trained_with": "liif train",
         "training_data": [str(Path(d).expanduser().resolve()) for d in config.data],
         "training_images": len(names),
@@ -541,6 +603,10 @@ def _metadata(config: TrainConfig, step: int, last_val: dict[str, Any] | None,
         "val_crop": config.val_crop,
         "seed": config.seed,
     }
+    if world > 1:  # batch_size above is the global batch
+        meta["ranks"] = world
+        meta["batch_per_rank"] = config.batch_size // world
+    return meta
 
 
 def run_training(config: TrainConfig, progress: ProgressFn | None = None,
@@ -551,8 +617,32 @@ def run_training(config: TrainConfig, progress: ProgressFn | None = None,
     checkpoint and the end. stop: an Event the caller may set to stop cleanly (SIGINT and
     SIGTERM set it too while this runs in the main thread). Raises LiifError for bad input
     and for a non-finite loss (the last good checkpoint is kept).
+
+    If a torch.distributed process group is initialised (liif_cli.distributed.init_from_env
+    under torchrun), call this on every rank: they train one model with DDP, `progress` is
+    called on rank 0 only, and errors are raised on all ranks alike.
     """
-    emit = progress or (lambda event: None)
+    # In a process group only rank 0 reports; any rank's setup error is raised on all ranks.
+    emit = (progress if distributed.is_main() else None) or (lambda event: None)
+    with distributed.agreed_errors():
+        config, saved, device, images, names, val_images, warnings = _setup(config)
+    for message in warnings:
+        emit(TrainEvent("warning", 0, config.steps, message=message))
+
+    old_threads = torch.get_num_threads()
+    if config.workers > 0:
+        torch.set_num_threads(config.workers)
+    try:
+        return _train_loop(config, saved, device, images, names, val_images, warnings,
+                           emit, stop)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _setup(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | None,
+                                         torch.device, list[np.ndarray], list[str],
+                                         list[np.ndarray], list[str]]:
+    """Resume or fresh start, checks, device and images: everything before the first step."""
     out = Path(config.out).expanduser()
     ckpt_path = out / CHECKPOINT_NAME
     warnings: list[str] = []
@@ -572,8 +662,13 @@ def run_training(config: TrainConfig, progress: ProgressFn | None = None,
         raise LiifError(f"{out} already holds a run ({CHECKPOINT_NAME}); "
                         "resume it or choose another output folder")
     config.validate()
+    world = distributed.world_size()
+    if config.batch_size % world:
+        raise LiifError(f"bad training option: batch size {config.batch_size} does not split "
+                        f"evenly over {world} ranks (it is the global batch: use a multiple "
+                        f"of {world})")
     _prepare_run_dir(out)
-    device = resolve_device(config.device)
+    device = resolve_device(distributed.device_name(config.device))
 
     images, names, more = load_images(config.data, config.max_crop, "training")
     warnings += more
@@ -582,17 +677,21 @@ def run_training(config: TrainConfig, progress: ProgressFn | None = None,
         val_images, _, more = load_images([config.val], 2 * max(config.val_scales) + 1,
                                           "validation")
         warnings += more
-    for message in warnings:
-        emit(TrainEvent("warning", 0, config.steps, message=message))
+    return config, saved, device, images, names, val_images, warnings
 
-    old_threads = torch.get_num_threads()
-    if config.workers > 0:
-        torch.set_num_threads(config.workers)
-    try:
-        return _train_loop(config, saved, device, images, names, val_images, warnings,
-                           emit, stop)
-    finally:
-        torch.set_num_threads(old_threads)
+
+class _LossModule(torch.nn.Module):
+    """The training loss as a module: DistributedDataParallel synchronises the gradients of
+    what runs through its wrapped module's forward."""
+
+    def __init__(self, model: LIIF, amp: str | None):
+        super().__init__()
+        self.model = model
+        self.amp = amp
+
+    def forward(self, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor,
+                gt: torch.Tensor) -> torch.Tensor:
+        return _loss(self.model, {"inp": inp, "coord": coord, "cell": cell, "gt": gt}, self.amp)
 
 
 def _train_loop(config: TrainConfig, saved: checkpoint.Checkpoint | None, device: torch.device,
@@ -602,8 +701,10 @@ def _train_loop(config: TrainConfig, saved: checkpoint.Checkpoint | None, device
     out = Path(config.out).expanduser()
     ckpt_path = out / CHECKPOINT_NAME
     metrics_path = out / METRICS_NAME
+    rank, world = distributed.rank(), distributed.world_size()
+    main = rank == 0  # writes the files; in a plain process always True
 
-    torch.manual_seed(config.seed)  # model initialisation
+    torch.manual_seed(config.seed)  # model initialisation (the same on every rank)
     model = build_model(config.spec()).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     generator = torch.Generator()  # data sampling: always on the CPU
@@ -617,32 +718,45 @@ def _train_loop(config: TrainConfig, saved: checkpoint.Checkpoint | None, device
         step = int(state["step"])
         elapsed = float(state.get("elapsed_s", 0.0))
         last_val = state.get("last_val")
-        _truncate_metrics(metrics_path, step)
-    else:
+        if main:
+            _truncate_metrics(metrics_path, step)
+    elif main:
         metrics_path.unlink(missing_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    if main:
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
     sampler = CropSampler(images, config.crop, config.samples, config.scale_min,
                           config.scale_max)
     use_amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+    amp = device.type if use_amp else None
+    ddp = None
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(_LossModule(model, amp),
+                                      device_ids=[device] if device.type == "cuda" else None)
 
     def save() -> None:
+        # Every rank checks (the weights are the same everywhere, so all raise together).
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
             raise LiifError(f"training diverged: non-finite weights at step {step}; stopped "
                             f"without saving (the last good checkpoint is kept); "
                             "try a lower learning rate")
+        if not main:
+            return
         train_state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": {"name": config.lr_schedule, "base_lr": config.lr,
-                          "total_steps": config.steps, "lr": lr_at(config, step)},
+                          "total_steps": config.steps, "time_budget": config.time_budget,
+                          "lr": lr_at(config, step, elapsed)},
             "step": step,
             "rng": generator.get_state(),
             "config": config.to_dict(),
             "elapsed_s": elapsed,
             "last_val": last_val,
         }
-        checkpoint.save(checkpoint.to_dict(model, _metadata(config, step, last_val, names, elapsed),
-                                           train_state=train_state), ckpt_path)
+        metadata = _metadata(config, step, last_val, names, elapsed, world)
+        checkpoint.save(checkpoint.to_dict(model, metadata, train_state=train_state), ckpt_path)
 
     flag = _StopFlag(stop)
     flag.install()
@@ -650,46 +764,77 @@ def _train_loop(config: TrainConfig, saved: checkpoint.Checkpoint | None, device
     losses: list[float] = []
     loss_value: float | None = None
     interrupted = False
+    # In a group, decisions that depend on run time (time_budget: the lr and the end) use
+    # rank 0's clock as of the last agreement, so that every rank takes the same ones.
+    clock, stopping = elapsed, False
+
+    def now() -> float:
+        return elapsed if world == 1 else clock
+
+    def finished() -> bool:
+        return step >= config.steps or progress_fraction(config, step, now()) >= 1.0
 
     def event(kind: str, **kw: Any) -> TrainEvent:
         rate = (step - start_step) / session_time if session_time > 0 else None
         eta = (config.steps - step) / rate if rate else None
         avg = sum(losses) / len(losses) if losses else None
-        return TrainEvent(kind, step, config.steps, loss_value, avg, lr_at(config, step),
-                          rate, eta, last_val, **kw)
+        if config.time_budget and rate:
+            eta = min(eta, max(0.0, config.time_budget - now()))
+        return TrainEvent(kind, step, config.steps, loss_value, avg,
+                          lr_at(config, step, now()), rate, eta, last_val, **kw)
 
+    start = f"training on {len(images)} images, {device}"
+    if world > 1:
+        start = (f"training on {len(images)} images, {world} ranks ({distributed.backend()}, "
+                 f"{device.type}), batch {config.batch_size} = {world} ranks x "
+                 f"{config.batch_size // world}")
     model.train()
     try:
-        emit(event("start", message=f"training on {len(images)} images, {device}"))
-        while step < config.steps:
-            if flag.event.is_set():
+        if world > 1:  # a signal during setup reached some ranks only: agree before step 1
+            stopping = distributed.all_sum([flag.event.is_set()])[0] > 0
+        emit(event("start", message=start))
+        tick = time.perf_counter()
+        while not finished():
+            if (flag.event.is_set() if world == 1 else stopping):
                 interrupted = True
                 break
             t0 = time.perf_counter()
-            lr = lr_at(config, step)
+            elapsed += t0 - tick
+            tick = t0
+            lr = lr_at(config, step, now())
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = {k: v.to(device, non_blocking=True)
-                     for k, v in sampler.batch(config.batch_size, generator).items()}
-            loss = _loss(model, batch, device.type if use_amp else None)
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise LiifError(f"training diverged: loss is {loss_value} at step {step + 1}; "
-                                f"stopped without saving (the last good checkpoint is "
-                                f"{ckpt_path if ckpt_path.exists() else 'not written yet'}); "
-                                "try a lower learning rate")
+                     for k, v in sampler.batch(config.batch_size, generator,
+                                               (rank, world)).items()}
+            if ddp is None:
+                loss = _loss(model, batch, amp)
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise _diverged(loss_value, step + 1, ckpt_path)
+            else:  # this rank's share; DDP averages the gradients over the ranks
+                loss = ddp(batch["inp"], batch["coord"], batch["cell"], batch["gt"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
+            session_time += time.perf_counter() - t0
+            elapsed += time.perf_counter() - tick
+            tick = time.perf_counter()
+            if ddp is not None:
+                # One all-reduce: the global mean loss, whether any rank was asked to
+                # stop, and rank 0's clock (the others add 0).
+                total, stops, clock = distributed.all_sum(
+                    [float(loss.detach()), flag.event.is_set(), elapsed if main else 0.0])
+                loss_value, stopping = total / world, stops > 0
+                if not math.isfinite(loss_value):
+                    raise _diverged(loss_value, step, ckpt_path)
             losses.append(loss_value)
-            dt = time.perf_counter() - t0
-            session_time += dt
-            elapsed += dt
             emit(event("step"))
 
-            last = step == config.steps
-            if val_images and ((config.val_every and step % config.val_every == 0) or last):
+            last = finished()
+            if main and val_images and ((config.val_every and step % config.val_every == 0)
+                                        or last):
                 t1 = time.perf_counter()
                 result = validate(model, val_images, config.val_scales, config.val_crop)
                 record = {"step": step, "loss": round(sum(losses) / len(losses), 6),
@@ -699,6 +844,8 @@ def _train_loop(config: TrainConfig, saved: checkpoint.Checkpoint | None, device
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
                 last_val = record
+                elapsed += time.perf_counter() - tick
+                tick = time.perf_counter()
                 losses = []
                 emit(event("val"))
             if step % config.checkpoint_every == 0 or last:
@@ -707,14 +854,24 @@ def _train_loop(config: TrainConfig, saved: checkpoint.Checkpoint | None, device
         if interrupted:
             save()
             sig = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}.get(flag.signal, "stop")
+            if world > 1 and not flag.event.is_set():
+                sig = "another rank's signal"
             emit(event("interrupted", message=f"stopped by {sig} after step {step}; "
                                               f"saved {ckpt_path}"))
         else:
             emit(event("done", message=f"finished {step} steps; saved {ckpt_path}"))
+        distributed.barrier()  # in a group, return once rank 0 has written the checkpoint
     finally:
         flag.restore()
     return TrainResult(out, ckpt_path, step, config.steps, interrupted, loss_value, last_val,
                        warnings)
+
+
+def _diverged(loss: float, step: int, ckpt_path: Path) -> LiifError:
+    return LiifError(f"training diverged: loss is {loss} at step {step}; stopped without "
+                     f"saving (the last good checkpoint is "
+                     f"{ckpt_path if ckpt_path.exists() else 'not written yet'}); "
+                     "try a lower learning rate")
 
 
 def _loss(model: LIIF, batch: dict[str, torch.Tensor], amp: str | None = None) -> torch.Tensor:

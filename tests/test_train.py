@@ -150,6 +150,18 @@ def test_lr_schedules() -> None:
     cfg.lr_schedule = "cosine"
     assert lr_at(cfg, 0) == 1e-4 and lr_at(cfg, 50) == pytest.approx(5e-5)
     assert lr_at(cfg, 100) == pytest.approx(0, abs=1e-20)
+    cfg.time_budget = 10.0  # whichever is further along: steps or time
+    assert lr_at(cfg, 50, elapsed=1.0) == pytest.approx(5e-5)
+    assert lr_at(cfg, 10, elapsed=5.0) == pytest.approx(5e-5)
+    cfg.lr_schedule = "step"
+    assert lr_at(cfg, 0, elapsed=2.0) == 5e-5 and lr_at(cfg, 0, elapsed=9.9) == 6.25e-6
+
+
+def test_time_budget_ends_the_run(data_dir: Path, tmp_path: Path) -> None:
+    result = run_training(tiny_config(data_dir, tmp_path / "run", steps=100_000, time_budget=0.3))
+    assert not result.interrupted and 1 <= result.step < 100_000
+    ckpt = checkpoint.load(tmp_path / "run" / "last.pth")
+    assert ckpt.extra["train_state"]["elapsed_s"] >= 0.3
 
 
 def test_a_few_steps_lower_the_loss(data_dir: Path, tmp_path: Path) -> None:

@@ -1,0 +1,354 @@
+"""Tests for liif_cli.api (the Upscaler on PIL images and numpy arrays) and liif_cli.sizing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from liif_cli import api, checkpoint, engine
+from liif_cli.api import Upscaler
+from liif_cli.errors import LiifError
+from liif_cli.model import ModelSpec, build_model
+from liif_cli.sizing import (
+    centre_crop_box,
+    check_max_pixels,
+    check_scale,
+    fit_size,
+    parse_size,
+    target_size,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is fastest, and avoids spinning on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    spec = ModelSpec(encoder_args=dict(n_resblocks=1, n_feats=8), hidden=[16, 16])
+    return build_model(spec).eval()
+
+
+@pytest.fixture(scope="module")
+def upscaler(model):
+    return Upscaler(model, device="cpu", tile=3, chunk=50)
+
+
+RNG = np.random.default_rng(42)
+H, W = 5, 7
+
+
+def rgb8(h: int = H, w: int = W) -> np.ndarray:
+    return RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def model_rgb(model, rgb01: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """What the engine makes of float RGB (H, W, 3) at size (H', W'): (H', W', 3) float."""
+    image = torch.from_numpy(np.ascontiguousarray(rgb01.transpose(2, 0, 1), dtype=np.float32))
+    return engine.render(model, image, size, tile=0).permute(1, 2, 0).numpy()
+
+
+def pil_resize(plane01: np.ndarray, size: tuple[int, int], method) -> np.ndarray:
+    """A float plane resampled with a PIL filter at size (H', W'), clipped to [0, 1]."""
+    image = Image.fromarray(plane01.astype(np.float32), mode="F")
+    return np.clip(np.asarray(image.resize((size[1], size[0]), method)), 0, 1)
+
+
+def to8(values: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(values, 0, 1) * 255).astype(np.uint8)
+
+
+def to16(values: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(values, 0, 1) * 65535).astype(np.uint16)
+
+
+# --------------------------------------------------------------------------- PIL images
+
+
+def test_pil_rgb_goes_through_the_model(model, upscaler):
+    pixels = rgb8()
+    out = upscaler.upscale(Image.fromarray(pixels), scale=2.2)
+    assert out.mode == "RGB"
+    assert out.size == (15, 11)  # (round(7 * 2.2), round(5 * 2.2)) as (width, height)
+    expected = to8(model_rgb(model, pixels / np.float32(255), (11, 15)))
+    assert np.array_equal(np.asarray(out), expected)
+
+
+def test_pil_rgba_keeps_resampled_alpha(model, upscaler):
+    pixels = RNG.integers(0, 256, (H, W, 4), dtype=np.uint8)
+    pixels[..., 3] = np.linspace(0, 255, W, dtype=np.uint8)[None, :]  # a gradient of alpha
+    out = upscaler.upscale(Image.fromarray(pixels), size=(16, 9))
+    assert out.mode == "RGBA" and out.size == (16, 9)
+    got = np.asarray(out)
+    colour = to8(model_rgb(model, pixels[..., :3] / np.float32(255), (9, 16)))
+    assert np.array_equal(got[..., :3], colour)
+    alpha = to8(pil_resize(pixels[..., 3] / np.float32(255), (9, 16), Image.Resampling.BICUBIC))
+    assert np.array_equal(got[..., 3], alpha)
+    assert got[..., 3].min() < 30 and got[..., 3].max() > 225  # the gradient survived
+
+
+def test_pil_l_stays_grayscale(model, upscaler):
+    gray = RNG.integers(0, 256, (H, W), dtype=np.uint8)
+    out = upscaler.upscale(Image.fromarray(gray), scale=3)
+    assert out.mode == "L" and out.size == (21, 15)
+    rgb = model_rgb(model, np.repeat(gray[..., None] / np.float32(255), 3, axis=2), (15, 21))
+    luma = rgb @ np.array([0.299, 0.587, 0.114])
+    assert np.abs(np.asarray(out).astype(float) - luma * 255).max() <= 1.0
+
+
+def test_pil_la_keeps_alpha_and_grayscale(upscaler):
+    la = Image.fromarray(RNG.integers(0, 256, (H, W, 4), dtype=np.uint8)).convert("LA")
+    out = upscaler.upscale(la, scale=2)
+    assert out.mode == "LA" and out.size == (14, 10)
+
+
+def test_pil_i16_keeps_16_bits(model, upscaler):
+    gray = RNG.integers(0, 65536, (H, W), dtype=np.uint16)
+    image = Image.fromarray(gray)
+    assert image.mode == "I;16"
+    out = upscaler.upscale(image, scale=2)
+    assert out.mode == "I;16" and out.size == (14, 10)
+    got = np.asarray(out)
+    assert got.dtype == np.uint16
+    rgb = model_rgb(model, np.repeat(gray[..., None] / np.float32(65535), 3, axis=2), (10, 14))
+    assert np.abs(got.astype(np.int64) - to16(rgb.mean(axis=-1)).astype(np.int64)).max() <= 1
+    assert (got % 257 != 0).mean() > 0.9  # not 8-bit values stretched to 16 bits
+
+
+# --------------------------------------------------------------------------- numpy arrays
+
+
+@pytest.mark.parametrize("shape", [(H, W), (H, W, 1), (H, W, 2), (H, W, 3), (H, W, 4)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+def test_numpy_keeps_dtype_and_channels(upscaler, shape, dtype):
+    if np.issubdtype(dtype, np.integer):
+        array = RNG.integers(0, np.iinfo(dtype).max + 1, shape).astype(dtype)
+    else:
+        array = RNG.random(shape).astype(dtype)
+    out = upscaler.upscale(array, scale=2)
+    assert out.dtype == dtype
+    assert out.shape == (10, 14, *shape[2:])
+    if np.issubdtype(dtype, np.floating):
+        assert out.min() >= 0 and out.max() <= 1
+
+
+def test_numpy_values(model, upscaler):
+    pixels = rgb8()
+    out = upscaler.upscale(pixels, size=(20, 8))  # (width, height)
+    assert out.shape == (8, 20, 3)
+    assert np.array_equal(out, to8(model_rgb(model, pixels / np.float32(255), (8, 20))))
+    as_float = upscaler.upscale(pixels / 255.0, size=(20, 8))
+    assert as_float.dtype == np.float64
+    np.testing.assert_allclose(as_float, model_rgb(model, pixels / np.float32(255), (8, 20)),
+                               atol=1e-6)
+    deep = upscaler.upscale(pixels.astype(np.uint16) * 257, size=(20, 8))
+    assert deep.dtype == np.uint16
+    assert np.abs(deep.astype(np.int64) // 257 - out.astype(np.int64)).max() <= 1
+
+
+def test_numpy_alpha_is_resampled_not_dropped(upscaler):
+    pixels = RNG.random((H, W, 4)).astype(np.float32)
+    pixels[..., 3] = np.linspace(0, 1, H, dtype=np.float32)[:, None]
+    out = upscaler.upscale(pixels, scale=2)
+    expected = pil_resize(pixels[..., 3], (10, 14), Image.Resampling.BICUBIC)
+    np.testing.assert_allclose(out[..., 3], expected, atol=1e-6)
+    assert out[..., 3].min() < 0.05 and out[..., 3].max() > 0.95
+
+
+def test_size_and_scale_rounding(upscaler):
+    pixels = rgb8(3, 7)
+    assert upscaler.upscale(pixels, scale=1.5).shape[:2] == (round(4.5), round(10.5))
+    assert upscaler.upscale(pixels, scale=1.3).shape[:2] == (4, 9)  # 3.9, 9.1
+    assert upscaler.upscale(pixels, size=(1, 13)).shape[:2] == (13, 1)
+    with pytest.raises(LiifError):
+        upscaler.upscale(pixels)  # neither scale nor size
+    with pytest.raises(LiifError):
+        upscaler.upscale(pixels, scale=2, size=(10, 10))
+    with pytest.raises(LiifError):
+        upscaler.upscale(pixels, scale=0)
+
+
+# --------------------------------------------------------------------------- downscaling
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model must not run when downscaling")
+
+    monkeypatch.setattr(api, "render", refuse)
+
+
+def test_downscale_uses_lanczos_without_the_model(upscaler, no_model):
+    pixels = RNG.integers(0, 256, (12, 16, 4), dtype=np.uint8)
+    calls = []
+    out = upscaler.upscale(Image.fromarray(pixels), scale=0.5,
+                           progress=lambda done, total: calls.append((done, total)))
+    assert out.mode == "RGBA" and out.size == (8, 6)
+    got = np.asarray(out)
+    lanczos = np.stack([to8(pil_resize(pixels[..., c] / np.float32(255), (6, 8),
+                                       Image.Resampling.LANCZOS)) for c in range(4)], axis=-1)
+    bicubic = np.stack([to8(pil_resize(pixels[..., c] / np.float32(255), (6, 8),
+                                       Image.Resampling.BICUBIC)) for c in range(4)], axis=-1)
+    assert not np.array_equal(lanczos, bicubic)  # the check below can tell them apart
+    assert np.array_equal(got, lanczos)
+    assert calls == [(1, 1)]
+
+
+def test_same_size_and_one_axis_shrinks_skip_the_model(upscaler, no_model):
+    pixels = rgb8()
+    assert np.array_equal(upscaler.upscale(pixels, scale=1), pixels)
+    assert upscaler.upscale(pixels, size=(W, H - 2)).shape == (H - 2, W, 3)
+
+
+def test_growing_along_one_axis_uses_the_model(model, upscaler):
+    pixels = rgb8()
+    out = upscaler.upscale(pixels, size=(W + 3, H - 2))
+    assert np.array_equal(out, to8(model_rgb(model, pixels / np.float32(255), (H - 2, W + 3))))
+
+
+# --------------------------------------------------------------------------- construction
+
+
+def test_upscaler_options(model):
+    up = Upscaler(model, device="auto")
+    if not (torch.cuda.is_available() or torch.backends.mps.is_available()):
+        assert up.device == torch.device("cpu")
+    with pytest.raises(LiifError):
+        Upscaler(model, device="cpu", precision="fp16")
+    with pytest.raises(LiifError):
+        Upscaler(model, device="cpu", precision="int8")
+    with pytest.raises(LiifError):
+        Upscaler(model, device="warp-drive")
+    assert not Upscaler(model.train(), device="cpu").model.training
+
+
+def test_from_pretrained_path(model, tmp_path):
+    path = tmp_path / "w.pth"
+    checkpoint.save(checkpoint.to_dict(model, {"note": "tiny"}), path)
+    up = Upscaler.from_pretrained(str(path), device="cpu", tile=2)
+    assert up.metadata == {"note": "tiny"} and up.tile == 2
+    pixels = rgb8()
+    assert np.array_equal(up.upscale(pixels, scale=2),
+                          Upscaler(model, device="cpu").upscale(pixels, scale=2))
+    with pytest.raises(LiifError):
+        Upscaler.from_pretrained(str(tmp_path / "missing.pth"))
+
+
+# --------------------------------------------------------------------------- sizing
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("4000x3000", (3000, 4000)),
+    ("1x1", (1, 1)),
+    (" 640 X 480 ", (480, 640)),
+    ("7×5", (5, 7)),
+    ("0010x02", (2, 10)),
+])
+def test_parse_size_good(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "4000", "x3000", "4000x", "0x5", "5x0", "-1x5",
+                                  "4.5x3", "4000x3000x2", "4000*3000", "abc", "4000 3000"])
+def test_parse_size_bad(text):
+    with pytest.raises(LiifError):
+        parse_size(text)
+
+
+def test_parse_size_none():
+    with pytest.raises(LiifError):
+        parse_size(None)  # type: ignore[arg-type]
+
+
+def test_target_size_from_scale():
+    assert target_size((100, 200), scale=2) == (200, 400)
+    assert target_size((3, 7), scale=1.3) == (4, 9)  # 3.9 -> 4, 9.1 -> 9
+    assert target_size((10, 10), scale=0.04) == (1, 1)  # never below one pixel
+    assert target_size((1, 1), scale=10.5) == (round(10.5), round(10.5))
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(LiifError):
+            target_size((10, 10), scale=bad)
+
+
+def test_target_size_from_width_or_height_keeps_aspect():
+    assert target_size((3, 7), width=10) == (4, 10)  # 4.29
+    assert target_size((3, 7), height=10) == (10, 23)  # 23.3
+    assert target_size((300, 400), width=800) == (600, 800)
+    assert target_size((300, 400), height=150) == (150, 200)
+    assert target_size((2, 1000), width=10) == (1, 10)  # 0.02 -> at least 1
+    assert target_size((3, 5), size=(7, 9)) == (7, 9)
+    with pytest.raises(LiifError):
+        target_size((3, 5), width=0)
+    with pytest.raises(LiifError):
+        target_size((3, 5), height=-2)
+    with pytest.raises(LiifError):
+        target_size((3, 5))
+    with pytest.raises(LiifError):
+        target_size((3, 5), width=4, height=4)
+
+
+@pytest.mark.parametrize("in_size, box, fit, expected", [
+    ((100, 300), (50, 50), "contain", (17, 50)),  # 16.67
+    ((100, 300), (50, 50), "cover", (50, 150)),
+    ((100, 300), (50, 50), "stretch", (50, 50)),
+    ((3, 7), (10, 10), "contain", (4, 10)),  # 4.29
+    ((3, 7), (10, 10), "cover", (10, 23)),  # 23.3
+    ((1, 1000), (10, 10), "contain", (1, 10)),  # 0.01 -> at least 1
+    ((2, 3), (4, 6), "contain", (4, 6)),  # exact fit
+    ((2, 3), (4, 6), "cover", (4, 6)),
+    ((3, 3), (10, 10), "contain", (10, 10)),  # square into square: both sides exact
+    ((3, 3), (10, 10), "cover", (10, 10)),
+    ((7, 3), (10, 10), "contain", (10, 4)),
+    ((7, 3), (10, 10), "cover", (23, 10)),
+])
+def test_fit_size(in_size, box, fit, expected):
+    out = fit_size(in_size, box, fit)
+    assert out == expected
+    if fit == "contain":
+        assert out[0] <= box[0] and out[1] <= box[1]
+    if fit == "cover":
+        assert out[0] >= box[0] and out[1] >= box[1]
+    assert out[0] == box[0] or out[1] == box[1]
+
+
+def test_fit_size_never_leaves_the_box_under_rounding():
+    for h in range(1, 40):
+        for w in range(1, 40, 3):
+            for box in ((10, 17), (33, 5)):
+                c = fit_size((h, w), box, "contain")
+                v = fit_size((h, w), box, "cover")
+                assert 1 <= c[0] <= box[0] and 1 <= c[1] <= box[1]
+                assert c[0] == box[0] or c[1] == box[1]
+                assert v[0] >= box[0] and v[1] >= box[1]
+                assert v[0] == box[0] or v[1] == box[1]
+                top, left, bottom, right = centre_crop_box(v, box)
+                assert 0 <= top and bottom <= v[0] and 0 <= left and right <= v[1]
+                assert (bottom - top, right - left) == box
+
+
+def test_fit_size_bad_mode():
+    with pytest.raises(LiifError, match="fit"):
+        fit_size((3, 3), (5, 5), "fill")
+
+
+def test_check_max_pixels():
+    check_max_pixels((100, 100), 10_000)  # exactly at the limit is fine
+    check_max_pixels((10**6, 10**6), 0)  # 0 disables the guard
+    with pytest.raises(LiifError, match="max-pixels"):
+        check_max_pixels((100, 101), 10_000)
+
+
+def test_check_scale():
+    assert check_scale(2.5) == 2.5
+    for bad in (0.0, -3.0, float("nan"), float("-inf")):
+        with pytest.raises(LiifError):
+            check_scale(bad)

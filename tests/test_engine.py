@@ -1,0 +1,272 @@
+"""Tests for liif_cli.engine: the tiled, chunked renderer is exact (equals the reference
+renderer and itself under any tiling/chunking), plans cover the output, devices/precisions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from liif_cli import engine
+from liif_cli.engine import plan_tiles, render, render_reference, resolve_device, resolve_precision
+from liif_cli.errors import LiifError
+from liif_cli.model import ModelSpec, build_model, make_coords, nearest_latent_index
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is fastest, and avoids spinning on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_model(seed: int = 0, **flags) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    spec = ModelSpec(encoder_args=dict(n_resblocks=1, n_feats=8), hidden=[16, 16], **flags)
+    return build_model(spec).eval()
+
+
+def image(h: int, w: int, seed: int = 1) -> torch.Tensor:
+    return torch.rand(3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+def out_size(in_hw: tuple[int, int], scale: float) -> tuple[int, int]:
+    return max(1, round(in_hw[0] * scale)), max(1, round(in_hw[1] * scale))
+
+
+def max_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert a.shape == b.shape
+    return (a - b).abs().max().item()
+
+
+# --------------------------------------------------------------------------- exactness
+
+
+FLAG_SETS = [dict(), dict(feat_unfold=False), dict(local_ensemble=False),
+             dict(cell_decode=False), dict(feat_unfold=False, local_ensemble=False)]
+
+
+@pytest.mark.parametrize("flags", FLAG_SETS, ids=lambda f: ",".join(f) or "default")
+@pytest.mark.parametrize("in_hw, scale", [((5, 7), 2.0), ((6, 4), 3.0), ((9, 8), 1.3),
+                                          ((9, 11), 0.7), ((3, 5), 10.5), ((1, 1), 4.0),
+                                          ((4, 6), 1.5)])
+def test_render_equals_reference(flags, in_hw, scale):
+    model = tiny_model(**flags)
+    img = image(*in_hw)
+    size = out_size(in_hw, scale)
+    fast = render(model, img, size, tile=0)
+    ref = render_reference(model, img, size)
+    assert fast.shape == (3, *size) and fast.dtype == torch.float32
+    assert fast.std() > 1e-3  # a non-trivial image
+    assert max_err(fast, ref) <= TOL
+
+
+@pytest.mark.parametrize("tile", [1, 2, 3, 5, 7, 11, 100, 0, -1])
+@pytest.mark.parametrize("in_hw, scale", [((13, 17), 2.0), ((13, 17), 1.3), ((13, 17), 0.7),
+                                          ((9, 7), 10.5), ((12, 10), 3.0)])
+def test_tiled_equals_untiled(model, tile, in_hw, scale):
+    img = image(*in_hw, seed=2)
+    size = out_size(in_hw, scale)
+    whole = render(model, img, size, tile=0)
+    tiled = render(model, img, size, tile=tile)
+    assert max_err(tiled, whole) <= TOL
+    if 0 < tile < min(in_hw):
+        assert len(plan_tiles(model, in_hw, size, tile)) > 1  # really tiled
+
+
+@pytest.mark.parametrize("flags", FLAG_SETS[1:], ids=lambda f: ",".join(f))
+@pytest.mark.parametrize("tile", [1, 3, 4])
+def test_tiled_equals_untiled_without_options(flags, tile):
+    model = tiny_model(**flags)
+    img = image(11, 9, seed=3)
+    for size in [(25, 20), (8, 6), (110, 95)]:
+        assert max_err(render(model, img, size, tile=tile), render(model, img, size, tile=0)) \
+            <= TOL
+
+
+def test_tiles_are_exact_with_a_deeper_encoder():
+    """A wider receptive field (3 residual blocks) needs wider halos: still exact."""
+    torch.manual_seed(4)
+    model = build_model(ModelSpec(encoder_args=dict(n_resblocks=3, n_feats=8), hidden=[16]))
+    img = image(20, 23, seed=4)
+    whole = render(model, img, (50, 46), tile=0)
+    assert max_err(render(model, img, (50, 46), tile=3), whole) <= TOL
+    assert max_err(render_reference(model, img, (50, 46)), whole) <= TOL
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10**9])
+def test_chunked_equals_unchunked(model, chunk):
+    img = image(7, 6, seed=5)
+    size = (16, 15)
+    whole = render(model, img, size, tile=0, chunk=10**6)
+    assert max_err(render(model, img, size, tile=0, chunk=chunk), whole) <= TOL
+    assert max_err(render(model, img, size, tile=3, chunk=chunk), whole) <= TOL
+    assert max_err(render_reference(model, img, size, chunk=chunk), whole) <= TOL
+
+
+@pytest.mark.parametrize("rows", [(0, 1), (3, 9), (17, 23), (0, 23), (22, 23)])
+@pytest.mark.parametrize("tile", [0, 2, 5])
+def test_out_rows_band_equals_rows_of_full_render(model, rows, tile):
+    img = image(9, 8, seed=6)
+    size = (23, 19)
+    full = render(model, img, size, tile=0)
+    band = render(model, img, size, tile=tile, out_rows=rows)
+    assert band.shape == (3, rows[1] - rows[0], 19)
+    assert max_err(band, full[:, rows[0]:rows[1]]) <= TOL
+    ref_band = render_reference(model, img, size, out_rows=rows)
+    assert max_err(ref_band, full[:, rows[0]:rows[1]]) <= TOL
+
+
+def test_output_in_unit_range_even_for_wild_weights():
+    model = tiny_model(seed=7)
+    with torch.no_grad():
+        model.imnet.layers[-1].bias.copy_(torch.tensor([5.0, -5.0, 0.0]))  # saturate R and G
+    out = render(model, image(6, 5, seed=7), (13, 11))
+    assert out.min() >= 0 and out.max() <= 1
+    assert (out[0] == 1).all() and (out[1] == 0).all()
+    assert 0 < out[2].mean() < 1
+
+
+def test_progress_reports_every_tile(model):
+    calls = []
+    size = (20, 18)
+    render(model, image(10, 9), size, tile=3, progress=lambda done, total: calls.append((done,
+                                                                                          total)))
+    n = len(plan_tiles(model, (10, 9), size, 3))
+    assert n > 1 and calls == [(i, n) for i in range(1, n + 1)]
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def needed_latents(model, n_in: int, n_out: int, out_index: int) -> set[int]:
+    """Input latents an output pixel's decoding reads (neighbours, plus unfold margin)."""
+    centre = make_coords((n_out, 1))[out_index, 0]  # float32, as the renderer computes it
+    shifts = [-1, 1] if model.spec.local_ensemble else [0]
+    eps = 1e-6 if model.spec.local_ensemble else 0.0
+    picked = set()
+    for s in shifts:
+        c = (centre + s / n_in + eps).clamp(-1 + 1e-6, 1 - 1e-6)
+        picked.add(int(nearest_latent_index(c, n_in)))  # == grid_sample, see test_model
+    margin = 1 if model.spec.feat_unfold else 0
+    return {i for p in picked for i in range(p - margin, p + margin + 1) if 0 <= i < n_in}
+
+
+@pytest.mark.parametrize("flags", [dict(), dict(local_ensemble=False, feat_unfold=False)])
+@pytest.mark.parametrize("in_hw, size", [((13, 17), (26, 34)), ((13, 17), (9, 12)),
+                                         ((5, 3), (53, 31)), ((1, 1), (4, 4)),
+                                         ((20, 20), (20, 20))])
+@pytest.mark.parametrize("tile", [1, 3, 7, 256, 0])
+@pytest.mark.parametrize("out_rows", [None, (1, 3)])
+def test_plan_covers_every_output_pixel_once(flags, in_hw, size, tile, out_rows):
+    model = tiny_model(**flags)
+    plan = plan_tiles(model, in_hw, size, tile, out_rows)
+    first, last = out_rows or (0, size[0])
+    hits = torch.zeros(last - first, size[1], dtype=torch.int64)
+    halo = model.encoder.receptive_radius + (1 if model.spec.feat_unfold else 0)
+    for rows, cols in plan:
+        hits[rows.out_start - first:rows.out_stop - first, cols.out_start:cols.out_stop] += 1
+    assert (hits == 1).all()
+    for spans, n_in, n_out in ((plan.row_spans, in_hw[0], size[0]),
+                               (plan.col_spans, in_hw[1], size[1])):
+        for span in spans:
+            assert 0 <= span.in_start < span.in_stop <= n_in
+            assert span.out_start < span.out_stop
+            need = set().union(*(needed_latents(model, n_in, n_out, i)
+                                 for i in range(span.out_start, span.out_stop)))
+            # every latent it reads, plus the encoder's receptive field, is in the window
+            lo, hi = min(need), max(need)
+            assert span.in_start <= max(0, lo - model.encoder.receptive_radius)
+            assert span.in_stop >= min(n_in, hi + model.encoder.receptive_radius + 1)
+            assert span.in_start >= max(0, lo - halo)  # and not much more
+            assert span.in_stop <= min(n_in, hi + halo + 1)
+    if 0 < tile < min(in_hw):
+        assert len(plan) > 1
+    if tile <= 0 or tile >= max(in_hw):
+        assert len(plan) == 1
+
+
+def test_plan_tile_size_follows_input_pixels(model):
+    plan = plan_tiles(model, (100, 60), (400, 240), tile=25)
+    assert len(plan.row_spans) == 4 and len(plan.col_spans) == 3  # 100/25 x 60/25 -> 4 x 3
+    assert all(s.out_stop - s.out_start == 100 for s in plan.row_spans)
+
+
+# --------------------------------------------------------------------------- precision, device
+
+
+def test_bf16_close_to_fp32(model):
+    img = image(12, 10, seed=8)
+    size = (31, 26)
+    fp32 = render(model, img, size, tile=4)
+    bf16 = render(model, img, size, tile=4, precision="bf16")
+    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
+    err = max_err(bf16, fp32)
+    # measured: about 4e-4 max abs, 8e-5 mean for this tiny model (bf16: 8-bit mantissa);
+    # err > 0 shows bf16 really ran
+    assert 0 < err <= 0.05
+    assert (bf16 - fp32).abs().mean() <= 0.005
+
+
+def test_resolve_device_auto_is_cpu_here():
+    if torch.cuda.is_available() or torch.backends.mps.is_available():
+        pytest.skip("an accelerator is present")
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("AUTO") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("name", ["tpu", "gpu0", "nonsense", "cpu:x"])
+def test_unknown_device_is_a_liif_error(name):
+    with pytest.raises(LiifError, match="device"):
+        resolve_device(name)
+
+
+def test_unavailable_accelerators_are_liif_errors(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for name in ("cuda", "cuda:0", "mps"):
+        with pytest.raises(LiifError):
+            resolve_device(name)
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_precisions():
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == torch.float32
+    assert resolve_precision("bf16", cpu) == torch.bfloat16
+    with pytest.raises(LiifError, match="fp16"):
+        resolve_precision("fp16", cpu)
+    for bad in ("fp64", "FP32", "", "int8"):
+        with pytest.raises(LiifError, match="precision"):
+            resolve_precision(bad, cpu)
+
+
+def test_render_rejects_bad_arguments(model):
+    img = image(4, 4)
+    with pytest.raises(LiifError):
+        render(model, img, (8, 8), precision="fp64")
+    with pytest.raises(LiifError):
+        render(model, img, (8, 8), precision="fp16")  # on the CPU
+    with pytest.raises(LiifError):
+        render(model, img, (0, 8))
+    with pytest.raises(LiifError):
+        render(model, img, (8, 8), chunk=0)
+    with pytest.raises(LiifError):
+        render(model, torch.rand(3, 0, 4), (8, 8))
+    with pytest.raises(ValueError):
+        render(model, torch.rand(4, 4, 4), (8, 8))
+    with pytest.raises(LiifError):
+        render_reference(model, img, (8, 0))
+
+
+def test_defaults_are_sane():
+    assert engine.DEFAULT_TILE > 0 and engine.DEFAULT_CHUNK > 0
