@@ -65,10 +65,32 @@ def save(obj: dict[str, Any], path: str | Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; weights are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def export(source: str | Path, target: str | Path, overwrite: bool = False,
+           metadata: dict[str, Any] | None = None) -> Checkpoint:
+    """Write a slim, inference-only copy of a checkpoint (either format) in the project format.
+
+    Training state (optimiser, RNG, ...) is dropped, so a run's last.pth shrinks to the
+    weights alone; `metadata` entries are added to the checkpoint's own.
+    """
+    target = Path(target)
+    ckpt = load(source)
+    if target.exists() and not overwrite:
+        raise LiifError(f"{target} already exists (pass --overwrite to replace it)")
+    if target.resolve() == Path(source).resolve():
+        raise LiifError(f"export would overwrite its source {source}; choose another file")
+    meta = {**ckpt.metadata, **(metadata or {})}
+    try:
+        save(to_dict(ckpt.build(), meta), target)
+    except OSError as exc:
+        raise LiifError(f"cannot write {target}: {exc.strerror or exc}") from None
+    return load(target)
 
 
 def load(path: str | Path) -> Checkpoint:

@@ -283,6 +283,21 @@ def info(
 
 
 @app.command()
+def export(
+    source: Annotated[str, typer.Argument(
+        help="Checkpoint to export: a run's last.pth, an official LIIF file, or a bundled name.")],
+    target: Annotated[Path, typer.Argument(help="The slim weights file to write.")],
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Write an inference-only copy of a checkpoint (training state dropped), ready to share."""
+    with user_errors():
+        ckpt = checkpoint.export(checkpoint.resolve_weights(source), target, overwrite)
+    size = target.stat().st_size / 1e6
+    out.print(f"wrote {target} ({size:.1f} MB, {ckpt.spec.encoder}, "
+              f"{ckpt.metadata.get('steps', '?')} steps)", highlight=False)
+
+
+@app.command()
 def bench(
     data_root: Annotated[Path | None, typer.Option(
         help="Folder holding the sets (NAME/HR/*.png) [default: $LIIF_DATA].")] = None,
@@ -328,6 +343,9 @@ def train(
     = None,
     encoder: Annotated[str, typer.Option(help="edsr-baseline or rdn.")] = "edsr-baseline",
     steps: Annotated[int, typer.Option(help="Training steps.")] = 100_000,
+    time_budget: Annotated[float | None, typer.Option(
+        help="Also end the run after this many seconds; the lr schedule follows whichever "
+        "of --steps and the budget ends first.")] = None,
     batch_size: Annotated[int, typer.Option(
         help="Crops per step, in all (under torchrun: split evenly over the ranks).")] = 16,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
@@ -353,7 +371,8 @@ def train(
 
     config = TrainConfig(data=[str(d) for d in data], out=str(out_dir),
                          val=str(val) if val else None, encoder=encoder, steps=steps,
-                         batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+                         time_budget=time_budget, batch_size=batch_size, lr=lr,
+                         lr_schedule=lr_schedule,
                          checkpoint_every=checkpoint_every, val_every=val_every,
                          device=device.value, workers=workers, seed=seed, resume=resume, amp=amp)
     distributed.init_from_env(device.value)  # no-op unless started by torchrun

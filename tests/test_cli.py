@@ -561,6 +561,34 @@ def test_info_on_a_non_checkpoint_is_one_clean_error(work):
     assert_one_error_line(result, "fake.pth")
 
 
+def test_export_drops_training_state_and_keeps_weights(tiny_weights, work):
+    import torch
+
+    from liif_cli import checkpoint
+
+    source = checkpoint.load(tiny_weights)
+    run_ckpt = work / "last.pth"  # a training checkpoint: weights plus a bulky train_state
+    torch.save({**torch.load(tiny_weights, weights_only=True),
+                "train_state": {"optimizer": torch.zeros(50_000)}}, run_ckpt)
+    target = work / "slim.pth"
+    result = run("export", run_ckpt, target)
+    assert result.exit_code == 0, result.output
+    slim = checkpoint.load(target)
+    assert "train_state" not in slim.extra and slim.metadata == source.metadata
+    assert slim.state_dict.keys() == source.state_dict.keys()
+    assert all(torch.equal(slim.state_dict[k], v) for k, v in source.state_dict.items())
+    assert target.stat().st_size < run_ckpt.stat().st_size - 150_000
+    assert target.stat().st_mode & 0o044 == 0o044  # readable by others: meant to be shared
+
+    before = target.read_bytes()
+    assert_one_error_line(run("export", run_ckpt, target), "already exists")
+    assert target.read_bytes() == before
+    assert run("export", run_ckpt, target, "--overwrite").exit_code == 0
+    assert_one_error_line(run("export", target, target, "--overwrite"), "overwrite its source")
+    assert_one_error_line(run("export", _non_checkpoint(work), work / "x.pth"), "fake.pth")
+    assert not (work / "x.pth").exists()
+
+
 def test_version():
     result = run("--version")
     assert result.exit_code == 0

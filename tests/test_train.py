@@ -397,3 +397,37 @@ def test_y_psnr() -> None:
     a, b = rng.random((3, 30, 30)), rng.random((3, 30, 30))
     assert y_psnr(torch.from_numpy(a), torch.from_numpy(b), 4) == pytest.approx(
         metrics.y_psnr(torch.from_numpy(a), torch.from_numpy(b), 4), abs=1e-4)
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_cli_train_end_to_end_and_bad_input(data_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from liif_cli.cli import app
+
+    def liif(*args) -> object:
+        return CliRunner().invoke(app, ["train", *map(str, args)])
+
+    run_dir = tmp_path / "run"
+    common = ("--data", data_dir, "--out", run_dir, "--batch-size", "1", "--device", "cpu",
+              "--workers", "1")
+    result = liif(*common, "--steps", "2", "--time-budget", "600")
+    assert result.exit_code == 0, result.output
+    ckpt = checkpoint.load(run_dir / "last.pth")
+    assert ckpt.metadata["steps"] == 2 and ckpt.spec.encoder == "edsr-baseline"
+    assert ckpt.extra["train_state"]["config"]["time_budget"] == 600
+
+    again = liif(*common, "--steps", "2")  # same folder without --resume: refused, untouched
+    assert again.exit_code != 0 and "resume" in again.output
+    assert checkpoint.load(run_dir / "last.pth").metadata["steps"] == 2
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for bad in (("--data", empty, "--out", tmp_path / "r2"),
+                ("--data", data_dir, "--out", tmp_path / "r3", "--time-budget", "-1")):
+        result = liif(*bad)
+        assert result.exit_code != 0
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:"), result.output
