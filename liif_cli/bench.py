@@ -45,7 +45,6 @@ import json
 import math
 import os
 import platform
-import re
 import statistics
 import tempfile
 import time
@@ -64,6 +63,7 @@ from . import __version__
 from .errors import LiifError
 from .metrics import SSIM_WINDOW, shave_for_scale, y_psnr, y_ssim
 from .model import LIIF
+from .sizing import parse_size
 
 SCHEMA_VERSION = 1
 DEFAULT_SETS = ("Set5", "Set14")
@@ -130,19 +130,12 @@ def parse_scales(scales: str | Sequence[float] | None,
     return out
 
 
-def parse_size(size: str | Sequence[int] | None) -> tuple[int, int]:
-    """'WIDTHxHEIGHT' (or 'N' for a square, or an (H, W) pair) -> (H, W)."""
+def speed_input_size(size: str | Sequence[int] | None) -> tuple[int, int]:
+    """The speed benchmark's input size as (H, W): a 'WIDTHxHEIGHT' string, an (H, W) pair,
+    or None for the default."""
     if size is None:
         return DEFAULT_SPEED_SIZE
-    if isinstance(size, str):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:[xX*]\s*(\d+)\s*)?", size)
-        if not match:
-            raise LiifError(f"bad size {size!r}: expected WIDTHxHEIGHT such as 512x512")
-        width = int(match.group(1))
-        height = int(match.group(2) or width)
-        h, w = height, width
-    else:
-        h, w = (int(v) for v in size)
+    h, w = parse_size(size) if isinstance(size, str) else (int(v) for v in size)
     if h < 1 or w < 1:
         raise LiifError(f"bad size {w}x{h}: both sides must be at least 1 pixel")
     return h, w
@@ -656,7 +649,7 @@ def run_speed(model: LIIF, size: tuple[int, int] | str = DEFAULT_SPEED_SIZE,
     from .engine import render, render_reference
 
     device = _resolve_device(device)
-    h, w = parse_size(size)
+    h, w = speed_input_size(size)
     scales = [float(s) for s in scales]
     if not scales:
         raise LiifError("no scales given (e.g. --scales 4,12.5)")
@@ -869,7 +862,7 @@ def bench_command(*, data_root: str | os.PathLike[str] | None = None,
     console = console or Console()
     scale_list = parse_scales(scales, DEFAULT_SPEED_SCALES if speed else DEFAULT_QUALITY_SCALES)
     set_list = parse_sets(sets)
-    in_size = parse_size(size)
+    in_size = speed_input_size(size)
     json_file = check_writable(json_path, overwrite) if json_path is not None else None
     if speed and save_images is not None:
         raise LiifError("--save-images applies to the quality benchmark, not to --speed")

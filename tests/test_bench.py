@@ -71,15 +71,16 @@ def test_parse_options():
     assert bench.parse_sets(None) == ["Set5", "Set14"]
     assert bench.parse_scales("2,x3, 12.5,2") == [2.0, 3.0, 12.5]
     assert bench.parse_scales(None, (4, 12.5)) == [4.0, 12.5]
-    assert bench.parse_size("640x480") == (480, 640)
-    assert bench.parse_size("64") == (64, 64)
+    assert bench.speed_input_size("640x480") == (480, 640)
+    assert bench.speed_input_size((48, 64)) == (48, 64)
+    assert bench.speed_input_size(None) == bench.DEFAULT_SPEED_SIZE
     assert bench.format_scale(2.0) == "2" and bench.format_scale(12.5) == "12.5"
     for bad in ("two", "0", "-3", "nan", ","):
         with pytest.raises(LiifError):
             bench.parse_scales(bad)
-    for bad in ("512y512", "0x4", ""):
+    for bad in ("512y512", "0x4", "", "64", (0, 4)):
         with pytest.raises(LiifError):
-            bench.parse_size(bad)
+            bench.speed_input_size(bad)
     with pytest.raises(LiifError):
         bench.parse_sets(" , ")
 
