@@ -97,7 +97,8 @@ def user_errors(code: int = 1, report: bool = True) -> Iterator[None]:
 
 def make_progress(quiet: bool) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err, disable=quiet, transient=True)
+                    TimeElapsedColumn(), console=err, disable=quiet or not err.is_terminal,
+                    transient=True)  # no live display when stderr is a file or pipe
 
 
 def load_upscaler(weights: str | None, device: Device | str, precision: Precision, tile: int,
