@@ -63,7 +63,7 @@ from . import __version__
 from .errors import LiifError
 from .metrics import SSIM_WINDOW, shave_for_scale, y_psnr, y_ssim
 from .model import LIIF
-from .sizing import parse_size
+from .sizing import parse_size, round_size
 
 SCHEMA_VERSION = 1
 DEFAULT_SETS = ("Set5", "Set14")
@@ -266,7 +266,7 @@ def lr_size_for(hr_size: tuple[int, int], scale: float) -> tuple[int, int]:
 
 def hr_crop_for(lr_size: tuple[int, int], scale: float) -> tuple[int, int]:
     """round(lr * s) per side: the HR size the model must reproduce from an LR image."""
-    return tuple(int(round(n * scale)) for n in lr_size)  # type: ignore[return-value]
+    return tuple(round_size(n * scale) for n in lr_size)  # type: ignore[return-value]
 
 
 def pil_resize(img: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
@@ -684,7 +684,7 @@ def run_speed(model: LIIF, size: tuple[int, int] | str = DEFAULT_SPEED_SIZE,
     total = len(scales) * (2 if reference else 1)
     done = 0
     for s in scales:
-        out_size = (max(1, round(h * s)), max(1, round(w * s)))
+        out_size = (round_size(h * s), round_size(w * s))
         rows = band_rows(out_size, max_output_mp)
         region = {} if rows == (0, out_size[0]) else {"out_rows": rows}
         pixels = (rows[1] - rows[0]) * out_size[1]

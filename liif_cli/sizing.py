@@ -25,6 +25,12 @@ def parse_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def round_size(value: float) -> int:
+    """A side length: value rounded half up (7 x 1.5 = 10.5 gives 11, as people expect;
+    Python's round() would give 10), at least 1."""
+    return max(1, math.floor(value + 0.5))
+
+
 def check_scale(scale: float) -> float:
     """A usable scale factor: finite and > 0."""
     if not math.isfinite(scale) or scale <= 0:
@@ -37,7 +43,7 @@ def target_size(in_size: tuple[int, int], *, scale: float | None = None,
                 height: int | None = None) -> tuple[int, int]:
     """(H', W') from exactly one of: a scale, a (H, W) size, a width or a height.
 
-    A width or height alone keeps the aspect ratio; sizes are round(input x scale), >= 1.
+    A width or height alone keeps the aspect ratio; sizes are input x scale rounded half up, >= 1.
     """
     given = [v is not None for v in (scale, size, width, height)]
     if sum(given) != 1:
@@ -45,17 +51,17 @@ def target_size(in_size: tuple[int, int], *, scale: float | None = None,
     h, w = in_size
     if scale is not None:
         check_scale(scale)
-        return max(1, round(h * scale)), max(1, round(w * scale))
+        return round_size(h * scale), round_size(w * scale)
     if size is not None:
         return size
     if width is not None:
         if width < 1:
             raise LiifError(f"--width must be at least 1, got {width}")
-        return max(1, round(h * width / w)), width
+        return round_size(h * width / w), width
     assert height is not None
     if height < 1:
         raise LiifError(f"--height must be at least 1, got {height}")
-    return height, max(1, round(w * height / h))
+    return height, round_size(w * height / h)
 
 
 def fit_size(in_size: tuple[int, int], box: tuple[int, int], fit: str) -> tuple[int, int]:
@@ -72,7 +78,7 @@ def fit_size(in_size: tuple[int, int], box: tuple[int, int], fit: str) -> tuple[
     h, w = in_size
     ratios = (box[0] / h, box[1] / w)
     s = min(ratios) if fit == "contain" else max(ratios)
-    out = (max(1, round(h * s)), max(1, round(w * s)))
+    out = (round_size(h * s), round_size(w * s))
     if fit == "cover":  # rounding must never leave the box uncovered
         out = (max(out[0], box[0]), max(out[1], box[1]))
     else:

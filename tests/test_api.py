@@ -165,7 +165,7 @@ def test_numpy_alpha_is_resampled_not_dropped(upscaler):
 
 def test_size_and_scale_rounding(upscaler):
     pixels = rgb8(3, 7)
-    assert upscaler.upscale(pixels, scale=1.5).shape[:2] == (round(4.5), round(10.5))
+    assert upscaler.upscale(pixels, scale=1.5).shape[:2] == (5, 11)  # 4.5, 10.5: half up
     assert upscaler.upscale(pixels, scale=1.3).shape[:2] == (4, 9)  # 3.9, 9.1
     assert upscaler.upscale(pixels, size=(1, 13)).shape[:2] == (13, 1)
     with pytest.raises(LiifError):
@@ -273,7 +273,8 @@ def test_target_size_from_scale():
     assert target_size((100, 200), scale=2) == (200, 400)
     assert target_size((3, 7), scale=1.3) == (4, 9)  # 3.9 -> 4, 9.1 -> 9
     assert target_size((10, 10), scale=0.04) == (1, 1)  # never below one pixel
-    assert target_size((1, 1), scale=10.5) == (round(10.5), round(10.5))
+    assert target_size((1, 1), scale=10.5) == (11, 11)  # half up, not Python's half-even
+    assert target_size((7, 5), scale=1.5) == (11, 8)  # 10.5, 7.5
     for bad in (0, -1, float("nan"), float("inf")):
         with pytest.raises(LiifError):
             target_size((10, 10), scale=bad)

@@ -102,10 +102,10 @@ def test_lr_discovery(data):
     assert pair.lr.shape == (12, 14, 3) and pair.hr.shape == (36, 42, 3)  # 44 cropped to 42
     # Fractional scale: lr = floor(H / s), HR cropped to round(lr * s).
     pair = bench.make_pair(set_dir / "HR" / "b.png", set_dir, 2.5)
-    assert pair.lr.shape == (14, 17, 3) and pair.hr.shape == (35, 42, 3)
+    assert pair.lr.shape == (14, 17, 3) and pair.hr.shape == (35, 43, 3)  # 42.5 -> 43
     # The crop is the top-left of the HR image.
     full = bench.load_rgb_u8(set_dir / "HR" / "b.png")
-    assert np.array_equal(pair.hr, full[:35, :42])
+    assert np.array_equal(pair.hr, full[:35, :43])
 
 
 def test_lr_folder_without_this_image_is_an_error(data):
