@@ -21,14 +21,7 @@ from liif_cli import checkpoint, engine
 from liif_cli.errors import LiifError
 from liif_cli.model import ModelSpec, build_model
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and avoids spinning on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = ModelSpec(encoder_args=dict(n_resblocks=1, n_feats=8), hidden=[16, 16])

@@ -28,13 +28,7 @@ IN_SIZE = (5, 7)  # non-square, odd
 TINY_RDN = "T"  # registered below: 2 blocks of 3 layers, growth 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and avoids spinning on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", autouse=True)
