@@ -55,7 +55,8 @@ class Format(str, Enum):
 
 # Options shared by the commands that run the model.
 WeightsOpt = Annotated[str | None, typer.Option(
-    "--weights", "-w", help="Bundled weights name or checkpoint file [default: bundled model].")]
+    "--weights", "-w", help="Bundled weights name or checkpoint file.",
+    show_default="the bundled model")]
 DeviceOpt = Annotated[Device, typer.Option(help="Where to run: auto picks cuda, mps, then cpu.")]
 TileOpt = Annotated[int, typer.Option(
     help="Tile size in input pixels (memory bound); 0 renders in one piece.", min=0)]
@@ -150,8 +151,8 @@ def upscale(
     height: Annotated[int | None, typer.Option(help="Output height; keeps the aspect ratio.")]
     = None,
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Output file (one input) or folder [default: beside the input, "
-        "named <stem>_x<scale>.<ext>].")] = None,
+        "--output", "-o", help="Output file (one input) or folder.",
+        show_default="<stem>_x<scale>.<ext> beside the input")] = None,
     weights: WeightsOpt = None,
     device: DeviceOpt = Device.auto,
     tile: TileOpt = 256,
@@ -259,7 +260,8 @@ def resize(
 @app.command()
 def info(
     weights: Annotated[str | None, typer.Argument(
-        help="Bundled weights name or checkpoint file [default: bundled model].")] = None,
+        help="Bundled weights name or checkpoint file.",
+    show_default="the bundled model")] = None,
 ) -> None:
     """Show what a checkpoint holds: architecture, size, training and measured quality."""
     from .model import count_parameters
@@ -301,10 +303,11 @@ def export(
 @app.command()
 def bench(
     data_root: Annotated[Path | None, typer.Option(
-        help="Folder holding the sets (NAME/HR/*.png) [default: $LIIF_DATA].")] = None,
+        help="Folder holding the sets (NAME/HR/*.png).", show_default="$LIIF_DATA")] = None,
     sets: Annotated[str, typer.Option(help="Comma-separated set names.")] = "Set5,Set14",
     scales: Annotated[str | None, typer.Option(
-        help="Comma-separated scales [default: 2,3,4,6,8,12; with --speed 4,12.5].")] = None,
+        help="Comma-separated scales.",
+        show_default="2,3,4,6,8,12; with --speed 4,12.5")] = None,
     weights: WeightsOpt = None,
     device: DeviceOpt = Device.auto,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write every number here.")]
@@ -313,11 +316,13 @@ def bench(
     = None,
     speed: Annotated[bool, typer.Option("--speed", help="Speed benchmark instead of quality.")]
     = False,
-    size: Annotated[str | None, typer.Option(help="Speed input size WIDTHxHEIGHT [512x512].")]
+    size: Annotated[str | None, typer.Option(help="Speed input size WIDTHxHEIGHT.",
+                                                     show_default="512x512")]
     = None,
     repeats: Annotated[int, typer.Option(help="Timed repeats (median reported).", min=1)] = 3,
     max_output_mp: Annotated[float | None, typer.Option(
-        help="Time a band of about this many output megapixels [CPU default 0.25; 0: all].")]
+        help="Time a band of about this many output megapixels (0: all).",
+        show_default="0.25 on CPU")]
     = None,
     reference: Annotated[bool, typer.Option(help="Also time the reference decoder.")] = True,
     tile: Annotated[int | None, typer.Option(help="Engine tile size.", min=0)] = None,

@@ -589,6 +589,15 @@ def test_export_drops_training_state_and_keeps_weights(tiny_weights, work):
     assert not (work / "x.pth").exists()
 
 
+def test_help_shows_every_default_text():
+    # Rich eats "[...]" in help strings as markup; defaults must come through show_default.
+    wide = {"COLUMNS": "200"}
+    assert "the bundled model" in CliRunner().invoke(app, ["upscale", "--help"], env=wide).output
+    text = CliRunner().invoke(app, ["bench", "--help"], env=wide).output
+    for expected in ("$LIIF_DATA", "2,3,4,6,8,12", "512x512", "0.25 on CPU"):
+        assert expected in text, expected
+
+
 def test_version():
     result = run("--version")
     assert result.exit_code == 0
