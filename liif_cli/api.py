@@ -17,7 +17,7 @@ from PIL import Image
 
 from . import checkpoint
 from .engine import DEFAULT_CHUNK, DEFAULT_TILE, Progress, render, resolve_device, resolve_precision
-from .images import Picture
+from .images import Picture, quantise
 from .model import LIIF
 from .sizing import target_size
 
@@ -128,8 +128,6 @@ def _array_like(picture: Picture, like: np.ndarray) -> np.ndarray:
     values = np.concatenate(planes, axis=-1)
     if like.ndim == 2:
         values = values[..., 0]
-    if like.dtype == np.uint8:
-        return np.rint(np.clip(values, 0, 1) * 255).astype(np.uint8)
-    if like.dtype == np.uint16:
-        return np.rint(np.clip(values, 0, 1) * 65535).astype(np.uint16)
+    if like.dtype in (np.uint8, np.uint16):
+        return quantise(values, 16 if like.dtype == np.uint16 else 8)
     return values.astype(like.dtype)

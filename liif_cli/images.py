@@ -382,14 +382,33 @@ def _output_pixels(picture: Picture, fmt: str) -> np.ndarray:
     planes = [picture.rgb.mean(axis=2, keepdims=True) if gray else picture.rgb]
     if keep_alpha:
         planes.append(picture.alpha[:, :, None])
-    return _quantise(np.concatenate(planes, axis=2), depth)
+    channels = sum(plane.shape[2] for plane in planes)
+    out = np.empty((*picture.size, channels), np.uint16 if depth == 16 else np.uint8)
+    first = 0
+    for plane in planes:  # straight into the output: no full-size float copy
+        quantise(plane, depth, out[:, :, first:first + plane.shape[2]])
+        first += plane.shape[2]
+    return out
 
 
-def _quantise(values: np.ndarray, depth: int) -> np.ndarray:
-    """Floats in [0, 1] to uint8/uint16, rounding to nearest (not truncating); NaN becomes 0."""
-    top = 65535 if depth == 16 else 255
-    values = np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0)
-    return np.rint(values * np.float32(top)).astype(np.uint16 if depth == 16 else np.uint8)
+def quantise(values: np.ndarray, depth: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Floats in [0, 1] to uint8 (depth 8) or uint16 (depth 16), rounding to nearest; NaN
+    becomes 0. Works in blocks of rows, so a huge image never needs a full float copy."""
+    dtype = np.uint16 if depth == 16 else np.uint8
+    top = np.float32(65535 if depth == 16 else 255)
+    if out is None:
+        out = np.empty(values.shape, dtype)
+    rows = max(1, _QUANTISE_BLOCK // max(1, int(np.prod(values.shape[1:]))))
+    for start in range(0, values.shape[0], rows):
+        block = np.nan_to_num(values[start:start + rows], nan=0.0)  # a copy: ours to change
+        np.clip(block, 0.0, 1.0, out=block)
+        block *= top
+        np.rint(block, out=block)
+        out[start:start + rows] = block
+    return out
+
+
+_QUANTISE_BLOCK = 1 << 22  # values per block (16 MB of float32)
 
 
 def _create_temp(path: Path) -> tuple[int, Path]:

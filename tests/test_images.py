@@ -228,6 +228,21 @@ def test_float_pixels_are_rounded_not_truncated(tmp_path):
     np.testing.assert_array_equal(written, [0, 1, 254, 255, 0, 255, 0])
 
 
+@pytest.mark.parametrize("depth", [8, 16])
+def test_quantise_in_blocks_equals_quantising_at_once(monkeypatch, depth):
+    rng = np.random.default_rng(4)
+    values = rng.uniform(-0.2, 1.2, (37, 11, 3)).astype(np.float32)
+    values[5, 3, 1], values[30, 0, 0], values[36, 10, 2] = np.nan, np.inf, -np.inf
+    top = 65535 if depth == 16 else 255
+    expected = np.rint(np.clip(np.nan_to_num(values, nan=0.0), 0, 1) * np.float32(top))
+    monkeypatch.setattr(images, "_QUANTISE_BLOCK", 5 * 11 * 3)  # 5 rows a block: 8 blocks
+    got = images.quantise(values, depth)
+    assert got.dtype == (np.uint16 if depth == 16 else np.uint8)
+    np.testing.assert_array_equal(got, expected.astype(got.dtype))
+    assert got[5, 3, 1] == 0 and got[30, 0, 0] == top and got[36, 10, 2] == 0
+    assert np.isnan(values[5, 3, 1])  # the input is left alone
+
+
 # --------------------------------------------------------------------------------- 16-bit depth
 
 
