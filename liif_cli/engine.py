@@ -129,6 +129,11 @@ def _spans(n_in: int, n_out: int, tile: int, halo: int, ensemble: bool,
 # --------------------------------------------------------------------------- rendering
 
 
+def normalise(image: Tensor, device: torch.device | str = "cpu") -> Tensor:
+    """(3, H, W) RGB in [0, 1] -> (1, 3, H, W) float32 in [-1, 1], the model's input range."""
+    return (image.to(device, torch.float32).unsqueeze(0) - 0.5) / 0.5
+
+
 @torch.no_grad()
 def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int = DEFAULT_TILE,
            chunk: int = DEFAULT_CHUNK, device: torch.device | str = "cpu",
@@ -154,7 +159,7 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int = DEF
 
     for done, (rows, cols) in enumerate(plan, start=1):
         window = image[:, rows.in_start:rows.in_stop, cols.in_start:cols.in_stop]
-        window = (window.to(device, torch.float32).unsqueeze(0) - 0.5) / 0.5
+        window = normalise(window, device)
         with autocast:
             proj = model.project_latents(model.encode(window), grid_size=in_size,
                                          offset=(rows.in_start, cols.in_start))
@@ -180,17 +185,22 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int = DEF
 @torch.no_grad()
 def render_reference(model: LIIF, image: Tensor, size: tuple[int, int], *, chunk: int = 30000,
                      device: torch.device | str = "cpu",
-                     out_rows: tuple[int, int] | None = None) -> Tensor:
+                     out_rows: tuple[int, int] | None = None,
+                     features: Tensor | None = None) -> Tensor:
     """The straightforward renderer, as the paper's code does it: encode the whole image,
     then for each chunk of queries unfold the feature map and run the whole MLP four times.
-    The yardstick for `render`'s speed and exactness; same inputs and outputs."""
+    The yardstick for `render`'s speed and exactness; same inputs and outputs.
+
+    features: `model.encode` of this image, if already computed (lets a benchmark time the
+    encoding apart from the decoding).
+    """
     device = torch.device(device)
     _check_render_args(image, size, chunk)
     model = model.to(device)
     first, last = out_rows or (0, size[0])
     coords = make_coords(size)[first * size[1]:last * size[1]].to(device)
     cells = make_cells(size, coords.shape[0]).to(device)
-    feat = model.encode((image.to(device, torch.float32).unsqueeze(0) - 0.5) / 0.5)
+    feat = features if features is not None else model.encode(normalise(image, device))
     pieces = [model.query_rgb_reference(feat, coords[None, i:i + chunk],
                                         cells[None, i:i + chunk])[0]
               for i in range(0, coords.shape[0], chunk)]
