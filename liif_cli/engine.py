@@ -10,6 +10,7 @@ Peak memory depends on the tile and chunk sizes, not on the image size.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -92,6 +93,22 @@ class TilePlan:
             for cols in self.col_spans:
                 yield rows, cols
 
+    @property
+    def encoded_pixels(self) -> int:
+        """Input pixels encoded over all tiles (halos included, so more than the image)."""
+        return (sum(r.in_stop - r.in_start for r in self.row_spans)
+                * sum(c.in_stop - c.in_start for c in self.col_spans))
+
+
+@dataclass
+class RenderTimes:
+    """Where a `render` spent its time, for benchmarks: encoding input windows (encoder and
+    latent projection) and decoding queries, and how many input pixels it encoded."""
+
+    encode_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    encoded_pixels: int = 0
+
 
 def plan_tiles(model: LIIF, in_size: tuple[int, int], out_size: tuple[int, int],
                tile: int = DEFAULT_TILE, out_rows: tuple[int, int] | None = None) -> TilePlan:
@@ -129,6 +146,17 @@ def _spans(n_in: int, n_out: int, tile: int, halo: int, ensemble: bool,
 # --------------------------------------------------------------------------- rendering
 
 
+def _clock(device: torch.device) -> Callable[[], float]:
+    """A timer that waits for the device to finish queued work before reading the time."""
+    def now() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elif device.type == "mps":
+            torch.mps.synchronize()
+        return time.perf_counter()
+    return now
+
+
 def normalise(image: Tensor, device: torch.device | str = "cpu") -> Tensor:
     """(3, H, W) RGB in [0, 1] -> (1, 3, H, W) float32 in [-1, 1], the model's input range."""
     return (image.to(device, torch.float32).unsqueeze(0) - 0.5) / 0.5
@@ -138,11 +166,11 @@ def normalise(image: Tensor, device: torch.device | str = "cpu") -> Tensor:
 def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int = DEFAULT_TILE,
            chunk: int = DEFAULT_CHUNK, device: torch.device | str = "cpu",
            precision: str = "fp32", out_rows: tuple[int, int] | None = None,
-           progress: Progress | None = None) -> Tensor:
+           progress: Progress | None = None, times: RenderTimes | None = None) -> Tensor:
     """Upscale (or resample) an image to `size` with the fast decoder.
 
     image: (3, H, W) float RGB in [0, 1]. Returns (3, H', W') float32 in [0, 1] on the CPU,
-    or only output rows `out_rows` = (start, stop) of it.
+    or only output rows `out_rows` = (start, stop) of it. `times`, if given, is added to.
     """
     device = torch.device(device)
     dtype = resolve_precision(precision, device)
@@ -157,12 +185,15 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int = DEF
     autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32
                 else nullcontext())
 
+    clock = _clock(device) if times is not None else None
     for done, (rows, cols) in enumerate(plan, start=1):
+        started = clock() if clock else 0.0
         window = image[:, rows.in_start:rows.in_stop, cols.in_start:cols.in_stop]
         window = normalise(window, device)
         with autocast:
             proj = model.project_latents(model.encode(window), grid_size=in_size,
                                          offset=(rows.in_start, cols.in_start))
+        encoded = clock() if clock else 0.0
         coords = torch.stack(torch.meshgrid(row_centres[rows.out_start:rows.out_stop],
                                             col_centres[cols.out_start:cols.out_stop],
                                             indexing="ij"), dim=-1).view(-1, 2).to(device)
@@ -177,6 +208,10 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int = DEF
         out[:, rows.out_start - first:rows.out_stop - first, cols.out_start:cols.out_stop] = (
             (tile_rgb * 0.5 + 0.5).clamp_(0, 1).permute(2, 0, 1).cpu())
         del proj
+        if clock and times is not None:
+            times.encode_seconds += encoded - started
+            times.decode_seconds += clock() - encoded
+            times.encoded_pixels += window.shape[-2] * window.shape[-1]
         if progress:
             progress(done, len(plan))
     return out

@@ -141,6 +141,17 @@ def test_progress_reports_every_tile(model):
 # --------------------------------------------------------------------------- planning
 
 
+def test_render_times_account_for_every_tile(model):
+    img, size = image(23, 19), (70, 50)
+    times = engine.RenderTimes()
+    timed = render(model, img, size, tile=8, chunk=64, times=times)
+    assert torch.equal(timed, render(model, img, size, tile=8, chunk=64))  # timing changes nothing
+    plan = plan_tiles(model, (23, 19), size, 8)
+    assert len(plan) > 4 and times.encoded_pixels == plan.encoded_pixels
+    assert plan.encoded_pixels > 23 * 19  # halos overlap
+    assert times.encode_seconds > 0 and times.decode_seconds > 0
+
+
 def needed_latents(model, n_in: int, n_out: int, out_index: int) -> set[int]:
     """Input latents an output pixel's decoding reads (neighbours, plus unfold margin)."""
     centre = make_coords((n_out, 1))[out_index, 0]  # float32, as the renderer computes it
