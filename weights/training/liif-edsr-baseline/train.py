@@ -1,11 +1,11 @@
 """The training run behind weights/liif-edsr-baseline.pth (EDSR-baseline LIIF), on the
 project's shared 2-core CPU. Run from the repository root; the run folder is runs/default.
 
-First launch (session 1):
-    nohup .venv/bin/python weights/training/liif-edsr-baseline/train.py > runs/default/train.log 2>&1 &
+First launch (session 1), with RECIPE=weights/training/liif-edsr-baseline/train.py:
+    nohup .venv/bin/python $RECIPE > runs/default/train.log 2>&1 &
 Resume in a later session from the checkpoint committed beside this file:
     mkdir -p runs/default && cp weights/training/liif-edsr-baseline/last.pth runs/default/
-    RESUME=1 nohup .venv/bin/python weights/training/liif-edsr-baseline/train.py >> runs/default/train.log 2>&1 &
+    RESUME=1 nohup .venv/bin/python $RECIPE >> runs/default/train.log 2>&1 &
 (a resumed run keeps the saved run settings; to train longer, raise "steps" / "time_budget"
 in last.pth's train_state["config"] and train_state["scheduler"] first.)
 Then: liif export runs/default/last.pth weights/liif-edsr-baseline.pth --overwrite
