@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,11 @@ from .model import LIIF, ModelSpec, build_model
 FORMAT_NAME = "liif"
 FORMAT_VERSION = 1
 DEFAULT_WEIGHTS = "liif-edsr-baseline"
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+# Bundled weights: weights/ beside the package in a source checkout (pip install -e .), or
+# where a wheel installs them (pyproject's data-files: <prefix>/share/liif/weights).
+_SOURCE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+_INSTALLED_WEIGHTS = Path(sys.prefix) / "share" / "liif" / "weights"
+WEIGHTS_DIR = _SOURCE_WEIGHTS if _SOURCE_WEIGHTS.is_dir() else _INSTALLED_WEIGHTS
 
 
 @dataclass
