@@ -23,8 +23,9 @@ from .errors import LiifError
 
 app = typer.Typer(help="Upscale images to any size with a Local Implicit Image Function (LIIF).",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-err = Console(stderr=True)
-out = Console()
+# Piped or redirected output gets room for the bench tables (Rich would use 80 columns).
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 
 class Device(str, Enum):
