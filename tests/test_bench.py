@@ -328,3 +328,37 @@ def test_bench_command(data, model, tmp_path):
                                  weights=str(weights), device="cpu", console=console)
     assert result["input_size"] == [12, 16] and result["max_output_mp"] == 0.25
     assert "Speed-up" in out.getvalue() and "peak memory" in out.getvalue()
+
+
+def test_liif_bench_cli_end_to_end_and_errors(data, model, tmp_path):
+    from typer.testing import CliRunner
+
+    from liif_cli.cli import app
+
+    weights = tmp_path / "tiny.pth"
+    checkpoint.save(checkpoint.to_dict(model, {}), weights)
+
+    def liif_bench(*args):
+        return CliRunner().invoke(app, ["bench", "-w", str(weights), "--device", "cpu",
+                                        *map(str, args)])
+
+    result = liif_bench("--data-root", data, "--sets", "Tiny", "--scales", "2,3",
+                        "--json", tmp_path / "q.json")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "q.json").read_text())
+    assert [e["scale"] for e in saved["results"]] == [2.0, 3.0]
+    assert "Tiny" in result.output and "Bicubic" in result.output
+
+    result = liif_bench("--speed", "--size", "12x10", "--scales", "2", "--repeats", "1")
+    assert result.exit_code == 0, result.output
+    assert "Speed-up" in result.output
+
+    empty = data / "Empty" / "HR"
+    empty.mkdir(parents=True)
+    (empty / "notes.txt").write_text("not an image")
+    for args, words in ((("--sets", "Nope"), "Nope"), (("--sets", "Empty"), "Empty"),
+                        (("--sets", "Tiny", "--scales", "1"), "greater than 1")):
+        result = liif_bench("--data-root", data, *args)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code != 0 and len(lines) == 1, result.output
+        assert lines[0].startswith("error:") and words in lines[0], result.output
