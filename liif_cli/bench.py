@@ -829,6 +829,7 @@ def write_json(result: dict[str, Any], path: str | os.PathLike[str],
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(to_json(result))
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
