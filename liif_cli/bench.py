@@ -46,7 +46,6 @@ import math
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,6 +60,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import LiifError
+from .files import create_temp
 from .metrics import SSIM_WINDOW, shave_for_scale, y_psnr, y_ssim
 from .model import LIIF
 from .sizing import parse_size, round_size
@@ -825,11 +825,10 @@ def write_json(result: dict[str, Any], path: str | os.PathLike[str],
     """Write a result as JSON (atomically: a temporary file, then a rename)."""
     path = check_writable(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = create_temp(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(to_json(result))
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -14,7 +14,6 @@ raised as a one-line :class:`LiifError` that names the file.
 from __future__ import annotations
 
 import os
-import secrets
 import struct
 import sys
 import zlib
@@ -26,6 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from liif_cli.errors import LiifError
+from liif_cli.files import create_temp
 
 _FORMAT_BY_SUFFIX = {
     ".png": "PNG",
@@ -346,7 +346,7 @@ def write_image(
     if fmt not in _ICC_FORMATS or not _icc_fits(icc_profile, pixels.shape[2]):
         icc_profile = None
 
-    fd, temp = _create_temp(path)
+    fd, temp = create_temp(path)
     try:
         with os.fdopen(fd, "wb") as file:
             if fmt == "TIFF":
@@ -409,21 +409,6 @@ def quantise(values: np.ndarray, depth: int, out: np.ndarray | None = None) -> n
 
 
 _QUANTISE_BLOCK = 1 << 22  # values per block (16 MB of float32)
-
-
-def _create_temp(path: Path) -> tuple[int, Path]:
-    """Create a hidden temporary file next to `path` (same folder, so the final move is atomic).
-
-    Unlike tempfile.mkstemp (mode 0600), it gets the permissions the user's umask gives new files.
-    """
-    temp = path.with_name(f".liif-{secrets.token_hex(8)}{path.suffix}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    try:
-        return os.open(temp, flags, 0o666), temp
-    except OSError as exc:
-        raise LiifError(
-            f"{path}: cannot create a file in {path.parent} ({_one_line(exc)})"
-        ) from exc
 
 
 def _move_into_place(temp: Path, path: Path, overwrite: bool) -> None:
