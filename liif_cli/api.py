@@ -107,7 +107,7 @@ def _picture_from_pil(image: Image.Image) -> Picture:
 
 def _pil_from_picture(picture: Picture, mode: str) -> Image.Image:
     if mode in ("I;16", "I;16B", "I;16L", "I"):
-        gray = np.rint(picture.rgb.mean(axis=-1) * 65535).astype(np.uint16)
+        gray = quantise(picture.rgb.mean(axis=-1), 16)
         # No mode argument: Pillow 13 refuses mode="I;16" here; little-endian uint16 gives I;16.
         return Image.fromarray(gray.astype("<u2"))
     array = _array_like(picture, np.zeros((1, 1, 4 if picture.alpha is not None else 3), np.uint8))

@@ -261,8 +261,8 @@ def resize(
 @app.command()
 def info(
     weights: Annotated[str | None, typer.Argument(
-        help="Bundled weights name or checkpoint file.",
-    show_default="the bundled model")] = None,
+        help="Bundled weights name or checkpoint file.", show_default="the bundled model")]
+    = None,
 ) -> None:
     """Show what a checkpoint holds: architecture, size, training and measured quality."""
     from .model import count_parameters

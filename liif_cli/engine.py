@@ -208,7 +208,7 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int = DEF
         out[:, rows.out_start - first:rows.out_stop - first, cols.out_start:cols.out_stop] = (
             (tile_rgb * 0.5 + 0.5).clamp_(0, 1).permute(2, 0, 1).cpu())
         del proj
-        if clock and times is not None:
+        if clock is not None and times is not None:
             times.encode_seconds += encoded - started
             times.decode_seconds += clock() - encoded
             times.encoded_pixels += window.shape[-2] * window.shape[-1]
