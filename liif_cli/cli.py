@@ -349,6 +349,9 @@ def train(
     val: Annotated[Path | None, typer.Option(help="Folder of HR images to validate on.")]
     = None,
     encoder: Annotated[str, typer.Option(help="edsr-baseline or rdn.")] = "edsr-baseline",
+    init: Annotated[str | None, typer.Option(
+        help="Fine-tune: start from these weights (bundled name or file; their architecture, "
+        "a fresh optimiser and lr schedule).")] = None,
     steps: Annotated[int, typer.Option(help="Training steps.")] = 100_000,
     time_budget: Annotated[float | None, typer.Option(
         help="Also end the run after this many seconds; the lr schedule follows whichever "
@@ -381,7 +384,8 @@ def train(
                          time_budget=time_budget, batch_size=batch_size, lr=lr,
                          lr_schedule=lr_schedule,
                          checkpoint_every=checkpoint_every, val_every=val_every,
-                         device=device.value, workers=workers, seed=seed, resume=resume, amp=amp)
+                         device=device.value, workers=workers, seed=seed, resume=resume, amp=amp,
+                         init=init)
     distributed.init_from_env(device.value)  # no-op unless started by torchrun
     try:
         main = distributed.is_main()

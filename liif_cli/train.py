@@ -75,7 +75,7 @@ CHECKPOINT_NAME = "last.pth"
 METRICS_NAME = "metrics.jsonl"
 
 # Fields that define a run: on resume they come from the checkpoint, not from the caller.
-RUN_FIELDS = ("data", "encoder", "model", "steps", "time_budget", "batch_size", "lr",
+RUN_FIELDS = ("data", "encoder", "model", "init", "steps", "time_budget", "batch_size", "lr",
               "lr_schedule", "seed",
               "crop", "samples", "scale_min", "scale_max", "amp")
 AMP_MODES = ("auto", "bf16", "off")
@@ -111,6 +111,7 @@ class TrainConfig:
     val_crop: int | None = None  # centre-crop val HR images to at most this many px a side
     model: dict[str, Any] | None = None  # full ModelSpec dict; None = ModelSpec(encoder=...)
     amp: str = "auto"  # 'auto': bf16 autocast on CUDA, float32 on CPU; 'bf16'; 'off'
+    init: str | None = None  # weights to start from (bundled name or file); fresh optimiser
 
     def spec(self) -> ModelSpec:
         """The model to train: `model` if given, else the paper's defaults for `encoder`."""
@@ -579,6 +580,17 @@ def _resume_config(config: TrainConfig, saved: dict[str, Any]) -> tuple[TrainCon
     return merged, warnings
 
 
+def _init_config(config: TrainConfig) -> tuple[TrainConfig, list[str]]:
+    """A fine-tuning run trains the architecture of its --init weights: adopt their spec."""
+    spec = checkpoint.load(checkpoint.resolve_weights(config.init)).spec
+    warnings = []
+    if config.spec() != spec:
+        warnings.append(f"--init: training the architecture of {config.init} "
+                        f"({spec.encoder}), not the one the other options describe")
+    return TrainConfig.from_dict({**config.to_dict(), "model": spec.to_dict(),
+                                  "encoder": spec.encoder}), warnings
+
+
 def _metadata(config: TrainConfig, step: int, last_val: dict[str, Any] | None,
               names: list[str], elapsed: float, world: int = 1) -> dict[str, Any]:
     meta = {
@@ -603,6 +615,8 @@ def _metadata(config: TrainConfig, step: int, last_val: dict[str, Any] | None,
         "val_crop": config.val_crop,
         "seed": config.seed,
     }
+    if config.init:
+        meta["init"] = config.init
     if world > 1:  # batch_size above is the global batch
         meta["ranks"] = world
         meta["batch_per_rank"] = config.batch_size // world
@@ -661,6 +675,9 @@ def _setup(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | No
     elif ckpt_path.exists():
         raise LiifError(f"{out} already holds a run ({CHECKPOINT_NAME}); "
                         "resume it or choose another output folder")
+    elif config.init:
+        config, more = _init_config(config)
+        warnings += more
     config.validate()
     world = distributed.world_size()
     if config.batch_size % world:
@@ -710,6 +727,8 @@ def _train_loop(config: TrainConfig, saved: checkpoint.Checkpoint | None, device
     generator = torch.Generator()  # data sampling: always on the CPU
     generator.manual_seed(config.seed)
     step, elapsed, last_val = 0, 0.0, None
+    if saved is None and config.init:  # fine-tune: weights only; optimiser and schedule anew
+        model.load_state_dict(checkpoint.load(checkpoint.resolve_weights(config.init)).state_dict)
     if saved is not None:
         state = saved.extra["train_state"]
         model.load_state_dict(saved.state_dict)

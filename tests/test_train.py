@@ -423,11 +423,46 @@ def test_cli_train_end_to_end_and_bad_input(data_dir: Path, tmp_path: Path) -> N
     assert again.exit_code != 0 and "resume" in again.output
     assert checkpoint.load(run_dir / "last.pth").metadata["steps"] == 2
 
+    tuned = liif("--data", data_dir, "--out", tmp_path / "tuned", "--batch-size", "1",
+                 "--device", "cpu", "--workers", "1", "--steps", "1",
+                 "--init", run_dir / "last.pth")
+    assert tuned.exit_code == 0, tuned.output
+    assert checkpoint.load(tmp_path / "tuned" / "last.pth").metadata["init"] == str(
+        run_dir / "last.pth")
+
     empty = tmp_path / "empty"
     empty.mkdir()
     for bad in (("--data", empty, "--out", tmp_path / "r2"),
-                ("--data", data_dir, "--out", tmp_path / "r3", "--time-budget", "-1")):
+                ("--data", data_dir, "--out", tmp_path / "r3", "--time-budget", "-1"),
+                ("--data", data_dir, "--out", tmp_path / "r4", "--init", tmp_path / "no.pth")):
         result = liif(*bad)
         assert result.exit_code != 0
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+
+
+def test_init_fine_tunes_given_weights(data_dir: Path, tmp_path: Path) -> None:
+    run_training(tiny_config(data_dir, tmp_path / "a", steps=3))
+    start = checkpoint.load(tmp_path / "a" / "last.pth")
+
+    # Other options describe another model: the --init weights' architecture wins, with a
+    # warning; a tiny lr keeps the weights where they started.
+    cfg = tiny_config(data_dir, tmp_path / "b", steps=1, lr=1e-12, model=None,
+                      encoder="rdn", init=str(tmp_path / "a" / "last.pth"))
+    result = run_training(cfg)
+    assert any("--init" in w for w in result.warnings)
+    tuned = checkpoint.load(tmp_path / "b" / "last.pth")
+    assert tuned.spec == start.spec
+    assert tuned.metadata["init"] == str(tmp_path / "a" / "last.pth")
+    state = tuned.extra["train_state"]
+    assert state["step"] == 1 and state["scheduler"]["total_steps"] == 1  # a schedule anew
+    for name, value in start.state_dict.items():
+        torch.testing.assert_close(tuned.state_dict[name], value, rtol=0, atol=1e-9)
+
+    # A plain run from the same seed starts from fresh weights instead.
+    run_training(tiny_config(data_dir, tmp_path / "c", steps=1, lr=1e-12))
+    fresh = checkpoint.load(tmp_path / "c" / "last.pth").state_dict
+    assert any(not torch.allclose(fresh[k], v) for k, v in start.state_dict.items())
+
+    with pytest.raises(LiifError, match="weights not found"):
+        run_training(tiny_config(data_dir, tmp_path / "d", init=str(tmp_path / "nope.pth")))

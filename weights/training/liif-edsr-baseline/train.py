@@ -1,14 +1,16 @@
-"""The training run behind weights/liif-edsr-baseline.pth (EDSR-baseline LIIF), on the
-project's shared 2-core CPU. Run from the repository root; the run folder is runs/default.
+"""The training runs behind weights/liif-edsr-baseline.pth (EDSR-baseline LIIF), on the
+project's shared 2-core CPU. Run from the repository root, RECIPE=this file.
 
-First launch (session 1), with RECIPE=weights/training/liif-edsr-baseline/train.py:
-    nohup .venv/bin/python $RECIPE > runs/default/train.log 2>&1 &
-Resume in a later session from the checkpoint committed beside this file:
-    mkdir -p runs/default && cp weights/training/liif-edsr-baseline/last.pth runs/default/
-    RESUME=1 nohup .venv/bin/python $RECIPE >> runs/default/train.log 2>&1 &
-(a resumed run keeps the saved run settings; to train longer, raise "steps" / "time_budget"
-in last.pth's train_state["config"] and train_state["scheduler"] first.)
-Then: liif export runs/default/last.pth weights/liif-edsr-baseline.pth --overwrite
+Phase 1 (sessions 6-7; run folder runs/default): from scratch, 26,000 steps, cosine from 1.5e-4.
+    mkdir -p runs/default && nohup .venv/bin/python $RECIPE > runs/default/train.log 2>&1 &
+    It ended with Set5 x4 30.88 dB; its weights shipped at commit cba354a.
+Phase 2 (session 8; run folder runs/phase2): a warm restart. Fine-tunes phase 1's weights
+(`liif train --init`: fresh Adam, new cosine from 1e-4) for a 2 h time budget.
+    mkdir -p runs/phase2 && git show cba354a:weights/liif-edsr-baseline.pth > runs/phase1.pth
+    PHASE=2 nohup .venv/bin/python $RECIPE > runs/phase2/train.log 2>&1 &
+Resume a run from its last checkpoint (e.g. the one committed beside this file, copied into
+its run folder) with RESUME=1; the run keeps its saved settings.
+Then: liif export runs/<run>/last.pth weights/liif-edsr-baseline.pth --overwrite
 
 On a shared 2-core box, 2 oneDNN threads collapse (10x slower) when another process runs;
 1 thread degrades gracefully. AdaptiveThreads probes 1 vs 2 threads every few hundred
@@ -70,7 +72,7 @@ class AdaptiveThreads:
 
 
 torch.set_num_threads(1)  # AdaptiveThreads tries 2 after ~20 s
-config = TrainConfig(
+phase1 = TrainConfig(
     data=["../shared/data/train"],
     out="runs/default",
     val="../shared/data/bench/Set5/HR",
@@ -87,6 +89,11 @@ config = TrainConfig(
     seed=0,
     resume=bool(os.environ.get("RESUME")),
 )
+phase2 = TrainConfig(
+    **{**phase1.to_dict(), "out": "runs/phase2", "init": "runs/phase1.pth",
+       "steps": 40_000, "time_budget": 7200.0, "lr": 1e-4}
+)
+config = phase2 if os.environ.get("PHASE") == "2" else phase1
 lines = line_progress(print, every_s=60)
 threads = AdaptiveThreads()
 
