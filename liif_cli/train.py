@@ -4,13 +4,9 @@ Library code: no typer, no printing in the core loop. Progress goes to an option
 (`run_training(config, progress=...)`); `train_with_console` is the thin Rich layer the CLI
 can use.
 
-Data, as in the paper: every image is decoded once into memory (uint8 RGB). Each sample
-draws a scale s ~ U[scale_min, scale_max], cuts an HR crop of round(crop * s) pixels at a
-random position, applies a random horizontal flip, vertical flip and transpose, and
-downscales it to crop x crop with PIL's antialiased bicubic (Image.resize(BICUBIC) on uint8).
-The targets are `samples` random HR pixels of the crop: their centres (make_coords of the
-crop shape), their cell (2 / crop_h, 2 / crop_w) and their RGB. Images and targets are
-normalised as (x - 0.5) / 0.5.
+Data, as in the paper (liif_cli.dataset): every image is decoded once into memory; each
+sample is a random crop at a random scale in [scale_min, scale_max], randomly flipped and
+transposed, bicubic-downscaled to `crop` px, with `samples` random HR pixels as targets.
 
 Determinism: all randomness of a run comes from one torch.Generator seeded from `seed` and
 used in the main process only; its state, the model, the Adam state and the step are saved
@@ -51,25 +47,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from . import checkpoint, distributed
+from .dataset import CropSampler, bicubic_resize, load_images, to_unit
+from .engine import render
 from .errors import LiifError
-from .model import LIIF, ModelSpec, build_model, make_cells, make_coords
+from .metrics import y_psnr
+from .model import LIIF, ModelSpec, build_model
 
-try:  # the tiled rendering engine (exact); validation falls back to render_simple without it
-    from .engine import render as _engine_render
-except ImportError:  # pragma: no cover
-    _engine_render = None
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 LR_SCHEDULES = ("step", "cosine")
 CHECKPOINT_NAME = "last.pth"
 METRICS_NAME = "metrics.jsonl"
@@ -199,243 +190,7 @@ def lr_at(config: TrainConfig, step: int, elapsed: float = 0.0) -> float:
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
-# --------------------------------------------------------------------------- images
-
-
-def _image_files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-
-
-def load_images(paths: list[str] | list[Path], min_size: int = 1,
-                what: str = "training") -> tuple[list[np.ndarray], list[str], list[str]]:
-    """Decode every image under `paths` once: (uint8 HxWx3 arrays, names, warnings).
-
-    Non-image files and images smaller than `min_size` on either side are skipped with a
-    warning; LiifError if a path is missing or nothing usable is left.
-    """
-    images: list[np.ndarray] = []
-    names: list[str] = []
-    warnings: list[str] = []
-    not_images: list[str] = []
-    too_small: list[str] = []
-    seen_any = False
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if not path.exists():
-            raise LiifError(f"{what} data not found: {path}")
-        if not (path.is_dir() or path.is_file()):
-            raise LiifError(f"{what} data is neither a folder nor a file: {path}")
-        try:
-            files = _image_files(path)
-        except OSError as exc:
-            raise LiifError(f"cannot read {what} folder {path}: {exc.strerror or exc}") from None
-        for file in files:
-            seen_any = True
-            try:
-                with Image.open(file) as img:
-                    img.load()
-                    array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-            except (OSError, ValueError, Image.DecompressionBombError):
-                not_images.append(file.name)
-                continue
-            h, w = array.shape[:2]
-            if min(h, w) < min_size:
-                too_small.append(f"{file.name} ({w}x{h})")
-                continue
-            images.append(np.ascontiguousarray(array))
-            names.append(str(file))
-    where = ", ".join(str(p) for p in paths)
-    if not_images:
-        warnings.append(f"skipped {len(not_images)} non-image file(s) in the {what} data: "
-                        + _short_list(not_images))
-    if too_small:
-        warnings.append(f"skipped {len(too_small)} {what} image(s) smaller than {min_size} px "
-                        f"a side: " + _short_list(too_small))
-    if not images:
-        if not seen_any:
-            raise LiifError(f"no files in the {what} data: {where}")
-        if too_small:
-            raise LiifError(f"no usable {what} images in {where}: all images are smaller "
-                            f"than {min_size} px a side (the largest crop)")
-        raise LiifError(f"no images in the {what} data: {where} "
-                        f"({len(not_images)} file(s), none readable as an image)")
-    return images, names, warnings
-
-
-def _short_list(items: list[str], limit: int = 5) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def to_unit(array: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 -> float (3, H, W) in [0, 1]."""
-    if not array.flags.writeable or not array.flags.c_contiguous:
-        array = np.array(array, copy=True, order="C")
-    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255)
-
-
-def to_tensor(array: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 -> normalised float (3, H, W) in [-1, 1], as the model takes it."""
-    return to_unit(array).sub_(0.5).div_(0.5)
-
-
-def bicubic_resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Antialiased bicubic resize of a uint8 HxWx3 array to (h, w): PIL BICUBIC, as in the paper."""
-    h, w = size
-    return np.asarray(Image.fromarray(array).resize((w, h), Image.BICUBIC), dtype=np.uint8)
-
-
-# --------------------------------------------------------------------------- dataset
-
-
-@lru_cache(maxsize=512)
-def _coords(h: int, w: int) -> torch.Tensor:
-    return make_coords((h, w))
-
-
-@dataclass
-class Sample:
-    """One training crop: LR input, query coordinates/cells and targets (all normalised)."""
-
-    inp: torch.Tensor  # (3, crop, crop)
-    coord: torch.Tensor  # (Q, 2)
-    cell: torch.Tensor  # (Q, 2)
-    gt: torch.Tensor  # (Q, 3)
-    hr: np.ndarray  # the augmented uint8 HR crop (for tests and debugging)
-    index: torch.Tensor  # (Q,) flat indices of the queried HR pixels
-
-
-@dataclass(frozen=True)
-class CropDraw:
-    """The random choices behind one Sample: which image, crop size and position, flips,
-    and which HR pixels are queried."""
-
-    image: int
-    size: int  # HR crop side: round(crop * scale)
-    y0: int
-    x0: int
-    hflip: bool
-    vflip: bool
-    transpose: bool
-    index: torch.Tensor  # (Q,) flat indices of the queried HR pixels
-
-
-class CropSampler:
-    """The paper's training samples, drawn from in-memory images with a given generator."""
-
-    def __init__(self, images: list[np.ndarray], crop: int = 48, samples: int = 2304,
-                 scale_min: float = 1.0, scale_max: float = 4.0):
-        self.images = images
-        self.crop = crop
-        self.samples = samples
-        self.scale_min = scale_min
-        self.scale_max = scale_max
-
-    def _randint(self, high: int, g: torch.Generator) -> int:
-        return int(torch.randint(high, (1,), generator=g))
-
-    def draw(self, g: torch.Generator) -> CropDraw:
-        """All the random choices of one sample (the generator's only use), nothing built."""
-        image = self._randint(len(self.images), g)
-        u = float(torch.rand(1, generator=g, dtype=torch.float64))
-        s = self.scale_min + (self.scale_max - self.scale_min) * u
-        size = round(self.crop * s)
-        h, w = self.images[image].shape[:2]
-        y0 = self._randint(h - size + 1, g)
-        x0 = self._randint(w - size + 1, g)
-        hflip, vflip, transpose = (torch.rand(3, generator=g) < 0.5).tolist()
-        index = torch.randperm(size * size, generator=g)[: self.samples]
-        return CropDraw(image, size, y0, x0, hflip, vflip, transpose, index)
-
-    def build(self, d: CropDraw) -> Sample:
-        """The sample a draw describes: crop, flips, bicubic downscale, queried pixels."""
-        size = d.size
-        hr = self.images[d.image][d.y0:d.y0 + size, d.x0:d.x0 + size]
-        if d.hflip:
-            hr = hr[:, ::-1]
-        if d.vflip:
-            hr = hr[::-1]
-        if d.transpose:
-            hr = hr.transpose(1, 0, 2)
-        hr = np.ascontiguousarray(hr)
-        lr = bicubic_resize(hr, (self.crop, self.crop))
-        coord = _coords(size, size).index_select(0, d.index)
-        cell = make_cells((size, size), self.samples)
-        gt = to_tensor(hr).reshape(3, -1).t().index_select(0, d.index)
-        return Sample(to_tensor(lr), coord, cell, gt, hr, d.index)
-
-    def sample(self, g: torch.Generator) -> Sample:
-        return self.build(self.draw(g))
-
-    def batch(self, batch_size: int, g: torch.Generator,
-              part: tuple[int, int] = (0, 1)) -> dict[str, torch.Tensor]:
-        """A batch: inp (B, 3, crop, crop), coord (B, Q, 2), cell (B, Q, 2), gt (B, Q, 3).
-
-        part = (rank, world): draw all `batch_size` samples (advancing `g` exactly as one
-        process does) but build and return only samples rank, rank + world, ...
-        """
-        rank, world = part
-        draws = [self.draw(g) for _ in range(batch_size)]
-        items = [self.build(d) for d in draws[rank::world]]
-        return {key: torch.stack([getattr(it, key) for it in items])
-                for key in ("inp", "coord", "cell", "gt")}
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def y_psnr(sr: torch.Tensor | np.ndarray, hr: torch.Tensor | np.ndarray, shave: int = 0) -> float:
-    """PSNR on the BT.601 luma (16-235) of two RGB images in [0, 1], shaving `shave` px a side.
-
-    Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255. Images are (3, H, W) tensors or
-    HxWx3 arrays; uint8 arrays are scaled by 1/255.
-    """
-    def luma(x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        if isinstance(x, np.ndarray):
-            t = torch.from_numpy(np.array(x, dtype=np.float64))
-            if x.dtype == np.uint8:
-                t = t / 255
-            t = t.permute(2, 0, 1)
-        else:
-            t = x.detach().double().cpu()
-        r, g, b = t[0], t[1], t[2]
-        return (16 + 65.481 * r + 128.553 * g + 24.966 * b) / 255
-
-    ys, yh = luma(sr), luma(hr)
-    if ys.shape != yh.shape:
-        raise ValueError(f"PSNR of images of different sizes: {tuple(ys.shape)} "
-                         f"vs {tuple(yh.shape)}")
-    if shave:
-        ys, yh = ys[shave:-shave, shave:-shave], yh[shave:-shave, shave:-shave]
-    mse = float(((ys - yh) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
-@torch.no_grad()
-def render_simple(model: LIIF, image: torch.Tensor, size: tuple[int, int],
-                  chunk: int = 65536) -> torch.Tensor:
-    """Upscale a (3, h, w) image in [0, 1] to (3, H, W) in [0, 1]: whole-image encode, then
-    chunked queries through the fast decoder. The fallback when liif_cli.engine is absent."""
-    device = next(model.parameters()).device
-    inp = (image.to(device, torch.float32).unsqueeze(0) - 0.5) / 0.5
-    proj = model.project_latents(model.encode(inp))
-    coords = make_coords(size).to(device)
-    cells = make_cells(size, 1).to(device)
-    out = []
-    for start in range(0, coords.shape[0], chunk):
-        c = coords[start:start + chunk].unsqueeze(0)
-        out.append(model.query_rgb(proj, c, cells.expand(c.shape[1], 2).unsqueeze(0))[0])
-    rgb = torch.cat(out).float().t().reshape(3, *size)
-    return (rgb * 0.5 + 0.5).clamp_(0, 1).cpu()
-
-
-def render_for_validation(model: LIIF, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(3, h, w) in [0, 1] -> (3, H, W) in [0, 1], float32, with the tiled engine if present."""
-    if _engine_render is None:
-        return render_simple(model, image, size)
-    return _engine_render(model, image, size, device=next(model.parameters()).device)
+# --------------------------------------------------------------------------- validation
 
 
 def _centre_crop(array: np.ndarray, limit: int | None) -> np.ndarray:
@@ -468,9 +223,9 @@ def validate(model: LIIF, images: list[np.ndarray], scales: list[int],
                     continue
                 hr = hr[:h, :w]
                 lr = bicubic_resize(hr, (h // s, w // s))
-                sr = render_for_validation(model, to_unit(lr), (h, w))
-                ours.append(y_psnr(sr, hr, shave=s))
-                base.append(y_psnr(bicubic_resize(lr, (h, w)), hr, shave=s))
+                sr = render(model, to_unit(lr), (h, w), device=next(model.parameters()).device)
+                ours.append(y_psnr(sr, to_unit(hr), shave=s))
+                base.append(y_psnr(to_unit(bicubic_resize(lr, (h, w))), to_unit(hr), shave=s))
             if ours:
                 psnr[f"x{s}"] = round(sum(ours) / len(ours), 4)
                 bic[f"x{s}"] = round(sum(base) / len(base), 4)

@@ -13,6 +13,7 @@ from PIL import Image
 from rich.console import Console
 
 from liif_cli import bench, checkpoint
+from liif_cli.bench import common, quality, report, speed
 from liif_cli.errors import LiifError
 from liif_cli.model import ModelSpec, build_model
 
@@ -41,7 +42,7 @@ def model():
 
 def _image(h: int, w: int, seed: int) -> np.ndarray:
     """A smooth-ish uint8 RGB test image."""
-    img = bench.synthetic_image((h, w), seed)
+    img = speed.synthetic_image((h, w), seed)
     return (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
@@ -68,22 +69,22 @@ def data(tmp_path):
 
 
 def test_parse_options():
-    assert bench.parse_sets("Set5, Set14,,Set5") == ["Set5", "Set14"]
-    assert bench.parse_sets(None) == ["Set5", "Set14"]
-    assert bench.parse_scales("2,x3, 12.5,2") == [2.0, 3.0, 12.5]
-    assert bench.parse_scales(None, (4, 12.5)) == [4.0, 12.5]
-    assert bench.speed_input_size("640x480") == (480, 640)
-    assert bench.speed_input_size((48, 64)) == (48, 64)
-    assert bench.speed_input_size(None) == bench.DEFAULT_SPEED_SIZE
-    assert bench.format_scale(2.0) == "2" and bench.format_scale(12.5) == "12.5"
+    assert common.parse_sets("Set5, Set14,,Set5") == ["Set5", "Set14"]
+    assert common.parse_sets(None) == ["Set5", "Set14"]
+    assert common.parse_scales("2,x3, 12.5,2") == [2.0, 3.0, 12.5]
+    assert common.parse_scales(None, (4, 12.5)) == [4.0, 12.5]
+    assert common.speed_input_size("640x480") == (480, 640)
+    assert common.speed_input_size((48, 64)) == (48, 64)
+    assert common.speed_input_size(None) == common.DEFAULT_SPEED_SIZE
+    assert common.format_scale(2.0) == "2" and common.format_scale(12.5) == "12.5"
     for bad in ("two", "0", "-3", "nan", ","):
         with pytest.raises(LiifError):
-            bench.parse_scales(bad)
+            common.parse_scales(bad)
     for bad in ("512y512", "0x4", "", "64", (0, 4)):
         with pytest.raises(LiifError):
-            bench.speed_input_size(bad)
+            common.speed_input_size(bad)
     with pytest.raises(LiifError):
-        bench.parse_sets(" , ")
+        common.parse_sets(" , ")
 
 
 # ------------------------------------------------------------------ discovery
@@ -91,42 +92,42 @@ def test_parse_options():
 
 def test_lr_discovery(data):
     set_dir = data / "Tiny"
-    assert bench.find_lr_file(set_dir, "a", 2) == set_dir / "LR_bicubic" / "X2" / "ax2.png"
-    assert bench.find_lr_file(set_dir, "a", 3) is None  # no X3 folder: made from HR
-    assert bench.find_lr_file(set_dir, "a", 2.5) is None  # fractional: always made from HR
+    assert quality.find_lr_file(set_dir, "a", 2) == set_dir / "LR_bicubic" / "X2" / "ax2.png"
+    assert quality.find_lr_file(set_dir, "a", 3) is None  # no X3 folder: made from HR
+    assert quality.find_lr_file(set_dir, "a", 2.5) is None  # fractional: always made from HR
 
-    pair = bench.make_pair(set_dir / "HR" / "b.png", set_dir, 2)
-    assert pair.lr_source == bench.LR_FILE_SOURCE and pair.lr.shape == (18, 22, 3)
+    pair = quality.make_pair(set_dir / "HR" / "b.png", set_dir, 2)
+    assert pair.lr_source == quality.LR_FILE_SOURCE and pair.lr.shape == (18, 22, 3)
     assert pair.hr.shape == (36, 44, 3)
-    pair = bench.make_pair(set_dir / "HR" / "b.png", set_dir, 3)
-    assert pair.lr_source == bench.LR_PIL_SOURCE
+    pair = quality.make_pair(set_dir / "HR" / "b.png", set_dir, 3)
+    assert pair.lr_source == quality.LR_PIL_SOURCE
     assert pair.lr.shape == (12, 14, 3) and pair.hr.shape == (36, 42, 3)  # 44 cropped to 42
     # Fractional scale: lr = floor(H / s), HR cropped to round(lr * s).
-    pair = bench.make_pair(set_dir / "HR" / "b.png", set_dir, 2.5)
+    pair = quality.make_pair(set_dir / "HR" / "b.png", set_dir, 2.5)
     assert pair.lr.shape == (14, 17, 3) and pair.hr.shape == (35, 43, 3)  # 42.5 -> 43
     # The crop is the top-left of the HR image.
-    full = bench.load_rgb_u8(set_dir / "HR" / "b.png")
+    full = quality.load_rgb_u8(set_dir / "HR" / "b.png")
     assert np.array_equal(pair.hr, full[:35, :43])
 
 
 def test_lr_folder_without_this_image_is_an_error(data):
     (data / "Tiny" / "LR_bicubic" / "X2" / "bx2.png").unlink()
     with pytest.raises(LiifError, match="bx2"):
-        bench.find_lr_file(data / "Tiny", "b", 2)
+        quality.find_lr_file(data / "Tiny", "b", 2)
 
 
 def test_lr_file_of_the_wrong_size_is_an_error(data):
     _save(_image(10, 10, 9), data / "Tiny" / "LR_bicubic" / "X2" / "ax2.png")
     with pytest.raises(LiifError, match="expected 20x20"):
-        bench.make_pair(data / "Tiny" / "HR" / "a.png", data / "Tiny", 2)
+        quality.make_pair(data / "Tiny" / "HR" / "a.png", data / "Tiny", 2)
 
 
 def test_sets_are_found_by_name_case_and_under_bench(data, tmp_path):
-    assert bench.find_set(data, "tiny") == data / "Tiny"
+    assert quality.find_set(data, "tiny") == data / "Tiny"
     (tmp_path / "outer").mkdir()
     (data).rename(tmp_path / "outer" / "bench")
-    assert bench.find_set(tmp_path / "outer", "Tiny") == tmp_path / "outer" / "bench" / "Tiny"
-    assert bench.available_sets(tmp_path / "outer") == ["Tiny"]
+    assert quality.find_set(tmp_path / "outer", "Tiny") == tmp_path / "outer" / "bench" / "Tiny"
+    assert quality.available_sets(tmp_path / "outer") == ["Tiny"]
 
 
 # ------------------------------------------------------------------ quality
@@ -136,7 +137,7 @@ def test_quality_end_to_end(data, model, tmp_path):
     (data / "Tiny" / "HR" / "notes.txt").write_text("not an image")
     (data / "Tiny" / "HR" / ".DS_Store").write_bytes(b"\0")  # hidden: ignored without a word
     calls = []
-    result = bench.run_quality(["Tiny"], [2, 3], data, model, device="cpu",
+    result = quality.run_quality(["Tiny"], [2, 3], data, model, device="cpu",
                                save_images=tmp_path / "out", weights_name="tiny",
                                weights_sha256="0" * 64,
                                progress=lambda *args: calls.append(args))
@@ -171,15 +172,15 @@ def test_quality_end_to_end(data, model, tmp_path):
     assert Image.open(saved).size == (42, 36)
     # A second run refuses to overwrite the saved images, before rendering anything.
     with pytest.raises(LiifError, match="already exists"):
-        bench.run_quality(["Tiny"], [3], data, model, save_images=tmp_path / "out")
+        quality.run_quality(["Tiny"], [3], data, model, save_images=tmp_path / "out")
 
     # Strict JSON round trip.
-    path = bench.write_json(result, tmp_path / "r.json")
+    path = report.write_json(result, tmp_path / "r.json")
     loaded = json.loads(path.read_text())
     assert set(loaded) == QUALITY_KEYS and loaded["results"][0]["images"][0]["image"] == "a"
     with pytest.raises(LiifError, match="already exists"):
-        bench.write_json(result, path)
-    bench.write_json(result, path, overwrite=True)
+        report.write_json(result, path)
+    report.write_json(result, path, overwrite=True)
 
 
 def test_perfect_model_scores_infinite_psnr_and_json_null(tmp_path, model, monkeypatch):
@@ -190,10 +191,10 @@ def test_perfect_model_scores_infinite_psnr_and_json_null(tmp_path, model, monke
     monkeypatch.setattr("liif_cli.engine.render",
                         lambda model, image, size, **kw: torch.from_numpy(hr).permute(2, 0, 1)
                         .float() / 255)
-    result = bench.run_quality(["S"], [2], root, model)
+    result = quality.run_quality(["S"], [2], root, model)
     entry = result["results"][0]
     assert entry["model"]["psnr"] == math.inf and entry["model"]["ssim"] == pytest.approx(1.0)
-    assert json.loads(bench.to_json(result))["results"][0]["model"]["psnr"] is None
+    assert json.loads(report.to_json(result))["results"][0]["model"]["psnr"] is None
 
 
 @pytest.mark.parametrize("case, match", [
@@ -225,22 +226,22 @@ def test_quality_bad_input(case, match, data, model):
     elif case == "too_small":
         scales = [16.0]  # a: LR 2x2, HR crop 32x32, nothing left after shaving 16
     with pytest.raises(LiifError, match=match):
-        bench.run_quality(sets, scales, root, model)
+        quality.run_quality(sets, scales, root, model)
 
 
 def test_data_root_from_environment(monkeypatch, data):
     monkeypatch.delenv("LIIF_DATA", raising=False)
     with pytest.raises(LiifError, match="LIIF_DATA"):
-        bench.resolve_data_root(None)
+        quality.resolve_data_root(None)
     monkeypatch.setenv("LIIF_DATA", str(data))
-    assert bench.resolve_data_root(None) == data
+    assert quality.resolve_data_root(None) == data
 
 
 # ------------------------------------------------------------------ speed
 
 
 def test_speed_end_to_end(model):
-    result = bench.run_speed(model, (16, 16), [2], device="cpu", repeats=1, warmup=0)
+    result = speed.run_speed(model, (16, 16), [2], device="cpu", repeats=1, warmup=0)
     assert set(result) == SPEED_KEYS and result["kind"] == "speed"
     (entry,) = result["results"]
     assert set(entry) == SPEED_ENTRY_KEYS
@@ -249,11 +250,11 @@ def test_speed_end_to_end(model):
         assert set(entry[key]) == TIMING_KEYS and len(entry[key]["seconds"]) == 1
         assert entry[key]["mp_per_s"] > 0
     assert entry["speedup"] > 0 and entry["max_abs_diff"] < 1e-4
-    json.loads(bench.to_json(result))
+    json.loads(report.to_json(result))
 
 
 def test_speed_band_renders_the_same_rows(model):
-    result = bench.run_speed(model, (12, 10), [2.5], repeats=2, warmup=1,
+    result = speed.run_speed(model, (12, 10), [2.5], repeats=2, warmup=1,
                              max_output_mp=0.0002, reference=True)
     (entry,) = result["results"]
     assert entry["output_size"] == [30, 25]
@@ -270,29 +271,29 @@ def test_speed_band_renders_the_same_rows(model):
         assert timing["seconds"] == pytest.approx(expected, abs=1e-5)
         assert timing["mp_per_s"] == pytest.approx(
             entry["region_mp"] / statistics.median(timing["seconds"]), rel=1e-3)
-    result = bench.run_speed(model, "10x12", [2], repeats=1, reference=False)
+    result = speed.run_speed(model, "10x12", [2], repeats=1, reference=False)
     assert result["input_size"] == [12, 10]
     assert result["results"][0]["reference"] is None and result["results"][0]["speedup"] is None
 
 
 def test_band_rows():
-    assert bench.band_rows((100, 50), None) == (0, 100)
-    assert bench.band_rows((100, 50), 1.0) == (0, 100)
-    assert bench.band_rows((100, 50), 0.001) == (40, 60)
-    assert bench.band_rows((100, 5000), 1e-9) == (49, 50)  # at least one row
+    assert speed.band_rows((100, 50), None) == (0, 100)
+    assert speed.band_rows((100, 50), 1.0) == (0, 100)
+    assert speed.band_rows((100, 50), 0.001) == (40, 60)
+    assert speed.band_rows((100, 5000), 1e-9) == (49, 50)  # at least one row
 
 
 def test_speed_bad_input(model):
     for kwargs in (dict(scales=[0]), dict(repeats=0), dict(size=(0, 4)),
                    dict(max_output_mp=-1.0)):
         with pytest.raises(LiifError):
-            bench.run_speed(model, **{"size": (8, 8), "scales": [2], **kwargs})
+            speed.run_speed(model, **{"size": (8, 8), "scales": [2], **kwargs})
 
 
 def test_peak_memory_is_measured_on_linux_cpu():
-    if not bench.PeakMemory._cpu_supported():
+    if not speed.PeakMemory._cpu_supported():
         pytest.skip("needs /proc/self/clear_refs")
-    with bench.PeakMemory(torch.device("cpu")) as mem:
+    with speed.PeakMemory(torch.device("cpu")) as mem:
         block = torch.ones(64 * 2 ** 20 // 4)  # 64 MiB, touched
         del block
     assert mem.peak_bytes is not None and mem.peak_bytes > 48 * 2 ** 20

@@ -24,9 +24,10 @@ from typer.testing import CliRunner
 
 from liif_cli import checkpoint, distributed, train
 from liif_cli.cli import app
+from liif_cli.dataset import CropSampler
 from liif_cli.errors import LiifError
 from liif_cli.model import ModelSpec
-from liif_cli.train import CropSampler, TrainConfig, run_training
+from liif_cli.train import TrainConfig, run_training
 
 TINY = ModelSpec(encoder_args=dict(n_resblocks=1, n_feats=8), hidden=[16]).to_dict()
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]

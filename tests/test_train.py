@@ -18,10 +18,11 @@ import pytest
 import torch
 from PIL import Image
 
-from liif_cli import checkpoint, train
+from liif_cli import checkpoint, dataset, train
+from liif_cli.dataset import CropSampler
 from liif_cli.errors import LiifError
 from liif_cli.model import ModelSpec, build_model, make_cells, make_coords
-from liif_cli.train import CropSampler, TrainConfig, lr_at, run_training, y_psnr
+from liif_cli.train import TrainConfig, lr_at, run_training
 
 TINY = ModelSpec(encoder_args=dict(n_resblocks=1, n_feats=8), hidden=[16, 16]).to_dict()
 REPO = Path(__file__).resolve().parent.parent
@@ -74,7 +75,7 @@ def step_losses(events: list) -> dict[int, float]:
 
 
 def test_sampler_default_shapes_and_targets(data_dir: Path) -> None:
-    images, _, warnings = train.load_images([data_dir], 192)
+    images, _, warnings = dataset.load_images([data_dir], 192)
     assert len(images) == 3 and any("README.txt" in w for w in warnings)
     sampler = CropSampler(images)  # the paper's 48 px crops, 2304 samples, scales in [1, 4]
     g = torch.Generator().manual_seed(0)
@@ -88,7 +89,7 @@ def test_sampler_default_shapes_and_targets(data_dir: Path) -> None:
         assert s.index.unique().numel() == 2304  # distinct pixels
         assert s.inp.min() >= -1 and s.inp.max() <= 1 and s.gt.min() >= -1 and s.gt.max() <= 1
         # LR input: the antialiased bicubic downscale of the (augmented) HR crop, normalised.
-        expect = train.bicubic_resize(s.hr, (48, 48))
+        expect = dataset.bicubic_resize(s.hr, (48, 48))
         expect = (torch.from_numpy(expect.copy()).permute(2, 0, 1) / 255 - 0.5) / 0.5
         assert torch.equal(s.inp, expect)
         # Cells: one HR pixel of the crop; coords: the HR pixel centres of the samples.
@@ -104,7 +105,7 @@ def test_sampler_default_shapes_and_targets(data_dir: Path) -> None:
 
 
 def test_sampler_is_deterministic_and_covers_scales(data_dir: Path) -> None:
-    images, _, _ = train.load_images([data_dir], 32)
+    images, _, _ = dataset.load_images([data_dir], 32)
     sampler = CropSampler(images, crop=8, samples=64)
     a = sampler.batch(3, torch.Generator().manual_seed(5))
     b = sampler.batch(3, torch.Generator().manual_seed(5))
@@ -376,27 +377,6 @@ def test_bad_run_dir_and_resume_errors(data_dir: Path, tmp_path: Path) -> None:
         run_training(tiny_config(data_dir, tmp_path / "x", lr_schedule="linear"))
     with pytest.raises(LiifError, match="samples per crop"):
         run_training(tiny_config(data_dir, tmp_path / "x", samples=65))
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def test_y_psnr() -> None:
-    hr = np.full((20, 20, 3), 100, np.uint8)
-    assert y_psnr(hr, hr) == math.inf
-    sr = hr.astype(np.float64) / 255
-    sr[..., 1] += 10 / 255  # Y moves by 128.553 / 255 * 10 / 255
-    dy = 128.553 / 255 * 10 / 255
-    expect = 10 * math.log10(1 / dy ** 2)
-    assert y_psnr(torch.from_numpy(sr).permute(2, 0, 1), hr) == pytest.approx(expect)
-    sr2 = hr.copy()
-    sr2[:2] = 0  # only inside the shaved border
-    assert y_psnr(sr2, hr, shave=2) == math.inf
-    metrics = pytest.importorskip("liif_cli.metrics")
-    rng = np.random.default_rng(0)
-    a, b = rng.random((3, 30, 30)), rng.random((3, 30, 30))
-    assert y_psnr(torch.from_numpy(a), torch.from_numpy(b), 4) == pytest.approx(
-        metrics.y_psnr(torch.from_numpy(a), torch.from_numpy(b), 4), abs=1e-4)
 
 
 # --------------------------------------------------------------------------- the CLI

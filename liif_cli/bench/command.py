@@ -1,0 +1,97 @@
+"""`liif bench` end to end: parse its options, load the weights, run, print, save."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ..errors import LiifError
+from .common import (
+    DEFAULT_QUALITY_SCALES,
+    DEFAULT_SPEED_SCALES,
+    format_scale,
+    parse_scales,
+    parse_sets,
+    resolve_device,
+    speed_input_size,
+)
+from .quality import resolve_data_root, run_quality
+from .report import check_writable, json_safe, print_quality, print_speed, write_json
+from .speed import CPU_DEFAULT_MAX_OUTPUT_MP, run_speed
+
+
+def bench_command(*, data_root: str | os.PathLike[str] | None = None,
+                  sets: str | Sequence[str] | None = None,
+                  scales: str | Sequence[float] | None = None, weights: str | None = None,
+                  device: str = "auto", json_path: str | os.PathLike[str] | None = None,
+                  save_images: str | os.PathLike[str] | None = None, speed: bool = False,
+                  size: str | Sequence[int] | None = None, repeats: int = 3,
+                  max_output_mp: float | None = None, reference: bool = True,
+                  tile: int | None = None, chunk: int | None = None, precision: str = "fp32",
+                  overwrite: bool = False, console: Console | None = None) -> dict[str, Any]:
+    """Everything `liif bench` does, given its parsed options; returns the result dict.
+
+    Quality benchmark by default; `speed=True` runs the speed benchmark instead (no data
+    needed). `scales` defaults to 2,3,4,6,8,12 (quality) or 4,12.5 (speed). `size` is
+    WIDTHxHEIGHT. `max_output_mp` None means automatic: 0.25 MP bands on the CPU, whole
+    outputs elsewhere; 0 renders whole outputs everywhere. Raises LiifError on bad input.
+    """
+    from ..checkpoint import DEFAULT_WEIGHTS, file_sha256, load, resolve_weights
+
+    console = console or Console()
+    scale_list = parse_scales(scales, DEFAULT_SPEED_SCALES if speed else DEFAULT_QUALITY_SCALES)
+    set_list = parse_sets(sets)
+    in_size = speed_input_size(size)
+    json_file = check_writable(json_path, overwrite) if json_path is not None else None
+    if speed and save_images is not None:
+        raise LiifError("--save-images applies to the quality benchmark, not to --speed")
+    if not speed:
+        bad = [s for s in scale_list if s <= 1]
+        if bad:
+            raise LiifError(f"scale must be greater than 1 for the quality benchmark, got "
+                            f"{format_scale(bad[0])}")
+        root = resolve_data_root(data_root)
+
+    weights_path = resolve_weights(weights)
+    checkpoint = load(weights_path)
+    model = checkpoint.build()
+    sha = file_sha256(weights_path)
+    name = str(weights or DEFAULT_WEIGHTS)
+    dev = resolve_device(device)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("speed" if speed else "quality", total=None)
+
+        def progress(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, description=label)
+
+        if speed:
+            cap = max_output_mp
+            if cap is None:
+                cap = CPU_DEFAULT_MAX_OUTPUT_MP if dev.type == "cpu" else None
+            result = run_speed(model, in_size, scale_list, device=dev, repeats=repeats,
+                               max_output_mp=cap or None, reference=reference, tile=tile,
+                               chunk=chunk, precision=precision, weights_name=name,
+                               weights_sha256=sha, progress=progress)
+        else:
+            result = run_quality(set_list, scale_list, root, model, device=dev, tile=tile,
+                                 chunk=chunk, precision=precision, save_images=save_images,
+                                 overwrite=overwrite, weights_name=name, weights_sha256=sha,
+                                 progress=progress)
+    result["weights_metadata"] = json_safe(dict(checkpoint.metadata))
+    (print_speed if speed else print_quality)(console, result)
+    if save_images is not None and not speed:
+        console.print(f"saved LIIF outputs under {Path(save_images).expanduser()}",
+                      highlight=False)
+    if json_file is not None:
+        write_json(result, json_file, overwrite=overwrite)
+        console.print(f"wrote {json_file}", highlight=False)
+    return result

@@ -1,0 +1,347 @@
+"""The quality benchmark: Y-PSNR and SSIM on the standard SR test sets, beside bicubic and
+Lanczos.
+
+For every image NAME/HR/<stem>.<ext> of a set and every scale s > 1:
+
+* LR input: NAME/LR_bicubic/X<s>/<stem>x<s>.png when the folder NAME/LR_bicubic/X<s> exists
+  (integer s only; these are MATLAB `imresize` downscales in the usual benchmark packages).
+  If that folder exists, every image of the set must have its file there (a set is never
+  scored on a mix of LR sources). Otherwise the LR is made here: lr = floor(H / s) x
+  floor(W / s), the HR is cropped from the top-left to round(lr * s) (for integer s exactly
+  the usual "modcrop"), and the crop is downscaled to lr with PIL's antialiased bicubic
+  `Image.resize` on uint8. Which source was used is recorded per (set, scale).
+* The model renders the LR to exactly the cropped HR size. Baselines: PIL bicubic and
+  Lanczos upscaling of the same uint8 LR to the same size.
+* Scores (`liif_cli.metrics`): output clamped to [0, 1] and not quantised, BT.601 Y channel,
+  `shave_for_scale(s)` = ceil(s) pixels shaved from every border, PSNR (peak 1) and SSIM
+  (Wang et al. 2004, 11x11 Gaussian sigma 1.5), each averaged over the images of a set.
+* Files in HR/ whose extension is not an image extension (README, .DS_Store, ...) are
+  skipped with a warning in the result; an image file that cannot be decoded is an error.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import LiifError
+from ..metrics import SSIM_WINDOW, shave_for_scale, y_psnr, y_ssim
+from ..model import LIIF
+from ..sizing import round_size
+from .common import BenchProgress, common_fields, engine_kwargs, format_scale, resolve_device
+
+DATA_ENV = "LIIF_DATA"
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp",
+                              ".ppm", ".pgm"})
+LR_FILE_SOURCE = "file"
+LR_PIL_SOURCE = "pil-bicubic"
+
+QUALITY_PROTOCOL = (
+    "LR input: SET/LR_bicubic/X{s}/{stem}x{s}.png when that folder exists (integer scales), "
+    "else HR cropped top-left to round(floor(H/s)*s) x round(floor(W/s)*s) and downscaled to "
+    "floor(H/s) x floor(W/s) with PIL bicubic (antialiased) on uint8; output rendered at the "
+    "cropped HR size; baselines: PIL bicubic and Lanczos upscaling of the same uint8 LR; "
+    "scores: output clamped to [0,1] (not quantised), ITU-R BT.601 Y (16-235), ceil(s) "
+    "pixels shaved from every border, PSNR with peak 1, SSIM (Wang et al. 2004: 11x11 "
+    "Gaussian sigma 1.5, K1=0.01, K2=0.03, valid windows), each averaged over the images."
+)
+
+
+# --------------------------------------------------------------------------- data discovery
+
+
+def resolve_data_root(data_root: str | os.PathLike[str] | None) -> Path:
+    """The benchmark folder: `data_root`, else $LIIF_DATA; LiifError if neither is a folder."""
+    if data_root is None or str(data_root) == "":
+        env = os.environ.get(DATA_ENV)
+        if not env:
+            raise LiifError(f"no benchmark data: pass --data-root DIR or set {DATA_ENV}")
+        data_root = env
+    root = Path(data_root).expanduser()
+    if not root.is_dir():
+        raise LiifError(f"benchmark data folder not found: {root}")
+    return root
+
+
+def available_sets(root: Path) -> list[str]:
+    """Names of the folders under `root` (or `root/bench`) that hold an HR folder."""
+    names = set()
+    for base in (root, root / "bench"):
+        if base.is_dir():
+            names.update(p.name for p in base.iterdir() if (p / "HR").is_dir())
+    return sorted(names, key=str.lower)
+
+
+def find_set(root: Path, name: str) -> Path:
+    """The folder of set `name` under `root` or `root/bench` (case-insensitive if unique)."""
+    if not name or any(sep in name for sep in ("/", "\\")) or name in (".", ".."):
+        raise LiifError(f"bad set name {name!r}: give a folder name such as Set5")
+    for base in (root, root / "bench"):
+        exact = base / name
+        if exact.is_dir():
+            if not (exact / "HR").is_dir():
+                raise LiifError(f"set {name}: no HR folder in {exact}")
+            return exact
+    matches = [base / entry.name for base in (root, root / "bench") if base.is_dir()
+               for entry in base.iterdir()
+               if entry.is_dir() and entry.name.lower() == name.lower()]
+    if len(matches) == 1:
+        if not (matches[0] / "HR").is_dir():
+            raise LiifError(f"set {name}: no HR folder in {matches[0]}")
+        return matches[0]
+    known = ", ".join(available_sets(root)) or "none"
+    raise LiifError(f"unknown benchmark set {name!r} in {root} (available: {known})")
+
+
+def list_hr_images(set_dir: Path) -> tuple[list[Path], list[str]]:
+    """The HR images of a set (sorted by name) and the names of the other entries skipped.
+
+    An image is a file with an extension in IMAGE_EXTENSIONS; hidden files are ignored, and
+    anything else (notes, sub-folders) is skipped and named so the caller can warn. LiifError
+    if HR/ holds no image at all.
+    """
+    hr_dir = set_dir / "HR"
+    if not hr_dir.is_dir():
+        raise LiifError(f"set {set_dir.name}: no HR folder in {set_dir}")
+    images, skipped = [], []
+    for path in sorted(hr_dir.iterdir(), key=lambda p: p.name):
+        if path.name.startswith("."):  # hidden files (.DS_Store, ._name): silently ignored
+            continue
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+            images.append(path)
+        else:
+            skipped.append(path.name)
+    if not images:
+        raise LiifError(f"set {set_dir.name}: {hr_dir} holds no images "
+                        f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return images, skipped
+
+
+def lr_folder(set_dir: Path, scale: float) -> Path | None:
+    """SET/LR_bicubic/X<s> when it exists and s is an integer, else None."""
+    if not float(scale).is_integer():
+        return None
+    folder = set_dir / "LR_bicubic" / f"X{int(scale)}"
+    return folder if folder.is_dir() else None
+
+
+def find_lr_file(set_dir: Path, stem: str, scale: float) -> Path | None:
+    """The ready-made LR file for an HR image at `scale`, or None to make one from the HR.
+
+    LiifError when the scale's LR folder exists but lacks this image: a set is never scored
+    on a mix of ready-made and home-made LR inputs.
+    """
+    folder = lr_folder(set_dir, scale)
+    if folder is None:
+        return None
+    name = f"{stem}x{int(scale)}"
+    for path in sorted(folder.iterdir()):
+        if path.stem == name and path.suffix.lower() in IMAGE_EXTENSIONS:
+            return path
+    raise LiifError(f"set {set_dir.name}: {folder} has no {name}.png for HR image {stem!r} "
+                    "(add it, or move the folder away to make LR inputs from the HR images)")
+
+
+def load_rgb_u8(path: Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB (greyscale and palette images are expanded)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+                arr = np.asarray(im, dtype=np.float64) / 257.0
+                grey = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
+            if im.mode in ("I", "F"):
+                raise LiifError(f"{path}: {im.mode}-mode images are not supported (use 8-bit)")
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except LiifError:
+        raise
+    except Exception as exc:
+        raise LiifError(f"cannot read image {path}: {exc}") from None
+
+
+def lr_size_for(hr_size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(floor(H / s), floor(W / s)): the LR size made from an (H, W) HR image."""
+    return tuple(int(math.floor(n / scale + 1e-9)) for n in hr_size)  # type: ignore[return-value]
+
+
+def hr_crop_for(lr_size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """round(lr * s) per side: the HR size the model must reproduce from an LR image."""
+    return tuple(round_size(n * scale) for n in lr_size)  # type: ignore[return-value]
+
+
+def pil_resize(img: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
+    """Resize (H, W, 3) uint8 to (h, w) with PIL ('bicubic' or 'lanczos'), on uint8."""
+    resample = {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}[method]
+    out = Image.fromarray(img).resize((size[1], size[0]), resample)
+    return np.array(out, dtype=np.uint8)
+
+
+@dataclass
+class BenchPair:
+    """One HR image (cropped to fit the scale) and its LR input, both (H, W, 3) uint8."""
+
+    stem: str
+    hr: np.ndarray
+    lr: np.ndarray
+    lr_source: str  # LR_FILE_SOURCE or LR_PIL_SOURCE
+    lr_path: Path | None
+
+
+def make_pair(hr_path: Path, set_dir: Path, scale: float) -> BenchPair:
+    """Load an HR image and find or make its LR input at `scale` (see the module doc)."""
+    if scale <= 1:
+        raise LiifError(f"scale must be greater than 1 for the quality benchmark, got "
+                        f"{format_scale(scale)}")
+    hr = load_rgb_u8(hr_path)
+    stem = hr_path.stem
+    hr_size = (hr.shape[0], hr.shape[1])
+    lr_size = lr_size_for(hr_size, scale)
+    crop = hr_crop_for(lr_size, scale)
+    border = shave_for_scale(scale)
+    if min(lr_size) < 1 or min(crop) - 2 * border < SSIM_WINDOW:
+        raise LiifError(f"set {set_dir.name}: {hr_path.name} ({hr_size[1]}x{hr_size[0]}) is too "
+                        f"small to score at x{format_scale(scale)}")
+    lr_path = find_lr_file(set_dir, stem, scale)
+    if lr_path is not None:
+        lr = load_rgb_u8(lr_path)
+        if (lr.shape[0], lr.shape[1]) != lr_size:
+            raise LiifError(f"{lr_path}: LR image is {lr.shape[1]}x{lr.shape[0]}, expected "
+                            f"{lr_size[1]}x{lr_size[0]} for the {hr_size[1]}x{hr_size[0]} HR "
+                            f"image at x{format_scale(scale)}")
+        source = LR_FILE_SOURCE
+    hr = np.ascontiguousarray(hr[: crop[0], : crop[1]])
+    if lr_path is None:
+        lr = pil_resize(hr, lr_size, "bicubic")
+        source = LR_PIL_SOURCE
+    return BenchPair(stem, hr, lr, source, lr_path)
+
+
+def _to_chw(img: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+
+
+def _to_u8(img: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8 (rounded)."""
+    return img.clamp(0, 1).mul(255.0).round_().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _save_target(save_dir: Path, set_name: str, scale: float, stem: str) -> Path:
+    return save_dir / set_name / f"x{format_scale(scale)}" / f"{stem}.png"
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else math.nan
+
+
+def run_quality(sets: Sequence[str], scales: Sequence[float], data_root: str | os.PathLike[str],
+                model: LIIF, *, device: torch.device | str = "cpu", tile: int | None = None,
+                chunk: int | None = None, precision: str = "fp32",
+                save_images: str | os.PathLike[str] | None = None, overwrite: bool = False,
+                weights_name: str | None = None, weights_sha256: str | None = None,
+                progress: BenchProgress | None = None) -> dict[str, Any]:
+    """Score `model` against PIL bicubic and Lanczos on benchmark sets (see the module doc).
+
+    Everything is checked before the first render: the data root, every set and its HR
+    images, the LR folders, and that no image under `save_images` would be overwritten
+    (unless `overwrite`). Returns the JSON-ready result (see `write_json`).
+    """
+    from ..engine import render
+
+    device = resolve_device(device)
+    scales = [float(s) for s in scales]
+    if not scales:
+        raise LiifError("no scales given (e.g. --scales 2,3,4)")
+    for s in scales:
+        if not math.isfinite(s) or s <= 1:
+            raise LiifError(f"scale must be greater than 1 for the quality benchmark, got "
+                            f"{format_scale(s)}")
+    if not sets:
+        raise LiifError("no benchmark sets given (e.g. --sets Set5,Set14)")
+    root = resolve_data_root(data_root)
+    save_dir = Path(save_images).expanduser() if save_images is not None else None
+
+    # Plan (and validate) everything before rendering anything.
+    warnings: list[str] = []
+    plan: list[tuple[str, Path, list[Path]]] = []
+    for name in sets:
+        set_dir = find_set(root, name)
+        images, skipped = list_hr_images(set_dir)
+        if skipped:
+            warnings.append(f"{set_dir.name}/HR: skipped {len(skipped)} non-image "
+                            f"entr{'y' if len(skipped) == 1 else 'ies'}: {', '.join(skipped)}")
+        for s in scales:
+            for path in images:
+                find_lr_file(set_dir, path.stem, s)  # fails early if a ready-made LR is missing
+        plan.append((set_dir.name, set_dir, images))
+    if save_dir is not None and not overwrite:
+        for set_name, _, images in plan:
+            for s in scales:
+                for path in images:
+                    target = _save_target(save_dir, set_name, s, path.stem)
+                    if target.exists():
+                        raise LiifError(f"{target} already exists; choose another --save-images "
+                                        "folder or pass --overwrite")
+
+    engine_options = engine_kwargs(tile, chunk, precision)
+    result = common_fields("quality", model, device, weights_name=weights_name,
+                           weights_sha256=weights_sha256, protocol=QUALITY_PROTOCOL,
+                           engine_options=engine_options)
+    result["warnings"] = warnings
+    result.update({"data_root": str(root), "sets": [p[0] for p in plan],
+                   "scales": scales, "results": []})
+    total = sum(len(images) for _, _, images in plan) * len(scales)
+    done = 0
+    model.eval()
+    for set_name, set_dir, images in plan:
+        for s in scales:
+            border = shave_for_scale(s)
+            rows = []
+            for path in images:
+                pair = make_pair(path, set_dir, s)
+                hr_size = (pair.hr.shape[0], pair.hr.shape[1])
+                hr = _to_chw(pair.hr)
+                start = time.perf_counter()
+                sr = render(model, _to_chw(pair.lr), hr_size, device=device, **engine_options)
+                seconds = time.perf_counter() - start
+                scores = {"model": sr}
+                for method in ("bicubic", "lanczos"):
+                    scores[method] = _to_chw(pil_resize(pair.lr, hr_size, method))
+                row: dict[str, Any] = {
+                    "image": pair.stem, "hr_size": list(hr_size),
+                    "lr_size": [pair.lr.shape[0], pair.lr.shape[1]], "lr_source": pair.lr_source,
+                    "render_seconds": round(seconds, 4)}
+                for key, img in scores.items():
+                    row[key] = {"psnr": y_psnr(img, hr, border), "ssim": y_ssim(img, hr, border)}
+                rows.append(row)
+                if save_dir is not None:
+                    target = _save_target(save_dir, set_name, s, pair.stem)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(_to_u8(sr)).save(target)
+                done += 1
+                if progress:
+                    progress(done, total, f"{set_name} x{format_scale(s)} {pair.stem}")
+            folder = lr_folder(set_dir, s)
+            entry: dict[str, Any] = {
+                "set": set_name, "scale": s, "shave": border, "n_images": len(rows),
+                "lr_source": LR_FILE_SOURCE if folder is not None else LR_PIL_SOURCE,
+                "lr_folder": str(folder.relative_to(set_dir.parent)) if folder else None}
+            for key in ("model", "bicubic", "lanczos"):
+                entry[key] = {m: _mean([r[key][m] for r in rows]) for m in ("psnr", "ssim")}
+            entry["gain_psnr"] = entry["model"]["psnr"] - entry["bicubic"]["psnr"]
+            entry["images"] = rows
+            result["results"].append(entry)
+    return result

@@ -1,0 +1,140 @@
+"""Benchmark results out: strict JSON files (written atomically) and Rich tables."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import LiifError
+from ..files import create_temp
+from .common import format_scale
+from .quality import LR_FILE_SOURCE
+
+# --------------------------------------------------------------------------- JSON
+
+
+def json_safe(obj: Any) -> Any:
+    """Non-finite floats become null (JSON has no inf/nan); tuples become lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (np.floating, np.integer)):
+        return json_safe(obj.item())
+    return obj
+
+
+def to_json(result: dict[str, Any]) -> str:
+    """The result as strict JSON text (infinite PSNRs, from identical images, become null)."""
+    return json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n"
+
+
+def check_writable(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """LiifError if `path` exists (and not `overwrite`) or is a folder; else the Path."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise LiifError(f"{path} is a folder, not a file name for the JSON results")
+    if path.exists() and not overwrite:
+        raise LiifError(f"{path} already exists; choose another --json file or pass --overwrite")
+    return path
+
+
+def write_json(result: dict[str, Any], path: str | os.PathLike[str],
+               overwrite: bool = False) -> Path:
+    """Write a result as JSON (atomically: a temporary file, then a rename)."""
+    path = check_writable(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = create_temp(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(to_json(result))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}f}"
+
+
+def quality_table(result: dict[str, Any]) -> Table:
+    """A rich table of a quality result: one row per (set, scale)."""
+    title = f"Y-PSNR (dB) / Y-SSIM, shave = ceil(scale): {result.get('weights_name') or 'model'}"
+    table = Table(title=title, title_justify="left")
+    for name, justify in (("Set", "left"), ("Scale", "right"), ("LR source", "left"),
+                          ("N", "right"), ("LIIF PSNR", "right"), ("LIIF SSIM", "right"),
+                          ("Bicubic PSNR", "right"), ("Bicubic SSIM", "right"),
+                          ("Lanczos PSNR", "right"), ("Lanczos SSIM", "right"),
+                          ("Gain (dB)", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for e in result["results"]:
+        source = e["lr_folder"] if e["lr_source"] == LR_FILE_SOURCE else "PIL bicubic"
+        gain = e["gain_psnr"]
+        gain_text = _fmt(gain, 2)
+        if gain is not None and math.isfinite(gain):
+            gain_text = f"[green]{gain:+.2f}[/]" if gain > 0 else f"[red]{gain:+.2f}[/]"
+        table.add_row(e["set"], f"x{format_scale(e['scale'])}", source, str(e["n_images"]),
+                      _fmt(e["model"]["psnr"], 2), _fmt(e["model"]["ssim"], 4),
+                      _fmt(e["bicubic"]["psnr"], 2), _fmt(e["bicubic"]["ssim"], 4),
+                      _fmt(e["lanczos"]["psnr"], 2), _fmt(e["lanczos"]["ssim"], 4), gain_text)
+    return table
+
+
+def speed_table(result: dict[str, Any]) -> Table:
+    """A rich table of a speed result: one row per scale."""
+    h, w = result["input_size"]
+    table = Table(title=f"Speed on {result['device']} ({result['device_name']}), input {w}x{h}",
+                  title_justify="left")
+    for name in ("Scale", "Output", "Timed", "Engine MP/s", "Engine MB", "Ref. MP/s",
+                 "Ref. MB", "Speed-up", "Max |diff|"):
+        table.add_column(name, justify="left" if name in ("Output", "Timed") else "right")
+    for e in result["results"]:
+        oh, ow = e["output_size"]
+        start, stop = e["rows"]
+        region = "all" if (start, stop) == (0, oh) else f"{e['region_mp']:.2f} MP band"
+        ref = e["reference"] or {}
+        speedup = e["speedup"]
+        diff = e["max_abs_diff"]
+        table.add_row(f"x{format_scale(e['scale'])}", f"{ow}x{oh}", region,
+                      _fmt(e["engine"]["mp_per_s"], 3), _fmt(e["engine"]["peak_memory_mb"], 0),
+                      _fmt(ref.get("mp_per_s"), 3), _fmt(ref.get("peak_memory_mb"), 0),
+                      "-" if speedup is None else f"{speedup:.1f}x",
+                      "-" if diff is None else f"{diff:.1e}")
+    table.caption = ("MB: peak memory growth. Band: a centred band of output rows, each "
+                     "decoder charged the band's share of its whole-image encoding.")
+    return table
+
+
+def print_quality(console: Console, result: dict[str, Any]) -> None:
+    """Print a quality result's table, and its warnings."""
+    for warning in result.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print(quality_table(result))
+
+
+def print_speed(console: Console, result: dict[str, Any]) -> None:
+    """Print a speed result's table and how memory was measured."""
+    for warning in result.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print(speed_table(result))
+    console.print(f"[dim]peak memory: {result['peak_memory_method']}[/]", highlight=False)
