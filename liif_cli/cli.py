@@ -297,8 +297,9 @@ def export(
     with user_errors():
         ckpt = checkpoint.export(checkpoint.resolve_weights(source), target, overwrite)
     size = target.stat().st_size / 1e6
-    out.print(f"wrote {target} ({size:.1f} MB, {ckpt.spec.encoder}, "
-              f"{ckpt.metadata.get('steps', '?')} steps)", highlight=False)
+    err.print(f"wrote {target} ({size:.1f} MB, {ckpt.spec.encoder}, "
+              f"{ckpt.metadata.get('steps', '?')} steps)", highlight=False, markup=False,
+              soft_wrap=True)  # a status line, on stderr like upscale's
 
 
 @app.command()

@@ -573,6 +573,7 @@ def test_export_drops_training_state_and_keeps_weights(tiny_weights, work):
     target = work / "slim.pth"
     result = run("export", run_ckpt, target)
     assert result.exit_code == 0, result.output
+    assert result.stdout == "" and "wrote" in result.stderr  # status on stderr, like upscale
     slim = checkpoint.load(target)
     assert "train_state" not in slim.extra and slim.metadata == source.metadata
     assert slim.state_dict.keys() == source.state_dict.keys()
