@@ -5,7 +5,7 @@ Phase 1 (sessions 6-7; run folder runs/default): from scratch, 26,000 steps, cos
     mkdir -p runs/default && nohup .venv/bin/python $RECIPE > runs/default/train.log 2>&1 &
     It ended with Set5 x4 30.88 dB; its weights shipped at commit cba354a.
 Phase 2 (session 8; run folder runs/phase2): a warm restart. Fine-tunes phase 1's weights
-(`liif train --init`: fresh Adam, new cosine from 1e-4) for a 2 h time budget.
+(`liif train --init`: fresh Adam, new cosine from 1e-4) for a 2 h 15 min time budget.
     mkdir -p runs/phase2 && git show cba354a:weights/liif-edsr-baseline.pth > runs/phase1.pth
     PHASE=2 nohup .venv/bin/python $RECIPE > runs/phase2/train.log 2>&1 &
 Resume a run from its last checkpoint (e.g. the one committed beside this file, copied into
@@ -91,7 +91,7 @@ phase1 = TrainConfig(
 )
 phase2 = TrainConfig(
     **{**phase1.to_dict(), "out": "runs/phase2", "init": "runs/phase1.pth",
-       "steps": 40_000, "time_budget": 7200.0, "lr": 1e-4}
+       "steps": 40_000, "time_budget": 8100.0, "lr": 1e-4}
 )
 config = phase2 if os.environ.get("PHASE") == "2" else phase1
 lines = line_progress(print, every_s=60)
