@@ -335,9 +335,9 @@ def _resume_config(config: TrainConfig, saved: dict[str, Any]) -> tuple[TrainCon
     return merged, warnings
 
 
-def _init_config(config: TrainConfig) -> tuple[TrainConfig, list[str]]:
-    """A fine-tuning run trains the architecture of its --init weights: adopt their spec."""
-    spec = checkpoint.load(checkpoint.resolve_weights(config.init)).spec
+def _init_config(config: TrainConfig,
+                 spec: ModelSpec) -> tuple[TrainConfig, list[str]]:
+    """A fine-tuning run trains the architecture of its --init weights (`spec`): adopt it."""
     warnings = []
     if config.spec() != spec:
         warnings.append(f"--init: training the architecture of {config.init} "
@@ -394,7 +394,7 @@ def run_training(config: TrainConfig, progress: ProgressFn | None = None,
     # In a process group only rank 0 reports; any rank's setup error is raised on all ranks.
     emit = (progress if distributed.is_main() else None) or (lambda event: None)
     with distributed.agreed_errors():
-        config, saved, device, images, names, val_images, warnings = _setup(config)
+        config, start, device, images, names, val_images, warnings = _setup(config)
     for message in warnings:
         emit(TrainEvent("warning", 0, config.steps, message=message))
 
@@ -402,7 +402,7 @@ def run_training(config: TrainConfig, progress: ProgressFn | None = None,
     if config.workers > 0:
         torch.set_num_threads(config.workers)
     try:
-        return _train_loop(config, saved, device, images, names, val_images, warnings,
+        return _train_loop(config, start, device, images, names, val_images, warnings,
                            emit, stop)
     finally:
         torch.set_num_threads(old_threads)
@@ -411,18 +411,22 @@ def run_training(config: TrainConfig, progress: ProgressFn | None = None,
 def _setup(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | None,
                                          torch.device, list[np.ndarray], list[str],
                                          list[np.ndarray], list[str]]:
-    """Resume or fresh start, checks, device and images: everything before the first step."""
+    """Resume or fresh start, checks, device and images: everything before the first step.
+
+    The checkpoint returned is the one to start from: the run's own when resuming (with its
+    train_state), the --init weights when fine-tuning, else None.
+    """
     out = Path(config.out).expanduser()
     ckpt_path = out / CHECKPOINT_NAME
     warnings: list[str] = []
 
-    # ---- resume or fresh start
-    saved = None
+    # ---- resume, fine-tune or fresh start
+    start = None
     if config.resume:
         if not ckpt_path.is_file():
             raise LiifError(f"nothing to resume: {ckpt_path} does not exist")
-        saved = checkpoint.load(ckpt_path)
-        state = saved.extra.get("train_state")
+        start = checkpoint.load(ckpt_path)
+        state = start.extra.get("train_state")
         if not isinstance(state, dict) or "config" not in state:
             raise LiifError(f"{ckpt_path} is not a training checkpoint (no train_state)")
         config, more = _resume_config(config, state["config"])
@@ -431,7 +435,8 @@ def _setup(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | No
         raise LiifError(f"{out} already holds a run ({CHECKPOINT_NAME}); "
                         "resume it or choose another output folder")
     elif config.init:
-        config, more = _init_config(config)
+        start = checkpoint.load(checkpoint.resolve_weights(config.init))
+        config, more = _init_config(config, start.spec)
         warnings += more
     config.validate()
     world = distributed.world_size()
@@ -449,7 +454,7 @@ def _setup(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | No
         val_images, _, more = load_images([config.val], 2 * max(config.val_scales) + 1,
                                           "validation")
         warnings += more
-    return config, saved, device, images, names, val_images, warnings
+    return config, start, device, images, names, val_images, warnings
 
 
 class _LossModule(torch.nn.Module):
@@ -466,7 +471,7 @@ class _LossModule(torch.nn.Module):
         return _loss(self.model, {"inp": inp, "coord": coord, "cell": cell, "gt": gt}, self.amp)
 
 
-def _train_loop(config: TrainConfig, saved: checkpoint.Checkpoint | None, device: torch.device,
+def _train_loop(config: TrainConfig, start: checkpoint.Checkpoint | None, device: torch.device,
                 images: list[np.ndarray], names: list[str], val_images: list[np.ndarray],
                 warnings: list[str], emit: Callable[[TrainEvent], Any],
                 stop: threading.Event | None) -> TrainResult:
@@ -482,11 +487,10 @@ def _train_loop(config: TrainConfig, saved: checkpoint.Checkpoint | None, device
     generator = torch.Generator()  # data sampling: always on the CPU
     generator.manual_seed(config.seed)
     step, elapsed, last_val = 0, 0.0, None
-    if saved is None and config.init:  # fine-tune: weights only; optimiser and schedule anew
-        model.load_state_dict(checkpoint.load(checkpoint.resolve_weights(config.init)).state_dict)
-    if saved is not None:
-        state = saved.extra["train_state"]
-        model.load_state_dict(saved.state_dict)
+    if start is not None:  # resumed, or fine-tuned (--init: optimiser and schedule anew)
+        model.load_state_dict(start.state_dict)
+    if config.resume:
+        state = start.extra["train_state"]
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["rng"])
         step = int(state["step"])
@@ -557,16 +561,16 @@ def _train_loop(config: TrainConfig, saved: checkpoint.Checkpoint | None, device
         return TrainEvent(kind, step, config.steps, loss_value, avg,
                           lr_at(config, step, now()), rate, eta, last_val, **kw)
 
-    start = f"training on {len(images)} images, {device}"
+    headline = f"training on {len(images)} images, {device}"
     if world > 1:
-        start = (f"training on {len(images)} images, {world} ranks ({distributed.backend()}, "
-                 f"{device.type}), batch {config.batch_size} = {world} ranks x "
-                 f"{config.batch_size // world}")
+        headline = (f"training on {len(images)} images, {world} ranks "
+                    f"({distributed.backend()}, {device.type}), batch {config.batch_size} = "
+                    f"{world} ranks x {config.batch_size // world}")
     model.train()
     try:
         if world > 1:  # a signal during setup reached some ranks only: agree before step 1
             stopping = distributed.all_sum([flag.event.is_set()])[0] > 0
-        emit(event("start", message=start))
+        emit(event("start", message=headline))
         tick = time.perf_counter()
         while not finished():
             if (flag.event.is_set() if world == 1 else stopping):
