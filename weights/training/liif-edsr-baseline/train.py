@@ -1,15 +1,21 @@
 """The training runs behind weights/liif-edsr-baseline.pth (EDSR-baseline LIIF), on the
 project's shared 2-core CPU. Run from the repository root, RECIPE=this file.
 
-Phase 1 (sessions 6-7; run folder runs/default): from scratch, 26,000 steps, cosine from 1.5e-4.
+Phase 1 (sessions 6-7; run folder runs/default): from scratch, 26,000 steps, cosine from
+1.5e-4 (time budget 10,000 s, extended from 6,653 s at step 3,000). It ended at Set5 x4
+30.88 dB (validation); its weights shipped at commit cba354a, its checkpoint with training
+state is weights/training/liif-edsr-baseline/last.pth at that commit. Log, metrics, config
+and bench results: phase1/.
     mkdir -p runs/default && nohup .venv/bin/python $RECIPE > runs/default/train.log 2>&1 &
-    It ended with Set5 x4 30.88 dB; its weights shipped at commit cba354a.
 Phase 2 (session 8; run folder runs/phase2): a warm restart. Fine-tunes phase 1's weights
-(`liif train --init`: fresh Adam, new cosine from 1e-4) for a 2 h 15 min time budget.
+(`liif train --init`: fresh Adam, a new cosine from 1e-4) for a 2 h 15 min time budget (set
+from 7,200 s at step 1,076). Its checkpoint with training state is last.pth beside this file;
+its log, metrics, config and bench results are beside it too.
     mkdir -p runs/phase2 && git show cba354a:weights/liif-edsr-baseline.pth > runs/phase1.pth
     PHASE=2 nohup .venv/bin/python $RECIPE > runs/phase2/train.log 2>&1 &
-Resume a run from its last checkpoint (e.g. the one committed beside this file, copied into
-its run folder) with RESUME=1; the run keeps its saved settings.
+To train further, start a phase 3 the same way (--init from last.pth here, a new schedule);
+to continue a cut-off run instead, copy its last.pth into its run folder and set RESUME=1
+(the run keeps its saved settings).
 Then: liif export runs/<run>/last.pth weights/liif-edsr-baseline.pth --overwrite
 
 On a shared 2-core box, 2 oneDNN threads collapse (10x slower) when another process runs;
