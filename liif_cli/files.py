@@ -6,7 +6,7 @@ import os
 import secrets
 from pathlib import Path
 
-from .errors import LiifError
+from .errors import LiifError, one_line
 
 
 def create_temp(path: Path) -> tuple[int, Path]:
@@ -19,5 +19,5 @@ def create_temp(path: Path) -> tuple[int, Path]:
     try:
         return os.open(temp, flags, 0o666), temp
     except OSError as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise LiifError(f"{path}: cannot create a file in {path.parent} ({reason})") from exc
+        raise LiifError(f"{path}: cannot create a file in {path.parent} "
+                        f"({one_line(exc)})") from exc

@@ -24,7 +24,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from liif_cli.errors import LiifError
+from liif_cli.errors import LiifError, one_line
 from liif_cli.files import create_temp
 
 _FORMAT_BY_SUFFIX = {
@@ -164,13 +164,13 @@ def read_image(path: str | Path) -> Picture:
     except LiifError:
         raise
     except Image.DecompressionBombError as exc:
-        raise LiifError(f"{path}: refusing to open: {_one_line(exc)}") from exc
+        raise LiifError(f"{path}: refusing to open: {one_line(exc)}") from exc
     except UnidentifiedImageError as exc:
         raise LiifError(f"{path}: not an image, or not a format liif can read") from exc
     except PermissionError as exc:
         raise LiifError(f"{path}: permission denied") from exc
     except _DECODE_ERRORS as exc:
-        raise LiifError(f"{path}: damaged or unreadable image ({_one_line(exc)})") from exc
+        raise LiifError(f"{path}: damaged or unreadable image ({one_line(exc)})") from exc
 
     if not _icc_fits(icc_profile, pixels.shape[2]):
         icc_profile = None  # e.g. the CMYK profile of a CMYK JPEG we converted to RGB
@@ -270,10 +270,6 @@ def _icc_fits(profile: bytes | None, channels: int) -> bool:
     return profile[16:20] == (b"GRAY" if channels <= 2 else b"RGB ")
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 # --------------------------------------------------------------------------------------- writing
 
 
@@ -361,7 +357,7 @@ def write_image(
     except LiifError:
         raise
     except (OSError, ValueError, struct.error, zlib.error, MemoryError) as exc:
-        raise LiifError(f"{path}: could not write image ({_one_line(exc)})") from exc
+        raise LiifError(f"{path}: could not write image ({one_line(exc)})") from exc
     finally:
         temp.unlink(missing_ok=True)
     _fsync_folder(path.parent)

@@ -224,8 +224,9 @@ def validate(model: LIIF, images: list[np.ndarray], scales: list[int],
                 hr = hr[:h, :w]
                 lr = bicubic_resize(hr, (h // s, w // s))
                 sr = render(model, to_unit(lr), (h, w), device=next(model.parameters()).device)
-                ours.append(y_psnr(sr, to_unit(hr), shave=s))
-                base.append(y_psnr(to_unit(bicubic_resize(lr, (h, w))), to_unit(hr), shave=s))
+                truth = to_unit(hr)
+                ours.append(y_psnr(sr, truth, shave=s))
+                base.append(y_psnr(to_unit(bicubic_resize(lr, (h, w))), truth, shave=s))
             if ours:
                 psnr[f"x{s}"] = round(sum(ours) / len(ours), 4)
                 bic[f"x{s}"] = round(sum(base) / len(base), 4)
