@@ -53,8 +53,9 @@ class Checkpoint:
 
 
 def to_dict(model: LIIF, metadata: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    """The project-format dict for a model (tensors moved to CPU)."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    """The project-format dict for a model (tensors moved to CPU, in the standard layout
+    whatever layout training used)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
             "spec": model.spec.to_dict(), "state_dict": state,
             "metadata": dict(metadata or {}), **extra}

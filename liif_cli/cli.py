@@ -318,6 +318,12 @@ def bench(
     = None,
     speed: Annotated[bool, typer.Option("--speed", help="Speed benchmark instead of quality.")]
     = False,
+    training: Annotated[bool, typer.Option(
+        "--training", help="Training throughput (crops/s) instead of quality.")] = False,
+    threads: Annotated[str | None, typer.Option(
+        help="With --training: comma-separated CPU thread counts.", show_default="1,2")]
+    = None,
+    batch_size: Annotated[int, typer.Option(help="With --training: crops per step.")] = 4,
     size: Annotated[str | None, typer.Option(help="Speed input size WIDTHxHEIGHT.",
                                                      show_default="512x512")]
     = None,
@@ -332,7 +338,8 @@ def bench(
     precision: PrecisionOpt = Precision.fp32,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Score the model against bicubic and Lanczos (Y-PSNR/SSIM), or time it (--speed)."""
+    """Score the model against bicubic and Lanczos (Y-PSNR/SSIM), time it (--speed), or time
+    training steps (--training)."""
     from .bench import bench_command
 
     with user_errors():
@@ -340,7 +347,8 @@ def bench(
                       device=device.value, json_path=json_path, save_images=save_images,
                       speed=speed, size=size, repeats=repeats, max_output_mp=max_output_mp,
                       reference=reference, tile=tile, chunk=chunk, precision=precision.value,
-                      overwrite=overwrite, console=out)
+                      overwrite=overwrite, training=training, threads=threads,
+                      batch_size=batch_size, console=out)
 
 
 @app.command()
@@ -369,6 +377,9 @@ def train(
     device: DeviceOpt = Device.auto,
     workers: Annotated[int, typer.Option(help="CPU threads (0: torch's default).")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    ema: Annotated[float, typer.Option(
+        help="Keep a moving average of the weights with this decay (e.g. 0.999; 0: off); "
+        "it is what validation scores and what checkpoints hold.")] = 0.0,
     amp: Annotated[str, typer.Option(
         help="auto: bf16 autocast on CUDA, fp32 on CPU; bf16; off.")] = "auto",
 ) -> None:
@@ -386,7 +397,7 @@ def train(
                          lr_schedule=lr_schedule,
                          checkpoint_every=checkpoint_every, val_every=val_every,
                          device=device.value, workers=workers, seed=seed, resume=resume, amp=amp,
-                         init=init)
+                         init=init, ema=ema)
     distributed.init_from_env(device.value)  # no-op unless started by torchrun
     try:
         main = distributed.is_main()

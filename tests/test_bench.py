@@ -363,3 +363,17 @@ def test_liif_bench_cli_end_to_end_and_errors(data, model, tmp_path):
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert result.exit_code != 0 and len(lines) == 1, result.output
         assert lines[0].startswith("error:") and words in lines[0], result.output
+
+
+def test_training_speed_cli_rejects_bad_options(tmp_path):
+    from typer.testing import CliRunner
+
+    from liif_cli.cli import app
+
+    for args, words in ((("--threads", "0"), "thread counts must be >= 1"),
+                        (("--threads", "two"), "bad --threads"),
+                        (("--batch-size", "0"), "batch size")):
+        result = CliRunner().invoke(app, ["bench", "--training", *args])
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code != 0 and len(lines) == 1, result.output
+        assert lines[0].startswith("error:") and words in lines[0], result.output

@@ -135,7 +135,7 @@ DDP_SCRIPT = """
     except LiifError as exc:
         events.append(["error", str(exc)])
 
-    real_loss, calls = train._loss, [0]
+    real_loss, calls = train.training_loss, [0]
 
     def loss(*args, **kwargs):
         calls[0] += 1
@@ -143,7 +143,7 @@ DDP_SCRIPT = """
             signal.raise_signal(signal.SIGTERM)
         return real_loss(*args, **kwargs)
 
-    train._loss = loss
+    train.training_loss = loss
     result = train.run_training(train.TrainConfig(**cfg),
                                 lambda ev: events.append([ev.kind, ev.step, ev.message]))
     events.append(["result", result.step, result.interrupted])

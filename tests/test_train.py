@@ -281,7 +281,7 @@ def test_sigterm_subprocess_leaves_loadable_checkpoint(data_dir: Path, tmp_path:
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
         data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_loss = train._loss
+    real_loss = train.training_loss
     calls = [0]
 
     def bad_loss(*args, **kwargs):
@@ -289,7 +289,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
         loss = real_loss(*args, **kwargs)
         return loss * float("nan") if calls[0] == 3 else loss
 
-    monkeypatch.setattr(train, "_loss", bad_loss)
+    monkeypatch.setattr(train, "training_loss", bad_loss)
     out = tmp_path / "run"
     with pytest.raises(LiifError, match="diverged.*step 3"):
         run_training(tiny_config(data_dir, out, steps=10, checkpoint_every=2))
@@ -446,3 +446,89 @@ def test_init_fine_tunes_given_weights(data_dir: Path, tmp_path: Path) -> None:
 
     with pytest.raises(LiifError, match="weights not found"):
         run_training(tiny_config(data_dir, tmp_path / "d", init=str(tmp_path / "nope.pth")))
+
+
+# --------------------------------------------------------------------------- training speed
+
+
+def test_channels_last_bf16_step_matches_the_straightforward_step() -> None:
+    """liif train's loss path (channels-last, whole decoder in bf16) agrees with the plain one
+    (NCHW, float32 first layer): exactly in float32, within bf16 rounding under autocast."""
+    from liif_cli.bench.training import reference_loss
+
+    torch.manual_seed(0)
+    plain = build_model(ModelSpec())
+    fast = train.prepare_for_training(build_model(ModelSpec()))
+    fast.load_state_dict(plain.state_dict())
+    assert fast.encoder.head[0].weight.is_contiguous(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)
+    images = [np.asarray(_smooth_image(np.random.default_rng(i), 120, 130)) for i in range(2)]
+    batch = CropSampler(images, crop=24, samples=256, scale_max=2.0).batch(2, g)
+
+    for amp, tol in ((None, 1e-6), ("cpu", 2e-3)):
+        ref = reference_loss(plain, batch, amp)
+        ours = train.training_loss(fast, batch, amp)
+        assert float(ours.detach()) == pytest.approx(float(ref.detach()), abs=tol)
+        plain.zero_grad()
+        fast.zero_grad()
+        ref.backward()
+        ours.backward()
+        for (name, p), q in zip(plain.named_parameters(), fast.parameters(), strict=True):
+            scale = float(p.grad.abs().max()) + 1e-12
+            err = float((p.grad - q.grad).abs().max()) / scale
+            # bf16 keeps 8 bits: gradients agree to a few percent of their largest entry.
+            assert err < (1e-4 if amp is None else 0.06), (amp, name, err)
+
+
+def test_retain_freed_memory_on_glibc() -> None:
+    from liif_cli.runtime import retain_freed_memory
+
+    if not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION"):
+        pytest.skip("glibc only")
+    assert retain_freed_memory() is True
+
+
+def test_training_speed_benchmark_runs_both_steps() -> None:
+    from liif_cli.bench.training import run_training_speed
+
+    result = run_training_speed(threads=[1], batch_size=2, steps=1, warmup=1, repeats=1,
+                                spec=ModelSpec(**TINY))
+    (row,) = result["rows"]
+    assert row["threads"] == 1 and row["reference_crops_per_s"] > 0
+    assert row["liif_crops_per_s"] > 0 and row["speedup"] > 0
+    # Same model, same first batches: the two steps learn the same thing.
+    assert row["liif_loss"] == pytest.approx(row["reference_loss"], rel=0.05)
+
+
+def test_ema_weights_are_saved_validated_and_resume_bit_for_bit(
+        data_dir: Path, val_dir: Path, tmp_path: Path) -> None:
+    common = dict(steps=6, val=str(val_dir), val_every=3, ema=0.5)
+    full: list = []
+    run_training(tiny_config(data_dir, tmp_path / "a", **common), collect(full))
+    stop = threading.Event()
+    first: list = []
+    run_training(tiny_config(data_dir, tmp_path / "b", **common),
+                 collect(first, stop_at=4, stop=stop), stop=stop)
+    rest: list = []
+    run_training(tiny_config(data_dir, tmp_path / "b", resume=True, **common), collect(rest))
+    assert {**step_losses(first), **step_losses(rest)} == step_losses(full)
+
+    a, b = (checkpoint.load(tmp_path / x / "last.pth") for x in "ab")
+    state = a.extra["train_state"]
+    assert a.metadata["ema"] == 0.5 and state["ema_updates"] == 6
+    for k in a.state_dict:  # both runs end with the same averaged and trained weights
+        assert torch.equal(a.state_dict[k], b.state_dict[k])
+        assert torch.equal(state["model"][k], b.extra["train_state"]["model"][k])
+    # The checkpoint's weights are the average, not the last trained weights...
+    assert any(not torch.equal(a.state_dict[k], state["model"][k]) for k in a.state_dict)
+    # ...and they are what validation scored.
+    model = a.build()
+    images, _, _ = dataset.load_images([val_dir], 1)
+    scored = train.validate(model, images, [2, 4, 8], precision="fp32")
+    last = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert scored["psnr"] == pytest.approx(last["psnr"], abs=1e-3)
+
+
+def test_ema_decay_out_of_range_is_rejected(data_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(LiifError, match="ema decay"):
+        run_training(tiny_config(data_dir, tmp_path / "run", ema=1.0))

@@ -20,7 +20,14 @@ from .common import (
     speed_input_size,
 )
 from .quality import resolve_data_root, run_quality
-from .report import check_writable, json_safe, print_quality, print_speed, write_json
+from .report import (
+    check_writable,
+    json_safe,
+    print_quality,
+    print_speed,
+    print_training_speed,
+    write_json,
+)
 from .speed import CPU_DEFAULT_MAX_OUTPUT_MP, run_speed
 
 
@@ -32,14 +39,21 @@ def bench_command(*, data_root: str | os.PathLike[str] | None = None,
                   size: str | Sequence[int] | None = None, repeats: int = 3,
                   max_output_mp: float | None = None, reference: bool = True,
                   tile: int | None = None, chunk: int | None = None, precision: str = "fp32",
-                  overwrite: bool = False, console: Console | None = None) -> dict[str, Any]:
+                  overwrite: bool = False, training: bool = False,
+                  threads: str | Sequence[int] | None = None, batch_size: int = 4,
+                  console: Console | None = None) -> dict[str, Any]:
     """Everything `liif bench` does, given its parsed options; returns the result dict.
 
     Quality benchmark by default; `speed=True` runs the speed benchmark instead (no data
     needed). `scales` defaults to 2,3,4,6,8,12 (quality) or 4,12.5 (speed). `size` is
     WIDTHxHEIGHT. `max_output_mp` None means automatic: 0.25 MP bands on the CPU, whole
-    outputs elsewhere; 0 renders whole outputs everywhere. Raises LiifError on bad input.
+    outputs elsewhere; 0 renders whole outputs everywhere. `training=True` times training
+    steps instead (CPU, bf16 autocast; `threads` e.g. "1,2", `batch_size`). Raises LiifError
+    on bad input.
     """
+    if training:
+        return _training_speed(threads, batch_size, repeats, json_path, overwrite,
+                               console or Console())
     from ..checkpoint import DEFAULT_WEIGHTS, file_sha256, load, resolve_weights
 
     console = console or Console()
@@ -95,3 +109,35 @@ def bench_command(*, data_root: str | os.PathLike[str] | None = None,
         write_json(result, json_file, overwrite=overwrite)
         console.print(f"wrote {json_file}", highlight=False)
     return result
+
+
+def _training_speed(threads: str | Sequence[int] | None, batch_size: int, repeats: int,
+                    json_path: str | os.PathLike[str] | None, overwrite: bool,
+                    console: Console) -> dict[str, Any]:
+    """`liif bench --training`: crops/s of liif train's step against the reference step."""
+    from .training import run_training_speed
+
+    json_file = check_writable(json_path, overwrite) if json_path is not None else None
+    counts = parse_threads(threads)
+    if batch_size < 1:
+        raise LiifError(f"batch size must be >= 1 (got {batch_size})")
+    result = run_training_speed(threads=counts, batch_size=batch_size, repeats=repeats)
+    print_training_speed(console, result)
+    if json_file is not None:
+        write_json(result, json_file, overwrite=overwrite)
+        console.print(f"wrote {json_file}", highlight=False)
+    return result
+
+
+def parse_threads(text: str | Sequence[int] | None) -> list[int]:
+    """"1,2" -> [1, 2]; None -> [1, 2] capped at this machine's cores."""
+    if text is None:
+        return sorted({1, min(2, os.cpu_count() or 1)})
+    items = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        counts = [int(str(item).strip()) for item in items]
+    except ValueError:
+        raise LiifError(f"bad --threads {text!r}: expected e.g. 1,2") from None
+    if not counts or min(counts) < 1:
+        raise LiifError(f"bad --threads {text!r}: thread counts must be >= 1")
+    return counts

@@ -138,3 +138,22 @@ def print_speed(console: Console, result: dict[str, Any]) -> None:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     console.print(speed_table(result))
     console.print(f"[dim]peak memory: {result['peak_memory_method']}[/]", highlight=False)
+
+
+def training_speed_table(result: dict[str, Any]) -> Table:
+    """A rich table of a training-speed result: one row per thread count."""
+    table = Table(title=f"Training throughput, batch {result['batch_size']}, "
+                        f"amp {result['amp']} ({result['cpu_capability']})",
+                  title_justify="left")
+    for name in ("Threads", "Reference crops/s", "liif train crops/s", "Speed-up"):
+        table.add_column(name, justify="right")
+    for row in result["rows"]:
+        table.add_row(str(row["threads"]), _fmt(row["reference_crops_per_s"], 2),
+                      _fmt(row["liif_crops_per_s"], 2), f"{row['speedup']:.2f}x")
+    table.caption = (f"median of {result['repeats']} blocks of {result['steps_per_block']} "
+                     "steps; reference: NCHW, float32 first decoder layer, default allocator")
+    return table
+
+
+def print_training_speed(console: Console, result: dict[str, Any]) -> None:
+    console.print(training_speed_table(result))

@@ -1,0 +1,44 @@
+"""Process-wide CPU settings that make training (and benchmarks of it) faster.
+
+Training allocates and frees the same few large buffers every step: the MLP's activations
+for 4 neighbours x batch x 2304 queries are 19-38 MB each. glibc's malloc serves blocks over
+32 MB with fresh mmap()s and hands them back to the kernel on free, so every step pays a page
+fault per 4 KiB to touch them again (measured: a ReLU on a 36864x256 float32 tensor takes
+15.6 ms with a fresh buffer against 2.4 ms with a reused one). `retain_freed_memory` keeps
+freed memory inside the process instead, so the next step reuses it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+# mallopt(3) parameter numbers, from glibc's <malloc.h>.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "mallopt") else None
+    except OSError:
+        return None
+
+
+def retain_freed_memory() -> bool:
+    """Keep freed heap memory in the process (glibc: no mmap'd blocks, no trimming).
+
+    Peak memory is unchanged; memory freed after the peak is not returned to the OS until
+    the process ends, which suits a training loop. There is no undo. Returns False where
+    the C library is not glibc (nothing is changed there).
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    no_mmap = libc.mallopt(_M_MMAP_MAX, 0) == 1
+    no_trim = libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    return no_mmap and no_trim
