@@ -1,10 +1,13 @@
 """The `liif` command line: parse options, call the library, report.
 
 Every user error is a LiifError, printed as one red line on stderr with a non-zero exit.
+torch is imported only inside the commands that run a model, so `--help` and usage errors
+answer at once (importing torch takes seconds).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import __version__, checkpoint
+from . import __version__
 from .errors import LiifError
 
 app = typer.Typer(help="Upscale images to any size with a Local Implicit Image Function (LIIF).",
@@ -165,12 +168,13 @@ def upscale(
     quiet: QuietOpt = False,
 ) -> None:
     """Upscale images by a factor or to a size."""
-    from .batch import scale_label, upscale_jobs
     from .sizing import parse_size, target_size
 
     with user_errors():
         box = parse_size(size) if size is not None else None
         target_size((1, 1), scale=scale, size=box, width=width, height=height)  # validate early
+        from .batch import scale_label, upscale_jobs  # imports torch: after the usage checks
+
         if scale is not None:
             label = scale_label(scale)
         elif box is not None:
@@ -220,9 +224,13 @@ def resize(
     Under torchrun every rank takes its share of the files (on its own GPU when there are
     several); rank 0 prints the one summary and all ranks exit with the same code.
     """
+    from .sizing import check_max_pixels, parse_size
+
+    if os.environ.get("RANK", "0") == "0":  # usage errors before importing torch (rank 0 says)
+        with user_errors(code=2):
+            check_max_pixels(parse_size(size), max_pixels)
     from . import distributed
     from .batch import fit_rule, resize_jobs
-    from .sizing import check_max_pixels, parse_size
 
     distributed.init_from_env(device.value)  # no-op unless started by torchrun
     try:
@@ -265,6 +273,7 @@ def info(
     = None,
 ) -> None:
     """Show what a checkpoint holds: architecture, size, training and measured quality."""
+    from . import checkpoint
     from .model import count_parameters
 
     with user_errors():
@@ -294,6 +303,8 @@ def export(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Write an inference-only copy of a checkpoint (training state dropped), ready to share."""
+    from . import checkpoint
+
     with user_errors():
         ckpt = checkpoint.export(checkpoint.resolve_weights(source), target, overwrite)
     size = target.stat().st_size / 1e6

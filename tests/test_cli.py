@@ -611,3 +611,20 @@ def test_python_dash_m_help():
     assert proc.returncode == 0, proc.stderr
     for command in ("upscale", "resize", "info"):
         assert command in proc.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"], ["upscale", "--help"], ["resize", "--help"], ["train", "--help"],
+    ["bench", "--help"], ["upscale", "in.png"], ["upscale", "in.png", "--size", "4000by3000"],
+    ["resize", "in", "--size", "wide", "-o", "out"], ["upscale", "--bogus"],
+])
+def test_help_and_usage_errors_do_not_import_torch(args):
+    """`liif --help` and usage errors answer without importing torch (seconds of start-up)."""
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom liif_cli.cli import app\n"
+            f"result = CliRunner().invoke(app, {args!r})\n"
+            "print(result.exit_code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    exit_code, imported = done.stdout.split()
+    assert imported == "False", args
+    assert (exit_code == "0") == (args[-1] == "--help"), (args, exit_code)
