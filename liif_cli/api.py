@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from . import checkpoint
-from .engine import DEFAULT_CHUNK, DEFAULT_TILE, Progress, render, resolve_device, resolve_precision
+from .engine import DEFAULT_CHUNK, DEFAULT_TILE, Progress, precision_name, render, resolve_device
 from .images import Picture, quantise
 from .model import LIIF
 from .sizing import target_size
@@ -26,11 +26,11 @@ class Upscaler:
     """A loaded model plus how to run it (device, precision, tile and chunk sizes)."""
 
     def __init__(self, model: LIIF, *, device: str | torch.device = "auto",
-                 precision: str = "fp32", tile: int = DEFAULT_TILE, chunk: int = DEFAULT_CHUNK,
+                 precision: str = "auto", tile: int = DEFAULT_TILE, chunk: int = DEFAULT_CHUNK,
                  name: str = "custom", metadata: dict[str, Any] | None = None):
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.precision = precision
-        resolve_precision(precision, self.device)  # fail early on e.g. fp16 on the CPU
+        # 'auto' becomes bf16 or fp32 here; errors (e.g. fp16 on the CPU) surface early.
+        self.precision = precision_name(precision, self.device)
         self.model = model.eval().to(self.device)
         self.tile, self.chunk = tile, chunk
         self.name, self.metadata = name, dict(metadata or {})

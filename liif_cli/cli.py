@@ -39,6 +39,7 @@ class Device(str, Enum):
 
 
 class Precision(str, Enum):
+    auto = "auto"
     fp32 = "fp32"
     fp16 = "fp16"
     bf16 = "bf16"
@@ -66,7 +67,8 @@ TileOpt = Annotated[int, typer.Option(
     help="Tile size in input pixels (memory bound); 0 renders in one piece.", min=0)]
 ChunkOpt = Annotated[int, typer.Option(help="Queries decoded at once (memory bound).", min=1)]
 PrecisionOpt = Annotated[Precision, typer.Option(
-    help="Arithmetic: fp32 (reference), bf16 (CPU/GPU) or fp16 (GPU).")]
+    help="Arithmetic: auto (bf16 where the CPU or GPU has bf16 units, else fp32), fp32 "
+    "(the reference), bf16 or fp16 (GPU).")]
 OverwriteOpt = Annotated[bool, typer.Option(
     "--overwrite", help="Replace existing output files (never an input).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
@@ -161,7 +163,7 @@ def upscale(
     device: DeviceOpt = Device.auto,
     tile: TileOpt = 256,
     chunk: ChunkOpt = 2048,
-    precision: PrecisionOpt = Precision.fp32,
+    precision: PrecisionOpt = Precision.auto,
     max_pixels: MaxPixelsOpt = 250_000_000,
     quality: QualityOpt = 95,
     overwrite: OverwriteOpt = False,
@@ -211,7 +213,7 @@ def resize(
     device: DeviceOpt = Device.auto,
     tile: TileOpt = 256,
     chunk: ChunkOpt = 2048,
-    precision: PrecisionOpt = Precision.fp32,
+    precision: PrecisionOpt = Precision.auto,
     max_pixels: MaxPixelsOpt = 250_000_000,
     quality: QualityOpt = 95,
     overwrite: OverwriteOpt = False,

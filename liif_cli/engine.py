@@ -28,6 +28,7 @@ from .model import (
     make_coords,
     nearest_latent_index,
 )
+from .runtime import cpu_has_fast_bf16
 
 DEFAULT_TILE = 256  # input pixels per tile side
 DEFAULT_CHUNK = 2048  # queries decoded at once (small enough to stay in cache)
@@ -55,13 +56,26 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise LiifError(f"unknown device {name!r} (use auto, cpu, cuda or mps)") from None
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """fp32 everywhere; fp16/bf16 where the device computes in them."""
+def precision_name(name: str, device: torch.device) -> str:
+    """The precision `name` means on `device`: 'auto' is bf16 where the device multiplies
+    bf16 in hardware (a CUDA GPU with bf16, a CPU with AMX or AVX512-BF16), else fp32."""
+    if name == "auto":
+        if device.type == "cuda":
+            fast = torch.cuda.is_bf16_supported()
+        else:
+            fast = device.type == "cpu" and cpu_has_fast_bf16()
+        return "bf16" if fast else "fp32"
     if name not in PRECISIONS:
-        raise LiifError(f"unknown precision {name!r} (use fp32, fp16 or bf16)")
+        raise LiifError(f"unknown precision {name!r} (use auto, fp32, fp16 or bf16)")
     if name == "fp16" and device.type == "cpu":
         raise LiifError("--precision fp16 needs a GPU; on the CPU use fp32 or bf16")
-    return PRECISIONS[name]
+    return name
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """The dtype to render in: fp32 everywhere, fp16/bf16 where the device computes in
+    them, 'auto' as precision_name says."""
+    return PRECISIONS[precision_name(name, device)]
 
 
 # --------------------------------------------------------------------------- planning

@@ -1,4 +1,4 @@
-"""Process-wide CPU settings that make training (and benchmarks of it) faster.
+"""What the CPU can do fast, and process-wide settings that make training faster.
 
 Training allocates and frees the same few large buffers every step: the MLP's activations
 for 4 neighbours x batch x 2304 queries are 19-38 MB each. glibc's malloc serves blocks over
@@ -42,3 +42,17 @@ def retain_freed_memory() -> bool:
     no_mmap = libc.mallopt(_M_MMAP_MAX, 0) == 1
     no_trim = libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
     return no_mmap and no_trim
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (x86 AMX or AVX512-BF16), read from
+    /proc/cpuinfo (Linux). Elsewhere False: bf16 would be emulated, slower than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False

@@ -32,7 +32,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def upscaler(model):
-    return Upscaler(model, device="cpu", tile=3, chunk=50)
+    return Upscaler(model, device="cpu", precision="fp32", tile=3, chunk=50)
 
 
 RNG = np.random.default_rng(42)

@@ -3,11 +3,21 @@ renderer and itself under any tiling/chunking), plans cover the output, devices/
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from liif_cli import engine
-from liif_cli.engine import plan_tiles, render, render_reference, resolve_device, resolve_precision
+from liif_cli import engine, runtime
+from liif_cli.api import Upscaler
+from liif_cli.engine import (
+    plan_tiles,
+    precision_name,
+    render,
+    render_reference,
+    resolve_device,
+    resolve_precision,
+)
 from liif_cli.errors import LiifError
 from liif_cli.model import ModelSpec, build_model, make_coords, nearest_latent_index
 
@@ -253,6 +263,24 @@ def test_precisions():
     for bad in ("fp64", "FP32", "", "int8"):
         with pytest.raises(LiifError, match="precision"):
             resolve_precision(bad, cpu)
+
+
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, has_bf16):
+    monkeypatch.setattr(engine, "cpu_has_fast_bf16", lambda: has_bf16)
+    cpu = torch.device("cpu")
+    assert precision_name("auto", cpu) == ("bf16" if has_bf16 else "fp32")
+    assert resolve_precision("auto", cpu) == (torch.bfloat16 if has_bf16 else torch.float32)
+    assert precision_name("auto", torch.device("mps")) == "fp32"
+    tiny = build_model(ModelSpec(encoder_args=dict(n_resblocks=1, n_feats=8), hidden=[16]))
+    assert Upscaler(tiny, device="cpu").precision == precision_name(
+        "auto", cpu)
+
+
+def test_cpu_bf16_detection_reads_the_cpu_flags():
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    expected = "avx512_bf16" in flags.split() or "amx_bf16" in flags.split()
+    assert runtime.cpu_has_fast_bf16() == expected
 
 
 def test_render_rejects_bad_arguments(model):

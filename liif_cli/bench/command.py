@@ -55,6 +55,7 @@ def bench_command(*, data_root: str | os.PathLike[str] | None = None,
         return _training_speed(threads, batch_size, repeats, json_path, overwrite,
                                console or Console())
     from ..checkpoint import DEFAULT_WEIGHTS, file_sha256, load, resolve_weights
+    from ..engine import precision_name
 
     console = console or Console()
     scale_list = parse_scales(scales, DEFAULT_SPEED_SCALES if speed else DEFAULT_QUALITY_SCALES)
@@ -76,6 +77,7 @@ def bench_command(*, data_root: str | os.PathLike[str] | None = None,
     sha = file_sha256(weights_path)
     name = str(weights or DEFAULT_WEIGHTS)
     dev = resolve_device(device)
+    precision = precision_name(precision, dev)  # results say bf16 or fp32, never 'auto'
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
