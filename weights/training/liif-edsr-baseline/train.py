@@ -1,21 +1,35 @@
 """The training runs behind weights/liif-edsr-baseline.pth (EDSR-baseline LIIF), on the
 project's shared 2-core CPU. Run from the repository root, RECIPE=this file.
 
-Phase 1 (sessions 6-7; run folder runs/default): from scratch, 26,000 steps, cosine from
+Phase 1 (run folder runs/default): from scratch, 26,000 steps, cosine from
 1.5e-4 (time budget 10,000 s, extended from 6,653 s at step 3,000). It ended at Set5 x4
 30.88 dB (validation); its weights shipped at commit cba354a, its checkpoint with training
 state is weights/training/liif-edsr-baseline/last.pth at that commit. Log, metrics, config
 and bench results: phase1/.
     mkdir -p runs/default && nohup .venv/bin/python $RECIPE > runs/default/train.log 2>&1 &
-Phase 2 (session 8; run folder runs/phase2): a warm restart. Fine-tunes phase 1's weights
+Phase 2 (run folder runs/phase2): a warm restart. Fine-tunes phase 1's weights
 (`liif train --init`: fresh Adam, a new cosine from 1e-4) for a 2 h 15 min time budget (set
-from 7,200 s at step 1,076). Its checkpoint with training state is last.pth beside this file;
-its log, metrics, config and bench results are beside it too.
+from 7,200 s at step 1,076), on the 80 Sun-Hays photos the training folder held then. Its
+checkpoint with training state is weights/training/liif-edsr-baseline/last.pth at commit
+2df1362; its log, metrics, config and bench results are in phase2/.
     mkdir -p runs/phase2 && git show cba354a:weights/liif-edsr-baseline.pth > runs/phase1.pth
     PHASE=2 nohup .venv/bin/python $RECIPE > runs/phase2/train.log 2>&1 &
-To train further, start a phase 3 the same way (--init from last.pth here, a new schedule);
-to continue a cut-off run instead, copy its last.pth into its run folder and set RESUME=1
-(the run keeps its saved settings).
+Phase 3 (run folder runs/phase3): fine-tunes phase 2's weights on the 338-photo training set
+(about 407 megapixels; ../shared/data/train, see its SOURCES.md), validating on Kodak24
+instead of Set5, with a cosine from 1e-4 over 80,000 steps (about 8 h of this CPU, meant to
+be resumed over several sittings) and a moving average of the weights (decay 0.999), which
+is what the checkpoint holds and validation scores, so the run leaves usable weights
+whenever it stops.
+    mkdir -p runs/phase3 && git show 2df1362:weights/liif-edsr-baseline.pth > runs/phase2.pth
+    PHASE=3 nohup .venv/bin/python $RECIPE > runs/phase3/train.log 2>&1 &
+Choices, by measurement: lr 1e-4 over 2e-4 from two probe runs from phase 2's weights
+(batch 4, 1 thread each, side by side; Kodak24 x4 Y-PSNR at steps 300/600: 28.046/28.110 at
+1e-4, 28.057/28.080 at 2e-4). Batch 4 as in phases 1-2: on this CPU the crops per second do
+not grow with the batch, so a larger batch only means fewer updates.
+To continue a cut-off run, copy its last.pth into its run folder (phase 3's is beside this
+file) and set RESUME=1 (the run keeps its saved settings), e.g.
+    mkdir -p runs/phase3 && cp weights/training/liif-edsr-baseline/last.pth runs/phase3/
+    PHASE=3 RESUME=1 nohup .venv/bin/python $RECIPE >> runs/phase3/train.log 2>&1 &
 Then: liif export runs/<run>/last.pth weights/liif-edsr-baseline.pth --overwrite
 
 On a shared 2-core box, 2 oneDNN threads collapse (10x slower) when another process runs;
