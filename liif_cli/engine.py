@@ -215,7 +215,9 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int = DEF
         for begin in range(0, coords.shape[0], chunk):
             query = coords[begin:begin + chunk].unsqueeze(0)  # (1, Q, 2)
             with autocast:
-                rgb = model.query_rgb(proj, query, cell.expand(query.shape[1], 2).unsqueeze(0))
+                # No window check: plan_tiles sized the window from these very queries.
+                rgb = model.query_rgb(proj, query, cell.expand(query.shape[1], 2).unsqueeze(0),
+                                      check_window=False)
             pieces.append(rgb[0].float())
         tile_rgb = torch.cat(pieces).view(rows.out_stop - rows.out_start,
                                           cols.out_stop - cols.out_start, 3)

@@ -283,8 +283,15 @@ class LIIF(nn.Module):
         values = proj.flatten(2).transpose(1, 2).contiguous()  # (B, h*w, hidden0)
         return LatentProjection(values, (h, w), offset, grid_size or (h, w))
 
-    def query_rgb(self, proj: LatentProjection, coord: Tensor, cell: Tensor | None) -> Tensor:
-        """Fast decoder: (B, Q, 2) global coordinates and cells -> (B, Q, 3) normalised RGB."""
+    def query_rgb(self, proj: LatentProjection, coord: Tensor, cell: Tensor | None,
+                  check_window: bool = True) -> Tensor:
+        """Fast decoder: (B, Q, 2) global coordinates and cells -> (B, Q, 3) normalised RGB.
+
+        check_window: verify that every latent the queries need lies inside the projected
+        window (ValueError otherwise). The check reads indices back to the host, which stalls
+        a GPU; callers that know the window covers the queries (the engine's tile plan, a
+        whole-image projection) pass False.
+        """
         b, q, _ = coord.shape
         big_h, big_w = proj.grid_size
         win_h, win_w = proj.window
@@ -298,8 +305,9 @@ class LIIF(nn.Module):
             iy = _shifted_index(coord[..., 0], dy / big_h + eps, big_h)  # (B, Q)
             ix = _shifted_index(coord[..., 1], dx / big_w + eps, big_w)
             local_y, local_x = iy - proj.offset[0], ix - proj.offset[1]
-            if local_y.numel() and not (0 <= int(local_y.min()) and int(local_y.max()) < win_h
-                                        and 0 <= int(local_x.min()) and int(local_x.max()) < win_w):
+            if check_window and local_y.numel() and not (
+                    0 <= int(local_y.min()) and int(local_y.max()) < win_h
+                    and 0 <= int(local_x.min()) and int(local_x.max()) < win_w):
                 raise ValueError("query falls outside the projected feature window")
             rows.append((first_rows + local_y * win_w + local_x).reshape(-1))
             rel = torch.stack((coord[..., 0] - _centre(iy, big_h),

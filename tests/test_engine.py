@@ -19,7 +19,7 @@ from liif_cli.engine import (
     resolve_precision,
 )
 from liif_cli.errors import LiifError
-from liif_cli.model import ModelSpec, build_model, make_coords, nearest_latent_index
+from liif_cli.model import LIIF, ModelSpec, build_model, make_coords, nearest_latent_index
 
 TOL = 1e-5
 
@@ -303,3 +303,33 @@ def test_render_rejects_bad_arguments(model):
 
 def test_defaults_are_sane():
     assert engine.DEFAULT_TILE > 0 and engine.DEFAULT_CHUNK > 0
+
+
+@pytest.mark.parametrize("flags", [dict(), dict(local_ensemble=False)])
+@pytest.mark.parametrize("in_hw,scale,tile", [((13, 11), 3.7, 4), ((9, 17), 1.3, 3),
+                                              ((20, 6), 12.5, 5), ((7, 7), 0.6, 2)])
+def test_tile_windows_cover_their_queries(monkeypatch, flags, in_hw, scale, tile):
+    """The engine skips query_rgb's window check (a host sync per chunk on a GPU) because
+    plan_tiles sizes every window from its queries: with the check forced on, every tile
+    passes it and the pixels are the same."""
+    model = tiny_model(**flags)
+    img, size = image(*in_hw), out_size(in_hw, scale)
+    unchecked = render(model, img, size, tile=tile, chunk=7)
+    real, calls = LIIF.query_rgb, [0]
+
+    def checked(self, proj, coord, cell, check_window=True):
+        calls[0] += 1
+        return real(self, proj, coord, cell, check_window=True)
+
+    monkeypatch.setattr(LIIF, "query_rgb", checked)
+    assert torch.equal(render(model, img, size, tile=tile, chunk=7), unchecked)
+    assert calls[0] > 1
+
+
+def test_query_outside_the_window_is_caught_when_checked(model):
+    feat = model.encode(image(6, 6)[None] * 2 - 1)
+    proj = model.project_latents(feat[..., 2:4, 2:4], offset=(2, 2), grid_size=(6, 6))
+    corner = torch.tensor([[[-0.9, -0.9]]])
+    cell = torch.full((1, 1, 2), 0.1)
+    with pytest.raises(ValueError, match="outside"):
+        model.query_rgb(proj, corner, cell)
