@@ -16,7 +16,7 @@ in every checkpoint, so `resume` continues bit-for-bit (on the same device and t
 The learning rate is a pure function of the step. `workers` is the number of CPU threads
 torch uses (torch.set_num_threads); 0 leaves torch's default. Batches are built in the main
 thread, between steps: building one takes about 3 ms against a 350 ms step on a 2-core CPU
-(the degradation chain adds about 1.5 ms per crop), and building the next one in a
+(the degradation chain adds about 2 ms per crop), and building the next one in a
 background thread measured 10% slower there (the thread takes a core from the step's two
 compute threads).
 
