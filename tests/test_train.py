@@ -630,3 +630,20 @@ def test_cli_degradation_option_and_bad_specs(data_dir: Path, tmp_path: Path) ->
         assert not (tmp_path / "r").exists()
     with pytest.raises(LiifError, match="probability"):
         run_training(tiny_config(data_dir, tmp_path / "r", degradation={"jpeg_prob": 2}))
+
+
+def test_train_config_takes_a_degradation_in_any_form() -> None:
+    from liif_cli.degrade import DegradationConfig
+
+    ranges = DegradationConfig(noise_sigma=(2, 9))
+    for given in ("real:noise_sigma=2-9", ranges, ranges.to_dict()):
+        cfg = TrainConfig(data=["x"], degradation=given)
+        assert cfg.degradation_config() == ranges
+        full = train._full_degradation(cfg)
+        assert full.degradation == ranges.to_dict()
+        assert json.loads(json.dumps(full.to_dict()))["degradation"] == ranges.to_dict()
+    assert TrainConfig(data=["x"], degradation=ranges).to_dict()["degradation"]["noise_sigma"] \
+        == [2.0, 9.0]
+    assert train._full_degradation(TrainConfig(data=["x"])).degradation is None
+    with pytest.raises(LiifError, match="degradation must be none"):
+        TrainConfig(data=["x"], degradation=3).degradation_config()
