@@ -350,6 +350,10 @@ def bench(
     chunk: Annotated[int | None, typer.Option(help="Engine chunk size.", min=1)] = None,
     precision: PrecisionOpt = Precision.fp32,
     overwrite: OverwriteOpt = False,
+    degrade: Annotated[str | None, typer.Option(
+        help="Degrade every LR input first, deterministically per image: jpeg:QUALITY, "
+        "noise:SIGMA (Gaussian, 8-bit levels), blur:SIGMA (px), or a chain such as "
+        "blur:1+noise:5+jpeg:75.")] = None,
 ) -> None:
     """Score the model against bicubic and Lanczos (Y-PSNR/SSIM), time it (--speed), or time
     training steps (--training)."""
@@ -361,7 +365,7 @@ def bench(
                       speed=speed, size=size, repeats=repeats, max_output_mp=max_output_mp,
                       reference=reference, tile=tile, chunk=chunk, precision=precision.value,
                       overwrite=overwrite, training=training, threads=threads,
-                      batch_size=batch_size, console=out)
+                      batch_size=batch_size, degrade=degrade, console=out)
 
 
 @app.command()
@@ -395,6 +399,10 @@ def train(
         "it is what validation scores and what checkpoints hold.")] = 0.0,
     amp: Annotated[str, typer.Option(
         help="auto: bf16 autocast on CUDA, fp32 on CPU; bf16; off.")] = "auto",
+    degradation: Annotated[str, typer.Option(
+        help="LR inputs: none (clean bicubic, the paper's) or real (a random chain of blur, "
+        "resize, noise and JPEG, once or twice); change ranges with "
+        "real:KEY=LO-HI,... e.g. real:jpeg_quality=50-95.")] = "none",
 ) -> None:
     """Train a LIIF model (self-supervised: random crops, random scale in [1, 4]).
 
@@ -410,7 +418,9 @@ def train(
                          lr_schedule=lr_schedule,
                          checkpoint_every=checkpoint_every, val_every=val_every,
                          device=device.value, workers=workers, seed=seed, resume=resume, amp=amp,
-                         init=init, ema=ema)
+                         init=init, ema=ema,
+                         degradation=None if degradation.strip().lower() == "none"
+                         else degradation)
     distributed.init_from_env(device.value)  # no-op unless started by torchrun
     try:
         main = distributed.is_main()

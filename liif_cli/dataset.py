@@ -7,6 +7,11 @@ uint8). The targets are `samples` random HR pixels of the crop: their centres (m
 of the crop shape), their cell (2 / crop_h, 2 / crop_w) and their RGB. Inputs and targets are
 normalised as (x - 0.5) / 0.5, like the official checkpoints. All randomness comes from the
 torch.Generator the caller passes, so a run that saves its state resumes bit-for-bit.
+
+With a DegradationConfig (liif train --degradation real), each sample also draws a seed,
+after its other choices, and its LR crop goes through liif_cli.degrade's random chain from
+that seed; the HR targets stay clean. Without one the sampler draws exactly the numbers it
+always has, so older runs resume bit-for-bit.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .degrade import DegradationConfig, degrade
 from .errors import LiifError
 from .model import make_cells, make_coords
 
@@ -143,18 +149,25 @@ class CropDraw:
     vflip: bool
     transpose: bool
     index: torch.Tensor  # (Q,) flat indices of the queried HR pixels
+    degrade_seed: int | None = None  # seed of the LR degradation chain; None: clean LR
+
+
+# Per-sample degradation seeds are drawn below this bound (any torch.Generator seed works).
+SEED_BOUND = 2 ** 62
 
 
 class CropSampler:
     """The paper's training samples, drawn from in-memory images with a given generator."""
 
     def __init__(self, images: list[np.ndarray], crop: int = 48, samples: int = 2304,
-                 scale_min: float = 1.0, scale_max: float = 4.0):
+                 scale_min: float = 1.0, scale_max: float = 4.0,
+                 degradation: DegradationConfig | None = None):
         self.images = images
         self.crop = crop
         self.samples = samples
         self.scale_min = scale_min
         self.scale_max = scale_max
+        self.degradation = degradation
 
     def _randint(self, high: int, g: torch.Generator) -> int:
         return int(torch.randint(high, (1,), generator=g))
@@ -170,10 +183,14 @@ class CropSampler:
         x0 = self._randint(w - size + 1, g)
         hflip, vflip, transpose = (torch.rand(3, generator=g) < 0.5).tolist()
         index = torch.randperm(size * size, generator=g)[: self.samples]
-        return CropDraw(image, size, y0, x0, hflip, vflip, transpose, index)
+        seed = None
+        if self.degradation is not None:  # only then: clean runs draw what they always drew
+            seed = int(torch.randint(SEED_BOUND, (1,), generator=g))
+        return CropDraw(image, size, y0, x0, hflip, vflip, transpose, index, seed)
 
     def build(self, d: CropDraw) -> Sample:
-        """The sample a draw describes: crop, flips, bicubic downscale, queried pixels."""
+        """The sample a draw describes: crop, flips, bicubic downscale (then the degradation
+        chain, if the draw has a seed for it), queried pixels."""
         size = d.size
         hr = self.images[d.image][d.y0:d.y0 + size, d.x0:d.x0 + size]
         if d.hflip:
@@ -184,6 +201,8 @@ class CropSampler:
             hr = hr.transpose(1, 0, 2)
         hr = np.ascontiguousarray(hr)
         lr = bicubic_resize(hr, (self.crop, self.crop))
+        if self.degradation is not None and d.degrade_seed is not None:
+            lr = degrade(lr, self.degradation, d.degrade_seed)
         coord = _coords(size, size).index_select(0, d.index)
         cell = make_cells((size, size), self.samples)
         gt = to_tensor(hr).reshape(3, -1).t().index_select(0, d.index)

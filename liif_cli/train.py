@@ -7,15 +7,18 @@ can use.
 Data, as in the paper (liif_cli.dataset): every image is decoded once into memory; each
 sample is a random crop at a random scale in [scale_min, scale_max], randomly flipped and
 transposed, bicubic-downscaled to `crop` px, with `samples` random HR pixels as targets.
+With `degradation` ('real', or a DegradationConfig dict) the LR crop then goes through
+liif_cli.degrade's random chain of blur, resize, noise and JPEG; the targets stay clean.
 
 Determinism: all randomness of a run comes from one torch.Generator seeded from `seed` and
 used in the main process only; its state, the model, the Adam state and the step are saved
 in every checkpoint, so `resume` continues bit-for-bit (on the same device and thread count).
 The learning rate is a pure function of the step. `workers` is the number of CPU threads
 torch uses (torch.set_num_threads); 0 leaves torch's default. Batches are built in the main
-thread, between steps: building one takes about 3 ms against a 350 ms step on a 2-core CPU,
-and building the next one in a background thread measured 10% slower there (the thread
-takes a core from the step's two compute threads).
+thread, between steps: building one takes about 3 ms against a 350 ms step on a 2-core CPU
+(the degradation chain adds about 2 ms per crop), and building the next one in a
+background thread measured 10% slower there (the thread takes a core from the step's two
+compute threads).
 
 Speed on the CPU (`liif bench --training` measures it): channels-last convolutions
 (prepare_for_training), the whole decoder in bf16 under autocast, and freed memory kept in
@@ -63,6 +66,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import checkpoint, distributed
 from .dataset import CropSampler, bicubic_resize, load_images, to_unit
+from .degrade import DegradationConfig, parse_training_spec
 from .engine import render
 from .errors import LiifError
 from .metrics import y_psnr
@@ -76,7 +80,7 @@ METRICS_NAME = "metrics.jsonl"
 # Fields that define a run: on resume they come from the checkpoint, not from the caller.
 RUN_FIELDS = ("data", "encoder", "model", "init", "steps", "time_budget", "batch_size", "lr",
               "lr_schedule", "seed", "ema",
-              "crop", "samples", "scale_min", "scale_max", "amp")
+              "crop", "samples", "scale_min", "scale_max", "amp", "degradation")
 AMP_MODES = ("auto", "bf16", "off")
 
 
@@ -112,6 +116,10 @@ class TrainConfig:
     amp: str = "auto"  # 'auto': bf16 autocast on CUDA, float32 on CPU; 'bf16'; 'off'
     init: str | None = None  # weights to start from (bundled name or file); fresh optimiser
     ema: float = 0.0  # decay of a moving average of the weights (0: off); see _train_loop
+    # LR input degradations: None (clean bicubic LR, the paper's), 'real' or
+    # 'real:KEY=LO-HI,...' (see degrade.parse_training_spec), or a DegradationConfig (or its
+    # dict). A run stores the full dict, so it keeps its ranges if the defaults change.
+    degradation: str | dict[str, Any] | DegradationConfig | None = None
 
     def spec(self) -> ModelSpec:
         """The model to train: `model` if given, else the paper's defaults for `encoder`."""
@@ -119,8 +127,24 @@ class TrainConfig:
             return ModelSpec(**self.model)
         return ModelSpec(encoder=self.encoder)
 
+    def degradation_config(self) -> DegradationConfig | None:
+        """The degradation ranges `degradation` describes (None: off); LiifError if bad."""
+        value = self.degradation
+        if value is None or isinstance(value, DegradationConfig):
+            return value
+        if isinstance(value, str):
+            return parse_training_spec(value)
+        if isinstance(value, dict):
+            return DegradationConfig.from_dict(value)
+        raise LiifError(f"bad training option: degradation must be none, 'real' or a dict of "
+                        f"ranges (got {type(value).__name__})")
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        raw = asdict(self)
+        degradation = self.degradation
+        if isinstance(degradation, DegradationConfig):  # asdict would keep its tuples
+            raw["degradation"] = degradation.to_dict()
+        return raw
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
@@ -153,6 +177,7 @@ class TrainConfig:
             bad(f"validation interval must be >= 0 (got {self.val_every})")
         if not 0.0 <= self.ema < 1.0:
             bad(f"ema decay must be in [0, 1) (got {self.ema})")
+        self.degradation_config()  # its own one-line LiifError
         if self.workers < 0:
             bad(f"workers must be >= 0 (got {self.workers})")
         if self.crop < 1:
@@ -335,12 +360,16 @@ def _prepare_run_dir(out: Path) -> None:
 
 
 def _resume_config(config: TrainConfig, saved: dict[str, Any]) -> tuple[TrainConfig, list[str]]:
-    """The config of a resumed run: run-defining fields from the checkpoint, the rest given."""
+    """The config of a resumed run: run-defining fields from the checkpoint, the rest given.
+
+    A run-defining field that the checkpoint lacks is newer than the run, which therefore
+    ran with its default (e.g. no degradation).
+    """
     defaults = TrainConfig()
-    merged = TrainConfig.from_dict({**config.to_dict(),
-                                    **{k: saved[k] for k in RUN_FIELDS if k in saved}})
-    ignored = [k for k in RUN_FIELDS if k in saved
-               and getattr(config, k) != saved[k] and getattr(config, k) != getattr(defaults, k)]
+    kept = {k: saved.get(k, getattr(defaults, k)) for k in RUN_FIELDS}
+    merged = TrainConfig.from_dict({**config.to_dict(), **kept})
+    ignored = [k for k in RUN_FIELDS
+               if getattr(config, k) != kept[k] and getattr(config, k) != getattr(defaults, k)]
     warnings = []
     if ignored:
         warnings.append("resuming: kept the checkpoint's " + ", ".join(ignored)
@@ -358,6 +387,14 @@ def _init_config(config: TrainConfig,
                         f"({spec.encoder}), not the one the other options describe")
     return TrainConfig.from_dict({**config.to_dict(), "model": spec.to_dict(),
                                   "encoder": spec.encoder}), warnings
+
+
+def _full_degradation(config: TrainConfig) -> TrainConfig:
+    """A copy of `config` whose degradation is spelled out in full (a DegradationConfig dict,
+    or None), as checkpoints record it; LiifError for a bad one."""
+    degradation = config.degradation_config()
+    return TrainConfig.from_dict({**config.to_dict(), "degradation":
+                                  degradation.to_dict() if degradation is not None else None})
 
 
 def _metadata(config: TrainConfig, step: int, last_val: dict[str, Any] | None,
@@ -385,6 +422,9 @@ def _metadata(config: TrainConfig, step: int, last_val: dict[str, Any] | None,
         "val_crop": config.val_crop,
         "seed": config.seed,
     }
+    degradation = config.degradation_config()
+    if degradation is not None:
+        meta["degradation"] = degradation.to_dict()
     if config.init:
         meta["init"] = config.init
     if world > 1:  # batch_size above is the global batch
@@ -436,6 +476,7 @@ def _setup(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | No
     out = Path(config.out).expanduser()
     ckpt_path = out / CHECKPOINT_NAME
     warnings: list[str] = []
+    config = _full_degradation(config)
 
     # ---- resume, fine-tune or fresh start
     start = None
@@ -532,7 +573,7 @@ def _train_loop(config: TrainConfig, start: checkpoint.Checkpoint | None, device
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
     sampler = CropSampler(images, config.crop, config.samples, config.scale_min,
-                          config.scale_max)
+                          config.scale_max, config.degradation_config())
     use_amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
     amp = device.type if use_amp else None
     ddp = None

@@ -22,7 +22,7 @@ TINY = ModelSpec(encoder_args=dict(n_resblocks=1, n_feats=8), hidden=[16])
 COMMON_KEYS = {"schema_version", "kind", "timestamp", "liif_version", "torch_version", "device",
                "device_name", "threads", "weights_name", "weights_sha256", "model_spec",
                "engine_options", "protocol", "warnings"}
-QUALITY_KEYS = COMMON_KEYS | {"data_root", "sets", "scales", "results"}
+QUALITY_KEYS = COMMON_KEYS | {"data_root", "sets", "scales", "degrade", "results"}
 QUALITY_ENTRY_KEYS = {"set", "scale", "shave", "n_images", "lr_source", "lr_folder", "model",
                       "bicubic", "lanczos", "gain_psnr", "images"}
 QUALITY_IMAGE_KEYS = {"image", "hr_size", "lr_size", "lr_source", "render_seconds", "model",
@@ -181,6 +181,32 @@ def test_quality_end_to_end(data, model, tmp_path):
     with pytest.raises(LiifError, match="already exists"):
         report.write_json(result, path)
     report.write_json(result, path, overwrite=True)
+
+
+def test_quality_with_degraded_inputs(data, model):
+    clean = quality.run_quality(["Tiny"], [2, 3], data, model)
+    assert clean["degrade"] is None
+    noisy = quality.run_quality(["Tiny"], [2, 3], data, model, degrade="noise:8")
+    again = quality.run_quality(["Tiny"], [2, 3], data, model, degrade="noise:8")
+    assert noisy["degrade"] == "noise:8" and "noise:8" in noisy["protocol"]
+    for c, n, a in zip(clean["results"], noisy["results"], again["results"], strict=True):
+        # Ready-made (x2) and home-made (x3) inputs alike: noisier inputs, lower scores,
+        # the same numbers on every run (noise seeded per image).
+        assert n["bicubic"]["psnr"] < c["bicubic"]["psnr"] - 1
+        assert n["lr_source"] == c["lr_source"]
+        for key in ("model", "bicubic", "lanczos"):
+            assert n[key] == a[key]
+    jpeg = quality.run_quality(["Tiny"], [2], data, model, degrade="jpeg:20")
+    assert jpeg["results"][0]["bicubic"]["psnr"] < clean["results"][0]["bicubic"]["psnr"]
+    assert "LR inputs degraded with jpeg:20" in _table_text(jpeg)
+    with pytest.raises(LiifError, match="bad --degrade 'jpeg:101'"):
+        quality.run_quality(["Tiny"], [2], data, model, degrade="jpeg:101")
+
+
+def _table_text(result) -> str:
+    out = io.StringIO()
+    report.print_quality(Console(file=out, width=250), result)
+    return out.getvalue()
 
 
 def test_perfect_model_scores_infinite_psnr_and_json_null(tmp_path, model, monkeypatch):
@@ -357,8 +383,19 @@ def test_liif_bench_cli_end_to_end_and_errors(data, model, tmp_path):
     empty = data / "Empty" / "HR"
     empty.mkdir(parents=True)
     (empty / "notes.txt").write_text("not an image")
+    result = liif_bench("--data-root", data, "--sets", "Tiny", "--scales", "2",
+                        "--degrade", "blur:1+jpeg:75", "--json", tmp_path / "d.json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "d.json").read_text())["degrade"] == "blur:1+jpeg:75"
+    assert "degraded with blur:1+jpeg:75" in result.output
+    assert "X2 + blur:1+jpeg:75" in result.output  # the ready-made x2 inputs, degraded
+
     for args, words in ((("--sets", "Nope"), "Nope"), (("--sets", "Empty"), "Empty"),
-                        (("--sets", "Tiny", "--scales", "1"), "greater than 1")):
+                        (("--sets", "Tiny", "--scales", "1"), "greater than 1"),
+                        (("--degrade", "jpeg:abc"), "bad --degrade 'jpeg:abc'"),
+                        (("--degrade", "wobble:3"), "unknown degradation"),
+                        (("--degrade", "noise:-1"), "noise sigma"),
+                        (("--speed", "--degrade", "jpeg:75"), "quality benchmark")):
         result = liif_bench("--data-root", data, *args)
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert result.exit_code != 0 and len(lines) == 1, result.output

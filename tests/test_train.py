@@ -532,3 +532,118 @@ def test_ema_weights_are_saved_validated_and_resume_bit_for_bit(
 def test_ema_decay_out_of_range_is_rejected(data_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(LiifError, match="ema decay"):
         run_training(tiny_config(data_dir, tmp_path / "run", ema=1.0))
+
+
+# --------------------------------------------------------------------------- degradation
+
+
+def test_degradation_changes_only_the_lr_input(data_dir: Path) -> None:
+    from liif_cli.degrade import DegradationConfig, degrade
+
+    images, _, _ = dataset.load_images([data_dir], 32)
+    clean = CropSampler(images, crop=8, samples=64)
+    real = CropSampler(images, crop=8, samples=64, degradation=DegradationConfig())
+    g_clean, g_real = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    a, b = clean.draw(g_clean), real.draw(g_real)
+    # The same crop choices; the degrading sampler draws one more number: the chain's seed.
+    assert a.degrade_seed is None and b.degrade_seed is not None
+    assert (a.image, a.size, a.y0, a.x0) == (b.image, b.size, b.y0, b.x0)
+    assert torch.equal(a.index, b.index)
+    assert not torch.equal(g_clean.get_state(), g_real.get_state())
+    sa, sb = clean.build(a), real.build(b)
+    assert np.array_equal(sa.hr, sb.hr) and torch.equal(sa.gt, sb.gt)  # clean targets
+    assert not torch.equal(sa.inp, sb.inp)
+    lr = degrade(dataset.bicubic_resize(sa.hr, (8, 8)), DegradationConfig(), b.degrade_seed)
+    assert torch.equal(sb.inp, dataset.to_tensor(lr))  # the chain, from the draw's seed
+
+
+def test_degraded_training_records_its_ranges_and_resumes_bit_for_bit(
+        data_dir: Path, tmp_path: Path) -> None:
+    from liif_cli.degrade import DegradationConfig
+
+    common = dict(steps=6, degradation="real:jpeg_quality=40-90")
+    expected_ranges = DegradationConfig(jpeg_quality=(40, 90)).to_dict()
+    full: list = []
+    run_training(tiny_config(data_dir, tmp_path / "a", **common), collect(full))
+    ckpt = checkpoint.load(tmp_path / "a" / "last.pth")
+    assert ckpt.metadata["degradation"] == expected_ranges
+    assert ckpt.extra["train_state"]["config"]["degradation"] == expected_ranges
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert saved["degradation"] == expected_ranges
+
+    first: list = []
+    stop = threading.Event()
+    run_training(tiny_config(data_dir, tmp_path / "b", **common),
+                 collect(first, stop_at=3, stop=stop), stop=stop)
+    rest: list = []
+    # Resumed without naming the degradation (as `liif train --resume` does): the run's own.
+    resumed = run_training(tiny_config(data_dir, tmp_path / "b", resume=True, steps=6),
+                           collect(rest))
+    assert not any("degradation" in w for w in resumed.warnings)
+    assert {**step_losses(first), **step_losses(rest)} == step_losses(full)  # bit-for-bit
+
+    plain: list = []  # the same seed without degradation trains on other inputs
+    run_training(tiny_config(data_dir, tmp_path / "c", steps=2), collect(plain))
+    assert "degradation" not in checkpoint.load(tmp_path / "c" / "last.pth").metadata
+    assert step_losses(plain)[1] != step_losses(full)[1]
+
+
+def test_runs_from_before_degradation_resume_clean(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "old"
+    stop = threading.Event()
+    run_training(tiny_config(data_dir, out, steps=4), collect([], stop_at=2, stop=stop),
+                 stop=stop)
+    raw = torch.load(out / "last.pth", map_location="cpu", weights_only=True)
+    del raw["train_state"]["config"]["degradation"]  # as written before the option existed
+    torch.save(raw, out / "last.pth")
+    result = run_training(tiny_config(data_dir, out, resume=True, steps=4, degradation="real"))
+    assert any("kept the checkpoint's degradation" in w for w in result.warnings)
+    state = checkpoint.load(out / "last.pth").extra["train_state"]
+    assert state["config"]["degradation"] is None and state["step"] == 4
+
+
+def test_cli_degradation_option_and_bad_specs(data_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from liif_cli.cli import app
+
+    def liif_train(out: Path, *args: str):
+        return CliRunner().invoke(app, ["train", "--data", str(data_dir), "--out", str(out),
+                                        "--batch-size", "1", "--device", "cpu", "--workers",
+                                        "1", "--steps", "1", *args])
+
+    result = liif_train(tmp_path / "real", "--degradation", "real:jpeg_prob=1")
+    assert result.exit_code == 0, result.output
+    meta = checkpoint.load(tmp_path / "real" / "last.pth").metadata
+    assert meta["degradation"]["jpeg_prob"] == 1.0 and meta["degradation"]["blur_prob"] == 0.8
+    result = liif_train(tmp_path / "none", "--degradation", "none")
+    assert result.exit_code == 0, result.output
+    assert "degradation" not in checkpoint.load(tmp_path / "none" / "last.pth").metadata
+    # A bad spec: one line, non-zero exit, before anything is written.
+    for spec, words in (("gaussian", "expected none, real"),
+                        ("real:jpeg_quality=20-120", "jpeg_quality")):
+        result = CliRunner().invoke(app, ["train", "--data", str(data_dir), "--out",
+                                          str(tmp_path / "r"), "--degradation", spec])
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code != 0 and len(lines) == 1, result.output
+        assert lines[0].startswith("error:") and words in lines[0], result.output
+        assert not (tmp_path / "r").exists()
+    with pytest.raises(LiifError, match="probability"):
+        run_training(tiny_config(data_dir, tmp_path / "r", degradation={"jpeg_prob": 2}))
+
+
+def test_train_config_takes_a_degradation_in_any_form() -> None:
+    from liif_cli.degrade import DegradationConfig
+
+    ranges = DegradationConfig(noise_sigma=(2, 9))
+    for given in ("real:noise_sigma=2-9", ranges, ranges.to_dict()):
+        cfg = TrainConfig(data=["x"], degradation=given)
+        assert cfg.degradation_config() == ranges
+        full = train._full_degradation(cfg)
+        assert full.degradation == ranges.to_dict()
+        assert json.loads(json.dumps(full.to_dict()))["degradation"] == ranges.to_dict()
+    assert TrainConfig(data=["x"], degradation=ranges).to_dict()["degradation"]["noise_sigma"] \
+        == [2.0, 9.0]
+    assert train._full_degradation(TrainConfig(data=["x"])).degradation is None
+    with pytest.raises(LiifError, match="degradation must be none"):
+        TrainConfig(data=["x"], degradation=3).degradation_config()

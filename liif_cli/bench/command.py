@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
+from ..degrade import parse_spec
 from ..errors import LiifError
 from .common import (
     DEFAULT_QUALITY_SCALES,
@@ -41,6 +42,7 @@ def bench_command(*, data_root: str | os.PathLike[str] | None = None,
                   tile: int | None = None, chunk: int | None = None, precision: str = "fp32",
                   overwrite: bool = False, training: bool = False,
                   threads: str | Sequence[int] | None = None, batch_size: int = 4,
+                  degrade: str | None = None,
                   console: Console | None = None) -> dict[str, Any]:
     """Everything `liif bench` does, given its parsed options; returns the result dict.
 
@@ -48,9 +50,14 @@ def bench_command(*, data_root: str | os.PathLike[str] | None = None,
     needed). `scales` defaults to 2,3,4,6,8,12 (quality) or 4,12.5 (speed). `size` is
     WIDTHxHEIGHT. `max_output_mp` None means automatic: 0.25 MP bands on the CPU, whole
     outputs elsewhere; 0 renders whole outputs everywhere. `training=True` times training
-    steps instead (CPU, bf16 autocast; `threads` e.g. "1,2", `batch_size`). Raises LiifError
-    on bad input.
+    steps instead (CPU, bf16 autocast; `threads` e.g. "1,2", `batch_size`). `degrade` (quality
+    only) degrades every LR input first, e.g. "jpeg:75" (see liif_cli.degrade.parse_spec).
+    Raises LiifError on bad input.
     """
+    degrade_spec = parse_spec(degrade) if degrade is not None else None
+    if degrade_spec is not None and (speed or training):
+        raise LiifError("--degrade applies to the quality benchmark, not to --speed or "
+                        "--training")
     if training:
         return _training_speed(threads, batch_size, repeats, json_path, overwrite,
                                console or Console())
@@ -101,7 +108,7 @@ def bench_command(*, data_root: str | os.PathLike[str] | None = None,
             result = run_quality(set_list, scale_list, root, model, device=dev, tile=tile,
                                  chunk=chunk, precision=precision, save_images=save_images,
                                  overwrite=overwrite, weights_name=name, weights_sha256=sha,
-                                 progress=progress)
+                                 progress=progress, degrade=degrade_spec)
     result["weights_metadata"] = json_safe(dict(checkpoint.metadata))
     (print_speed if speed else print_quality)(console, result)
     if save_images is not None and not speed:

@@ -15,6 +15,10 @@ For every image NAME/HR/<stem>.<ext> of a set and every scale s > 1:
 * Scores (`liif_cli.metrics`): output clamped to [0, 1] and not quantised, BT.601 Y channel,
   `shave_for_scale(s)` = ceil(s) pixels shaved from every border, PSNR (peak 1) and SSIM
   (Wang et al. 2004, 11x11 Gaussian sigma 1.5), each averaged over the images of a set.
+* `degrade` (`liif bench --degrade jpeg:75`, see liif_cli.degrade.parse_spec): the LR
+  input, once found or made, is degraded before anything is scored, the same way for the
+  model and the baselines, and deterministically per image (noise seeded from the set name,
+  image stem and scale). The result's `degrade` field names it (null when clean).
 * Files in HR/ whose extension is not an image extension (README, .DS_Store, ...) are
   skipped with a warning in the result; an image file that cannot be decoded is an error.
 """
@@ -33,6 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..degrade import DegradeSpec, image_seed, parse_spec
 from ..errors import LiifError
 from ..metrics import SSIM_WINDOW, shave_for_scale, y_psnr, y_ssim
 from ..model import LIIF
@@ -252,7 +257,8 @@ def run_quality(sets: Sequence[str], scales: Sequence[float], data_root: str | o
                 chunk: int | None = None, precision: str = "fp32",
                 save_images: str | os.PathLike[str] | None = None, overwrite: bool = False,
                 weights_name: str | None = None, weights_sha256: str | None = None,
-                progress: BenchProgress | None = None) -> dict[str, Any]:
+                progress: BenchProgress | None = None,
+                degrade: DegradeSpec | str | None = None) -> dict[str, Any]:
     """Score `model` against PIL bicubic and Lanczos on benchmark sets (see the module doc).
 
     Everything is checked before the first render: the data root, every set and its HR
@@ -271,6 +277,8 @@ def run_quality(sets: Sequence[str], scales: Sequence[float], data_root: str | o
                             f"{format_scale(s)}")
     if not sets:
         raise LiifError("no benchmark sets given (e.g. --sets Set5,Set14)")
+    if isinstance(degrade, str):
+        degrade = parse_spec(degrade)
     root = resolve_data_root(data_root)
     save_dir = Path(save_images).expanduser() if save_images is not None else None
 
@@ -297,12 +305,18 @@ def run_quality(sets: Sequence[str], scales: Sequence[float], data_root: str | o
                                         "folder or pass --overwrite")
 
     engine_options = engine_kwargs(tile, chunk, precision)
+    protocol = QUALITY_PROTOCOL
+    if degrade is not None:
+        protocol += (f"; every LR input then degraded with {degrade} (blur: Gaussian sigma in "
+                     "px; noise: Gaussian sigma in 8-bit levels, seeded per set, image and "
+                     "scale; jpeg: Pillow quality), for the model and the baselines alike")
     result = common_fields("quality", model, device, weights_name=weights_name,
-                           weights_sha256=weights_sha256, protocol=QUALITY_PROTOCOL,
+                           weights_sha256=weights_sha256, protocol=protocol,
                            engine_options=engine_options)
     result["warnings"] = warnings
     result.update({"data_root": str(root), "sets": [p[0] for p in plan],
-                   "scales": scales, "results": []})
+                   "scales": scales, "degrade": str(degrade) if degrade else None,
+                   "results": []})
     total = sum(len(images) for _, _, images in plan) * len(scales)
     done = 0
     model.eval()
@@ -312,6 +326,9 @@ def run_quality(sets: Sequence[str], scales: Sequence[float], data_root: str | o
             rows = []
             for path in images:
                 pair = make_pair(path, set_dir, s)
+                if degrade is not None:
+                    pair.lr = degrade.apply(pair.lr, image_seed(set_name, pair.stem,
+                                                                format_scale(s)))
                 hr_size = (pair.hr.shape[0], pair.hr.shape[1])
                 hr = _to_chw(pair.hr)
                 start = time.perf_counter()

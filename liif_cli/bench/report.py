@@ -80,6 +80,9 @@ def _fmt(value: float | None, digits: int) -> str:
 def quality_table(result: dict[str, Any]) -> Table:
     """A rich table of a quality result: one row per (set, scale)."""
     title = f"Y-PSNR (dB) / Y-SSIM, shave = ceil(scale): {result.get('weights_name') or 'model'}"
+    degrade = result.get("degrade")
+    if degrade:
+        title += f", LR inputs degraded with {degrade}"
     table = Table(title=title, title_justify="left")
     for name, justify in (("Set", "left"), ("Scale", "right"), ("LR source", "left"),
                           ("N", "right"), ("LIIF PSNR", "right"), ("LIIF SSIM", "right"),
@@ -89,6 +92,8 @@ def quality_table(result: dict[str, Any]) -> Table:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for e in result["results"]:
         source = e["lr_folder"] if e["lr_source"] == LR_FILE_SOURCE else "PIL bicubic"
+        if degrade:
+            source += f" + {degrade}"
         gain = e["gain_psnr"]
         gain_text = _fmt(gain, 2)
         if gain is not None and math.isfinite(gain):
