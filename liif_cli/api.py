@@ -17,6 +17,7 @@ from PIL import Image
 
 from . import checkpoint
 from .engine import DEFAULT_CHUNK, DEFAULT_TILE, Progress, render, resolve_device, resolve_precision
+from .errors import LiifError, is_out_of_memory
 from .images import Picture, quantise
 from .model import LIIF
 from .sizing import target_size
@@ -60,13 +61,27 @@ class Upscaler:
 
     def resample(self, picture: Picture, size: tuple[int, int],
                  progress: Progress | None = None) -> Picture:
-        """A Picture at `size` (H', W'), keeping its alpha, bit depth and colour profile."""
-        rgb = self.render_rgb(picture.rgb, size, progress)
-        alpha = None
-        if picture.alpha is not None:
-            grows = size[0] > picture.size[0] or size[1] > picture.size[1]
-            alpha = _resize_plane(picture.alpha, size, Image.Resampling.BICUBIC if grows
-                                  else Image.Resampling.LANCZOS)
+        """A Picture at `size` (H', W'), keeping its alpha, bit depth and colour profile.
+
+        Running out of memory raises LiifError naming the size and what lowers memory use.
+        """
+        try:
+            rgb = self.render_rgb(picture.rgb, size, progress)
+            alpha = None
+            if picture.alpha is not None:
+                grows = size[0] > picture.size[0] or size[1] > picture.size[1]
+                alpha = _resize_plane(picture.alpha, size, Image.Resampling.BICUBIC if grows
+                                      else Image.Resampling.LANCZOS)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise LiifError(f"out of memory rendering {size[1]}x{size[0]} "
+                            f"({size[0] * size[1] / 1e6:,.1f} MP) on {self.device.type}: "
+                            f"use a smaller --tile (now {self.tile}) or --chunk (now "
+                            f"{self.chunk}), or a smaller output (--max-pixels refuses large "
+                            "ones up front)") from None
         return picture.with_pixels(rgb, alpha)
 
     # ------------------------------------------------------------------ convenience

@@ -205,6 +205,10 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int = DEF
             pieces.append(rgb[0].float())
         tile_rgb = torch.cat(pieces).view(rows.out_stop - rows.out_start,
                                           cols.out_stop - cols.out_start, 3)
+        if not bool(torch.isfinite(tile_rgb).all()):  # clamping would hide it as black
+            raise LiifError("the model produced NaN or infinite values: its weights are broken"
+                            + ("" if dtype == torch.float32 else
+                               f", or {precision} overflowed (try --precision fp32)"))
         out[:, rows.out_start - first:rows.out_stop - first, cols.out_start:cols.out_stop] = (
             (tile_rgb * 0.5 + 0.5).clamp_(0, 1).permute(2, 0, 1).cpu())
         del proj
