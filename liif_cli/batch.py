@@ -134,7 +134,10 @@ def run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: boo
     `make_dirs` creates the output's folder (resize mirrors sub-folders); otherwise a
     missing folder is an error.
     """
-    picture = read_image(job.source)
+    def check_size(in_size: tuple[int, int]) -> None:  # from the header, before decoding
+        check_max_pixels(size_rule(in_size), max_pixels)
+
+    picture = read_image(job.source, max_pixels=max_pixels, check=check_size)
     size = size_rule(picture.size)
     check_max_pixels(size, max_pixels)
     if make_dirs:
