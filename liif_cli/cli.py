@@ -305,6 +305,16 @@ def resize(
     raise typer.Exit(1 if failed else 0)
 
 
+def _without_absolute_paths(value: object) -> object:
+    """Metadata with absolute paths (e.g. where the shipped weights were trained, recorded by
+    older versions) cut to their last two parts: '/home/x/data/Set5/HR' -> 'Set5/HR'."""
+    if isinstance(value, list):
+        return [_without_absolute_paths(item) for item in value]
+    if isinstance(value, str) and (value.startswith(("/", "\\")) or value[1:3] == ":\\"):
+        return "/".join(value.replace("\\", "/").rstrip("/").split("/")[-2:])
+    return value
+
+
 def _ignored_text(ignored: dict[str, int], template: str) -> str:
     """'3 files with no image suffix, 1 file inside the output folder' put into
     `template`, or '' if nothing was ignored."""
@@ -327,16 +337,21 @@ def info(
         path = checkpoint.resolve_weights(weights)
         ckpt = checkpoint.load(path)
         model = ckpt.build()
+    bundled = checkpoint.available_weights()
+    shipped = bundled.get(path.stem) == path
     table = Table(title=f"{path.name}", show_header=False, title_justify="left")
-    table.add_row("file", str(path))
+    # Shipped weights: where this installation keeps them is nobody's business but pip's.
+    table.add_row("file", f"bundled weights {path.stem!r}" if shipped else str(path))
     table.add_row("sha256", checkpoint.file_sha256(path))
     table.add_row("format", ckpt.source_format)
-    for key, value in ckpt.spec.to_dict().items():
+    spec = ckpt.spec.to_dict()
+    for key, value in spec.items():
         table.add_row(key, str(value))
     table.add_row("parameters", f"{count_parameters(model):,}")
     for key, value in ckpt.metadata.items():
-        table.add_row(str(key), str(value))
-    bundled = checkpoint.available_weights()
+        if spec.get(key, object()) == value:
+            continue  # e.g. 'encoder', already shown with the architecture
+        table.add_row(str(key), str(_without_absolute_paths(value) if shipped else value))
     out.print(table)
     if bundled:
         out.print("bundled weights: " + ", ".join(bundled), highlight=False)
