@@ -70,8 +70,13 @@ def make_output_folder(folder: Path) -> None:
     except OSError as exc:
         raise LiifError(f"cannot create output folder {folder}: "
                         f"{exc.strerror or one_line(exc)}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if not writable(folder):
         raise LiifError(f"no permission to write in output folder {folder}")
+
+
+def writable(folder: Path) -> bool:
+    """Whether this process may create files in `folder`."""
+    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def resize_jobs(inputs: Iterable[Path], out_dir: Path, recursive: bool, fmt: str,
@@ -132,8 +137,20 @@ def run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: boo
     """Read, resample, optionally centre-crop to `crop_to` (H, W), and write one image.
 
     `make_dirs` creates the output's folder (resize mirrors sub-folders); otherwise a
-    missing folder is an error.
+    missing folder is an error. Every LiifError raised names the input file.
     """
+    try:
+        _run_job(upscaler, job, size_rule, overwrite=overwrite, max_pixels=max_pixels,
+                 quality=quality, crop_to=crop_to, make_dirs=make_dirs, progress=progress)
+    except LiifError as exc:
+        if str(job.source) in str(exc) or str(job.target) in str(exc):
+            raise
+        raise LiifError(f"{job.source}: {exc}") from exc
+
+
+def _run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: bool,
+             max_pixels: int, quality: int, crop_to: tuple[int, int] | None, make_dirs: bool,
+             progress: Progress | None) -> None:
     def check_size(in_size: tuple[int, int]) -> None:  # from the header, before decoding
         check_max_pixels(size_rule(in_size), max_pixels)
 

@@ -260,6 +260,7 @@ def resize(
 
     from . import distributed
     from .batch import fit_rule, make_output_folder, resize_jobs
+    from .files import remove_stale_temps
 
     distributed.init_from_env(device.value)  # no-op unless started by torchrun
     try:
@@ -281,6 +282,8 @@ def resize(
             upscaler = load_upscaler(weights, distributed.device_name(device.value), precision,
                                      tile, chunk)
             make_output_folder(output)
+            for folder in sorted({job.target.parent for job in jobs}):
+                remove_stale_temps(folder)  # left by a run killed mid-write (kill -9)
         # Rank 0 decides what is left before any rank writes; each rank then does
         # todo[rank::world], so every output is written by exactly one rank.
         todo = distributed.broadcast(
