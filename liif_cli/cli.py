@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -497,6 +498,9 @@ def main_options(
                                           is_eager=True, help="Show the version.")] = False,
 ) -> None:
     """Upscale images to any size with a Local Implicit Image Function (LIIF)."""
+    # Pillow's warnings (decompression bomb, corrupt EXIF, ...) are not for users: what
+    # matters is checked and reported by liif itself as one line.
+    warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
 
 
 def main() -> None:

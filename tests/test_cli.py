@@ -816,3 +816,18 @@ def test_info_on_bundled_weights_shows_no_absolute_paths():
     keys = [line.split("│")[1].strip() for line in result.stdout.splitlines()
             if line.count("│") >= 2]
     assert keys.count("encoder") == 1
+
+
+def test_pillow_warnings_never_reach_the_user(work, tiny_weights):
+    import struct
+
+    src = work / "bad_exif.jpg"
+    bad = (b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, 1)
+           + struct.pack("<HHII", 0x010F, 2, 1000, 5000) + b"\x00" * 4)  # data past the end
+    Image.new("RGB", (8, 8), "red").save(src, exif=bad)
+    proc = subprocess.run([sys.executable, "-m", "liif_cli", "upscale", str(src), "-s", "2",
+                           "-w", str(tiny_weights)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONWARNINGS": "always", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.strip()] == [
+        f"wrote {work / 'bad_exif_x2.jpg'}"]  # and no "UserWarning: Corrupt EXIF ..."
