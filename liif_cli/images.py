@@ -214,7 +214,8 @@ def _quiet_pillow() -> Iterator[None]:
 def _check_header(image: Image.Image, path: Path, max_pixels: int,
                   check: SizeCheck | None) -> None:
     """Refuse, before decoding, what read_image must not decode (see there)."""
-    if getattr(image, "is_animated", False) or getattr(image, "n_frames", 1) > 1:
+    # MPO: a camera JPEG whose extra pictures (previews, depth maps) follow the main one.
+    if image.format != "MPO" and getattr(image, "n_frames", 1) > 1:
         kind = "pages" if image.format == "TIFF" else "frames"
         raise LiifError(f"{path}: has {image.n_frames} {kind}; liif reads single images only "
                         "(extract the one you want first)")

@@ -609,6 +609,15 @@ def test_animated_and_multi_page_files_are_refused(tmp_path, name):
     assert_one_line_error(excinfo, path, f"3 {kind}", "single images")
 
 
+def test_camera_jpeg_with_a_preview_picture_is_read(tmp_path):
+    """MPO: many cameras store previews or depth maps after the main picture of a JPEG."""
+    path = tmp_path / "camera.jpg"
+    Image.new("RGB", (16, 12), "red").save(path, format="MPO", save_all=True,
+                                           append_images=[Image.new("RGB", (8, 6), "blue")])
+    picture = read_image(path)
+    assert picture.size == (12, 16) and picture.rgb[..., 0].mean() > 0.9
+
+
 def handmade_tiff(pixels: np.ndarray, sample_format: int) -> bytes:
     """An uncompressed little-endian TIFF of any sample type (3: IEEE float)."""
     height, width, channels = pixels.shape
