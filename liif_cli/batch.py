@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .api import Upscaler
 from .engine import Progress
-from .errors import LiifError, one_line
+from .errors import LiifError, is_out_of_memory, one_line
 from .images import SUPPORTED_SUFFIXES, check_output, read_image, write_image
 from .sizing import centre_crop_box, check_max_pixels, fit_size
 
@@ -146,6 +146,11 @@ def run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: boo
         if str(job.source) in str(exc) or str(job.target) in str(exc):
             raise
         raise LiifError(f"{job.source}: {exc}") from exc
+    except Exception as exc:  # e.g. numpy running out of memory while writing
+        if not is_out_of_memory(exc):
+            raise
+        raise LiifError(f"{job.source}: out of memory ({one_line(exc)}); ask for a smaller "
+                        "output (--max-pixels refuses large ones up front)") from None
 
 
 def _run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: bool,

@@ -745,6 +745,18 @@ def test_out_of_memory_is_one_line(work, tiny_weights, monkeypatch):
                           code=1)
 
 
+def test_out_of_memory_while_writing_is_one_line(work, tiny_weights, monkeypatch):
+    from liif_cli import batch
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError("Unable to allocate 1.34 GiB for an array")
+
+    monkeypatch.setattr(batch, "write_image", exhausted)
+    src = make_image(work / "a.png", 8, 6)
+    assert_one_error_line(run("upscale", src, "-s", "2", "-w", tiny_weights),
+                          "a.png", "out of memory", "--max-pixels", code=1)
+
+
 @pytest.mark.parametrize("output", ["newdir/", "deeper/newdir/"])
 def test_upscale_output_ending_in_slash_is_a_new_folder(work, tiny_weights, output):
     src = make_image(work / "a.png", 8, 6)
