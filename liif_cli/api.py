@@ -8,6 +8,7 @@ when the target is no larger than the input in both directions the model is not 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +18,35 @@ from PIL import Image
 
 from . import checkpoint
 from .engine import DEFAULT_CHUNK, DEFAULT_TILE, Progress, precision_name, render, resolve_device
+from .errors import LiifError, is_out_of_memory
 from .images import Picture, quantise
 from .model import LIIF
 from .sizing import target_size
 
+# The encoder pads its input with zeros (as the paper's code does), which darkens and
+# distorts about PAD_SMALL pixels along each border. Harmless on ordinary images, it dominates
+# tiny ones (a 1x1 image of (200, 50, 50) came out about (138, 114, 110)): along any side
+# shorter than MIN_SIDE the input is first extended by repeating its edge pixels.
+MIN_SIDE = 16
+PAD_SMALL = 8
+
 
 class Upscaler:
-    """A loaded model plus how to run it (device, precision, tile and chunk sizes)."""
+    """A loaded model plus how to run it (device, precision, tile and chunk sizes).
+
+    min_side: inputs with a side shorter than this are edge-padded along it before encoding
+    (see MIN_SIDE; 0 turns this off); the output covers exactly the original image.
+    """
 
     def __init__(self, model: LIIF, *, device: str | torch.device = "auto",
                  precision: str = "auto", tile: int = DEFAULT_TILE, chunk: int = DEFAULT_CHUNK,
-                 name: str = "custom", metadata: dict[str, Any] | None = None):
+                 name: str = "custom", metadata: dict[str, Any] | None = None,
+                 min_side: int = MIN_SIDE):
         self.device = resolve_device(device) if isinstance(device, str) else device
         # 'auto' becomes bf16 or fp32 here; errors (e.g. fp16 on the CPU) surface early.
         self.precision = precision_name(precision, self.device)
         self.model = model.eval().to(self.device)
-        self.tile, self.chunk = tile, chunk
+        self.tile, self.chunk, self.min_side = tile, chunk, min_side
         self.name, self.metadata = name, dict(metadata or {})
 
     @classmethod
@@ -53,20 +67,44 @@ class Upscaler:
                 progress(1, 1)
             return np.stack([_resize_plane(rgb[..., c], size, Image.Resampling.LANCZOS)
                              for c in range(3)], axis=-1)
-        image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+        (h, w), (out_h, out_w) = rgb.shape[:2], size
+        pad_h, pad_w = edge_padding(h, out_h, self.min_side), edge_padding(w, out_w, self.min_side)
+        region: dict[str, tuple[int, int]] = {}
+        if pad_h or pad_w:
+            # Render the padded image at the same pixel size and keep the original's pixels:
+            # each pad holds a whole number of output pixels, so the geometry is exact.
+            rgb = np.pad(rgb, ((pad_h, pad_h), (pad_w, pad_w), (0, 0)), mode="edge")
+            top, left = pad_h * out_h // h, pad_w * out_w // w
+            size = (out_h + 2 * top, out_w + 2 * left)
+            region = {"out_rows": (top, top + out_h), "out_cols": (left, left + out_w)}
+        image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))
         out = render(self.model, image, size, tile=self.tile, chunk=self.chunk,
-                     device=self.device, precision=self.precision, progress=progress)
+                     device=self.device, precision=self.precision, progress=progress, **region)
         return out.permute(1, 2, 0).numpy()
 
     def resample(self, picture: Picture, size: tuple[int, int],
                  progress: Progress | None = None) -> Picture:
-        """A Picture at `size` (H', W'), keeping its alpha, bit depth and colour profile."""
-        rgb = self.render_rgb(picture.rgb, size, progress)
-        alpha = None
-        if picture.alpha is not None:
-            grows = size[0] > picture.size[0] or size[1] > picture.size[1]
-            alpha = _resize_plane(picture.alpha, size, Image.Resampling.BICUBIC if grows
-                                  else Image.Resampling.LANCZOS)
+        """A Picture at `size` (H', W'), keeping its alpha, bit depth and colour profile.
+
+        Running out of memory raises LiifError naming the size and what lowers memory use.
+        """
+        try:
+            rgb = self.render_rgb(picture.rgb, size, progress)
+            alpha = None
+            if picture.alpha is not None:
+                grows = size[0] > picture.size[0] or size[1] > picture.size[1]
+                alpha = _resize_plane(picture.alpha, size, Image.Resampling.BICUBIC if grows
+                                      else Image.Resampling.LANCZOS)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise LiifError(f"out of memory rendering {size[1]}x{size[0]} "
+                            f"({size[0] * size[1] / 1e6:,.1f} MP) on {self.device.type}: "
+                            f"use a smaller --tile (now {self.tile}) or --chunk (now "
+                            f"{self.chunk}), or a smaller output (--max-pixels refuses large "
+                            "ones up front)") from None
         return picture.with_pixels(rgb, alpha)
 
     # ------------------------------------------------------------------ convenience
@@ -88,6 +126,16 @@ class Upscaler:
         if mode is not None:
             return _pil_from_picture(out, mode)
         return _array_like(out, np.asarray(image))
+
+
+def edge_padding(n_in: int, n_out: int, min_side: int = MIN_SIDE) -> int:
+    """Pixels to add at each end of an axis of `n_in` input pixels rendered to `n_out`: 0 if
+    the axis is at least `min_side` long, else the least multiple of n_in / gcd(n_in, n_out)
+    (so that the pad covers a whole number of output pixels) not below PAD_SMALL."""
+    if n_in >= min_side:
+        return 0
+    unit = n_in // math.gcd(n_in, n_out)
+    return -(-PAD_SMALL // unit) * unit
 
 
 def _resize_plane(plane: np.ndarray, size: tuple[int, int], method: Image.Resampling) -> np.ndarray:

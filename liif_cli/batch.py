@@ -6,13 +6,15 @@ the slow part), resamples it and writes it atomically. Nothing here prints; the 
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .api import Upscaler
 from .engine import Progress
-from .errors import LiifError
+from .errors import LiifError, is_out_of_memory, one_line
 from .images import SUPPORTED_SUFFIXES, check_output, read_image, write_image
 from .sizing import centre_crop_box, check_max_pixels, fit_size
 
@@ -31,12 +33,19 @@ def scale_label(scale: float) -> str:
     return f"x{scale:g}"
 
 
-def upscale_jobs(inputs: Iterable[Path], output: Path | None, label: str) -> list[Job]:
+def output_is_folder(inputs: list[Path], output: str | Path | None) -> bool:
+    """Whether `liif upscale -o output` names a folder: an existing one, a name ending in a
+    slash (pass the text as typed: Path drops the slash), or any name for several inputs."""
+    return output is not None and (os.path.isdir(output) or len(inputs) > 1
+                                   or str(output).endswith(("/", "\\", os.sep)))
+
+
+def upscale_jobs(inputs: Iterable[Path], output: str | Path | None, label: str) -> list[Job]:
     """Where each `liif upscale` input goes: beside it as <stem>_<label><ext> by default,
     into `output` if it is a folder (or several inputs), or to `output` itself."""
     inputs = list(inputs)
-    to_folder = output is not None and (output.is_dir() or len(inputs) > 1
-                                        or str(output).endswith(("/", "\\")))
+    to_folder = output_is_folder(inputs, output)
+    output = None if output is None else Path(output)
     jobs = []
     for src in inputs:
         name = f"{src.stem}_{label}{src.suffix}"
@@ -51,18 +60,52 @@ def upscale_jobs(inputs: Iterable[Path], output: Path | None, label: str) -> lis
     return jobs
 
 
-def resize_jobs(inputs: Iterable[Path], out_dir: Path, recursive: bool, fmt: str) -> list[Job]:
+def make_output_folder(folder: Path) -> None:
+    """Create `folder` (and its parents) if missing and check files can be written in it,
+    so an unusable output folder is one error up front rather than one per image."""
+    if folder.exists() and not folder.is_dir():
+        raise LiifError(f"output {folder} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LiifError(f"cannot create output folder {folder}: "
+                        f"{exc.strerror or one_line(exc)}") from None
+    if not writable(folder):
+        raise LiifError(f"no permission to write in output folder {folder}")
+
+
+def writable(folder: Path) -> bool:
+    """Whether this process may create files in `folder`."""
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def resize_jobs(inputs: Iterable[Path], out_dir: Path, recursive: bool, fmt: str,
+                ignored: Counter[str] | None = None) -> list[Job]:
     """`liif resize` jobs: every image under the given folders (mirroring sub-folders) or
-    the given files, each into `out_dir` with the chosen format's suffix."""
+    the given files, each into `out_dir` with the chosen format's suffix.
+
+    Files inside `out_dir` are never inputs (a rerun must not resize its own outputs).
+    `ignored`, if given, counts the files of the scanned folders that were passed over, by
+    reason ('with no image suffix', 'inside the output folder').
+    """
     if fmt not in FORMATS:
         raise LiifError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
+    ignored = Counter() if ignored is None else ignored
+    out_resolved = out_dir.resolve()
     jobs = []
     for item in inputs:
         if item.is_dir():
             pattern = "**/*" if recursive else "*"
-            found = sorted(p for p in item.glob(pattern)
-                           if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
-                           and not p.name.startswith("."))
+            found = []
+            for p in sorted(item.glob(pattern)):
+                if not p.is_file() or p.name.startswith("."):
+                    continue  # folders, and hidden files such as unfinished outputs
+                if p.resolve().is_relative_to(out_resolved):
+                    ignored["inside the output folder"] += 1
+                elif p.suffix.lower() not in SUPPORTED_SUFFIXES:
+                    ignored["with no image suffix"] += 1
+                else:
+                    found.append(p)
             pairs = [(p, p.relative_to(item)) for p in found]
         elif item.exists():
             pairs = [(item, Path(item.name))]
@@ -94,9 +137,29 @@ def run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: boo
     """Read, resample, optionally centre-crop to `crop_to` (H, W), and write one image.
 
     `make_dirs` creates the output's folder (resize mirrors sub-folders); otherwise a
-    missing folder is an error.
+    missing folder is an error. Every LiifError raised names the input file.
     """
-    picture = read_image(job.source)
+    try:
+        _run_job(upscaler, job, size_rule, overwrite=overwrite, max_pixels=max_pixels,
+                 quality=quality, crop_to=crop_to, make_dirs=make_dirs, progress=progress)
+    except LiifError as exc:
+        if str(job.source) in str(exc) or str(job.target) in str(exc):
+            raise
+        raise LiifError(f"{job.source}: {exc}") from exc
+    except Exception as exc:  # e.g. numpy running out of memory while writing
+        if not is_out_of_memory(exc):
+            raise
+        raise LiifError(f"{job.source}: out of memory ({one_line(exc)}); ask for a smaller "
+                        "output (--max-pixels refuses large ones up front)") from None
+
+
+def _run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: bool,
+             max_pixels: int, quality: int, crop_to: tuple[int, int] | None, make_dirs: bool,
+             progress: Progress | None) -> None:
+    def check_size(in_size: tuple[int, int]) -> None:  # from the header, before decoding
+        check_max_pixels(size_rule(in_size), max_pixels)
+
+    picture = read_image(job.source, max_pixels=max_pixels, check=check_size)
     size = size_rule(picture.size)
     check_max_pixels(size, max_pixels)
     if make_dirs:

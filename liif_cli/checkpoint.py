@@ -13,6 +13,7 @@ whose "model" entry holds "name", "args" (encoder_spec / imnet_spec) and "sd".
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import torch
 
 from .errors import LiifError
 from .files import create_temp
-from .model import LIIF, ModelSpec, build_model
+from .model import LIIF, RDN_CONFIGS, ModelSpec, build_model
 
 FORMAT_NAME = "liif"
 FORMAT_VERSION = 1
@@ -127,7 +128,11 @@ def from_dict(raw: Any, name: str = "checkpoint") -> Checkpoint:
                 from None
         ckpt = Checkpoint(spec, state, dict(raw.get("metadata") or {}), FORMAT_NAME, extra)
     elif isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "sd" in raw["model"]:
-        ckpt = _from_official(raw, name)
+        try:
+            ckpt = _from_official(raw, name)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise LiifError(f"{name}: malformed official LIIF checkpoint "
+                            f"({type(exc).__name__}: {exc})") from None
     else:
         raise LiifError(f"not a LIIF checkpoint: {name} (no 'format' or 'model' entry)")
     _check_weights_fit(ckpt, name)
@@ -167,22 +172,89 @@ def _from_official(raw: dict[str, Any], name: str) -> Checkpoint:
     return Checkpoint(spec, state, meta, "official")
 
 
+# Sane ranges for every number a spec may hold: a checkpoint describing a model outside them
+# is damaged or hostile, and is refused before anything is built or allocated.
+_INT_ARGS = {"n_resblocks": (0, 256), "n_feats": (1, 1024), "G0": (1, 1024),
+             "RDNkSize": (1, 9), "n_colors": (3, 3)}
+_ENCODER_ARGS = {"edsr-baseline": {"n_resblocks", "n_feats", "res_scale", "n_colors"},
+                 "edsr": {"n_resblocks", "n_feats", "res_scale", "n_colors"},
+                 "rdn": {"G0", "RDNkSize", "RDNconfig", "n_colors"}}
+_MAX_HIDDEN_LAYERS, _MAX_HIDDEN_WIDTH = 32, 4096
+
+
+def check_spec(spec: ModelSpec) -> None:
+    """Raise LiifError unless every field of `spec` is of the right type and in a sane range."""
+    def bad(problem: str) -> LiifError:
+        return LiifError(f"bad model spec: {problem}")
+
+    if spec.encoder not in _ENCODER_ARGS:
+        raise bad(f"unknown encoder {spec.encoder!r} (known: {', '.join(_ENCODER_ARGS)})")
+    if not isinstance(spec.encoder_args, dict):
+        raise bad("encoder_args is not a dict")
+    unknown = set(spec.encoder_args) - _ENCODER_ARGS[spec.encoder]
+    if unknown:
+        raise bad(f"{spec.encoder} takes no argument {sorted(map(str, unknown))[0]!r}")
+    for key, value in spec.encoder_args.items():
+        if key in _INT_ARGS:
+            low, high = _INT_ARGS[key]
+            if not _is_int(value) or not low <= value <= high:
+                raise bad(f"{key} = {value!r}, expected a whole number from {low} to {high}")
+        elif key == "res_scale":
+            if not _is_number(value) or not 0 < value <= 10:
+                raise bad(f"res_scale = {value!r}, expected a number in (0, 10]")
+        elif key == "RDNconfig" and value not in RDN_CONFIGS:
+            raise bad(f"RDNconfig = {value!r}, expected one of {', '.join(RDN_CONFIGS)}")
+    if spec.encoder_args.get("RDNkSize", 1) % 2 == 0:
+        raise bad(f"RDNkSize = {spec.encoder_args['RDNkSize']}, expected an odd number")
+    hidden = spec.hidden
+    if not isinstance(hidden, (list, tuple)) or len(hidden) > _MAX_HIDDEN_LAYERS:
+        raise bad(f"hidden = {hidden!r}, expected a list of at most {_MAX_HIDDEN_LAYERS} widths")
+    for width in hidden:
+        if not _is_int(width) or not 1 <= width <= _MAX_HIDDEN_WIDTH:
+            raise bad(f"hidden layer width {width!r}, expected a whole number from 1 to "
+                      f"{_MAX_HIDDEN_WIDTH}")
+    for flag in ("feat_unfold", "local_ensemble", "cell_decode"):
+        if not isinstance(getattr(spec, flag), bool):
+            raise bad(f"{flag} = {getattr(spec, flag)!r}, expected true or false")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
 def _check_weights_fit(ckpt: Checkpoint, name: str) -> None:
-    """Fail with one clear line if the state dict does not match the spec."""
+    """Fail with one clear line unless the spec is sane and every tensor of the state dict
+    has the shape the spec implies and finite values. Nothing real is built: the expected
+    shapes come from a model on the 'meta' device, which allocates no memory."""
     try:
-        model = build_model(ckpt.spec)
-    except (TypeError, ValueError, KeyError) as exc:
+        check_spec(ckpt.spec)
+    except LiifError as exc:
+        raise LiifError(f"{name}: {exc}") from None
+    try:
+        with torch.device("meta"):
+            expected = build_model(ckpt.spec).state_dict()
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         raise LiifError(f"{name}: bad model spec ({exc})") from None
-    expected = model.state_dict()
     missing = sorted(set(expected) - set(ckpt.state_dict))
     unexpected = sorted(set(ckpt.state_dict) - set(expected))
     if missing or unexpected:
         raise LiifError(f"{name}: weights do not fit the model "
                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     for key, value in expected.items():
-        if tuple(ckpt.state_dict[key].shape) != tuple(value.shape):
+        weight = ckpt.state_dict[key]
+        if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
+            raise LiifError(f"{name}: weight {key} is not a floating-point tensor")
+        if tuple(weight.shape) != tuple(value.shape):
             raise LiifError(f"{name}: weight {key} has shape "
-                            f"{tuple(ckpt.state_dict[key].shape)}, expected {tuple(value.shape)}")
+                            f"{tuple(weight.shape)}, expected {tuple(value.shape)}")
+        if not bool(torch.isfinite(weight).all()):
+            raise LiifError(f"{name}: weight {key} holds NaN or infinite values "
+                            "(a diverged or damaged checkpoint)")
 
 
 # --------------------------------------------------------------------------- named weights

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -63,8 +64,10 @@ WeightsOpt = Annotated[str | None, typer.Option(
     "--weights", "-w", help="Bundled weights name or checkpoint file.",
     show_default="the bundled model")]
 DeviceOpt = Annotated[Device, typer.Option(help="Where to run: auto picks cuda, mps, then cpu.")]
+MIN_TILE = 32  # smaller tiles re-encode their halo (~35 pixels each side) over and over
 TileOpt = Annotated[int, typer.Option(
-    help="Tile size in input pixels (memory bound); 0 renders in one piece.", min=0)]
+    help=f"Tile size in input pixels (memory bound), at least {MIN_TILE}; 0 renders in one "
+    "piece.", min=0)]
 ChunkOpt = Annotated[int, typer.Option(help="Queries decoded at once (memory bound).", min=1)]
 PrecisionOpt = Annotated[Precision, typer.Option(
     help="Arithmetic: auto (bf16 where the CPU or GPU has bf16 units, else fp32), fp32 "
@@ -100,6 +103,14 @@ def user_errors(code: int = 1, report: bool = True) -> Iterator[None]:
         if not report:
             raise typer.Exit(130) from None
         fail("interrupted", 130)
+
+
+def check_tile(tile: int) -> None:
+    """Refuse tiles so small that re-encoding each tile's halo would take most of the time
+    (--tile 1 on a 64x48 image ran for 14 minutes)."""
+    if 0 < tile < MIN_TILE:
+        raise LiifError(f"--tile {tile} is too small: each tile also encodes about 35 pixels "
+                        f"around it, so use 0 (one piece) or at least {MIN_TILE}")
 
 
 def make_progress(quiet: bool) -> Progress:
@@ -148,7 +159,8 @@ def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str, **job_option
 
 @app.command()
 def upscale(
-    inputs: Annotated[list[Path], typer.Argument(help="Image files to upscale.")],
+    inputs: Annotated[list[Path], typer.Argument(
+        help="Image files to upscale (for a folder, use `liif resize`).")],
     scale: Annotated[float | None, typer.Option("--scale", "-s", help="Any factor > 0, e.g. 12.5.")]
     = None,
     size: Annotated[str | None, typer.Option(help="Exact output size WIDTHxHEIGHT.")] = None,
@@ -156,8 +168,9 @@ def upscale(
     = None,
     height: Annotated[int | None, typer.Option(help="Output height; keeps the aspect ratio.")]
     = None,
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Output file (one input) or folder.",
+    output: Annotated[str | None, typer.Option(
+        "--output", "-o", help="Output file (one input), or folder (several inputs, or a name "
+        "ending in /); a missing folder is created.",
         show_default="<stem>_x<scale>.<ext> beside the input")] = None,
     weights: WeightsOpt = None,
     device: DeviceOpt = Device.auto,
@@ -169,13 +182,24 @@ def upscale(
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Upscale images by a factor or to a size."""
+    """Upscale images by a factor or to a size.
+
+    Give exactly one of --scale, --size, --width or --height.
+    Exit code 0: all done; 1: an image failed; 2: bad usage.
+    """
     from .sizing import parse_size, target_size
 
-    with user_errors():
+    with user_errors(code=2):  # usage errors, before importing torch
         box = parse_size(size) if size is not None else None
         target_size((1, 1), scale=scale, size=box, width=width, height=height)  # validate early
-        from .batch import scale_label, upscale_jobs  # imports torch: after the usage checks
+        check_tile(tile)
+        for src in inputs:
+            if os.path.isdir(src):
+                raise LiifError(f"{src} is a folder; upscale takes image files: for a folder "
+                                f"use `liif resize {src} --size WIDTHxHEIGHT -o OUTPUT_FOLDER`")
+            if not os.path.lexists(src):
+                raise LiifError(f"{src}: no such file")
+        from .batch import make_output_folder, output_is_folder, scale_label, upscale_jobs
 
         if scale is not None:
             label = scale_label(scale)
@@ -184,7 +208,10 @@ def upscale(
         else:
             label = f"w{width}" if width is not None else f"h{height}"
         jobs = upscale_jobs(inputs, output, label)
+    with user_errors():
         upscaler = load_upscaler(weights, device, precision, tile, chunk)
+        if output is not None and output_is_folder(inputs, output):
+            make_output_folder(Path(output))
         failed = run_jobs(upscaler, jobs,
                           lambda hw: target_size(hw, scale=scale, size=box, width=width,
                                                  height=height),
@@ -231,20 +258,35 @@ def resize(
     if os.environ.get("RANK", "0") == "0":  # usage errors before importing torch (rank 0 says)
         with user_errors(code=2):
             check_max_pixels(parse_size(size), max_pixels)
+            check_tile(tile)
+    from collections import Counter
+
     from . import distributed
-    from .batch import fit_rule, resize_jobs
+    from .batch import fit_rule, make_output_folder, resize_jobs
+    from .files import remove_stale_temps
 
     distributed.init_from_env(device.value)  # no-op unless started by torchrun
     try:
         main, world = distributed.is_main(), distributed.world_size()
+        ignored: Counter[str] = Counter()
         with user_errors(code=2, report=main), distributed.agreed_errors():
             box = parse_size(size)
             check_max_pixels(box, max_pixels)
+            check_tile(tile)
             if output.exists() and not output.is_dir():
                 raise LiifError(f"--output {output} exists and is not a folder")
-            jobs = resize_jobs(inputs, output, recursive, fmt.value)
+            jobs = resize_jobs(inputs, output, recursive, fmt.value, ignored)
+        if not jobs:  # every rank found the same nothing
+            if main:
+                fail(f"nothing to do: no images in {', '.join(map(str, inputs))}"
+                     + _ignored_text(ignored, " (ignored {})"))
+            raise typer.Exit(1)
+        with user_errors(code=2, report=main), distributed.agreed_errors():
             upscaler = load_upscaler(weights, distributed.device_name(device.value), precision,
                                      tile, chunk)
+            make_output_folder(output)
+            for folder in sorted({job.target.parent for job in jobs}):
+                remove_stale_temps(folder)  # left by a run killed mid-write (kill -9)
         # Rank 0 decides what is left before any rank writes; each rank then does
         # todo[rank::world], so every output is written by exactly one rank.
         todo = distributed.broadcast(
@@ -260,12 +302,31 @@ def resize(
         if main:
             ranks = f" on {world} ranks" if world > 1 else ""
             err.print(f"resized {len(todo) - failed}, skipped {len(jobs) - len(todo)} existing, "
-                      f"failed {failed} (of {len(jobs)} images) into {output}{ranks}",
+                      f"failed {failed} (of {len(jobs)} images) into {output}{ranks}"
+                      + _ignored_text(ignored, "; ignored {}"),
                       highlight=False, markup=False, soft_wrap=True)
         distributed.barrier()  # leave together, after the summary
     finally:
         distributed.cleanup()
     raise typer.Exit(1 if failed else 0)
+
+
+def _without_absolute_paths(value: object) -> object:
+    """Metadata with absolute paths (e.g. where the shipped weights were trained, recorded by
+    older versions) cut to their last two parts: '/home/x/data/Set5/HR' -> 'Set5/HR'."""
+    if isinstance(value, list):
+        return [_without_absolute_paths(item) for item in value]
+    if isinstance(value, str) and (value.startswith(("/", "\\")) or value[1:3] == ":\\"):
+        return "/".join(value.replace("\\", "/").rstrip("/").split("/")[-2:])
+    return value
+
+
+def _ignored_text(ignored: dict[str, int], template: str) -> str:
+    """'3 files with no image suffix, 1 file inside the output folder' put into
+    `template`, or '' if nothing was ignored."""
+    parts = [f"{count} file{'s' if count != 1 else ''} {reason}"
+             for reason, count in sorted(ignored.items()) if count]
+    return template.format(", ".join(parts)) if parts else ""
 
 
 @app.command()
@@ -282,16 +343,21 @@ def info(
         path = checkpoint.resolve_weights(weights)
         ckpt = checkpoint.load(path)
         model = ckpt.build()
+    bundled = checkpoint.available_weights()
+    shipped = bundled.get(path.stem) == path
     table = Table(title=f"{path.name}", show_header=False, title_justify="left")
-    table.add_row("file", str(path))
+    # Shipped weights: where this installation keeps them is nobody's business but pip's.
+    table.add_row("file", f"bundled weights {path.stem!r}" if shipped else str(path))
     table.add_row("sha256", checkpoint.file_sha256(path))
     table.add_row("format", ckpt.source_format)
-    for key, value in ckpt.spec.to_dict().items():
+    spec = ckpt.spec.to_dict()
+    for key, value in spec.items():
         table.add_row(key, str(value))
     table.add_row("parameters", f"{count_parameters(model):,}")
     for key, value in ckpt.metadata.items():
-        table.add_row(str(key), str(value))
-    bundled = checkpoint.available_weights()
+        if spec.get(key, object()) == value:
+            continue  # e.g. 'encoder', already shown with the architecture
+        table.add_row(str(key), str(_without_absolute_paths(value) if shipped else value))
     out.print(table)
     if bundled:
         out.print("bundled weights: " + ", ".join(bundled), highlight=False)
@@ -444,6 +510,9 @@ def main_options(
                                           is_eager=True, help="Show the version.")] = False,
 ) -> None:
     """Upscale images to any size with a Local Implicit Image Function (LIIF)."""
+    # Pillow's warnings (decompression bomb, corrupt EXIF, ...) are not for users: what
+    # matters is checked and reported by liif itself as one line.
+    warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
 
 
 def main() -> None:

@@ -125,15 +125,17 @@ class RenderTimes:
 
 
 def plan_tiles(model: LIIF, in_size: tuple[int, int], out_size: tuple[int, int],
-               tile: int = DEFAULT_TILE, out_rows: tuple[int, int] | None = None) -> TilePlan:
+               tile: int = DEFAULT_TILE, out_rows: tuple[int, int] | None = None,
+               out_cols: tuple[int, int] | None = None) -> TilePlan:
     """Split the output into tiles of about `tile` input pixels a side (0: one tile).
 
-    `out_rows` restricts the render to a band of output rows [start, stop).
+    `out_rows` and `out_cols` restrict the render to output rows and columns [start, stop).
     """
     halo = model.encoder.receptive_radius + (1 if model.spec.feat_unfold else 0)
     first, last = out_rows or (0, out_size[0])
+    left, right = out_cols or (0, out_size[1])
     rows = _spans(in_size[0], out_size[0], tile, halo, model.spec.local_ensemble, first, last)
-    cols = _spans(in_size[1], out_size[1], tile, halo, model.spec.local_ensemble, 0, out_size[1])
+    cols = _spans(in_size[1], out_size[1], tile, halo, model.spec.local_ensemble, left, right)
     return TilePlan(tuple(rows), tuple(cols))
 
 
@@ -180,20 +182,23 @@ def normalise(image: Tensor, device: torch.device | str = "cpu") -> Tensor:
 def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int = DEFAULT_TILE,
            chunk: int = DEFAULT_CHUNK, device: torch.device | str = "cpu",
            precision: str = "fp32", out_rows: tuple[int, int] | None = None,
-           progress: Progress | None = None, times: RenderTimes | None = None) -> Tensor:
+           out_cols: tuple[int, int] | None = None, progress: Progress | None = None,
+           times: RenderTimes | None = None) -> Tensor:
     """Upscale (or resample) an image to `size` with the fast decoder.
 
     image: (3, H, W) float RGB in [0, 1]. Returns (3, H', W') float32 in [0, 1] on the CPU,
-    or only output rows `out_rows` = (start, stop) of it. `times`, if given, is added to.
+    or only output rows `out_rows` = (start, stop) and columns `out_cols` of it. `times`, if
+    given, is added to.
     """
     device = torch.device(device)
     dtype = resolve_precision(precision, device)
     _check_render_args(image, size, chunk)
     model = model.to(device)
     in_size = (image.shape[1], image.shape[2])
-    plan = plan_tiles(model, in_size, size, tile, out_rows)
+    plan = plan_tiles(model, in_size, size, tile, out_rows, out_cols)
     first, last = out_rows or (0, size[0])
-    out = torch.empty(3, last - first, size[1])
+    left, right = out_cols or (0, size[1])
+    out = torch.empty(3, last - first, right - left)
     row_centres, col_centres = axis_centres(size[0]), axis_centres(size[1])
     cell = make_cells(size, 1).to(device)  # (1, 2)
     autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32
@@ -221,7 +226,12 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int = DEF
             pieces.append(rgb[0].float())
         tile_rgb = torch.cat(pieces).view(rows.out_stop - rows.out_start,
                                           cols.out_stop - cols.out_start, 3)
-        out[:, rows.out_start - first:rows.out_stop - first, cols.out_start:cols.out_stop] = (
+        if not bool(torch.isfinite(tile_rgb).all()):  # clamping would hide it as black
+            raise LiifError("the model produced NaN or infinite values: its weights are broken"
+                            + ("" if dtype == torch.float32 else
+                               f", or {precision} overflowed (try --precision fp32)"))
+        out[:, rows.out_start - first:rows.out_stop - first,
+            cols.out_start - left:cols.out_stop - left] = (
             (tile_rgb * 0.5 + 0.5).clamp_(0, 1).permute(2, 0, 1).cpu())
         del proj
         if clock is not None and times is not None:

@@ -16,7 +16,10 @@ from __future__ import annotations
 import os
 import struct
 import sys
+import warnings
 import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -26,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 
 from liif_cli.errors import LiifError, one_line
 from liif_cli.files import create_temp
+from liif_cli.sizing import DEFAULT_MAX_PIXELS
 
 _FORMAT_BY_SUFFIX = {
     ".png": "PNG",
@@ -148,27 +152,41 @@ class Picture:
 # --------------------------------------------------------------------------------------- reading
 
 
-def read_image(path: str | Path) -> Picture:
-    """Decode the image at `path` into an upright Picture; any problem raises LiifError."""
+SizeCheck = Callable[[tuple[int, int]], None]  # called with the upright (H, W) before decoding
+
+
+def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               check: SizeCheck | None = None) -> Picture:
+    """Decode the image at `path` into an upright Picture; any problem raises LiifError.
+
+    Before any pixel is decoded, the size in the file's header is checked: an image over
+    `max_pixels` pixels (0: no limit) is refused (this replaces Pillow's own decompression-bomb
+    limit), and `check`, if given, may raise LiifError for a size the caller cannot handle
+    (e.g. an output that would be too large). Animated and multi-page files are refused rather
+    than silently reduced to their first frame. Pillow's warnings (e.g. about corrupt EXIF data)
+    are not passed on: what matters is raised as LiifError.
+    """
     path = Path(path)
     if not os.path.exists(path):  # os.path, unlike Path, never raises (e.g. on EACCES)
         raise LiifError(f"{path}: no such file")
     if os.path.isdir(path):
         raise LiifError(f"{path}: is a folder, not an image file")
     try:
-        with Image.open(path) as image:
+        with _quiet_pillow(), Image.open(path) as image:
+            _check_header(image, path, max_pixels, check)
             pixels = _decode_pixels(image, path)
             icc_profile = image.info.get("icc_profile") or None
             orientation = _orientation(image)
             source_format = image.format or "PNG"
     except LiifError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise LiifError(f"{path}: refusing to open: {one_line(exc)}") from exc
     except UnidentifiedImageError as exc:
-        raise LiifError(f"{path}: not an image, or not a format liif can read") from exc
+        problem = _unsupported_tiff(path) or "not an image, or not a format liif can read"
+        raise LiifError(f"{path}: {problem}") from exc
     except PermissionError as exc:
         raise LiifError(f"{path}: permission denied") from exc
+    except MemoryError as exc:
+        raise LiifError(f"{path}: not enough memory to decode it") from exc
     except _DECODE_ERRORS as exc:
         raise LiifError(f"{path}: damaged or unreadable image ({one_line(exc)})") from exc
 
@@ -177,6 +195,41 @@ def read_image(path: str | Path) -> Picture:
     return Picture.from_array(
         _orient(pixels, orientation), icc_profile=icc_profile, format=source_format
     )
+
+
+@contextmanager
+def _quiet_pillow() -> Iterator[None]:
+    """No Pillow warnings, and no Pillow decompression-bomb limit: read_image applies its own
+    (--max-pixels) from the header."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _check_header(image: Image.Image, path: Path, max_pixels: int,
+                  check: SizeCheck | None) -> None:
+    """Refuse, before decoding, what read_image must not decode (see there)."""
+    # MPO: a camera JPEG whose extra pictures (previews, depth maps) follow the main one.
+    if image.format != "MPO" and getattr(image, "n_frames", 1) > 1:
+        kind = "pages" if image.format == "TIFF" else "frames"
+        raise LiifError(f"{path}: has {image.n_frames} {kind}; liif reads single images only "
+                        "(extract the one you want first)")
+    width, height = image.size
+    if max_pixels > 0 and width * height > max_pixels:
+        raise LiifError(f"{path}: input {width}x{height} has {width * height:,} pixels, above "
+                        f"--max-pixels {max_pixels:,}; raise --max-pixels to allow it")
+    if check is not None:
+        # A PNG's EXIF block may follow the pixels: its orientation is then only known after
+        # decoding (the caller checks again), so take the stored orientation here.
+        known = image.format != "PNG" or "exif" in image.info
+        upright = (width, height) if known and _orientation(image) in (5, 6, 7, 8) \
+            else (height, width)
+        check(upright)
 
 
 def _decode_pixels(image: Image.Image, path: Path) -> np.ndarray:
@@ -203,6 +256,13 @@ def _decode_pixels(image: Image.Image, path: Path) -> np.ndarray:
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit gray ("I" in older Pillow)
         gray = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)[:, :, None]
         return _add_key_alpha(gray, image.info.get("transparency"))
+    if mode == "F":  # 32-bit float gray (TIFF): fine when in [0, 1], kept as 16-bit gray
+        values = np.asarray(image, dtype=np.float32)
+        if values.size and not (np.isfinite(values).all() and values.min() >= 0
+                                and values.max() <= 1):
+            raise LiifError(f"{path}: floating-point pixel values outside [0, 1] (e.g. HDR) "
+                            "are not supported; convert to 8- or 16-bit first")
+        return np.rint(values * 65535).astype(np.uint16)[:, :, None]
     if mode in ("1", "L", "LA", "La"):
         target = "LA" if image.has_transparency_data else "L"
     elif mode in ("P", "PA", "RGB", "RGBX", "RGBA", "RGBa", "YCbCr", "CMYK"):
@@ -211,6 +271,42 @@ def _decode_pixels(image: Image.Image, path: Path) -> np.ndarray:
         raise LiifError(f"{path}: unsupported pixel format {mode!r}")
     pixels = np.asarray(image.convert(target))
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+_TIFF_SAMPLE_KINDS = {1: "integer", 2: "signed integer", 3: "floating-point"}
+
+
+def _unsupported_tiff(path: Path) -> str | None:
+    """For a TIFF that Pillow cannot open, what kind it is ('16-bit integer gray+alpha TIFF
+    is not supported; ...'), read from its first directory; None if not a readable TIFF."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(8)
+            order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(head[:4])
+            if order is None:
+                return None
+            file.seek(struct.unpack(order + "I", head[4:])[0])
+            (count,) = struct.unpack(order + "H", file.read(2))
+            entries = [struct.unpack(order + "HHI4s", file.read(12)) for _ in range(count)]
+            tags = {}
+            for tag, kind, n, field in entries:
+                if tag not in (258, 277, 339) or kind not in (3, 4):
+                    continue
+                size = 2 if kind == 3 else 4
+                if n * size > 4:
+                    file.seek(struct.unpack(order + "I", field)[0])
+                    field = file.read(n * size)
+                tags[tag] = struct.unpack(f"{order}{n}{'H' if kind == 3 else 'I'}",
+                                          field[:n * size])
+    except (OSError, struct.error):
+        return None
+    bits = tags.get(258, (1,))[0]
+    channels = tags.get(277, (1,))[0]
+    kind = _TIFF_SAMPLE_KINDS.get(tags.get(339, (1,))[0], "unknown-format")
+    layout = {1: "gray", 2: "gray+alpha", 3: "RGB", 4: "RGBA or CMYK"}.get(
+        channels, f"{channels}-channel")
+    return (f"{bits}-bit {kind} {layout} TIFF is not supported; convert it to 8- or 16-bit "
+            "integer RGB, RGBA or gray first")
 
 
 def _tile_rawmode(image: Image.Image) -> str | None:

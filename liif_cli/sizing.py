@@ -11,6 +11,7 @@ import re
 from .errors import LiifError
 
 DEFAULT_MAX_PIXELS = 250_000_000
+MAX_SIDE = 2**31 - 1  # no image format liif writes can hold a longer side
 FITS = ("contain", "cover", "stretch")
 
 
@@ -22,12 +23,18 @@ def parse_size(text: str) -> tuple[int, int]:
     width, height = int(match.group(1)), int(match.group(2))
     if width < 1 or height < 1:
         raise LiifError(f"size {text!r} must be at least 1x1")
+    if max(width, height) > MAX_SIDE:
+        raise LiifError(f"size {text!r} is too large (no image format holds a side over "
+                        f"{MAX_SIDE:,} pixels)")
     return height, width
 
 
 def round_size(value: float) -> int:
     """A side length: value rounded half up (7 x 1.5 = 10.5 gives 11, as people expect;
-    Python's round() would give 10), at least 1."""
+    Python's round() would give 10), at least 1; LiifError if no image could be that long."""
+    if not math.isfinite(value) or value + 0.5 > MAX_SIDE:
+        raise LiifError(f"output side of {value:.4g} pixels is too large "
+                        f"(no image format holds more than {MAX_SIDE:,})")
     return max(1, math.floor(value + 0.5))
 
 
@@ -55,12 +62,12 @@ def target_size(in_size: tuple[int, int], *, scale: float | None = None,
     if size is not None:
         return size
     if width is not None:
-        if width < 1:
-            raise LiifError(f"--width must be at least 1, got {width}")
+        if not 1 <= width <= MAX_SIDE:
+            raise LiifError(f"--width must be between 1 and {MAX_SIDE:,}, got {width}")
         return round_size(h * width / w), width
     assert height is not None
-    if height < 1:
-        raise LiifError(f"--height must be at least 1, got {height}")
+    if not 1 <= height <= MAX_SIDE:
+        raise LiifError(f"--height must be between 1 and {MAX_SIDE:,}, got {height}")
     return height, round_size(w * height / h)
 
 

@@ -69,6 +69,7 @@ from .dataset import CropSampler, bicubic_resize, load_images, to_unit
 from .degrade import DegradationConfig, parse_training_spec
 from .engine import render
 from .errors import LiifError
+from .files import remove_stale_temps
 from .metrics import y_psnr
 from .model import LIIF, ModelSpec, build_model
 from .runtime import retain_freed_memory
@@ -349,14 +350,38 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _prepare_run_dir(out: Path) -> None:
-    """Create RUN_DIR and check it is writable; LiifError otherwise."""
+def _prepare_run_dir(out: Path) -> Path | None:
+    """Create RUN_DIR and check it is writable; LiifError otherwise. Returns the outermost
+    folder it created (None if RUN_DIR existed), for _remove_if_empty to undo; removes
+    temporary files left in RUN_DIR by a killed run."""
+    created = None
+    for folder in (out, *out.parents):
+        if folder.exists():
+            break
+        created = folder
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as exc:
+        _remove_if_empty(out, created)
         raise LiifError(f"cannot write to run dir {out}: {exc.strerror or exc}") from None
+    remove_stale_temps(out)
+    return created
+
+
+def _remove_if_empty(out: Path, created: Path | None) -> None:
+    """Remove the folders _prepare_run_dir created, from RUN_DIR up to `created`, while they
+    are empty: a run that failed before writing anything leaves no trace."""
+    if created is None:
+        return
+    for folder in (out, *out.parents):
+        try:
+            folder.rmdir()  # only ever removes an empty folder
+        except OSError:
+            return
+        if folder == created:
+            return
 
 
 def _resume_config(config: TrainConfig, saved: dict[str, Any]) -> tuple[TrainConfig, list[str]]:
@@ -401,7 +426,7 @@ def _metadata(config: TrainConfig, step: int, last_val: dict[str, Any] | None,
               names: list[str], elapsed: float, world: int = 1) -> dict[str, Any]:
     meta = {
         "trained_with": "liif train",
-        "training_data": [str(Path(d).expanduser().resolve()) for d in config.data],
+        "training_data": [str(d) for d in config.data],  # as given: no absolute paths
         "training_images": len(names),
         "steps": step,
         "total_steps": config.steps,
@@ -415,7 +440,7 @@ def _metadata(config: TrainConfig, step: int, last_val: dict[str, Any] | None,
         "crop": config.crop,
         "samples": config.samples,
         "scale_range": [config.scale_min, config.scale_max],
-        "val_set": str(Path(config.val).expanduser().resolve()) if config.val else None,
+        "val_set": str(config.val) if config.val else None,
         "val_psnr": (last_val or {}).get("psnr"),
         "val_bicubic_psnr": (last_val or {}).get("bicubic_psnr"),
         "val_step": (last_val or {}).get("step"),
@@ -502,16 +527,19 @@ def _setup(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | No
         raise LiifError(f"bad training option: batch size {config.batch_size} does not split "
                         f"evenly over {world} ranks (it is the global batch: use a multiple "
                         f"of {world})")
-    _prepare_run_dir(out)
-    device = resolve_device(distributed.device_name(config.device))
-
-    images, names, more = load_images(config.data, config.max_crop, "training")
-    warnings += more
-    val_images: list[np.ndarray] = []
-    if config.val:
-        val_images, _, more = load_images([config.val], 2 * max(config.val_scales) + 1,
-                                          "validation")
+    created = _prepare_run_dir(out)
+    try:
+        device = resolve_device(distributed.device_name(config.device))
+        images, names, more = load_images(config.data, config.max_crop, "training")
         warnings += more
+        val_images: list[np.ndarray] = []
+        if config.val:
+            val_images, _, more = load_images([config.val], 2 * max(config.val_scales) + 1,
+                                              "validation")
+            warnings += more
+    except BaseException:
+        _remove_if_empty(out, created)
+        raise
     return config, start, device, images, names, val_images, warnings
 
 

@@ -32,7 +32,9 @@ def model():
 
 @pytest.fixture(scope="module")
 def upscaler(model):
-    return Upscaler(model, device="cpu", precision="fp32", tile=3, chunk=50)
+    # min_side=0: these tiny test images go to the engine as they are, so results can be
+    # compared with a plain render (edge padding of tiny inputs is tested on its own below).
+    return Upscaler(model, device="cpu", precision="fp32", tile=3, chunk=50, min_side=0)
 
 
 RNG = np.random.default_rng(42)
@@ -206,6 +208,84 @@ def test_growing_along_one_axis_uses_the_model(model, upscaler):
     pixels = rgb8()
     out = upscaler.upscale(pixels, size=(W + 3, H - 2))
     assert np.array_equal(out, to8(model_rgb(model, pixels / np.float32(255), (H - 2, W + 3))))
+
+
+# --------------------------------------------------------------------------- tiny inputs
+
+
+@pytest.mark.parametrize(("n_in", "n_out"), [(1, 4), (3, 10), (5, 7), (15, 16), (2, 3), (7, 9)])
+def test_edge_padding_covers_whole_output_pixels(n_in, n_out):
+    pad = api.edge_padding(n_in, n_out)
+    assert pad >= api.PAD_SMALL and (pad * n_out) % n_in == 0
+    assert api.edge_padding(api.MIN_SIDE, n_out) == 0
+
+
+def test_tiny_input_is_padded_with_exact_geometry(model):
+    """The result is exactly the original's region of the edge-padded image rendered at the
+    same pixel size."""
+    pixels = RNG.random((3, 5, 3), dtype=np.float32)
+    size = (10, 7)
+    got = Upscaler(model, device="cpu", precision="fp32", tile=0).render_rgb(pixels, size)
+    pad_h, pad_w = api.edge_padding(3, 10), api.edge_padding(5, 7)
+    padded = np.pad(pixels, ((pad_h, pad_h), (pad_w, pad_w), (0, 0)), mode="edge")
+    top, left = pad_h * 10 // 3, pad_w * 7 // 5
+    full = model_rgb(model, padded, (10 + 2 * top, 7 + 2 * left))
+    assert got.shape == (10, 7, 3)
+    np.testing.assert_allclose(got, full[top:top + 10, left:left + 7], atol=1e-5)
+
+
+def test_ordinary_inputs_are_not_padded(model):
+    pixels = RNG.random((api.MIN_SIDE, 20, 3), dtype=np.float32)
+    got = Upscaler(model, device="cpu", precision="fp32", tile=0).render_rgb(pixels, (40, 45))
+    assert np.array_equal(got, model_rgb(model, pixels, (40, 45)))
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return Upscaler.from_pretrained(device="cpu")
+
+
+def test_tiny_images_keep_their_colour(shipped):
+    """The encoder's zero padding once turned a 1x1 (200, 50, 50) into about (138, 114, 110)."""
+    one = np.array([[[200, 50, 50]]], np.uint8)
+    out = shipped.upscale(one, scale=4).astype(int)
+    assert out.shape == (4, 4, 3)
+    assert np.abs(out - one).max() <= 2
+    flat = np.full((3, 5, 3), 77, np.uint8)
+    assert np.abs(shipped.upscale(flat, size=(7, 10)).astype(int) - 77).max() <= 2
+
+
+def test_one_pixel_high_gradient_is_like_bicubic(shipped):
+    row = np.zeros((1, 64, 3), np.uint8)
+    row[0, :, 0], row[0, :, 1], row[0, :, 2] = np.linspace(0, 255, 64), np.linspace(255, 0, 64), 128
+    out = shipped.upscale(row, scale=4).astype(np.float32)
+    bicubic = np.asarray(Image.fromarray(row).resize((256, 4), Image.Resampling.BICUBIC))
+    assert np.abs(out - bicubic).mean() <= 3  # it was about 21 levels off
+    # ... and the same as the middle rows of a tall image made of that row
+    tall = shipped.upscale(np.repeat(row, 40, axis=0), scale=4).astype(np.float32)[80:84]
+    assert np.abs(out - tall).max() <= 2
+
+
+def test_out_of_memory_is_one_line_naming_what_lowers_memory(model, monkeypatch):
+    def exhausted(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
+                           "not enough memory: you tried to allocate 123456789 bytes.")
+
+    monkeypatch.setattr(api, "render", exhausted)
+    up = Upscaler(model, device="cpu", tile=64, chunk=512)
+    with pytest.raises(LiifError) as excinfo:
+        up.upscale(rgb8(), size=(300, 200))
+    message = str(excinfo.value)
+    assert "\n" not in message
+    for word in ("out of memory", "300x200", "--tile", "64", "--chunk", "512", "--max-pixels"):
+        assert word in message
+    monkeypatch.setattr(api, "render", lambda *a, **k: (_ for _ in ()).throw(
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")))
+    with pytest.raises(LiifError, match="out of memory"):
+        up.upscale(rgb8(), size=(300, 200))
+    monkeypatch.setattr(api, "render", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # other errors are bugs, not memory problems
+        up.upscale(rgb8(), size=(300, 200))
 
 
 # --------------------------------------------------------------------------- construction

@@ -628,3 +628,218 @@ def test_help_and_usage_errors_do_not_import_torch(args):
     exit_code, imported = done.stdout.split()
     assert imported == "False", args
     assert (exit_code == "0") == (args[-1] == "--help"), (args, exit_code)
+
+
+# ----------------------------------------------------------------------------- hardening
+
+
+def test_absurd_scale_is_one_clean_error(work, tiny_weights):
+    src = make_image(work / "small.png", 64, 48)
+    before = files_under(work)
+    assert_one_error_line(run("upscale", src, "--scale", "1e308", "-w", tiny_weights),
+                          "too large", code=2)  # was an OverflowError traceback
+    # Fine for a 1x1 image, too large for this one: refused when the image is read.
+    assert_one_error_line(run("upscale", src, "--scale", "1e8", "--max-pixels", "0",
+                              "-w", tiny_weights), "small.png", "too large", code=1)
+    assert_one_error_line(run("upscale", src, "--size", "99999999999x5", "-w", tiny_weights),
+                          "too large", code=2)
+    assert files_under(work) == before
+
+
+@pytest.mark.parametrize("args", [["--size", "12"], ["--scale", "0"], ["--width", "0"],
+                                  ["--scale", "2", "--height", "3"], ["--tile", "1", "-s", "2"]])
+def test_upscale_usage_errors_exit_2(work, tiny_weights, args):
+    src = make_image(work / "a.png", 8, 6)
+    assert_one_error_line(run("upscale", src, *args, "-w", tiny_weights), code=2)
+
+
+def test_tiny_tiles_are_refused(work, tiny_weights):
+    """--tile 1 on a 64x48 image once ran for 14 minutes: each tile re-encodes its halo."""
+    src = make_image(work / "a.png", 64, 48)
+    for command in (["upscale", src, "-s", "2"], ["resize", src, "--size", "90x90", "-o",
+                                                   work / "out"]):
+        assert_one_error_line(run(*command, "--tile", "1", "-w", tiny_weights),
+                              "--tile 1", "at least 32", code=2)
+    assert run("upscale", src, "-s", "1.5", "--tile", "32", "-w", tiny_weights).exit_code == 0
+
+
+def test_upscale_of_a_folder_points_to_resize(work, tiny_weights):
+    make_image(work / "pics" / "a.png")
+    result = run("upscale", work / "pics", "-s", "2", "-w", tiny_weights)
+    assert_one_error_line(result, "is a folder", "liif resize", code=2)
+
+
+def test_upscale_help_says_exactly_one_size_option():
+    text = " ".join(CliRunner().invoke(app, ["upscale", "--help"],
+                                       env={"COLUMNS": "200"}).output.split())
+    assert "exactly one of --scale, --size, --width or --height" in text
+
+
+def test_huge_input_is_refused_from_its_header(work, tiny_weights):
+    """A 9500x9500 PNG decodes to 1.9 GB: sizes are checked before any pixel is decoded (this
+    file has no pixel data at all, so decoding would call it damaged)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    src = work / "huge.png"
+    src.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(
+        ">IIBBBBB", 9500, 9500, 8, 2, 0, 0, 0)) + chunk(b"IEND", b""))
+    assert_one_error_line(run("upscale", src, "-s", "2", "-w", tiny_weights),
+                          "19000x19000", "--max-pixels")  # the output, at the default limit
+    assert_one_error_line(run("upscale", src, "--width", "10", "--max-pixels", "1000000",
+                              "-w", tiny_weights), "input 9500x9500", "--max-pixels")
+
+
+BAD_SPECS = {
+    "negative hidden width": lambda spec: spec.update(hidden=[-1]),
+    "negative n_feats": lambda spec: spec["encoder_args"].update(n_feats=-5),
+    "absurd hidden widths": lambda spec: spec.update(hidden=[10**7, 10**7]),
+    "hidden not a list": lambda spec: spec.update(hidden=256),
+    "unfold not a bool": lambda spec: spec.update(feat_unfold="yes"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SPECS))
+def test_checkpoint_with_a_bad_spec_is_refused_before_building(work, case, monkeypatch):
+    import torch
+
+    from liif_cli import checkpoint
+
+    raw = torch.load(checkpoint.resolve_weights(None), weights_only=True)
+    BAD_SPECS[case](raw["spec"])
+    bad = work / "bad.pth"
+    torch.save(raw, bad)
+    monkeypatch.setattr(checkpoint, "build_model", lambda spec: pytest.fail("built it"))
+    assert_one_error_line(run("info", bad), "bad.pth", "bad model spec")
+    src = make_image(work / "a.png", 8, 6)
+    assert_one_error_line(run("upscale", src, "-s", "2", "-w", bad), "bad model spec")
+
+
+def test_checkpoint_with_nan_weights_is_refused(work, tiny_weights):
+    import torch
+
+    raw = torch.load(tiny_weights, weights_only=True)
+    raw["state_dict"]["imnet.layers.0.weight"][0, 0] = float("nan")
+    torch.save(raw, work / "nan.pth")
+    src = make_image(work / "a.png", 8, 6)
+    assert_one_error_line(run("upscale", src, "-s", "2", "-w", work / "nan.pth"),
+                          "nan.pth", "NaN")
+    assert not (work / "a_x2.png").exists()
+
+
+def test_out_of_memory_is_one_line(work, tiny_weights, monkeypatch):
+    from liif_cli import api
+
+    def exhausted(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate "
+                           "900000000000 bytes.")
+
+    monkeypatch.setattr(api, "render", exhausted)
+    src = make_image(work / "a.png", 8, 6)
+    assert_one_error_line(run("upscale", src, "--size", "4000x3000", "-w", tiny_weights),
+                          "out of memory", "4000x3000", "--tile", "--chunk", "--max-pixels",
+                          code=1)
+
+
+def test_out_of_memory_while_writing_is_one_line(work, tiny_weights, monkeypatch):
+    from liif_cli import batch
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError("Unable to allocate 1.34 GiB for an array")
+
+    monkeypatch.setattr(batch, "write_image", exhausted)
+    src = make_image(work / "a.png", 8, 6)
+    assert_one_error_line(run("upscale", src, "-s", "2", "-w", tiny_weights),
+                          "a.png", "out of memory", "--max-pixels", code=1)
+
+
+@pytest.mark.parametrize("output", ["newdir/", "deeper/newdir/"])
+def test_upscale_output_ending_in_slash_is_a_new_folder(work, tiny_weights, output):
+    src = make_image(work / "a.png", 8, 6)
+    result = run("upscale", src, "-s", "2", "-o", f"{work}/{output}", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert size_of(work / output / "a_x2.png") == (16, 12)
+
+
+def test_upscale_several_inputs_create_the_output_folder(work, tiny_weights):
+    a, b = make_image(work / "a.png", 8, 6), make_image(work / "b.jpg", 8, 6)
+    result = run("upscale", a, b, "-s", "2", "-o", work / "made", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert files_under(work / "made") == {"a_x2.png", "b_x2.jpg"}
+
+
+def test_unwritable_output_folder_is_one_error_up_front(work, tiny_weights, monkeypatch):
+    from liif_cli import batch
+
+    src = work / "in"
+    for name in ("a.png", "b.png", "c.png"):
+        make_image(src / name, 8, 6)
+    locked = work / "locked"
+    locked.mkdir()
+    real_writable = batch.writable
+    monkeypatch.setattr(batch, "writable",  # root may write anywhere: pretend it may not
+                        lambda folder: folder != locked and real_writable(folder))
+    result = run("resize", src, "--size", "16x16", "-o", locked, "-w", tiny_weights)
+    assert_one_error_line(result, "no permission", "locked", code=2)
+    result = run("upscale", src / "a.png", src / "b.png", "-s", "2", "-o", locked,
+                 "-w", tiny_weights)
+    assert_one_error_line(result, "no permission", "locked")
+    assert files_under(locked) == set()
+
+
+def test_resize_rerun_never_takes_inputs_from_its_output_folder(work, tiny_weights):
+    make_image(work / "a.png", 8, 6)
+    make_image(work / "sub" / "b.png", 8, 6)
+    (work / "notes.txt").write_text("not an image")
+    args = ["resize", work, "-r", "--size", "16x16", "-o", work / "out", "-w", tiny_weights]
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    assert files_under(work / "out") == {"a.png", "sub/b.png"}
+    again = run(*args)
+    assert again.exit_code == 0, again.output
+    assert files_under(work / "out") == {"a.png", "sub/b.png"}  # no out/out/...
+    text = " ".join(again.output.split())
+    assert "resized 0, skipped 2 existing, failed 0 (of 2 images)" in text
+    assert "ignored 2 files inside the output folder, 1 file with no image suffix" in text
+
+
+def test_resize_with_nothing_to_do_exits_1(work, tiny_weights):
+    (work / "empty").mkdir()
+    (work / "empty" / "readme.txt").write_text("hi")
+    result = run("resize", work / "empty", "--size", "16x16", "-o", work / "out",
+                 "-w", tiny_weights)
+    assert_one_error_line(result, "nothing to do", "1 file with no image suffix", code=1)
+    assert not (work / "out").exists()
+
+
+def test_info_on_bundled_weights_shows_no_absolute_paths():
+    from liif_cli import checkpoint
+
+    result = run("info")
+    assert result.exit_code == 0, result.output
+    assert str(checkpoint.WEIGHTS_DIR) not in result.stdout
+    for line in result.stdout.splitlines():
+        cells = [cell.strip(" '[]") for cell in line.split("│")]
+        assert not any(cell.startswith("/") for cell in cells), line
+    keys = [line.split("│")[1].strip() for line in result.stdout.splitlines()
+            if line.count("│") >= 2]
+    assert keys.count("encoder") == 1
+
+
+def test_pillow_warnings_never_reach_the_user(work, tiny_weights):
+    import struct
+
+    src = work / "bad_exif.jpg"
+    bad = (b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, 1)
+           + struct.pack("<HHII", 0x010F, 2, 1000, 5000) + b"\x00" * 4)  # data past the end
+    Image.new("RGB", (8, 8), "red").save(src, exif=bad)
+    proc = subprocess.run([sys.executable, "-m", "liif_cli", "upscale", str(src), "-s", "2",
+                           "-w", str(tiny_weights)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONWARNINGS": "always", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.strip()] == [
+        f"wrote {work / 'bad_exif_x2.jpg'}"]  # and no "UserWarning: Corrupt EXIF ..."

@@ -129,6 +129,26 @@ def test_out_rows_band_equals_rows_of_full_render(model, rows, tile):
     assert max_err(ref_band, full[:, rows[0]:rows[1]]) <= TOL
 
 
+@pytest.mark.parametrize(("rows", "cols"), [((0, 23), (0, 1)), ((3, 9), (4, 15)),
+                                           ((22, 23), (18, 19))])
+@pytest.mark.parametrize("tile", [0, 2, 5])
+def test_out_rows_and_cols_window_equals_part_of_full_render(model, rows, cols, tile):
+    img = image(9, 8, seed=6)
+    size = (23, 19)
+    full = render(model, img, size, tile=0)
+    window = render(model, img, size, tile=tile, out_rows=rows, out_cols=cols)
+    assert window.shape == (3, rows[1] - rows[0], cols[1] - cols[0])
+    assert max_err(window, full[:, rows[0]:rows[1], cols[0]:cols[1]]) <= TOL
+
+
+def test_non_finite_output_is_an_error_not_a_black_image():
+    model = tiny_model(seed=7)
+    with torch.no_grad():
+        model.imnet.layers[-1].bias.fill_(float("nan"))
+    with pytest.raises(LiifError, match="NaN or infinite"):
+        render(model, image(4, 4), (8, 8))
+
+
 def test_output_in_unit_range_even_for_wild_weights():
     model = tiny_model(seed=7)
     with torch.no_grad():

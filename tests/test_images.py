@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -537,21 +538,134 @@ def test_unreadable_file(tmp_path, monkeypatch):
     assert_one_line_error(excinfo, path, "permission denied")
 
 
-def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+def test_max_pixels_refuses_large_inputs_from_the_header(tmp_path, monkeypatch):
+    """The limit applies before decoding (a 9500x9500 PNG would take 1.9 GB) and replaces
+    Pillow's own decompression-bomb limit and warning."""
+    path = tmp_path / "big.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"  # a header claiming 9500x9500, and no pixels
+                     + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 9500, 9500, 8, 2, 0, 0, 0))
+                     + png_chunk(b"IEND", b""))
+    monkeypatch.setattr(images, "_decode_pixels", lambda *a: pytest.fail("decoded"))
+    with pytest.raises(LiifError) as excinfo:
+        read_image(path, max_pixels=50_000_000)
+    assert_one_line_error(excinfo, path, "9500x9500", "--max-pixels")
+    seen = []
+
+    def too_big(size):  # what `liif upscale` does: refuse the output size
+        seen.append(size)
+        raise LiifError("output too large")
+
+    with pytest.raises(LiifError, match="output too large"):  # also before decoding
+        read_image(path, max_pixels=0, check=too_big)
+    assert seen == [(9500, 9500)]
+
+
+def test_max_pixels_governs_pillows_bomb_limit(tmp_path, monkeypatch):
     path = tmp_path / "big.png"
     Image.new("RGB", (16, 16)).save(path)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 256 pixels > 2x the limit
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow alone: 256 pixels > 2x limit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(path, max_pixels=0).size == (16, 16)
+        assert read_image(path, max_pixels=256).size == (16, 16)
+        with pytest.raises(LiifError) as excinfo:
+            read_image(path, max_pixels=255)
+    assert_one_line_error(excinfo, path, "max-pixels")
+    assert Image.MAX_IMAGE_PIXELS == 100  # Pillow's setting is left as it was
+
+
+def test_header_check_sees_the_upright_size(tmp_path):
+    path = tmp_path / "turned.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees: stored 12 wide and 5 high, upright 5 wide
+    Image.new("RGB", (12, 5)).save(path, exif=exif)
+    seen = []
+    assert read_image(path, check=seen.append).size == (12, 5)
+    assert seen == [(12, 5)]
+
+
+def test_corrupt_exif_gives_no_python_warning(tmp_path):
+    path = tmp_path / "bad_exif.jpg"
+    bad = (b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, 1)
+           + struct.pack("<HHII", 0x010F, 2, 1000, 5000) + b"\x00" * 4)  # data past the end
+    Image.new("RGB", (8, 8), "red").save(path, exif=bad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(path).size == (8, 8)
+
+
+def _frames(path: Path) -> Path:
+    frames = [Image.new("RGB", (8, 6), colour) for colour in ("red", "blue", "green")]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    return path
+
+
+@pytest.mark.parametrize("name", ["anim.gif", "anim.webp", "pages.tif"])
+def test_animated_and_multi_page_files_are_refused(tmp_path, name):
+    path = _frames(tmp_path / name)
     with pytest.raises(LiifError) as excinfo:
         read_image(path)
-    assert_one_line_error(excinfo, path, "refusing")
+    kind = "pages" if name.endswith(".tif") else "frames"
+    assert_one_line_error(excinfo, path, f"3 {kind}", "single images")
 
 
-def test_unsupported_pixel_format(tmp_path):
+def test_camera_jpeg_with_a_preview_picture_is_read(tmp_path):
+    """MPO: many cameras store previews or depth maps after the main picture of a JPEG."""
+    path = tmp_path / "camera.jpg"
+    Image.new("RGB", (16, 12), "red").save(path, format="MPO", save_all=True,
+                                           append_images=[Image.new("RGB", (8, 6), "blue")])
+    picture = read_image(path)
+    assert picture.size == (12, 16) and picture.rgb[..., 0].mean() > 0.9
+
+
+def handmade_tiff(pixels: np.ndarray, sample_format: int) -> bytes:
+    """An uncompressed little-endian TIFF of any sample type (3: IEEE float)."""
+    height, width, channels = pixels.shape
+    data = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+    tags = [(256, 4, [width]), (257, 4, [height]), (258, 3, [pixels.itemsize * 8] * channels),
+            (259, 3, [1]), (262, 3, [2 if channels >= 3 else 1]), (273, 4, [8]),
+            (277, 3, [channels]), (278, 4, [height]), (279, 4, [len(data)]), (284, 3, [1]),
+            (339, 3, [sample_format] * channels)]
+    if channels in (2, 4):
+        tags.append((338, 3, [2]))
+    ifd = 8 + len(data)
+    extra_at, entries, extra = ifd + 2 + 12 * len(tags) + 4, b"", b""
+    for tag, kind, values in tags:
+        raw = struct.pack(f"<{len(values)}{'H' if kind == 3 else 'I'}", *values)
+        if len(raw) > 4:
+            raw, extra = struct.pack("<I", extra_at + len(extra)), extra + raw
+        entries += struct.pack("<HHI", tag, kind, len(values)) + raw.ljust(4, b"\x00")
+    return (b"II*\x00" + struct.pack("<I", ifd) + data + struct.pack("<H", len(tags))
+            + entries + b"\x00" * 4 + extra)
+
+
+@pytest.mark.parametrize(("pixels", "sample_format", "words"), [
+    (np.full((3, 4, 3), 0.5, np.float32), 3, ["32-bit floating-point rgb tiff", "not supported"]),
+    (np.full((3, 4, 2), 300, np.uint16), 1, ["16-bit integer gray+alpha tiff", "not supported"]),
+])
+def test_unsupported_tiff_kinds_are_named(tmp_path, pixels, sample_format, words):
+    path = tmp_path / "odd.tif"
+    path.write_bytes(handmade_tiff(pixels, sample_format))
+    with pytest.raises(LiifError) as excinfo:
+        read_image(path)
+    assert_one_line_error(excinfo, path, *words)
+
+
+def test_float_gray_tiff_in_range_is_read_as_16_bit_gray(tmp_path):
     path = tmp_path / "float.tif"
-    Image.new("F", (3, 3), 0.5).save(path)
+    values = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4, 1)
+    path.write_bytes(handmade_tiff(values, 3))
+    picture = read_image(path)
+    assert picture.grayscale and picture.bit_depth == 16
+    np.testing.assert_allclose(picture.rgb[:, :, 0], values[:, :, 0], atol=1 / 65535)
+
+
+def test_float_tiff_outside_0_1_is_refused(tmp_path):
+    path = tmp_path / "hdr.tif"
+    Image.new("F", (3, 3), 2.5).save(path)
     with pytest.raises(LiifError) as excinfo:
         read_image(path)
-    assert_one_line_error(excinfo, path, "unsupported")
+    assert_one_line_error(excinfo, path, "outside [0, 1]", "not supported")
 
 
 # ----------------------------------------------------------------------------- write errors

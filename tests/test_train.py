@@ -194,7 +194,8 @@ def test_checkpoint_contents_and_validation(data_dir: Path, val_dir: Path, tmp_p
     model = ckpt.build()
     meta = ckpt.metadata
     assert meta["steps"] == 4 and meta["encoder"] == "edsr-baseline"
-    assert meta["training_data"] == [str(data_dir.resolve())]
+    assert meta["training_data"] == [str(data_dir)]  # as given, never made absolute
+    assert meta["val_set"] == str(val_dir)
     assert set(meta["val_psnr"]) == {"x2", "x4", "x8"}
     assert sum(p.numel() for p in model.parameters()) > 0
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -353,8 +354,14 @@ def test_bad_training_data(tmp_path: Path, case: str, match: str) -> None:
     elif case == "missing":
         data = tmp_path / "nope"
     with pytest.raises(LiifError, match=match) as info:
-        run_training(tiny_config(data, tmp_path / "run"))
+        run_training(tiny_config(data, tmp_path / "runs" / "run"))
     assert "\n" not in str(info.value)
+    assert not (tmp_path / "runs").exists()  # no empty run folder (nor its parent) left behind
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(LiifError, match=match):
+        run_training(tiny_config(data, kept))
+    assert kept.is_dir()  # a folder that existed before stays
 
 
 def test_small_images_are_skipped_with_a_warning(tmp_path: Path) -> None:
