@@ -17,7 +17,13 @@ import torch
 from PIL import Image
 
 from . import checkpoint
-from .engine import DEFAULT_CHUNK, DEFAULT_TILE, Progress, precision_name, render, resolve_device
+from .engine import (
+    Progress,
+    precision_name,
+    render,
+    resolve_device,
+    resolve_tile_chunk,
+)
 from .errors import LiifError, is_out_of_memory
 from .images import Picture, quantise
 from .model import LIIF
@@ -39,14 +45,16 @@ class Upscaler:
     """
 
     def __init__(self, model: LIIF, *, device: str | torch.device = "auto",
-                 precision: str = "auto", tile: int = DEFAULT_TILE, chunk: int = DEFAULT_CHUNK,
+                 precision: str = "auto", tile: int | None = None, chunk: int | None = None,
                  name: str = "custom", metadata: dict[str, Any] | None = None,
                  min_side: int = MIN_SIDE):
         self.device = resolve_device(device) if isinstance(device, str) else device
         # 'auto' becomes bf16 or fp32 here; errors (e.g. fp16 on the CPU) surface early.
         self.precision = precision_name(precision, self.device)
         self.model = model.eval().to(self.device)
-        self.tile, self.chunk, self.min_side = tile, chunk, min_side
+        # None: the device's defaults (engine.default_tile_chunk).
+        self.tile, self.chunk = resolve_tile_chunk(self.device, tile, chunk)
+        self.min_side = min_side
         self.name, self.metadata = name, dict(metadata or {})
 
     @classmethod

@@ -65,10 +65,12 @@ WeightsOpt = Annotated[str | None, typer.Option(
     show_default="the bundled model")]
 DeviceOpt = Annotated[Device, typer.Option(help="Where to run: auto picks cuda, mps, then cpu.")]
 MIN_TILE = 32  # smaller tiles re-encode their halo (~35 pixels each side) over and over
-TileOpt = Annotated[int, typer.Option(
+TileOpt = Annotated[int | None, typer.Option(
     help=f"Tile size in input pixels (memory bound), at least {MIN_TILE}; 0 renders in one "
-    "piece.", min=0)]
-ChunkOpt = Annotated[int, typer.Option(help="Queries decoded at once (memory bound).", min=1)]
+    "piece.", min=0, show_default="256 on the CPU, from free memory on CUDA")]
+ChunkOpt = Annotated[int | None, typer.Option(
+    help="Queries decoded at once (memory bound).", min=1,
+    show_default="2048 on the CPU, 262144 on CUDA")]
 PrecisionOpt = Annotated[Precision, typer.Option(
     help="Arithmetic: auto (bf16 where the CPU or GPU has bf16 units, else fp32), fp32 "
     "(the reference), bf16 or fp16 (GPU).")]
@@ -105,10 +107,10 @@ def user_errors(code: int = 1, report: bool = True) -> Iterator[None]:
         fail("interrupted", 130)
 
 
-def check_tile(tile: int) -> None:
+def check_tile(tile: int | None) -> None:
     """Refuse tiles so small that re-encoding each tile's halo would take most of the time
     (--tile 1 on a 64x48 image ran for 14 minutes)."""
-    if 0 < tile < MIN_TILE:
+    if tile is not None and 0 < tile < MIN_TILE:
         raise LiifError(f"--tile {tile} is too small: each tile also encodes about 35 pixels "
                         f"around it, so use 0 (one piece) or at least {MIN_TILE}")
 
@@ -119,8 +121,8 @@ def make_progress(quiet: bool) -> Progress:
                     transient=True)  # no live display when stderr is a file or pipe
 
 
-def load_upscaler(weights: str | None, device: Device | str, precision: Precision, tile: int,
-                  chunk: int):
+def load_upscaler(weights: str | None, device: Device | str, precision: Precision,
+                  tile: int | None, chunk: int | None):
     from .api import Upscaler
 
     name = device.value if isinstance(device, Device) else device
@@ -174,8 +176,8 @@ def upscale(
         show_default="<stem>_x<scale>.<ext> beside the input")] = None,
     weights: WeightsOpt = None,
     device: DeviceOpt = Device.auto,
-    tile: TileOpt = 256,
-    chunk: ChunkOpt = 2048,
+    tile: TileOpt = None,
+    chunk: ChunkOpt = None,
     precision: PrecisionOpt = Precision.auto,
     max_pixels: MaxPixelsOpt = 250_000_000,
     quality: QualityOpt = 95,
@@ -238,8 +240,8 @@ def resize(
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.keep,
     weights: WeightsOpt = None,
     device: DeviceOpt = Device.auto,
-    tile: TileOpt = 256,
-    chunk: ChunkOpt = 2048,
+    tile: TileOpt = None,
+    chunk: ChunkOpt = None,
     precision: PrecisionOpt = Precision.auto,
     max_pixels: MaxPixelsOpt = 250_000_000,
     quality: QualityOpt = 95,

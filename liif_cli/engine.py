@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,8 +31,14 @@ from .model import (
 )
 from .runtime import cpu_has_fast_bf16
 
-DEFAULT_TILE = 256  # input pixels per tile side
-DEFAULT_CHUNK = 2048  # queries decoded at once (small enough to stay in cache)
+DEFAULT_TILE = 256  # input pixels per tile side (CPU)
+DEFAULT_CHUNK = 2048  # queries decoded at once (CPU: small enough to stay in cache)
+CUDA_CHUNK = 1 << 18  # queries decoded at once on a GPU: enough work to keep it busy
+CUDA_MAX_TILE = 2048
+# Rough working memory, float32: per query (4 neighbours x 256 hidden x a few live buffers)
+# and per encoded input pixel (encoder activations and the 256-channel latent projection).
+QUERY_BYTES = 12 * 1024
+PIXEL_BYTES = 4 * 1024
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 Progress = Callable[[int, int], None]  # (tiles done, tiles in all)
@@ -70,6 +77,25 @@ def precision_name(name: str, device: torch.device) -> str:
     if name == "fp16" and device.type == "cpu":
         raise LiifError("--precision fp16 needs a GPU; on the CPU use fp32 or bf16")
     return name
+
+
+def default_tile_chunk(device: torch.device) -> tuple[int, int]:
+    """Tile and chunk sizes for a device. CPU: small chunks that stay in cache. CUDA: chunks
+    of 2^18 queries and the largest tile (up to 2048) whose working memory fits in half of
+    the GPU's free memory, so one render keeps the GPU busy without running out."""
+    if device.type != "cuda":
+        return DEFAULT_TILE, DEFAULT_CHUNK
+    free, _ = torch.cuda.mem_get_info(device)
+    budget = max(0, free // 2 - CUDA_CHUNK * QUERY_BYTES)
+    tile = min(CUDA_MAX_TILE, int((budget / PIXEL_BYTES) ** 0.5) // 64 * 64)
+    return max(DEFAULT_TILE, tile), CUDA_CHUNK
+
+
+def resolve_tile_chunk(device: torch.device, tile: int | None,
+                       chunk: int | None) -> tuple[int, int]:
+    """`tile` and `chunk` as given, each None replaced by the device's default."""
+    auto_tile, auto_chunk = default_tile_chunk(device)
+    return (auto_tile if tile is None else tile), (auto_chunk if chunk is None else chunk)
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
@@ -162,6 +188,15 @@ def _spans(n_in: int, n_out: int, tile: int, halo: int, ensemble: bool,
 # --------------------------------------------------------------------------- rendering
 
 
+def _true_fp32(device: torch.device) -> AbstractContextManager[Any]:
+    """On CUDA, fp32 means fp32: cuDNN's TF32 convolutions (on by default) are switched off."""
+    if device.type != "cuda":
+        return nullcontext()
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                       deterministic=cudnn.deterministic, allow_tf32=False)
+
+
 def _clock(device: torch.device) -> Callable[[], float]:
     """A timer that waits for the device to finish queued work before reading the time."""
     def now() -> float:
@@ -179,8 +214,8 @@ def normalise(image: Tensor, device: torch.device | str = "cpu") -> Tensor:
 
 
 @torch.no_grad()
-def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int = DEFAULT_TILE,
-           chunk: int = DEFAULT_CHUNK, device: torch.device | str = "cpu",
+def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int | None = None,
+           chunk: int | None = None, device: torch.device | str = "cpu",
            precision: str = "fp32", out_rows: tuple[int, int] | None = None,
            out_cols: tuple[int, int] | None = None, progress: Progress | None = None,
            times: RenderTimes | None = None) -> Tensor:
@@ -188,9 +223,10 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int = DEF
 
     image: (3, H, W) float RGB in [0, 1]. Returns (3, H', W') float32 in [0, 1] on the CPU,
     or only output rows `out_rows` = (start, stop) and columns `out_cols` of it. `times`, if
-    given, is added to.
+    given, is added to. `tile` and `chunk` default to the device's (default_tile_chunk).
     """
     device = torch.device(device)
+    tile, chunk = resolve_tile_chunk(device, tile, chunk)
     dtype = resolve_precision(precision, device)
     _check_render_args(image, size, chunk)
     model = model.to(device)
@@ -202,7 +238,7 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int = DEF
     row_centres, col_centres = axis_centres(size[0]), axis_centres(size[1])
     cell = make_cells(size, 1).to(device)  # (1, 2)
     autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32
-                else nullcontext())
+                else _true_fp32(device))
 
     clock = _clock(device) if times is not None else None
     for done, (rows, cols) in enumerate(plan, start=1):

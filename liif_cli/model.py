@@ -295,7 +295,13 @@ class LIIF(nn.Module):
         b, q, _ = coord.shape
         big_h, big_w = proj.grid_size
         win_h, win_w = proj.window
-        scale = coord.new_tensor([big_h, big_w])
+        # Offsets and cells in latent units. Python scalars, not a tensor made from a list:
+        # that would be a blocking host-to-device copy on every call.
+        cell_scaled = None
+        if self.spec.cell_decode:
+            if cell is None:
+                raise ValueError("this model decodes cells: pass the queries' cells")
+            cell_scaled = torch.stack((cell[..., 0] * big_h, cell[..., 1] * big_w), dim=-1)
         shifts = ensemble_shifts(self.spec.local_ensemble)
         eps = EPS_SHIFT if self.spec.local_ensemble else 0.0
         first_rows = torch.arange(b, device=coord.device).view(b, 1) * (win_h * win_w)
@@ -310,10 +316,10 @@ class LIIF(nn.Module):
                     and 0 <= int(local_x.min()) and int(local_x.max()) < win_w):
                 raise ValueError("query falls outside the projected feature window")
             rows.append((first_rows + local_y * win_w + local_x).reshape(-1))
-            rel = torch.stack((coord[..., 0] - _centre(iy, big_h),
-                               coord[..., 1] - _centre(ix, big_w)), dim=-1) * scale  # (B, Q, 2)
+            rel = torch.stack(((coord[..., 0] - _centre(iy, big_h)) * big_h,
+                               (coord[..., 1] - _centre(ix, big_w)) * big_w), dim=-1)  # (B, Q, 2)
             rel_coords.append(rel)
-            small = [rel, cell * scale] if self.spec.cell_decode else [rel]
+            small = [rel, cell_scaled] if self.spec.cell_decode else [rel]
             small_inputs.append(torch.cat(small, dim=-1).reshape(b * q, -1))
 
         # First layer for every neighbour at once: precomputed latent part + offset/cell part.

@@ -353,3 +353,17 @@ def test_query_outside_the_window_is_caught_when_checked(model):
     cell = torch.full((1, 1, 2), 0.1)
     with pytest.raises(ValueError, match="outside"):
         model.query_rgb(proj, corner, cell)
+
+
+def test_tile_and_chunk_defaults_per_device(monkeypatch):
+    cpu = torch.device("cpu")
+    assert engine.default_tile_chunk(cpu) == (engine.DEFAULT_TILE, engine.DEFAULT_CHUNK)
+    assert engine.resolve_tile_chunk(cpu, 64, None) == (64, engine.DEFAULT_CHUNK)
+    assert engine.resolve_tile_chunk(cpu, None, 99) == (engine.DEFAULT_TILE, 99)
+    # CUDA: big chunks, and tiles sized from free memory (an 80 GB card, then a small one).
+    for free, tile in ((80 * 2**30, engine.CUDA_MAX_TILE), (4 * 2**30, engine.DEFAULT_TILE)):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, f=free: (f, 2 * f))
+        assert engine.default_tile_chunk(torch.device("cuda")) == (tile, engine.CUDA_CHUNK)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (16 * 2**30, 2**35))
+    tile, _ = engine.default_tile_chunk(torch.device("cuda"))
+    assert engine.DEFAULT_TILE < tile < engine.CUDA_MAX_TILE and tile % 64 == 0

@@ -177,7 +177,7 @@ def _time_engine(model: LIIF, image: torch.Tensor, out_size: tuple[int, int],
     the band plus the band's share (by output pixels) of encoding every tile window of the
     whole image, at the seconds per encoded pixel it measured on the band's own windows.
     """
-    from ..engine import DEFAULT_TILE, RenderTimes, plan_tiles, render
+    from ..engine import RenderTimes, plan_tiles, render, resolve_tile_chunk
 
     runs: list[RenderTimes] = []
 
@@ -190,8 +190,8 @@ def _time_engine(model: LIIF, image: torch.Tensor, out_size: tuple[int, int],
     if not region:
         return stats, out
     timed = runs[-repeats:]
-    whole = plan_tiles(model, tuple(image.shape[1:]), out_size,
-                       engine_options.get("tile", DEFAULT_TILE)).encoded_pixels
+    tile, _ = resolve_tile_chunk(device, engine_options.get("tile"), None)
+    whole = plan_tiles(model, tuple(image.shape[1:]), out_size, tile).encoded_pixels
     encode = [t.encode_seconds / t.encoded_pixels * whole for t in timed]
     return _band_stats([t.decode_seconds for t in timed], encode, out_size, pixels,
                        stats["peak_memory_mb"]), out

@@ -1,0 +1,81 @@
+"""The engine on a CUDA GPU: the same pixels as the CPU's float32 render, and no host
+synchronisation inside the per-chunk loop. Skipped where no CUDA GPU is available.
+
+Run on a GPU machine with `pytest -q tests/test_gpu.py`; the tolerances are stated per test.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from liif_cli import engine
+from liif_cli.engine import render
+from liif_cli.model import LIIF, ModelSpec, build_model
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+CUDA = torch.device("cuda")
+
+
+@pytest.fixture(scope="module")
+def model() -> LIIF:
+    torch.manual_seed(0)
+    return build_model(ModelSpec(encoder_args=dict(n_resblocks=2, n_feats=16),
+                                 hidden=[64, 64])).eval()
+
+
+@pytest.fixture(scope="module")
+def picture() -> torch.Tensor:
+    return torch.rand(3, 37, 53, generator=torch.Generator().manual_seed(3))
+
+
+def test_cuda_fp32_equals_cpu_fp32(model, picture):
+    size = (111, 150)
+    cpu = render(model, picture, size, device="cpu", precision="fp32")
+    gpu = render(model, picture, size, device=CUDA, precision="fp32")
+    # Different kernels (cuDNN vs oneDNN; the engine turns cuDNN's TF32 off for fp32):
+    # agree to 1e-4 on [0, 1] outputs.
+    assert (gpu - cpu).abs().max() < 1e-4
+
+
+def test_cuda_tiled_equals_untiled(model, picture):
+    size = (90, 131)
+    whole = render(model, picture, size, device=CUDA, precision="fp32", tile=0)
+    tiled = render(model, picture, size, device=CUDA, precision="fp32", tile=16, chunk=999)
+    assert (whole - tiled).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("precision,tolerance", [("fp16", 5e-3), ("bf16", 2e-2)])
+def test_half_precisions_are_close_to_fp32(model, picture, precision, tolerance):
+    size = (74, 106)
+    ref = render(model, picture, size, device=CUDA, precision="fp32")
+    half = render(model, picture, size, device=CUDA, precision=precision)
+    err = (half - ref).abs()
+    assert 0 < err.max() < tolerance  # > 0: the half precision really ran
+    assert err.mean() < tolerance / 5
+
+
+def test_no_host_sync_inside_the_chunk_loop(model, picture, monkeypatch):
+    """Every chunk's decoding runs with CUDA's sync debug mode set to 'error': any
+    device-to-host synchronisation in query_rgb would raise."""
+    size = (120, 160)
+    proj_calls = [0]
+    real_query = LIIF.query_rgb
+
+    def strict_query(self, *args, **kwargs):
+        proj_calls[0] += 1
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return real_query(self, *args, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    monkeypatch.setattr(LIIF, "query_rgb", strict_query)
+    out = render(model, picture, size, device=CUDA, precision="fp32", tile=24, chunk=1000)
+    assert out.shape == (3, *size) and proj_calls[0] > 4
+
+
+def test_cuda_defaults_keep_the_gpu_busy():
+    tile, chunk = engine.default_tile_chunk(CUDA)
+    assert chunk >= 100_000 and engine.DEFAULT_TILE <= tile <= engine.CUDA_MAX_TILE
