@@ -436,15 +436,20 @@ def bench(
 
 @app.command()
 def train(
-    data: Annotated[list[Path], typer.Option(help="Folder of training images (repeatable).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, metrics.")],
+    data: Annotated[list[Path] | None, typer.Option(
+        help="Folder of training images (repeatable); not needed with --resume (the run's "
+        "own are used).")] = None,
     val: Annotated[Path | None, typer.Option(help="Folder of HR images to validate on.")]
     = None,
     encoder: Annotated[str, typer.Option(help="edsr-baseline or rdn.")] = "edsr-baseline",
     init: Annotated[str | None, typer.Option(
         help="Fine-tune: start from these weights (bundled name or file; their architecture, "
         "a fresh optimiser and lr schedule).")] = None,
-    steps: Annotated[int, typer.Option(help="Training steps.")] = 100_000,
+    steps: Annotated[int | None, typer.Option(
+        help="Training steps. With --resume: leave out to finish the run as planned, or give "
+        "more to extend it (the lr schedule then follows the new length).",
+        show_default="100000; with --resume the run's")] = None,
     time_budget: Annotated[float | None, typer.Option(
         help="Also end the run after this many seconds; the lr schedule follows whichever "
         "of --steps and the budget ends first.")] = None,
@@ -475,10 +480,13 @@ def train(
     Under torchrun the ranks train one model with DistributedDataParallel; rank 0 writes
     the checkpoints and metrics and shows the progress.
     """
+    if not data and not resume:
+        fail("--data is required (except with --resume, which trains on the run's own data)",
+             code=2)
     from . import distributed
     from .train import TrainConfig, run_training, train_with_console
 
-    config = TrainConfig(data=[str(d) for d in data], out=str(out_dir),
+    config = TrainConfig(data=[str(d) for d in data or []], out=str(out_dir),
                          val=str(val) if val else None, encoder=encoder, steps=steps,
                          time_budget=time_budget, batch_size=batch_size, lr=lr,
                          lr_schedule=lr_schedule,
