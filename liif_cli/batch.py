@@ -133,15 +133,19 @@ def _check_distinct(jobs: list[Job]) -> None:
 
 def run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: bool = False,
             max_pixels: int = 0, quality: int = 95, crop_to: tuple[int, int] | None = None,
-            make_dirs: bool = False, progress: Progress | None = None) -> None:
+            make_dirs: bool = False, progress: Progress | None = None,
+            strip_metadata: bool = False) -> None:
     """Read, resample, optionally centre-crop to `crop_to` (H, W), and write one image.
 
     `make_dirs` creates the output's folder (resize mirrors sub-folders); otherwise a
-    missing folder is an error. Every LiifError raised names the input file.
+    missing folder is an error. `strip_metadata` drops the EXIF (camera, date, GPS; for
+    privacy), never the ICC profile (it defines the colours). Every LiifError raised names
+    the input file.
     """
     try:
         _run_job(upscaler, job, size_rule, overwrite=overwrite, max_pixels=max_pixels,
-                 quality=quality, crop_to=crop_to, make_dirs=make_dirs, progress=progress)
+                 quality=quality, crop_to=crop_to, make_dirs=make_dirs, progress=progress,
+                 strip_metadata=strip_metadata)
     except LiifError as exc:
         if str(job.source) in str(exc) or str(job.target) in str(exc):
             raise
@@ -155,11 +159,13 @@ def run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: boo
 
 def _run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: bool,
              max_pixels: int, quality: int, crop_to: tuple[int, int] | None, make_dirs: bool,
-             progress: Progress | None) -> None:
+             progress: Progress | None, strip_metadata: bool) -> None:
     def check_size(in_size: tuple[int, int]) -> None:  # from the header, before decoding
         check_max_pixels(size_rule(in_size), max_pixels)
 
     picture = read_image(job.source, max_pixels=max_pixels, check=check_size)
+    if strip_metadata:
+        picture.exif = None
     size = size_rule(picture.size)
     check_max_pixels(size, max_pixels)
     if make_dirs:

@@ -78,6 +78,9 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress displ
 MaxPixelsOpt = Annotated[int, typer.Option(
     help="Refuse outputs larger than this many pixels (0: no limit).", min=0)]
 QualityOpt = Annotated[int, typer.Option(help="JPEG/WebP quality.", min=1, max=100)]
+StripMetadataOpt = Annotated[bool, typer.Option(
+    "--strip-metadata", help="Drop the EXIF metadata (camera, date, GPS position) from the "
+    "outputs; the colour profile is kept.")]
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -179,6 +182,7 @@ def upscale(
     precision: PrecisionOpt = Precision.auto,
     max_pixels: MaxPixelsOpt = 250_000_000,
     quality: QualityOpt = 95,
+    strip_metadata: StripMetadataOpt = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -216,7 +220,8 @@ def upscale(
                           lambda hw: target_size(hw, scale=scale, size=box, width=width,
                                                  height=height),
                           quiet=quiet, label="upscale", overwrite=overwrite,
-                          max_pixels=max_pixels, quality=quality)
+                          max_pixels=max_pixels, quality=quality,
+                          strip_metadata=strip_metadata)
         if failed:
             if len(jobs) == 1:
                 raise typer.Exit(1)  # its one 'failed:' line already says why
@@ -243,6 +248,7 @@ def resize(
     precision: PrecisionOpt = Precision.auto,
     max_pixels: MaxPixelsOpt = 250_000_000,
     quality: QualityOpt = 95,
+    strip_metadata: StripMetadataOpt = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -297,7 +303,7 @@ def resize(
                               quiet=quiet or not main,
                               label="resize" if world == 1 else f"resize (rank 0 of {world})",
                               overwrite=overwrite, max_pixels=max_pixels, quality=quality,
-                              crop_to=crop_to, make_dirs=True)
+                              crop_to=crop_to, make_dirs=True, strip_metadata=strip_metadata)
         failed = int(distributed.all_sum([failed])[0])
         if main:
             ranks = f" on {world} ranks" if world > 1 else ""

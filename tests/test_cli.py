@@ -286,6 +286,30 @@ def test_exif_orientation_is_applied(work, tiny_weights):
 
 
 @pytest.mark.skipif(SRGB is None, reason="PIL.ImageCms is not available")
+def test_exif_is_carried_and_strip_metadata_drops_it_but_keeps_icc(work, tiny_weights):
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0112] = "Canon", 6
+    exif.get_ifd(0x8825)[1] = "N"  # GPSLatitudeRef: where the photo was taken
+    exif.get_ifd(0x8769)[0xA002] = 30
+    src = make_image(work / "phone.jpg", 30, 20, exif=exif, icc_profile=SRGB)
+    assert run("upscale", src, "--scale", "2", "-w", tiny_weights).exit_code == 0
+    result = run("upscale", src, "--scale", "2", "-w", tiny_weights, "--strip-metadata",
+                 "-o", work / "private.jpg")
+    assert result.exit_code == 0, result.output
+    folder = run("resize", src, "--size", "50x50", "-o", work / "out", "-w", tiny_weights,
+                 "--strip-metadata", "--format", "png")
+    assert folder.exit_code == 0, folder.output
+    with Image.open(work / "phone_x2.jpg") as image:
+        kept = image.getexif()
+        assert (kept[0x010F], kept[0x0112]) == ("Canon", 1)
+        assert kept.get_ifd(0x8825)[1] == "N" and kept.get_ifd(0x8769)[0xA002] == 40
+    for stripped in (work / "private.jpg", work / "out" / "phone.png"):
+        with Image.open(stripped) as image:
+            assert not image.getexif().get_ifd(0x8825) and 0x010F not in image.getexif()
+            assert image.info.get("icc_profile") == SRGB
+
+
+@pytest.mark.skipif(SRGB is None, reason="PIL.ImageCms is not available")
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
 def test_icc_profile_is_carried(work, tiny_weights, suffix):
     src = make_image(work / f"a{suffix}", 12, 10, icc_profile=SRGB)
