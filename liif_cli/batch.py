@@ -1,7 +1,8 @@
 """File jobs for `liif upscale` and `liif resize`: which file goes where, and doing one.
 
 A job reads one image, decides its output size, checks the output can be written (before
-the slow part), resamples it and writes it atomically. Nothing here prints; the CLI reports.
+the slow part), resamples it and writes it atomically. Nothing here prints: a job returns
+its notes (e.g. that it stretched or flattened an image) and the CLI reports them.
 """
 
 from __future__ import annotations
@@ -15,11 +16,29 @@ from pathlib import Path
 from .api import Upscaler
 from .engine import Progress
 from .errors import LiifError, is_out_of_memory, one_line
-from .images import SUPPORTED_SUFFIXES, check_output, read_image, write_image
+from .images import (
+    SUPPORTED_SUFFIXES,
+    check_output,
+    flatten,
+    is_transparent,
+    parse_colour,
+    read_image,
+    stores_alpha,
+    write_image,
+)
 from .sizing import centre_crop_box, check_max_pixels, fit_size
 
 SizeRule = Callable[[tuple[int, int]], tuple[int, int]]  # input (H, W) -> output (H, W)
 FORMATS = {"keep": None, "png": ".png", "jpg": ".jpg", "webp": ".webp"}
+ASPECT_TOLERANCE = 0.01  # a stretch that changes the aspect ratio more than this is reported
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something a job did that the user should hear about: level 'warning' or 'note'."""
+
+    level: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -134,18 +153,24 @@ def _check_distinct(jobs: list[Job]) -> None:
 def run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: bool = False,
             max_pixels: int = 0, quality: int = 95, crop_to: tuple[int, int] | None = None,
             make_dirs: bool = False, progress: Progress | None = None,
-            strip_metadata: bool = False) -> None:
-    """Read, resample, optionally centre-crop to `crop_to` (H, W), and write one image.
+            strip_metadata: bool = False, background: str | None = None,
+            warn_stretch: str | None = None) -> list[Note]:
+    """Read, resample, optionally centre-crop to `crop_to` (H, W), and write one image;
+    returns what the user should be told.
 
     `make_dirs` creates the output's folder (resize mirrors sub-folders); otherwise a
     missing folder is an error. `strip_metadata` drops the EXIF (camera, date, GPS; for
-    privacy), never the ICC profile (it defines the colours). Every LiifError raised names
-    the input file.
+    privacy), never the ICC profile (it defines the colours). `background` (a colour, see
+    images.parse_colour) flattens transparency when the output's format has no alpha (a note
+    says so); without it that is an error. `warn_stretch` (the size asked for, as the user
+    wrote it) warns when the output's aspect ratio differs from the input's by more than
+    ASPECT_TOLERANCE. Every LiifError raised names the input file.
     """
     try:
-        _run_job(upscaler, job, size_rule, overwrite=overwrite, max_pixels=max_pixels,
-                 quality=quality, crop_to=crop_to, make_dirs=make_dirs, progress=progress,
-                 strip_metadata=strip_metadata)
+        return _run_job(upscaler, job, size_rule, overwrite=overwrite, max_pixels=max_pixels,
+                        quality=quality, crop_to=crop_to, make_dirs=make_dirs,
+                        progress=progress, strip_metadata=strip_metadata,
+                        background=background, warn_stretch=warn_stretch)
     except LiifError as exc:
         if str(job.source) in str(exc) or str(job.target) in str(exc):
             raise
@@ -159,15 +184,27 @@ def run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: boo
 
 def _run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: bool,
              max_pixels: int, quality: int, crop_to: tuple[int, int] | None, make_dirs: bool,
-             progress: Progress | None, strip_metadata: bool) -> None:
+             progress: Progress | None, strip_metadata: bool, background: str | None,
+             warn_stretch: str | None) -> list[Note]:
     def check_size(in_size: tuple[int, int]) -> None:  # from the header, before decoding
         check_max_pixels(size_rule(in_size), max_pixels)
 
     picture = read_image(job.source, max_pixels=max_pixels, check=check_size)
+    notes = []
     if strip_metadata:
         picture.exif = None
+    if background is not None and not stores_alpha(job.target) and is_transparent(picture):
+        picture = flatten(picture, parse_colour(background))
+        notes.append(Note("note", f"{job.source}: transparency flattened onto {background} "
+                                  f"({job.target.suffix.lstrip('.').upper()} has no alpha)"))
     size = size_rule(picture.size)
     check_max_pixels(size, max_pixels)
+    change = aspect_change(picture.size, size)
+    if warn_stretch is not None and change > ASPECT_TOLERANCE:
+        h, w = picture.size
+        notes.append(Note("warning", f"{job.source}: stretched from {w}x{h} to {warn_stretch} "
+                                     f"(aspect ratio changed by {change:.0%}); --fit contain "
+                                     "or --fit cover keeps it, --fit stretch silences this"))
     if make_dirs:
         try:
             job.target.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +218,15 @@ def _run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: bo
         alpha = None if out.alpha is None else out.alpha[top:bottom, left:right]
         out = out.with_pixels(out.rgb[top:bottom, left:right], alpha)
     write_image(out, job.target, overwrite=overwrite, quality=quality)
+    return notes
+
+
+def aspect_change(in_size: tuple[int, int], out_size: tuple[int, int]) -> float:
+    """How much resizing (H, W) `in_size` to `out_size` changes the aspect ratio: 0 for none,
+    0.5 when one side is stretched 1.5 times more than the other."""
+    (h, w), (oh, ow) = in_size, out_size
+    stretch = (ow / w) / (oh / h)
+    return max(stretch, 1 / stretch) - 1
 
 
 def fit_rule(box: tuple[int, int], fit: str) -> tuple[SizeRule, tuple[int, int] | None]:

@@ -78,6 +78,10 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress displ
 MaxPixelsOpt = Annotated[int, typer.Option(
     help="Refuse outputs larger than this many pixels (0: no limit).", min=0)]
 QualityOpt = Annotated[int, typer.Option(help="JPEG/WebP quality.", min=1, max=100)]
+BackgroundOpt = Annotated[str, typer.Option(
+    help="Colour to flatten transparency onto when the output format has none (JPEG, BMP): "
+    "a name such as white or black, or #RRGGBB.")]
+FIT_HELP = "contain: inside the box; cover: fill and centre-crop; stretch: exactly the box."
 StripMetadataOpt = Annotated[bool, typer.Option(
     "--strip-metadata", help="Drop the EXIF metadata (camera, date, GPS position) from the "
     "outputs; the colour profile is kept.")]
@@ -132,7 +136,8 @@ def load_upscaler(weights: str | None, device: Device | str, precision: Precisio
 
 
 def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str, **job_options) -> int:
-    """Run file jobs with a progress display; report failures; return how many failed."""
+    """Run file jobs with a progress display; report failures and the jobs' warnings (and,
+    unless quiet, their notes); return how many failed."""
     from .batch import run_job
 
     failed = 0
@@ -147,7 +152,11 @@ def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str, **job_option
                 progress.update(tiles, completed=done, total=total)
 
             try:
-                run_job(upscaler, job, size_rule, progress=on_tile, **job_options)
+                notes = run_job(upscaler, job, size_rule, progress=on_tile, **job_options)
+                for note in notes:
+                    if note.level == "warning" or not quiet:
+                        progress.console.print(f"[yellow]{note.level}:[/] {escape(note.text)}",
+                                               highlight=False, soft_wrap=True)
             except LiifError as exc:
                 failed += 1
                 progress.console.print(f"[bold red]failed:[/] {escape(str(exc))}",
@@ -166,7 +175,12 @@ def upscale(
         help="Image files to upscale (for a folder, use `liif resize`).")],
     scale: Annotated[float | None, typer.Option("--scale", "-s", help="Any factor > 0, e.g. 12.5.")]
     = None,
-    size: Annotated[str | None, typer.Option(help="Exact output size WIDTHxHEIGHT.")] = None,
+    size: Annotated[str | None, typer.Option(
+        help="Output size WIDTHxHEIGHT: exactly (stretched) unless --fit says otherwise.")]
+    = None,
+    fit: Annotated[Fit | None, typer.Option(
+        help=f"With --size: {FIT_HELP}",
+        show_default="stretch, with a warning when the aspect ratio changes")] = None,
     width: Annotated[int | None, typer.Option(help="Output width; keeps the aspect ratio.")]
     = None,
     height: Annotated[int | None, typer.Option(help="Output height; keeps the aspect ratio.")]
@@ -182,6 +196,7 @@ def upscale(
     precision: PrecisionOpt = Precision.auto,
     max_pixels: MaxPixelsOpt = 250_000_000,
     quality: QualityOpt = 95,
+    background: BackgroundOpt = "white",
     strip_metadata: StripMetadataOpt = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -191,11 +206,16 @@ def upscale(
     Give exactly one of --scale, --size, --width or --height.
     Exit code 0: all done; 1: an image failed; 2: bad usage.
     """
+    from .images import parse_colour
     from .sizing import parse_size, target_size
 
     with user_errors(code=2):  # usage errors, before importing torch
         box = parse_size(size) if size is not None else None
         target_size((1, 1), scale=scale, size=box, width=width, height=height)  # validate early
+        if fit is not None and box is None:
+            raise LiifError("--fit applies to --size only (--scale, --width and --height keep "
+                            "the aspect ratio anyway)")
+        parse_colour(background)
         check_tile(tile)
         for src in inputs:
             if os.path.isdir(src):
@@ -203,7 +223,13 @@ def upscale(
                                 f"use `liif resize {src} --size WIDTHxHEIGHT -o OUTPUT_FOLDER`")
             if not os.path.lexists(src):
                 raise LiifError(f"{src}: no such file")
-        from .batch import make_output_folder, output_is_folder, scale_label, upscale_jobs
+        from .batch import (
+            fit_rule,
+            make_output_folder,
+            output_is_folder,
+            scale_label,
+            upscale_jobs,
+        )
 
         if scale is not None:
             label = scale_label(scale)
@@ -216,12 +242,17 @@ def upscale(
         upscaler = load_upscaler(weights, device, precision, tile, chunk)
         if output is not None and output_is_folder(inputs, output):
             make_output_folder(Path(output))
-        failed = run_jobs(upscaler, jobs,
-                          lambda hw: target_size(hw, scale=scale, size=box, width=width,
-                                                 height=height),
-                          quiet=quiet, label="upscale", overwrite=overwrite,
-                          max_pixels=max_pixels, quality=quality,
-                          strip_metadata=strip_metadata)
+        crop_to, warn_stretch = None, None
+        if fit is not None:
+            size_rule, crop_to = fit_rule(box, fit.value)
+        else:
+            def size_rule(hw: tuple[int, int]) -> tuple[int, int]:
+                return target_size(hw, scale=scale, size=box, width=width, height=height)
+            warn_stretch = label if box is not None else None
+        failed = run_jobs(upscaler, jobs, size_rule, quiet=quiet, label="upscale",
+                          overwrite=overwrite, max_pixels=max_pixels, quality=quality,
+                          crop_to=crop_to, strip_metadata=strip_metadata,
+                          background=background, warn_stretch=warn_stretch)
         if failed:
             if len(jobs) == 1:
                 raise typer.Exit(1)  # its one 'failed:' line already says why
@@ -236,8 +267,7 @@ def resize(
     inputs: Annotated[list[Path], typer.Argument(help="Image folders and/or files.")],
     size: Annotated[str, typer.Option(help="Target box WIDTHxHEIGHT.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
-    fit: Annotated[Fit, typer.Option(help="contain: inside the box; cover: fill and "
-                                     "centre-crop; stretch: exactly the box.")] = Fit.contain,
+    fit: Annotated[Fit, typer.Option(help=FIT_HELP)] = Fit.contain,
     recursive: Annotated[bool, typer.Option("--recursive", "-r",
                                             help="Descend into sub-folders.")] = False,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.keep,
@@ -248,6 +278,7 @@ def resize(
     precision: PrecisionOpt = Precision.auto,
     max_pixels: MaxPixelsOpt = 250_000_000,
     quality: QualityOpt = 95,
+    background: BackgroundOpt = "white",
     strip_metadata: StripMetadataOpt = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -259,11 +290,13 @@ def resize(
     Under torchrun every rank takes its share of the files (on its own GPU when there are
     several); rank 0 prints the one summary and all ranks exit with the same code.
     """
+    from .images import parse_colour
     from .sizing import check_max_pixels, parse_size
 
     if os.environ.get("RANK", "0") == "0":  # usage errors before importing torch (rank 0 says)
         with user_errors(code=2):
             check_max_pixels(parse_size(size), max_pixels)
+            parse_colour(background)
             check_tile(tile)
     from collections import Counter
 
@@ -278,6 +311,7 @@ def resize(
         with user_errors(code=2, report=main), distributed.agreed_errors():
             box = parse_size(size)
             check_max_pixels(box, max_pixels)
+            parse_colour(background)
             check_tile(tile)
             if output.exists() and not output.is_dir():
                 raise LiifError(f"--output {output} exists and is not a folder")
@@ -303,7 +337,8 @@ def resize(
                               quiet=quiet or not main,
                               label="resize" if world == 1 else f"resize (rank 0 of {world})",
                               overwrite=overwrite, max_pixels=max_pixels, quality=quality,
-                              crop_to=crop_to, make_dirs=True, strip_metadata=strip_metadata)
+                              crop_to=crop_to, make_dirs=True, strip_metadata=strip_metadata,
+                              background=background)
         failed = int(distributed.all_sum([failed])[0])
         if main:
             ranks = f" on {world} ranks" if world > 1 else ""

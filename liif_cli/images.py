@@ -467,7 +467,7 @@ def check_output(
     if os.path.lexists(path) and not overwrite:
         raise LiifError(f"{path}: already exists; use --overwrite to replace it")
     fmt = _FORMAT_BY_SUFFIX[suffix]
-    if picture is not None and fmt not in _ALPHA_FORMATS and _is_transparent(picture):
+    if picture is not None and fmt not in _ALPHA_FORMATS and is_transparent(picture):
         raise LiifError(
             f"{path}: {fmt} cannot store transparency; write a .png, .webp or .tif file instead"
         )
@@ -484,7 +484,8 @@ def write_image(
       written as RGBA because Pillow-based readers cannot open 16-bit gray+alpha TIFF).
     - Transparency is kept in PNG, WebP and TIFF. JPEG and BMP cannot store it: an alpha channel
       that is fully opaque is dropped (nothing is lost), any real transparency raises LiifError
-      rather than silently flattening it onto some background colour.
+      rather than silently flattening it onto some background colour (`flatten` does that on
+      request, as `--background` does).
     - The ICC profile is embedded in PNG, JPEG, WebP and TIFF.
     - EXIF (`picture.exif`) is embedded in PNG, JPEG and WebP with its pixel-size tags set to
       the output's size.
@@ -523,7 +524,40 @@ def write_image(
     _fsync_folder(path.parent)
 
 
-def _is_transparent(picture: Picture) -> bool:
+def stores_alpha(path: str | Path) -> bool:
+    """Whether the format that `path`'s suffix names can store transparency."""
+    return _FORMAT_BY_SUFFIX.get(Path(path).suffix.lower()) in _ALPHA_FORMATS
+
+
+def parse_colour(text: str) -> tuple[float, float, float]:
+    """An opaque colour ('white', 'black', '#RRGGBB', '#RGB', any CSS colour name or
+    'rgb(R, G, B)') as RGB in [0, 1]; LiifError for anything else."""
+    from PIL import ImageColor
+
+    try:
+        rgb = ImageColor.getrgb(text.strip())
+    except (ValueError, AttributeError):
+        raise LiifError(f"unknown colour {text!r}: use a name such as white or black, or "
+                        "#RRGGBB") from None
+    if len(rgb) == 4 and rgb[3] != 255:
+        raise LiifError(f"colour {text!r} must be opaque (it replaces transparency)")
+    return rgb[0] / 255, rgb[1] / 255, rgb[2] / 255
+
+
+def flatten(picture: Picture, background: tuple[float, float, float]) -> Picture:
+    """`picture` composited over an opaque `background` (RGB in [0, 1]), without alpha: what
+    a viewer shows, for formats that cannot store transparency. Stays grayscale on a gray
+    background."""
+    if picture.alpha is None:
+        return picture
+    alpha = picture.alpha[:, :, None]
+    colour = np.asarray(background, np.float32)
+    rgb = picture.rgb * alpha + colour * (np.float32(1) - alpha)
+    gray = picture.grayscale and bool(colour[0] == colour[1] == colour[2])
+    return replace(picture, rgb=rgb, alpha=None, grayscale=gray)
+
+
+def is_transparent(picture: Picture) -> bool:
     """Whether any pixel would be less than fully opaque once written with 8 bits."""
     return picture.alpha is not None and bool(np.any(picture.alpha < 254.5 / 255))
 

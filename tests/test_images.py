@@ -504,6 +504,20 @@ def test_exif_of_a_tiff_source_leaves_its_layout_tags_behind(tmp_path):
     assert block.get(0x0100) == 6  # ImageWidth, updated on writing
 
 
+def test_flatten_composites_over_an_opaque_colour():
+    gray = Picture.from_array(np.array([[[0, 0], [65535, 32768]]], np.uint16))  # gray+alpha
+    flat = images.flatten(gray, images.parse_colour("white"))
+    assert flat.alpha is None and flat.grayscale and flat.bit_depth == 16
+    np.testing.assert_allclose(flat.rgb[0, :, 0], [1.0, 1.0], atol=1e-4)  # clear, half white
+    red = images.flatten(gray, images.parse_colour("#ff0000"))
+    assert not red.grayscale and red.rgb[0, 0].tolist() == [1.0, 0.0, 0.0]
+    assert images.parse_colour("black") == (0.0, 0.0, 0.0)
+    for bad in ("not-a-colour", "#12345", "#ff000080"):
+        with pytest.raises(LiifError, match="colour"):
+            images.parse_colour(bad)
+    assert not images.stores_alpha("a.jpg") and images.stores_alpha("a.PNG")
+
+
 def test_exif_pixel_size_beyond_16_bits_and_damaged_exif():
     block = images._output_exif(camera_exif(3, 2).tobytes(), "PNG", (2, 70_000))
     exif = Image.Exif()
