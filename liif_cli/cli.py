@@ -135,12 +135,14 @@ def load_upscaler(weights: str | None, device: Device | str, precision: Precisio
                                     tile=tile, chunk=chunk)
 
 
-def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str, **job_options) -> int:
+def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str,
+             **job_options) -> dict[str, int]:
     """Run file jobs with a progress display; report failures and the jobs' warnings (and,
-    unless quiet, their notes); return how many failed."""
+    unless quiet, their notes). Returns how many 'failed', and how many were skipped as
+    'existing' or 'claimed' (see batch.JobResult)."""
     from .batch import run_job
 
-    failed = 0
+    tally = {"failed": 0, "existing": 0, "claimed": 0}
     with make_progress(quiet) as progress:
         files = progress.add_task(label, total=len(jobs))
         tiles = progress.add_task("tiles", total=None, visible=False)
@@ -152,18 +154,20 @@ def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str, **job_option
                 progress.update(tiles, completed=done, total=total)
 
             try:
-                notes = run_job(upscaler, job, size_rule, progress=on_tile, **job_options)
-                for note in notes:
+                result = run_job(upscaler, job, size_rule, progress=on_tile, **job_options)
+                if result.skipped:
+                    tally[result.skipped] += 1
+                for note in result.notes:
                     if note.level == "warning" or not quiet:
                         progress.console.print(f"[yellow]{note.level}:[/] {escape(note.text)}",
                                                highlight=False, soft_wrap=True)
             except LiifError as exc:
-                failed += 1
+                tally["failed"] += 1
                 progress.console.print(f"[bold red]failed:[/] {escape(str(exc))}",
                                        highlight=False, soft_wrap=True)
             progress.advance(files)
         progress.update(tiles, visible=False)
-    return failed
+    return tally
 
 
 # --------------------------------------------------------------------------- commands
@@ -252,7 +256,7 @@ def upscale(
         failed = run_jobs(upscaler, jobs, size_rule, quiet=quiet, label="upscale",
                           overwrite=overwrite, max_pixels=max_pixels, quality=quality,
                           crop_to=crop_to, strip_metadata=strip_metadata,
-                          background=background, warn_stretch=warn_stretch)
+                          background=background, warn_stretch=warn_stretch)["failed"]
         if failed:
             if len(jobs) == 1:
                 raise typer.Exit(1)  # its one 'failed:' line already says why
@@ -333,17 +337,20 @@ def resize(
             [job for job in jobs if overwrite or not job.target.exists()] if main else None)
         size_rule, crop_to = fit_rule(box, fit.value)
         with user_errors(code=1, report=main):
-            failed = run_jobs(upscaler, distributed.shard(todo), size_rule,
-                              quiet=quiet or not main,
-                              label="resize" if world == 1 else f"resize (rank 0 of {world})",
-                              overwrite=overwrite, max_pixels=max_pixels, quality=quality,
-                              crop_to=crop_to, make_dirs=True, strip_metadata=strip_metadata,
-                              background=background)
-        failed = int(distributed.all_sum([failed])[0])
+            tally = run_jobs(upscaler, distributed.shard(todo), size_rule,
+                             quiet=quiet or not main,
+                             label="resize" if world == 1 else f"resize (rank 0 of {world})",
+                             overwrite=overwrite, max_pixels=max_pixels, quality=quality,
+                             crop_to=crop_to, make_dirs=True, strip_metadata=strip_metadata,
+                             background=background, shared=True)
+        failed, existing, claimed = (int(n) for n in distributed.all_sum(
+            [tally["failed"], tally["existing"], tally["claimed"]]))
         if main:
             ranks = f" on {world} ranks" if world > 1 else ""
-            err.print(f"resized {len(todo) - failed}, skipped {len(jobs) - len(todo)} existing, "
-                      f"failed {failed} (of {len(jobs)} images) into {output}{ranks}"
+            others = f", {claimed} being written by another run" if claimed else ""
+            err.print(f"resized {len(todo) - failed - existing - claimed}, skipped "
+                      f"{len(jobs) - len(todo) + existing} existing{others}, failed {failed} "
+                      f"(of {len(jobs)} images) into {output}{ranks}"
                       + _ignored_text(ignored, "; ignored {}"),
                       highlight=False, markup=False, soft_wrap=True)
         distributed.barrier()  # leave together, after the summary
@@ -364,9 +371,14 @@ def _without_absolute_paths(value: object) -> object:
 
 def _ignored_text(ignored: dict[str, int], template: str) -> str:
     """'3 files with no image suffix, 1 file inside the output folder' put into
-    `template`, or '' if nothing was ignored."""
+    `template`, or '' if nothing was ignored; sub-folders not entered come last."""
+    from .batch import NOT_ENTERED
+
     parts = [f"{count} file{'s' if count != 1 else ''} {reason}"
-             for reason, count in sorted(ignored.items()) if count]
+             for reason, count in sorted(ignored.items()) if count and reason != NOT_ENTERED]
+    if ignored.get(NOT_ENTERED):
+        count = ignored[NOT_ENTERED]
+        parts.append(f"{count} sub-folder{'s' if count != 1 else ''}, not entered without -r")
     return template.format(", ".join(parts)) if parts else ""
 
 

@@ -915,6 +915,25 @@ def test_resize_with_nothing_to_do_exits_1(work, tiny_weights):
     assert not (work / "out").exists()
 
 
+def test_resize_without_r_counts_the_sub_folders_it_did_not_enter(work, tiny_weights):
+    make_image(work / "in" / "a.png", 8, 6)
+    make_image(work / "in" / "2023" / "b.png", 8, 6)
+    make_image(work / "in" / "2024" / "c.png", 8, 6)
+    (work / "in" / ".thumbnails").mkdir()  # hidden: not counted
+    out = work / "in" / "small"  # the output folder inside the input: not counted
+    result = run("resize", work / "in", "--size", "16x16", "-o", out, "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert "ignored 2 sub-folders, not entered without -r" in " ".join(result.output.split())
+    assert files_under(out) == {"a.png"}
+    again = run("resize", work / "in", "--size", "16x16", "-o", out, "-w", tiny_weights, "-r")
+    assert again.exit_code == 0 and "sub-folder" not in again.output, again.output
+    only = work / "only_folders"
+    make_image(only / "x" / "d.png", 8, 6)
+    nothing = run("resize", only, "--size", "16x16", "-o", work / "o2", "-w", tiny_weights)
+    assert_one_error_line(nothing, "nothing to do", "1 sub-folder, not entered without -r",
+                          code=1)
+
+
 def test_info_on_bundled_weights_shows_no_absolute_paths():
     from liif_cli import checkpoint
 
