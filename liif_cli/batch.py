@@ -1,7 +1,8 @@
 """File jobs for `liif upscale` and `liif resize`: which file goes where, and doing one.
 
 A job reads one image, decides its output size, checks the output can be written (before
-the slow part), resamples it and writes it atomically. Nothing here prints; the CLI reports.
+the slow part), resamples it and writes it atomically. Nothing here prints: a job returns
+its notes (e.g. that it stretched or flattened an image) and the CLI reports them.
 """
 
 from __future__ import annotations
@@ -9,17 +10,46 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .api import Upscaler
 from .engine import Progress
 from .errors import LiifError, is_out_of_memory, one_line
-from .images import SUPPORTED_SUFFIXES, check_output, read_image, write_image
+from .files import claim, release
+from .images import (
+    SUPPORTED_SUFFIXES,
+    check_output,
+    flatten,
+    is_transparent,
+    parse_colour,
+    read_image,
+    stores_alpha,
+    write_image,
+)
 from .sizing import centre_crop_box, check_max_pixels, fit_size
 
 SizeRule = Callable[[tuple[int, int]], tuple[int, int]]  # input (H, W) -> output (H, W)
 FORMATS = {"keep": None, "png": ".png", "jpg": ".jpg", "webp": ".webp"}
+NOT_ENTERED = "sub-folders not entered"  # resize_jobs' count of folders skipped without -r
+ASPECT_TOLERANCE = 0.01  # a stretch that changes the aspect ratio more than this is reported
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something a job did that the user should hear about: level 'warning' or 'note'."""
+
+    level: str
+    text: str
+
+
+@dataclass
+class JobResult:
+    """What a job did: its notes, and why it was skipped, if it was: 'existing' (the output
+    appeared meanwhile, e.g. written by another run) or 'claimed' (another run is writing it)."""
+
+    notes: list[Note] = field(default_factory=list)
+    skipped: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +116,8 @@ def resize_jobs(inputs: Iterable[Path], out_dir: Path, recursive: bool, fmt: str
 
     Files inside `out_dir` are never inputs (a rerun must not resize its own outputs).
     `ignored`, if given, counts the files of the scanned folders that were passed over, by
-    reason ('with no image suffix', 'inside the output folder').
+    reason ('with no image suffix', 'inside the output folder'), and under NOT_ENTERED the
+    sub-folders passed over because `recursive` is off (the output folder aside).
     """
     if fmt not in FORMATS:
         raise LiifError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -98,8 +129,12 @@ def resize_jobs(inputs: Iterable[Path], out_dir: Path, recursive: bool, fmt: str
             pattern = "**/*" if recursive else "*"
             found = []
             for p in sorted(item.glob(pattern)):
-                if not p.is_file() or p.name.startswith("."):
-                    continue  # folders, and hidden files such as unfinished outputs
+                if p.name.startswith("."):
+                    continue  # hidden files such as unfinished outputs, and hidden folders
+                if not p.is_file():
+                    if not recursive and p.is_dir() and p.resolve() != out_resolved:
+                        ignored[NOT_ENTERED] += 1
+                    continue
                 if p.resolve().is_relative_to(out_resolved):
                     ignored["inside the output folder"] += 1
                 elif p.suffix.lower() not in SUPPORTED_SUFFIXES:
@@ -133,16 +168,43 @@ def _check_distinct(jobs: list[Job]) -> None:
 
 def run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: bool = False,
             max_pixels: int = 0, quality: int = 95, crop_to: tuple[int, int] | None = None,
-            make_dirs: bool = False, progress: Progress | None = None) -> None:
-    """Read, resample, optionally centre-crop to `crop_to` (H, W), and write one image.
+            make_dirs: bool = False, progress: Progress | None = None,
+            strip_metadata: bool = False, background: str | None = None,
+            warn_stretch: str | None = None, shared: bool = False) -> JobResult:
+    """Read, resample, optionally centre-crop to `crop_to` (H, W), and write one image;
+    returns what the user should be told.
 
     `make_dirs` creates the output's folder (resize mirrors sub-folders); otherwise a
-    missing folder is an error. Every LiifError raised names the input file.
+    missing folder is an error. `strip_metadata` drops the EXIF (camera, date, GPS; for
+    privacy), never the ICC profile (it defines the colours). `background` (a colour, see
+    images.parse_colour) flattens transparency when the output's format has no alpha (a note
+    says so); without it that is an error. `warn_stretch` (the size asked for, as the user
+    wrote it) warns when the output's aspect ratio differs from the input's by more than
+    ASPECT_TOLERANCE.
+
+    `shared`: other runs may write the same outputs at the same time (`liif resize` on the
+    same folders): the output is claimed first (files.claim) and skipped if another live run
+    holds it, and an output that appears meanwhile counts as done, not as a failure (unless
+    `overwrite`). Every LiifError raised names the input file.
     """
+    claimed = False
     try:
-        _run_job(upscaler, job, size_rule, overwrite=overwrite, max_pixels=max_pixels,
-                 quality=quality, crop_to=crop_to, make_dirs=make_dirs, progress=progress)
+        if shared:
+            if make_dirs:
+                _make_parent(job.target)  # the claim lives beside the output
+            claimed = claim(job.target)
+            if not claimed:
+                return JobResult(skipped="claimed")
+            if not overwrite and os.path.lexists(job.target):
+                return JobResult(skipped="existing")
+        return JobResult(_run_job(upscaler, job, size_rule, overwrite=overwrite,
+                                  max_pixels=max_pixels, quality=quality, crop_to=crop_to,
+                                  make_dirs=make_dirs, progress=progress,
+                                  strip_metadata=strip_metadata, background=background,
+                                  warn_stretch=warn_stretch))
     except LiifError as exc:
+        if shared and not overwrite and os.path.lexists(job.target):
+            return JobResult(skipped="existing")  # another run finished it first
         if str(job.source) in str(exc) or str(job.target) in str(exc):
             raise
         raise LiifError(f"{job.source}: {exc}") from exc
@@ -151,23 +213,45 @@ def run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: boo
             raise
         raise LiifError(f"{job.source}: out of memory ({one_line(exc)}); ask for a smaller "
                         "output (--max-pixels refuses large ones up front)") from None
+    finally:
+        if claimed:
+            release(job.target)
+
+
+def _make_parent(target: Path) -> None:
+    """Create the folder of `target` (and its parents) if missing; LiifError if impossible."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LiifError(f"cannot create output folder {target.parent}: "
+                        f"{exc.strerror or exc}") from None
 
 
 def _run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: bool,
              max_pixels: int, quality: int, crop_to: tuple[int, int] | None, make_dirs: bool,
-             progress: Progress | None) -> None:
+             progress: Progress | None, strip_metadata: bool, background: str | None,
+             warn_stretch: str | None) -> list[Note]:
     def check_size(in_size: tuple[int, int]) -> None:  # from the header, before decoding
         check_max_pixels(size_rule(in_size), max_pixels)
 
     picture = read_image(job.source, max_pixels=max_pixels, check=check_size)
+    notes = []
+    if strip_metadata:
+        picture.exif = None
+    if background is not None and not stores_alpha(job.target) and is_transparent(picture):
+        picture = flatten(picture, parse_colour(background))
+        notes.append(Note("note", f"{job.source}: transparency flattened onto {background} "
+                                  f"({job.target.suffix.lstrip('.').upper()} has no alpha)"))
     size = size_rule(picture.size)
     check_max_pixels(size, max_pixels)
+    change = aspect_change(picture.size, size)
+    if warn_stretch is not None and change > ASPECT_TOLERANCE:
+        h, w = picture.size
+        notes.append(Note("warning", f"{job.source}: stretched from {w}x{h} to {warn_stretch} "
+                                     f"(aspect ratio changed by {change:.0%}); --fit contain "
+                                     "or --fit cover keeps it, --fit stretch silences this"))
     if make_dirs:
-        try:
-            job.target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LiifError(f"cannot create output folder {job.target.parent}: "
-                            f"{exc.strerror or exc}") from None
+        _make_parent(job.target)
     check_output(job.target, picture, overwrite=overwrite)
     out = upscaler.resample(picture, size, progress)
     if crop_to is not None and crop_to != size:
@@ -175,6 +259,15 @@ def _run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: bo
         alpha = None if out.alpha is None else out.alpha[top:bottom, left:right]
         out = out.with_pixels(out.rgb[top:bottom, left:right], alpha)
     write_image(out, job.target, overwrite=overwrite, quality=quality)
+    return notes
+
+
+def aspect_change(in_size: tuple[int, int], out_size: tuple[int, int]) -> float:
+    """How much resizing (H, W) `in_size` to `out_size` changes the aspect ratio: 0 for none,
+    0.5 when one side is stretched 1.5 times more than the other."""
+    (h, w), (oh, ow) = in_size, out_size
+    stretch = (ow / w) / (oh / h)
+    return max(stretch, 1 / stretch) - 1
 
 
 def fit_rule(box: tuple[int, int], fit: str) -> tuple[SizeRule, tuple[int, int] | None]:

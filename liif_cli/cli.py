@@ -80,6 +80,13 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress displ
 MaxPixelsOpt = Annotated[int, typer.Option(
     help="Refuse outputs larger than this many pixels (0: no limit).", min=0)]
 QualityOpt = Annotated[int, typer.Option(help="JPEG/WebP quality.", min=1, max=100)]
+BackgroundOpt = Annotated[str, typer.Option(
+    help="Colour to flatten transparency onto when the output format has none (JPEG, BMP): "
+    "a name such as white or black, or #RRGGBB.")]
+FIT_HELP = "contain: inside the box; cover: fill and centre-crop; stretch: exactly the box."
+StripMetadataOpt = Annotated[bool, typer.Option(
+    "--strip-metadata", help="Drop the EXIF metadata (camera, date, GPS position) from the "
+    "outputs; the colour profile is kept.")]
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -130,11 +137,14 @@ def load_upscaler(weights: str | None, device: Device | str, precision: Precisio
                                     tile=tile, chunk=chunk)
 
 
-def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str, **job_options) -> int:
-    """Run file jobs with a progress display; report failures; return how many failed."""
+def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str,
+             **job_options) -> dict[str, int]:
+    """Run file jobs with a progress display; report failures and the jobs' warnings (and,
+    unless quiet, their notes). Returns how many 'failed', and how many were skipped as
+    'existing' or 'claimed' (see batch.JobResult)."""
     from .batch import run_job
 
-    failed = 0
+    tally = {"failed": 0, "existing": 0, "claimed": 0}
     with make_progress(quiet) as progress:
         files = progress.add_task(label, total=len(jobs))
         tiles = progress.add_task("tiles", total=None, visible=False)
@@ -146,14 +156,20 @@ def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str, **job_option
                 progress.update(tiles, completed=done, total=total)
 
             try:
-                run_job(upscaler, job, size_rule, progress=on_tile, **job_options)
+                result = run_job(upscaler, job, size_rule, progress=on_tile, **job_options)
+                if result.skipped:
+                    tally[result.skipped] += 1
+                for note in result.notes:
+                    if note.level == "warning" or not quiet:
+                        progress.console.print(f"[yellow]{note.level}:[/] {escape(note.text)}",
+                                               highlight=False, soft_wrap=True)
             except LiifError as exc:
-                failed += 1
+                tally["failed"] += 1
                 progress.console.print(f"[bold red]failed:[/] {escape(str(exc))}",
                                        highlight=False, soft_wrap=True)
             progress.advance(files)
         progress.update(tiles, visible=False)
-    return failed
+    return tally
 
 
 # --------------------------------------------------------------------------- commands
@@ -165,7 +181,12 @@ def upscale(
         help="Image files to upscale (for a folder, use `liif resize`).")],
     scale: Annotated[float | None, typer.Option("--scale", "-s", help="Any factor > 0, e.g. 12.5.")]
     = None,
-    size: Annotated[str | None, typer.Option(help="Exact output size WIDTHxHEIGHT.")] = None,
+    size: Annotated[str | None, typer.Option(
+        help="Output size WIDTHxHEIGHT: exactly (stretched) unless --fit says otherwise.")]
+    = None,
+    fit: Annotated[Fit | None, typer.Option(
+        help=f"With --size: {FIT_HELP}",
+        show_default="stretch, with a warning when the aspect ratio changes")] = None,
     width: Annotated[int | None, typer.Option(help="Output width; keeps the aspect ratio.")]
     = None,
     height: Annotated[int | None, typer.Option(help="Output height; keeps the aspect ratio.")]
@@ -181,6 +202,8 @@ def upscale(
     precision: PrecisionOpt = Precision.auto,
     max_pixels: MaxPixelsOpt = 250_000_000,
     quality: QualityOpt = 95,
+    background: BackgroundOpt = "white",
+    strip_metadata: StripMetadataOpt = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -189,11 +212,16 @@ def upscale(
     Give exactly one of --scale, --size, --width or --height.
     Exit code 0: all done; 1: an image failed; 2: bad usage.
     """
+    from .images import parse_colour
     from .sizing import parse_size, target_size
 
     with user_errors(code=2):  # usage errors, before importing torch
         box = parse_size(size) if size is not None else None
         target_size((1, 1), scale=scale, size=box, width=width, height=height)  # validate early
+        if fit is not None and box is None:
+            raise LiifError("--fit applies to --size only (--scale, --width and --height keep "
+                            "the aspect ratio anyway)")
+        parse_colour(background)
         check_tile(tile)
         for src in inputs:
             if os.path.isdir(src):
@@ -201,7 +229,13 @@ def upscale(
                                 f"use `liif resize {src} --size WIDTHxHEIGHT -o OUTPUT_FOLDER`")
             if not os.path.lexists(src):
                 raise LiifError(f"{src}: no such file")
-        from .batch import make_output_folder, output_is_folder, scale_label, upscale_jobs
+        from .batch import (
+            fit_rule,
+            make_output_folder,
+            output_is_folder,
+            scale_label,
+            upscale_jobs,
+        )
 
         if scale is not None:
             label = scale_label(scale)
@@ -214,11 +248,17 @@ def upscale(
         upscaler = load_upscaler(weights, device, precision, tile, chunk)
         if output is not None and output_is_folder(inputs, output):
             make_output_folder(Path(output))
-        failed = run_jobs(upscaler, jobs,
-                          lambda hw: target_size(hw, scale=scale, size=box, width=width,
-                                                 height=height),
-                          quiet=quiet, label="upscale", overwrite=overwrite,
-                          max_pixels=max_pixels, quality=quality)
+        crop_to, warn_stretch = None, None
+        if fit is not None:
+            size_rule, crop_to = fit_rule(box, fit.value)
+        else:
+            def size_rule(hw: tuple[int, int]) -> tuple[int, int]:
+                return target_size(hw, scale=scale, size=box, width=width, height=height)
+            warn_stretch = label if box is not None else None
+        failed = run_jobs(upscaler, jobs, size_rule, quiet=quiet, label="upscale",
+                          overwrite=overwrite, max_pixels=max_pixels, quality=quality,
+                          crop_to=crop_to, strip_metadata=strip_metadata,
+                          background=background, warn_stretch=warn_stretch)["failed"]
         if failed:
             if len(jobs) == 1:
                 raise typer.Exit(1)  # its one 'failed:' line already says why
@@ -233,8 +273,7 @@ def resize(
     inputs: Annotated[list[Path], typer.Argument(help="Image folders and/or files.")],
     size: Annotated[str, typer.Option(help="Target box WIDTHxHEIGHT.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
-    fit: Annotated[Fit, typer.Option(help="contain: inside the box; cover: fill and "
-                                     "centre-crop; stretch: exactly the box.")] = Fit.contain,
+    fit: Annotated[Fit, typer.Option(help=FIT_HELP)] = Fit.contain,
     recursive: Annotated[bool, typer.Option("--recursive", "-r",
                                             help="Descend into sub-folders.")] = False,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.keep,
@@ -245,6 +284,8 @@ def resize(
     precision: PrecisionOpt = Precision.auto,
     max_pixels: MaxPixelsOpt = 250_000_000,
     quality: QualityOpt = 95,
+    background: BackgroundOpt = "white",
+    strip_metadata: StripMetadataOpt = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -255,11 +296,13 @@ def resize(
     Under torchrun every rank takes its share of the files (on its own GPU when there are
     several); rank 0 prints the one summary and all ranks exit with the same code.
     """
+    from .images import parse_colour
     from .sizing import check_max_pixels, parse_size
 
     if os.environ.get("RANK", "0") == "0":  # usage errors before importing torch (rank 0 says)
         with user_errors(code=2):
             check_max_pixels(parse_size(size), max_pixels)
+            parse_colour(background)
             check_tile(tile)
     from collections import Counter
 
@@ -274,6 +317,7 @@ def resize(
         with user_errors(code=2, report=main), distributed.agreed_errors():
             box = parse_size(size)
             check_max_pixels(box, max_pixels)
+            parse_colour(background)
             check_tile(tile)
             if output.exists() and not output.is_dir():
                 raise LiifError(f"--output {output} exists and is not a folder")
@@ -295,16 +339,20 @@ def resize(
             [job for job in jobs if overwrite or not job.target.exists()] if main else None)
         size_rule, crop_to = fit_rule(box, fit.value)
         with user_errors(code=1, report=main):
-            failed = run_jobs(upscaler, distributed.shard(todo), size_rule,
-                              quiet=quiet or not main,
-                              label="resize" if world == 1 else f"resize (rank 0 of {world})",
-                              overwrite=overwrite, max_pixels=max_pixels, quality=quality,
-                              crop_to=crop_to, make_dirs=True)
-        failed = int(distributed.all_sum([failed])[0])
+            tally = run_jobs(upscaler, distributed.shard(todo), size_rule,
+                             quiet=quiet or not main,
+                             label="resize" if world == 1 else f"resize (rank 0 of {world})",
+                             overwrite=overwrite, max_pixels=max_pixels, quality=quality,
+                             crop_to=crop_to, make_dirs=True, strip_metadata=strip_metadata,
+                             background=background, shared=True)
+        failed, existing, claimed = (int(n) for n in distributed.all_sum(
+            [tally["failed"], tally["existing"], tally["claimed"]]))
         if main:
             ranks = f" on {world} ranks" if world > 1 else ""
-            err.print(f"resized {len(todo) - failed}, skipped {len(jobs) - len(todo)} existing, "
-                      f"failed {failed} (of {len(jobs)} images) into {output}{ranks}"
+            others = f", {claimed} being written by another run" if claimed else ""
+            err.print(f"resized {len(todo) - failed - existing - claimed}, skipped "
+                      f"{len(jobs) - len(todo) + existing} existing{others}, failed {failed} "
+                      f"(of {len(jobs)} images) into {output}{ranks}"
                       + _ignored_text(ignored, "; ignored {}"),
                       highlight=False, markup=False, soft_wrap=True)
         distributed.barrier()  # leave together, after the summary
@@ -325,9 +373,14 @@ def _without_absolute_paths(value: object) -> object:
 
 def _ignored_text(ignored: dict[str, int], template: str) -> str:
     """'3 files with no image suffix, 1 file inside the output folder' put into
-    `template`, or '' if nothing was ignored."""
+    `template`, or '' if nothing was ignored; sub-folders not entered come last."""
+    from .batch import NOT_ENTERED
+
     parts = [f"{count} file{'s' if count != 1 else ''} {reason}"
-             for reason, count in sorted(ignored.items()) if count]
+             for reason, count in sorted(ignored.items()) if count and reason != NOT_ENTERED]
+    if ignored.get(NOT_ENTERED):
+        count = ignored[NOT_ENTERED]
+        parts.append(f"{count} sub-folder{'s' if count != 1 else ''}, not entered without -r")
     return template.format(", ".join(parts)) if parts else ""
 
 
@@ -438,15 +491,20 @@ def bench(
 
 @app.command()
 def train(
-    data: Annotated[list[Path], typer.Option(help="Folder of training images (repeatable).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, metrics.")],
+    data: Annotated[list[Path] | None, typer.Option(
+        help="Folder of training images (repeatable); not needed with --resume (the run's "
+        "own are used).")] = None,
     val: Annotated[Path | None, typer.Option(help="Folder of HR images to validate on.")]
     = None,
     encoder: Annotated[str, typer.Option(help="edsr-baseline or rdn.")] = "edsr-baseline",
     init: Annotated[str | None, typer.Option(
         help="Fine-tune: start from these weights (bundled name or file; their architecture, "
         "a fresh optimiser and lr schedule).")] = None,
-    steps: Annotated[int, typer.Option(help="Training steps.")] = 100_000,
+    steps: Annotated[int | None, typer.Option(
+        help="Training steps. With --resume: leave out to finish the run as planned, or give "
+        "more to extend it (the lr schedule then follows the new length).",
+        show_default="100000; with --resume the run's")] = None,
     time_budget: Annotated[float | None, typer.Option(
         help="Also end the run after this many seconds; the lr schedule follows whichever "
         "of --steps and the budget ends first.")] = None,
@@ -477,10 +535,13 @@ def train(
     Under torchrun the ranks train one model with DistributedDataParallel; rank 0 writes
     the checkpoints and metrics and shows the progress.
     """
+    if not data and not resume:
+        fail("--data is required (except with --resume, which trains on the run's own data)",
+             code=2)
     from . import distributed
     from .train import TrainConfig, run_training, train_with_console
 
-    config = TrainConfig(data=[str(d) for d in data], out=str(out_dir),
+    config = TrainConfig(data=[str(d) for d in data or []], out=str(out_dir),
                          val=str(val) if val else None, encoder=encoder, steps=steps,
                          time_budget=time_budget, batch_size=batch_size, lr=lr,
                          lr_schedule=lr_schedule,

@@ -1,8 +1,9 @@
 """Image files in and out: decode into float arrays for the model, write results back faithfully.
 
 Reading keeps what a photographer would miss if it vanished: 16-bit precision, the ICC profile,
-transparency and grayscale-ness. EXIF orientation is applied to the pixels, so the model sees the
-picture upright and the output needs no orientation tag.
+transparency, grayscale-ness and the EXIF metadata (camera, date, GPS, ...). EXIF orientation is
+applied to the pixels, so the model sees the picture upright: the EXIF carried to the output says
+orientation 1 (upright) and gives the output's pixel size.
 
 Writing is atomic: the output file appears complete or not at all, and an existing file is only
 replaced when asked to.
@@ -48,6 +49,19 @@ _GRAY_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP"})  # WebP is always colo
 _ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})
 
 _ORIENTATION_TAG = 0x0112
+_EXIF_IFD_TAG = 0x8769  # the EXIF sub-directory (camera settings, dates, pixel size)
+_GPS_IFD_TAG = 0x8825
+_IMAGE_WIDTH_TAG, _IMAGE_LENGTH_TAG = 0x0100, 0x0101
+_PIXEL_X_TAG, _PIXEL_Y_TAG = 0xA002, 0xA003  # PixelXDimension, PixelYDimension
+# TIFF tags that say how a TIFF file stores its pixels (strips, compression, ...; read as EXIF
+# from TIFF sources): not metadata to carry over. The ICC profile travels separately.
+_LAYOUT_TAGS = frozenset({
+    254, 255, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 292, 293,
+    317, 318, 319, 320, 321, 322, 323, 324, 325, 330, 338, 339, 340, 341, 347,
+    *range(512, 522), 529, 530, 531, 532, 34377, 34675, 37724,
+})
+_JPEG_MAX_EXIF = 65533  # one APP1 segment
+_EXIF_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})  # where write_image embeds EXIF
 _PNG_BAND_BYTES = 1 << 20  # 16-bit PNG rows are filtered and compressed this much at a time
 _TIFF_STRIP_BYTES = 256 << 10  # uncompressed size of one TIFF strip
 
@@ -86,6 +100,9 @@ class Picture:
     bit_depth: int  # 8 or 16 (per channel)
     icc_profile: bytes | None
     format: str  # PIL format name of the source, e.g. 'PNG', 'JPEG', 'WEBP', 'TIFF', 'BMP'
+    # The source's EXIF block as Pillow writes it (b'Exif\0\0' + TIFF structure), orientation
+    # already set to 1 (the pixels are upright); None: none, or dropped (--strip-metadata).
+    exif: bytes | None = None
 
     def __post_init__(self) -> None:
         self.rgb = np.asarray(self.rgb, dtype=np.float32)
@@ -177,6 +194,7 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
             pixels = _decode_pixels(image, path)
             icc_profile = image.info.get("icc_profile") or None
             orientation = _orientation(image)
+            exif = _carried_exif(image)
             source_format = image.format or "PNG"
     except LiifError:
         raise
@@ -192,9 +210,11 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
 
     if not _icc_fits(icc_profile, pixels.shape[2]):
         icc_profile = None  # e.g. the CMYK profile of a CMYK JPEG we converted to RGB
-    return Picture.from_array(
+    picture = Picture.from_array(
         _orient(pixels, orientation), icc_profile=icc_profile, format=source_format
     )
+    picture.exif = exif
+    return picture
 
 
 @contextmanager
@@ -351,6 +371,47 @@ def _orientation(image: Image.Image) -> int:
     return value if 1 <= value <= 8 else 1
 
 
+def _carried_exif(image: Image.Image) -> bytes | None:
+    """The image's EXIF to carry to the output: TIFF layout tags and the thumbnail dropped,
+    orientation set to 1 (read_image makes the pixels upright); None if there is none or it
+    cannot be read (EXIF is optional: a broken block must not stop the upscale)."""
+    try:
+        exif = image.getexif()
+        for tag in _LAYOUT_TAGS.intersection(exif):
+            del exif[tag]
+        if _ORIENTATION_TAG in exif:
+            exif[_ORIENTATION_TAG] = 1
+        for tag in (_EXIF_IFD_TAG, _GPS_IFD_TAG):
+            exif.get_ifd(tag)  # load the sub-directories, so that tobytes writes them
+        return exif.tobytes() if len(exif) else None
+    except Exception:
+        return None
+
+
+def _output_exif(exif: bytes | None, fmt: str, size: tuple[int, int]) -> bytes | None:
+    """`exif` for an output of `fmt` and (H, W) `size`: the pixel-size tags that are present
+    (ImageWidth/ImageLength, PixelXDimension/PixelYDimension) set to the output's size. None
+    where `fmt` takes no EXIF, or where it would not fit (a JPEG holds at most 64 KB)."""
+    if not exif or fmt not in _EXIF_FORMATS:
+        return None
+    height, width = size
+    try:
+        block = Image.Exif()
+        block.load(exif)
+        for tag, value in ((_IMAGE_WIDTH_TAG, width), (_IMAGE_LENGTH_TAG, height)):
+            if tag in block:
+                block[tag] = value
+        sub = block.get_ifd(_EXIF_IFD_TAG)
+        for tag, value in ((_PIXEL_X_TAG, width), (_PIXEL_Y_TAG, height)):
+            if tag in sub:
+                sub[tag] = value
+        block.get_ifd(_GPS_IFD_TAG)
+        data = block.tobytes()
+    except Exception:
+        return None
+    return None if fmt == "JPEG" and len(data) > _JPEG_MAX_EXIF else data
+
+
 def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     """Make (H, W, C) pixels upright; same result as PIL.ImageOps.exif_transpose."""
     if orientation in (5, 6, 7, 8):
@@ -406,7 +467,7 @@ def check_output(
     if os.path.lexists(path) and not overwrite:
         raise LiifError(f"{path}: already exists; use --overwrite to replace it")
     fmt = _FORMAT_BY_SUFFIX[suffix]
-    if picture is not None and fmt not in _ALPHA_FORMATS and _is_transparent(picture):
+    if picture is not None and fmt not in _ALPHA_FORMATS and is_transparent(picture):
         raise LiifError(
             f"{path}: {fmt} cannot store transparency; write a .png, .webp or .tif file instead"
         )
@@ -423,8 +484,11 @@ def write_image(
       written as RGBA because Pillow-based readers cannot open 16-bit gray+alpha TIFF).
     - Transparency is kept in PNG, WebP and TIFF. JPEG and BMP cannot store it: an alpha channel
       that is fully opaque is dropped (nothing is lost), any real transparency raises LiifError
-      rather than silently flattening it onto some background colour.
+      rather than silently flattening it onto some background colour (`flatten` does that on
+      request, as `--background` does).
     - The ICC profile is embedded in PNG, JPEG, WebP and TIFF.
+    - EXIF (`picture.exif`) is embedded in PNG, JPEG and WebP with its pixel-size tags set to
+      the output's size.
     - `quality` (1-100) applies to JPEG and WebP; JPEG uses 4:4:4 chroma (no subsampling).
     - The file is written to a hidden temporary file in the same folder and moved into place,
       so a crash or error never leaves a half-written output or clobbers an existing file.
@@ -437,6 +501,7 @@ def write_image(
     icc_profile = picture.icc_profile
     if fmt not in _ICC_FORMATS or not _icc_fits(icc_profile, pixels.shape[2]):
         icc_profile = None
+    exif = _output_exif(picture.exif, fmt, picture.size)
 
     fd, temp = create_temp(path)
     try:
@@ -444,9 +509,9 @@ def write_image(
             if fmt == "TIFF":
                 _write_tiff(file, pixels, icc_profile)
             elif fmt == "PNG" and pixels.dtype == np.uint16:
-                _write_png16(file, pixels, icc_profile)
+                _write_png16(file, pixels, icc_profile, exif)
             else:
-                _save_with_pillow(file, pixels, fmt, icc_profile, quality)
+                _save_with_pillow(file, pixels, fmt, icc_profile, quality, exif)
             file.flush()
             os.fsync(file.fileno())
         _move_into_place(temp, path, overwrite)
@@ -459,7 +524,40 @@ def write_image(
     _fsync_folder(path.parent)
 
 
-def _is_transparent(picture: Picture) -> bool:
+def stores_alpha(path: str | Path) -> bool:
+    """Whether the format that `path`'s suffix names can store transparency."""
+    return _FORMAT_BY_SUFFIX.get(Path(path).suffix.lower()) in _ALPHA_FORMATS
+
+
+def parse_colour(text: str) -> tuple[float, float, float]:
+    """An opaque colour ('white', 'black', '#RRGGBB', '#RGB', any CSS colour name or
+    'rgb(R, G, B)') as RGB in [0, 1]; LiifError for anything else."""
+    from PIL import ImageColor
+
+    try:
+        rgb = ImageColor.getrgb(text.strip())
+    except (ValueError, AttributeError):
+        raise LiifError(f"unknown colour {text!r}: use a name such as white or black, or "
+                        "#RRGGBB") from None
+    if len(rgb) == 4 and rgb[3] != 255:
+        raise LiifError(f"colour {text!r} must be opaque (it replaces transparency)")
+    return rgb[0] / 255, rgb[1] / 255, rgb[2] / 255
+
+
+def flatten(picture: Picture, background: tuple[float, float, float]) -> Picture:
+    """`picture` composited over an opaque `background` (RGB in [0, 1]), without alpha: what
+    a viewer shows, for formats that cannot store transparency. Stays grayscale on a gray
+    background."""
+    if picture.alpha is None:
+        return picture
+    alpha = picture.alpha[:, :, None]
+    colour = np.asarray(background, np.float32)
+    rgb = picture.rgb * alpha + colour * (np.float32(1) - alpha)
+    gray = picture.grayscale and bool(colour[0] == colour[1] == colour[2])
+    return replace(picture, rgb=rgb, alpha=None, grayscale=gray)
+
+
+def is_transparent(picture: Picture) -> bool:
     """Whether any pixel would be less than fully opaque once written with 8 bits."""
     return picture.alpha is not None and bool(np.any(picture.alpha < 254.5 / 255))
 
@@ -533,7 +631,8 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _save_with_pillow(
-    file: BinaryIO, pixels: np.ndarray, fmt: str, icc_profile: bytes | None, quality: int
+    file: BinaryIO, pixels: np.ndarray, fmt: str, icc_profile: bytes | None, quality: int,
+    exif: bytes | None = None,
 ) -> None:
     """8-bit PNG, JPEG, WebP and BMP through Pillow's encoders."""
     image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
@@ -544,10 +643,13 @@ def _save_with_pillow(
         options.update(quality=quality)
     if icc_profile:
         options["icc_profile"] = icc_profile
+    if exif:
+        options["exif"] = exif
     image.save(file, format=fmt, **options)
 
 
-def _write_png16(file: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None) -> None:
+def _write_png16(file: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None,
+                 exif: bytes | None = None) -> None:
     """Write 16-bit (H, W, 1-4) pixels as PNG, which Pillow cannot encode for colour or alpha.
 
     Every row uses the 'Up' filter (difference to the row above), which numpy computes in bulk;
@@ -561,6 +663,8 @@ def _write_png16(file: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None) 
     _png_chunk(file, b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))
     if icc_profile:
         _png_chunk(file, b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile))
+    if exif:
+        _png_chunk(file, b"eXIf", exif.removeprefix(b"Exif\x00\x00"))
     compressor = zlib.compressobj(6)
     band = max(1, _PNG_BAND_BYTES // rows.shape[1])
     previous = np.zeros((1, rows.shape[1]), dtype=np.uint8)  # 'above' the first row is zeros

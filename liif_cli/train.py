@@ -79,9 +79,11 @@ CHECKPOINT_NAME = "last.pth"
 METRICS_NAME = "metrics.jsonl"
 
 # Fields that define a run: on resume they come from the checkpoint, not from the caller.
+# `steps` may be raised on resume to extend a run (see _resume_config); `extensions` records that.
 RUN_FIELDS = ("data", "encoder", "model", "init", "steps", "time_budget", "batch_size", "lr",
               "lr_schedule", "seed", "ema",
-              "crop", "samples", "scale_min", "scale_max", "amp", "degradation")
+              "crop", "samples", "scale_min", "scale_max", "amp", "degradation", "extensions")
+DEFAULT_STEPS = 100_000
 AMP_MODES = ("auto", "bf16", "off")
 
 
@@ -96,7 +98,9 @@ class TrainConfig:
     out: str = "runs/train"  # run dir: last.pth, metrics.jsonl, config.json
     val: str | None = None  # folder of HR images for validation, e.g. Set5/HR
     encoder: str = "edsr-baseline"  # 'edsr-baseline' | 'rdn' (| 'edsr')
-    steps: int = 100_000
+    # None: DEFAULT_STEPS for a new run, the run's own on resume; a larger number on resume
+    # extends the run (see _resume_config).
+    steps: int | None = None
     time_budget: float | None = None  # seconds; see lr_at (the run ends at whichever comes first)
     batch_size: int = 16
     lr: float = 1e-4
@@ -121,6 +125,13 @@ class TrainConfig:
     # 'real:KEY=LO-HI,...' (see degrade.parse_training_spec), or a DegradationConfig (or its
     # dict). A run stores the full dict, so it keeps its ranges if the defaults change.
     degradation: str | dict[str, Any] | DegradationConfig | None = None
+    # Each time a resume raised `steps`: [step reached, steps before, steps after].
+    extensions: list[list[int]] = field(default_factory=list)
+
+    @property
+    def total_steps(self) -> int:
+        """The run's length in steps: `steps`, or DEFAULT_STEPS when not given."""
+        return DEFAULT_STEPS if self.steps is None else self.steps
 
     def spec(self) -> ModelSpec:
         """The model to train: `model` if given, else the paper's defaults for `encoder`."""
@@ -159,7 +170,7 @@ class TrainConfig:
 
         if not self.data:
             bad("no training data folder given")
-        if self.steps < 1:
+        if self.total_steps < 1:
             bad(f"steps must be >= 1 (got {self.steps})")
         if self.batch_size < 1:
             bad(f"batch size must be >= 1 (got {self.batch_size})")
@@ -205,7 +216,7 @@ class TrainConfig:
 def progress_fraction(config: TrainConfig, step: int, elapsed: float = 0.0) -> float:
     """How far through the run we are, in [0, 1]: step / steps, or the share of
     `time_budget` spent (run time, validation included) if that is further along."""
-    frac = step / config.steps
+    frac = step / config.total_steps
     if config.time_budget:
         frac = max(frac, elapsed / config.time_budget)
     return min(frac, 1.0)
@@ -222,7 +233,8 @@ def lr_at(config: TrainConfig, step: int, elapsed: float = 0.0) -> float:
     """
     frac = progress_fraction(config, step, elapsed)
     if config.lr_schedule == "step":
-        k = math.floor(5 * frac + 1e-9) if config.time_budget else (5 * step) // config.steps
+        k = (math.floor(5 * frac + 1e-9) if config.time_budget
+             else (5 * step) // config.total_steps)
         return config.lr * 0.5 ** min(4, k)
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
 
@@ -384,23 +396,49 @@ def _remove_if_empty(out: Path, created: Path | None) -> None:
             return
 
 
-def _resume_config(config: TrainConfig, saved: dict[str, Any]) -> tuple[TrainConfig, list[str]]:
+def _resume_config(config: TrainConfig, saved: dict[str, Any], step: int = 0,
+                   elapsed: float = 0.0) -> tuple[TrainConfig, list[str]]:
     """The config of a resumed run: run-defining fields from the checkpoint, the rest given.
 
     A run-defining field that the checkpoint lacks is newer than the run, which therefore
-    ran with its default (e.g. no degradation).
+    ran with its default (e.g. no degradation). The one exception is `steps`: a larger number
+    than the run's extends it (also a finished run; `step` and `elapsed` are where it stands),
+    with a warning, since the lr schedule then follows the new length; a smaller one is an
+    error. Left out (None), or the same, the run resumes bit-for-bit.
     """
     defaults = TrainConfig()
     kept = {k: saved.get(k, getattr(defaults, k)) for k in RUN_FIELDS}
-    merged = TrainConfig.from_dict({**config.to_dict(), **kept})
-    ignored = [k for k in RUN_FIELDS
-               if getattr(config, k) != kept[k] and getattr(config, k) != getattr(defaults, k)]
+    kept["steps"] = int(kept["steps"] if kept["steps"] is not None else DEFAULT_STEPS)
     warnings = []
+    if config.steps is not None and config.steps != kept["steps"]:
+        warnings.append(_extend(kept, config.steps, step, elapsed))
+    merged = TrainConfig.from_dict({**config.to_dict(), **kept})
+    ignored = [k for k in RUN_FIELDS if k != "steps"
+               and getattr(config, k) != kept[k] and getattr(config, k) != getattr(defaults, k)]
     if ignored:
         warnings.append("resuming: kept the checkpoint's " + ", ".join(ignored)
                         + " (the run's own settings; start a new run to change them)")
     merged.resume = True
     return merged, warnings
+
+
+def _extend(kept: dict[str, Any], steps: int, step: int, elapsed: float) -> str:
+    """Set a resumed run's `steps` to a larger `steps` in `kept` (its run-defining fields) and
+    record it; returns the warning to show. LiifError for fewer steps, or for a run whose
+    time budget is spent (more steps would not train any further)."""
+    planned = kept["steps"]
+    if steps < planned:
+        raise LiifError(f"--steps {steps} is fewer than the run's {planned}: a run can be "
+                        f"extended, not shortened (leave --steps out to go on to {planned})")
+    budget = kept.get("time_budget")
+    if budget and elapsed >= budget:
+        raise LiifError(f"the run ended at its --time-budget of {budget:g} s, so more steps "
+                        "would not train any further; start a new run with --init to go on")
+    kept["steps"] = steps
+    kept["extensions"] = [*(kept.get("extensions") or []), [step, planned, steps]]
+    return (f"resuming: extended the run from {planned} to {steps} steps at step {step}; the "
+            f"lr schedule now follows {steps} steps (not bit-for-bit with a run planned for "
+            f"{steps} steps from the start)")
 
 
 def _init_config(config: TrainConfig,
@@ -452,6 +490,9 @@ def _metadata(config: TrainConfig, step: int, last_val: dict[str, Any] | None,
         meta["degradation"] = degradation.to_dict()
     if config.init:
         meta["init"] = config.init
+    if config.extensions:  # resumed with more --steps: the lr schedule was stretched then
+        meta["extended"] = [f"from {old} to {new} steps at step {at}"
+                            for at, old, new in config.extensions]
     if world > 1:  # batch_size above is the global batch
         meta["ranks"] = world
         meta["batch_per_rank"] = config.batch_size // world
@@ -512,7 +553,8 @@ def _setup(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | No
         state = start.extra.get("train_state")
         if not isinstance(state, dict) or "config" not in state:
             raise LiifError(f"{ckpt_path} is not a training checkpoint (no train_state)")
-        config, more = _resume_config(config, state["config"])
+        config, more = _resume_config(config, state["config"], int(state.get("step", 0)),
+                                      float(state.get("elapsed_s", 0.0)))
         warnings += more
     elif ckpt_path.exists():
         raise LiifError(f"{out} already holds a run ({CHECKPOINT_NAME}); "
@@ -521,6 +563,8 @@ def _setup(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | No
         start = checkpoint.load(checkpoint.resolve_weights(config.init))
         config, more = _init_config(config, start.spec)
         warnings += more
+    if config.steps is None:
+        config.steps = DEFAULT_STEPS
     config.validate()
     world = distributed.world_size()
     if config.batch_size % world:

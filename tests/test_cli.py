@@ -151,6 +151,34 @@ def test_size_is_exact_even_if_aspect_changes(work, tiny_weights):
     new = files_under(work) - {"a.png"}
     assert len(new) == 1
     assert size_of(work / new.pop()) == (50, 70)
+    # ... but says so, in one line, since --fit was not given.
+    warning = [line for line in lines(result) if line.startswith("warning:")]
+    assert len(warning) == 1 and "stretched from 30x20 to 50x70" in warning[0], result.output
+    assert "--fit contain" in warning[0]
+
+
+@pytest.mark.parametrize("fit,expected", [("contain", (21, 32)), ("cover", (60, 32)),
+                                          ("stretch", (60, 32))])
+def test_upscale_fit_with_size(work, tiny_weights, fit, expected):
+    src = make_image(work / "portrait.png", 20, 30)  # 2:3, asked into a 60x32 box
+    out = work / f"{fit}.png"
+    result = run("upscale", src, "--size", "60x32", "--fit", fit, "-o", out, "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert size_of(out) == expected
+    assert "warning" not in result.output  # --fit given: the user chose
+
+
+def test_upscale_size_within_one_percent_does_not_warn(work, tiny_weights):
+    src = make_image(work / "a.png", 100, 50)
+    result = run("upscale", src, "--size", "201x100", "-w", tiny_weights, "-o", work / "b.png")
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
+    assert size_of(work / "b.png") == (201, 100)
+
+
+def test_upscale_fit_without_size_is_a_usage_error(work, tiny_weights):
+    src = make_image(work / "a.png", 10, 10)
+    assert_one_error_line(run("upscale", src, "--scale", "2", "--fit", "cover"),
+                          "--fit", "--size", code=2)
 
 
 # ---------------------------------------------------------------------------- upscale: outputs
@@ -283,6 +311,30 @@ def test_exif_orientation_is_applied(work, tiny_weights):
     with Image.open(work / "phone_x2.jpg") as image:
         assert image.size == (40, 60)  # upright: width and height swapped
         assert image.getexif().get(0x0112, 1) == 1  # and not rotated a second time by viewers
+
+
+@pytest.mark.skipif(SRGB is None, reason="PIL.ImageCms is not available")
+def test_exif_is_carried_and_strip_metadata_drops_it_but_keeps_icc(work, tiny_weights):
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0112] = "Canon", 6
+    exif.get_ifd(0x8825)[1] = "N"  # GPSLatitudeRef: where the photo was taken
+    exif.get_ifd(0x8769)[0xA002] = 30
+    src = make_image(work / "phone.jpg", 30, 20, exif=exif, icc_profile=SRGB)
+    assert run("upscale", src, "--scale", "2", "-w", tiny_weights).exit_code == 0
+    result = run("upscale", src, "--scale", "2", "-w", tiny_weights, "--strip-metadata",
+                 "-o", work / "private.jpg")
+    assert result.exit_code == 0, result.output
+    folder = run("resize", src, "--size", "50x50", "-o", work / "out", "-w", tiny_weights,
+                 "--strip-metadata", "--format", "png")
+    assert folder.exit_code == 0, folder.output
+    with Image.open(work / "phone_x2.jpg") as image:
+        kept = image.getexif()
+        assert (kept[0x010F], kept[0x0112]) == ("Canon", 1)
+        assert kept.get_ifd(0x8825)[1] == "N" and kept.get_ifd(0x8769)[0xA002] == 40
+    for stripped in (work / "private.jpg", work / "out" / "phone.png"):
+        with Image.open(stripped) as image:
+            assert not image.getexif().get_ifd(0x8825) and 0x010F not in image.getexif()
+            assert image.info.get("icc_profile") == SRGB
 
 
 @pytest.mark.skipif(SRGB is None, reason="PIL.ImageCms is not available")
@@ -475,6 +527,53 @@ def test_resize_format(work, tiny_weights, fmt, suffix, pil_format):
     for name in ("a", "b"):
         with Image.open(work / "out" / f"{name}{suffix}") as image:
             assert image.format == pil_format and image.size == (16, 16)
+
+
+def half_transparent_png(path: Path, colour=(200, 30, 30)) -> Path:
+    """A 24x20 image: left half fully transparent (hidden green), right half opaque `colour`."""
+    pixels = np.zeros((20, 24, 4), np.uint8)
+    pixels[:, :12] = [0, 255, 0, 0]
+    pixels[:, 12:] = [*colour, 255]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels, "RGBA").save(path)
+    return path
+
+
+@pytest.mark.parametrize("background,expected", [(None, (255, 255, 255)), ("black", (0, 0, 0)),
+                                                 ("#102030", (16, 32, 48))])
+def test_transparency_is_flattened_for_jpeg_with_a_note(work, tiny_weights, background,
+                                                        expected):
+    src = half_transparent_png(work / "in" / "logo.png")
+    extra = () if background is None else ("--background", background)
+    # Downscaled (Lanczos, not the random tiny model), so the colours can be checked.
+    result = run("resize", src.parent, "--size", "12x10", "--format", "jpg", "-o", work / "out",
+                 "-w", tiny_weights, *extra)
+    assert result.exit_code == 0, result.output
+    notes = [line for line in lines(result) if line.startswith("note:")]
+    assert len(notes) == 1 and "transparency flattened onto" in notes[0], result.output
+    with Image.open(work / "out" / "logo.jpg") as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    assert np.abs(pixels[:, :4] - expected).max() <= 12  # the background, not hidden green
+    assert np.abs(pixels[:, -4:] - (200, 30, 30)).max() <= 12  # opaque pixels unchanged
+
+
+def test_upscale_to_jpg_flattens_and_bad_background_is_a_usage_error(work, tiny_weights):
+    src = half_transparent_png(work / "logo.png")
+    result = run("upscale", src, "--scale", "2", "-o", work / "logo.jpg", "-w", tiny_weights,
+                 "--background", "black")
+    assert result.exit_code == 0, result.output
+    assert "flattened onto black" in result.output
+    with Image.open(work / "logo.jpg") as image:
+        assert image.size == (48, 40) and image.mode == "RGB"
+    for command in (("upscale", src, "--scale", "2"),
+                    ("resize", src, "--size", "8x8", "-o", work / "o")):
+        assert_one_error_line(run(*command, "--background", "not-a-colour", "-w", tiny_weights),
+                              "colour", code=2)
+    # PNG keeps its alpha: nothing is flattened, no note.
+    kept = run("upscale", src, "--scale", "2", "-o", work / "kept.png", "-w", tiny_weights)
+    assert kept.exit_code == 0 and "note" not in kept.output
+    with Image.open(work / "kept.png") as image:
+        assert image.mode == "RGBA"
 
 
 def test_resize_skips_existing_unless_overwrite(work, tiny_weights):
@@ -814,6 +913,25 @@ def test_resize_with_nothing_to_do_exits_1(work, tiny_weights):
                  "-w", tiny_weights)
     assert_one_error_line(result, "nothing to do", "1 file with no image suffix", code=1)
     assert not (work / "out").exists()
+
+
+def test_resize_without_r_counts_the_sub_folders_it_did_not_enter(work, tiny_weights):
+    make_image(work / "in" / "a.png", 8, 6)
+    make_image(work / "in" / "2023" / "b.png", 8, 6)
+    make_image(work / "in" / "2024" / "c.png", 8, 6)
+    (work / "in" / ".thumbnails").mkdir()  # hidden: not counted
+    out = work / "in" / "small"  # the output folder inside the input: not counted
+    result = run("resize", work / "in", "--size", "16x16", "-o", out, "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert "ignored 2 sub-folders, not entered without -r" in " ".join(result.output.split())
+    assert files_under(out) == {"a.png"}
+    again = run("resize", work / "in", "--size", "16x16", "-o", out, "-w", tiny_weights, "-r")
+    assert again.exit_code == 0 and "sub-folder" not in again.output, again.output
+    only = work / "only_folders"
+    make_image(only / "x" / "d.png", 8, 6)
+    nothing = run("resize", only, "--size", "16x16", "-o", work / "o2", "-w", tiny_weights)
+    assert_one_error_line(nothing, "nothing to do", "1 sub-folder, not entered without -r",
+                          code=1)
 
 
 def test_info_on_bundled_weights_shows_no_absolute_paths():

@@ -92,3 +92,101 @@ def test_a_training_run_cleans_up_after_a_killed_one(tmp_path):
     files._swept.clear()
     train._prepare_run_dir(run_dir)  # what `liif train` and `liif train --resume` do first
     assert not dead.exists()
+
+
+def dead_pid() -> int:
+    """The id of a process that has just exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_claims_are_exclusive_released_and_taken_over_from_dead_runs(tmp_path):
+    target = tmp_path / "a.png"
+    assert files.claim(target)
+    path = files.claim_path(target)
+    assert path.name == ".a.png.liif-claim" and path.read_text().split()[0] == str(os.getpid())
+    assert not files.claim(target)  # held (here by this very process): not again
+    files.release(target)
+    assert not path.exists()
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        path.write_text(f"{sleeper.pid} {files._HOST}\n")  # a live run's claim
+        assert not files.claim(target)
+        files.release(target)  # never removes another run's claim
+        assert path.exists()
+        path.write_text(f"{dead_pid()} {files._HOST}\n")  # left by a run killed with -9
+        assert files.claim(target) and path.read_text().split()[0] == str(os.getpid())
+        files.release(target)
+        path.write_text(f"{dead_pid()} 00000000\n")  # another machine's: cannot tell
+        assert not files.claim(target)
+        stale = tmp_path / ".b.png.liif-claim"
+        stale.write_text(f"{dead_pid()} {files._HOST}\n")
+        assert files.remove_stale_temps(tmp_path, again=True) == [stale]
+        assert path.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def run_resize(*args):
+    result = CliRunner().invoke(app, ["resize", *map(str, args)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result
+
+
+def test_resize_skips_outputs_another_live_run_has_claimed(tmp_path, tiny_weights):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(src / name)
+    out.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        files.claim_path(out / "a.png").write_text(f"{sleeper.pid} {files._HOST}\n")
+        result = run_resize(src, "--size", "16x16", "-o", out, "-w", tiny_weights)
+        assert result.exit_code == 0, result.output
+        text = " ".join(result.output.split())
+        assert "resized 1, skipped 0 existing, 1 being written by another run" in text
+        assert not (out / "a.png").exists() and (out / "b.png").exists()
+        assert files.claim_path(out / "a.png").exists()  # the other run's, untouched
+        assert not files.claim_path(out / "b.png").exists()  # ours, released
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # That run died without finishing: the next one takes its claim over.
+    result = run_resize(src, "--size", "16x16", "-o", out, "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert "resized 1, skipped 1 existing" in " ".join(result.output.split())
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+
+
+def test_resize_output_written_meanwhile_by_another_run_counts_as_done(
+        tmp_path, tiny_weights, monkeypatch):
+    from liif_cli import batch
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(src / name)
+    real_claim, real_write = batch.claim, batch.write_image
+
+    def claim_after_other_run(target):  # a.png: the other run finished just before our claim
+        if target.name == "a.png":
+            target.write_bytes(b"the other run's a.png")
+        return real_claim(target)
+
+    def write_after_other_run(picture, path, **kw):  # b.png: it finished while we rendered
+        path.write_bytes(b"the other run's b.png")
+        return real_write(picture, path, **kw)
+
+    monkeypatch.setattr(batch, "claim", claim_after_other_run)
+    monkeypatch.setattr(batch, "write_image", write_after_other_run)
+    result = run_resize(src, "--size", "16x16", "-o", out, "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert "already exists" not in result.output
+    assert "resized 0, skipped 2 existing, failed 0" in " ".join(result.output.split())
+    assert (out / "a.png").read_bytes() == b"the other run's a.png"
+    assert (out / "b.png").read_bytes() == b"the other run's b.png"
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]  # no claims left

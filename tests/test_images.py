@@ -443,6 +443,90 @@ def test_orientation_applies_to_16_bit_png(tmp_path):
     np.testing.assert_array_equal(channels_of(picture, 16), np.rot90(pixels))
 
 
+def camera_exif(width: int, height: int, orientation: int = 6) -> Image.Exif:
+    """EXIF as a phone writes it: camera, dates, GPS position, pixel size, orientation."""
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Canon", "EOS R"  # Make, Model
+    exif[0x0132] = "2024:01:02 03:04:05"  # DateTime
+    exif[0x0112] = orientation
+    sub = exif.get_ifd(0x8769)
+    sub[0x9003] = "2024:01:02 03:04:05"  # DateTimeOriginal
+    sub[0xA002], sub[0xA003] = width, height  # PixelXDimension, PixelYDimension
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2] = "N", (52.0, 31.0, 12.5)  # GPSLatitudeRef, GPSLatitude
+    return exif
+
+
+@pytest.mark.parametrize("suffix,depth", [(".jpg", 8), (".png", 8), (".png", 16), (".webp", 8)])
+def test_exif_is_carried_upright_with_the_output_size(tmp_path, suffix, depth):
+    Image.fromarray(random_pixels(20, 30, 3, 8)).save(tmp_path / "in.jpg",
+                                                     exif=camera_exif(30, 20))
+    picture = read_image(tmp_path / "in.jpg")
+    assert picture.size == (30, 20) and picture.exif is not None
+    bigger = picture.with_pixels(np.zeros((45, 30, 3), np.float32), None)  # e.g. upscaled
+    bigger.bit_depth = depth
+    write_image(bigger, tmp_path / f"out{suffix}")
+    with Image.open(tmp_path / f"out{suffix}") as image:
+        image.load()
+        exif = image.getexif()
+        assert image.size == (30, 45)
+        assert (exif[0x010F], exif[0x0110], exif[0x0132]) == ("Canon", "EOS R",
+                                                              "2024:01:02 03:04:05")
+        assert exif[0x0112] == 1  # the pixels are upright: viewers must not rotate again
+        sub = exif.get_ifd(0x8769)
+        assert (sub[0xA002], sub[0xA003]) == (30, 45) and sub[0x9003] == "2024:01:02 03:04:05"
+        assert exif.get_ifd(0x8825)[1] == "N"
+    if suffix == ".png" and depth == 16:
+        assert read_image(tmp_path / f"out{suffix}").bit_depth == 16
+
+
+def test_exif_is_not_written_where_it_cannot_go_or_was_stripped(tmp_path):
+    Image.fromarray(random_pixels(4, 6, 3, 8)).save(tmp_path / "in.jpg", exif=camera_exif(6, 4))
+    picture = read_image(tmp_path / "in.jpg")
+    write_image(picture, tmp_path / "out.bmp")
+    write_image(picture, tmp_path / "out.tif")
+    picture.exif = None  # what --strip-metadata does
+    write_image(picture, tmp_path / "stripped.jpg")
+    for name in ("out.bmp", "out.tif", "stripped.jpg"):
+        with Image.open(tmp_path / name) as image:
+            assert 0x010F not in image.getexif()
+
+
+def test_exif_of_a_tiff_source_leaves_its_layout_tags_behind(tmp_path):
+    exif = Image.Exif()
+    exif[0x010F] = "Scanner Co"
+    Image.fromarray(random_pixels(4, 6, 3, 8)).save(tmp_path / "in.tif", exif=exif)
+    picture = read_image(tmp_path / "in.tif")
+    block = Image.Exif()
+    block.load(picture.exif)
+    assert block[0x010F] == "Scanner Co"
+    assert not {273, 279, 258, 259, 262} & set(block)  # strips, depth, compression, colour
+    assert block.get(0x0100) == 6  # ImageWidth, updated on writing
+
+
+def test_flatten_composites_over_an_opaque_colour():
+    gray = Picture.from_array(np.array([[[0, 0], [65535, 32768]]], np.uint16))  # gray+alpha
+    flat = images.flatten(gray, images.parse_colour("white"))
+    assert flat.alpha is None and flat.grayscale and flat.bit_depth == 16
+    np.testing.assert_allclose(flat.rgb[0, :, 0], [1.0, 1.0], atol=1e-4)  # clear, half white
+    red = images.flatten(gray, images.parse_colour("#ff0000"))
+    assert not red.grayscale and red.rgb[0, 0].tolist() == [1.0, 0.0, 0.0]
+    assert images.parse_colour("black") == (0.0, 0.0, 0.0)
+    for bad in ("not-a-colour", "#12345", "#ff000080"):
+        with pytest.raises(LiifError, match="colour"):
+            images.parse_colour(bad)
+    assert not images.stores_alpha("a.jpg") and images.stores_alpha("a.PNG")
+
+
+def test_exif_pixel_size_beyond_16_bits_and_damaged_exif():
+    block = images._output_exif(camera_exif(3, 2).tobytes(), "PNG", (2, 70_000))
+    exif = Image.Exif()
+    exif.load(block)
+    assert exif.get_ifd(0x8769)[0xA002] == 70_000
+    assert images._output_exif(b"Exif\x00\x00garbage", "PNG", (2, 3)) is None
+    assert images._output_exif(camera_exif(3, 2).tobytes(), "BMP", (2, 3)) is None
+
+
 @needs_icc
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif"])
 @pytest.mark.parametrize("depth", [8, 16])

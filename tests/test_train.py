@@ -237,6 +237,44 @@ def test_resume_continues_bit_for_bit(data_dir: Path, val_dir: Path, tmp_path: P
     assert steps == [2, 4, 6]
 
 
+def test_resume_extends_a_finished_run_with_more_steps(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first: list = []
+    stop = threading.Event()
+    run_training(tiny_config(data_dir, out, steps=4), collect(first, stop_at=2, stop=stop),
+                 stop=stop)
+    # --steps left out (None): the run goes on as planned, to its own 4 steps.
+    done = run_training(tiny_config(data_dir, out, resume=True, steps=None))
+    assert done.step == 4 and not any("resuming" in w for w in done.warnings)
+    # More steps than planned extend the finished run, with a warning.
+    rest: list = []
+    more = run_training(tiny_config(data_dir, out, resume=True, steps=7), collect(rest))
+    assert more.step == 7 and sorted(step_losses(rest)) == [5, 6, 7]
+    assert any("extended the run from 4 to 7 steps at step 4" in w and "not bit-for-bit" in w
+               for w in more.warnings)
+    ckpt = checkpoint.load(out / "last.pth")
+    state = ckpt.extra["train_state"]
+    assert state["config"]["steps"] == 7 and state["scheduler"]["total_steps"] == 7
+    assert state["config"]["extensions"] == [[4, 4, 7]]
+    assert ckpt.metadata["extended"] == ["from 4 to 7 steps at step 4"]
+    assert ckpt.metadata["total_steps"] == 7
+    # The lr schedule follows the new length from where the run stood.
+    first_lr = next(ev.lr for ev in rest if ev.kind == "start")
+    assert first_lr == pytest.approx(lr_at(tiny_config(data_dir, out, steps=7), 4))
+    # Fewer steps than the run's: refused, nothing changed.
+    with pytest.raises(LiifError, match="--steps 5 is fewer than the run's 7"):
+        run_training(tiny_config(data_dir, out, resume=True, steps=5))
+    assert checkpoint.load(out / "last.pth").extra["train_state"]["step"] == 7
+
+
+def test_resume_cannot_extend_a_run_whose_time_budget_is_spent(data_dir: Path,
+                                                               tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_training(tiny_config(data_dir, out, steps=100_000, time_budget=0.2))
+    with pytest.raises(LiifError, match="time-budget"):
+        run_training(tiny_config(data_dir, out, resume=True, steps=200_000))
+
+
 def test_sigint_in_process_saves_and_stops(data_dir: Path, tmp_path: Path) -> None:
     def callback(ev: train.TrainEvent) -> None:
         if ev.kind == "step" and ev.step == 2:
@@ -409,6 +447,18 @@ def test_cli_train_end_to_end_and_bad_input(data_dir: Path, tmp_path: Path) -> N
     again = liif(*common, "--steps", "2")  # same folder without --resume: refused, untouched
     assert again.exit_code != 0 and "resume" in again.output
     assert checkpoint.load(run_dir / "last.pth").metadata["steps"] == 2
+
+    # --resume needs no --data (the run's own) and extends a finished run with more --steps.
+    extended = liif("--out", run_dir, "--resume", "--steps", "3", "--device", "cpu",
+                    "--workers", "1")
+    assert extended.exit_code == 0, extended.output
+    assert "extended the run from 2 to 3 steps" in " ".join(extended.output.split())
+    assert checkpoint.load(run_dir / "last.pth").extra["train_state"]["step"] == 3
+    shorter = liif("--out", run_dir, "--resume", "--steps", "1")
+    assert shorter.exit_code == 1 and "fewer than the run's 3" in shorter.output
+    no_data = liif("--out", tmp_path / "new-run")  # a new run does need --data
+    assert no_data.exit_code == 2 and "--data is required" in no_data.output
+    assert not (tmp_path / "new-run").exists()
 
     tuned = liif("--data", data_dir, "--out", tmp_path / "tuned", "--batch-size", "1",
                  "--device", "cpu", "--workers", "1", "--steps", "1",
