@@ -72,7 +72,7 @@ class Upscaler:
         """(H, W, 3) float RGB in [0, 1] -> (H', W', 3) float32 at `size` = (H', W')."""
         if size[0] <= rgb.shape[0] and size[1] <= rgb.shape[1]:
             if progress:
-                progress(1, 1)
+                progress(size[0] * size[1], size[0] * size[1])
             return np.stack([_resize_plane(rgb[..., c], size, Image.Resampling.LANCZOS)
                              for c in range(3)], axis=-1)
         (h, w), (out_h, out_w) = rgb.shape[:2], size

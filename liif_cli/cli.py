@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from . import __version__
@@ -123,9 +130,38 @@ def check_tile(tile: int | None) -> None:
 
 
 def make_progress(quiet: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err, disable=quiet or not err.is_terminal,
+    """Files done, and the current image's output megapixels with the time left."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[n]}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err,
+                    disable=quiet or not err.is_terminal,
                     transient=True)  # no live display when stderr is a file or pipe
+
+
+class PlainProgress:
+    """Progress as plain lines, for logs (stderr not a terminal): one line when an image
+    starts rendering, then one every `every_s` seconds with the share done and time left."""
+
+    def __init__(self, name: str, every_s: float = 30.0):
+        self.name, self.every_s = name, every_s
+        self.start = self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.start:
+            self.start = self.last = now
+            err.print(f"{self.name}: rendering {total / 1e6:.2f} MP", highlight=False,
+                      markup=False, soft_wrap=True)
+        elif now - self.last >= self.every_s and done < total:
+            self.last = now
+            left = (now - self.start) * (total - done) / max(done, 1)
+            err.print(f"{self.name}: {100 * done / total:.0f}% ({done / 1e6:.2f} of "
+                      f"{total / 1e6:.2f} MP), about {_duration(left)} left", highlight=False,
+                      markup=False, soft_wrap=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def load_upscaler(weights: str | None, device: Device | str, precision: Precision,
@@ -145,15 +181,20 @@ def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str,
     from .batch import run_job
 
     tally = {"failed": 0, "existing": 0, "claimed": 0}
+    plain = not quiet and not err.is_terminal
     with make_progress(quiet) as progress:
-        files = progress.add_task(label, total=len(jobs))
-        tiles = progress.add_task("tiles", total=None, visible=False)
+        files = progress.add_task(label, total=len(jobs), n=f"0/{len(jobs)} files")
+        pixels = progress.add_task("pixels", total=None, visible=False, n="")
         for job in jobs:
-            progress.update(tiles, description=f"  {job.source.name}", completed=0, total=None,
-                            visible=True)
+            progress.update(pixels, description=f"  {job.source.name}", completed=0, total=None,
+                            visible=True, n="")
+            lines = PlainProgress(job.source.name) if plain else None
 
-            def on_tile(done: int, total: int) -> None:
-                progress.update(tiles, completed=done, total=total)
+            def on_tile(done: int, total: int, lines: PlainProgress | None = lines) -> None:
+                progress.update(pixels, completed=done, total=total,
+                                n=f"{done / 1e6:.1f}/{total / 1e6:.1f} MP")
+                if lines:
+                    lines(done, total)
 
             try:
                 result = run_job(upscaler, job, size_rule, progress=on_tile, **job_options)
@@ -168,7 +209,9 @@ def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str,
                 progress.console.print(f"[bold red]failed:[/] {escape(str(exc))}",
                                        highlight=False, soft_wrap=True)
             progress.advance(files)
-        progress.update(tiles, visible=False)
+            done_files = int(progress.tasks[files].completed)
+            progress.update(files, n=f"{done_files}/{len(jobs)} files")
+        progress.update(pixels, visible=False)
     return tally
 
 

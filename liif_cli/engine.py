@@ -41,7 +41,7 @@ QUERY_BYTES = 12 * 1024
 PIXEL_BYTES = 4 * 1024
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-Progress = Callable[[int, int], None]  # (tiles done, tiles in all)
+Progress = Callable[[int, int], None]  # (output pixels done, output pixels in all)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -241,7 +241,8 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int | Non
                 else _true_fp32(device))
 
     clock = _clock(device) if times is not None else None
-    for done, (rows, cols) in enumerate(plan, start=1):
+    done, total = 0, (last - first) * (right - left)  # output pixels, for `progress`
+    for rows, cols in plan:
         started = clock() if clock else 0.0
         window = image[:, rows.in_start:rows.in_stop, cols.in_start:cols.in_stop]
         window = normalise(window, device)
@@ -260,6 +261,9 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int | Non
                 rgb = model.query_rgb(proj, query, cell.expand(query.shape[1], 2).unsqueeze(0),
                                       check_window=False)
             pieces.append(rgb[0].float())
+            done += query.shape[1]
+            if progress:
+                progress(done, total)
         tile_rgb = torch.cat(pieces).view(rows.out_stop - rows.out_start,
                                           cols.out_stop - cols.out_start, 3)
         if not bool(torch.isfinite(tile_rgb).all()):  # clamping would hide it as black
@@ -274,8 +278,6 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int | Non
             times.encode_seconds += encoded - started
             times.decode_seconds += clock() - encoded
             times.encoded_pixels += window.shape[-2] * window.shape[-1]
-        if progress:
-            progress(done, len(plan))
     return out
 
 

@@ -961,3 +961,24 @@ def test_pillow_warnings_never_reach_the_user(work, tiny_weights):
     assert proc.returncode == 0, proc.stderr
     assert [line for line in proc.stderr.splitlines() if line.strip()] == [
         f"wrote {work / 'bad_exif_x2.jpg'}"]  # and no "UserWarning: Corrupt EXIF ..."
+
+
+def test_progress_is_plain_lines_in_output_megapixels_when_not_a_terminal(work, tiny_weights):
+    src = make_image(work / "a.png", 30, 20)
+    result = run("upscale", src, "--scale", "10", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert "a.png: rendering 0.06 MP" in result.output  # 300 x 200 output pixels
+    quiet = run("upscale", src, "--scale", "10", "-w", tiny_weights, "-q", "--overwrite")
+    assert quiet.exit_code == 0 and "rendering" not in quiet.output
+
+
+def test_plain_progress_says_how_much_is_done_and_time_left(capsys):
+    from liif_cli.cli import PlainProgress
+
+    lines_of = PlainProgress("big.png", every_s=0.0)
+    for done in (0, 5_000_000, 10_000_000, 20_000_000):
+        lines_of(done, 20_000_000)
+    said = capsys.readouterr().err.splitlines()
+    assert said[0] == "big.png: rendering 20.00 MP"
+    assert "big.png: 25% (5.00 of 20.00 MP), about" in said[1] and said[1].endswith("left")
+    assert len(said) == 3  # nothing more once done

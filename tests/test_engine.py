@@ -159,13 +159,17 @@ def test_output_in_unit_range_even_for_wild_weights():
     assert 0 < out[2].mean() < 1
 
 
-def test_progress_reports_every_tile(model):
+def test_progress_counts_output_pixels_chunk_by_chunk(model):
     calls = []
     size = (20, 18)
-    render(model, image(10, 9), size, tile=3, progress=lambda done, total: calls.append((done,
-                                                                                          total)))
-    n = len(plan_tiles(model, (10, 9), size, 3))
-    assert n > 1 and calls == [(i, n) for i in range(1, n + 1)]
+    render(model, image(10, 9), size, tile=3, chunk=7,
+           progress=lambda done, total: calls.append((done, total)))
+    tiles = len(plan_tiles(model, (10, 9), size, 3))
+    assert len(calls) > tiles > 1  # several chunks per tile: progress moves within a tile
+    assert all(total == 20 * 18 for _, total in calls)
+    dones = [done for done, _ in calls]
+    assert dones == sorted(dones) and dones[-1] == 20 * 18
+    assert max(b - a for a, b in zip([0, *dones[:-1]], dones, strict=True)) <= 7  # a chunk
 
 
 # --------------------------------------------------------------------------- planning
