@@ -460,8 +460,46 @@ def _full_degradation(config: TrainConfig) -> TrainConfig:
                                   degradation.to_dict() if degradation is not None else None})
 
 
+def _phase_summary(meta: dict[str, Any], weights: str) -> dict[str, Any]:
+    """What a fine-tuning run records of the checkpoint it started from (`liif info`)."""
+    keys = ("steps", "training_images", "batch_size", "lr", "lr_schedule", "training_time_s",
+            "val_set", "val_psnr")
+    return {"weights": weights, **{k: meta[k] for k in keys if k in meta}}
+
+
+def _lineage(meta: dict[str, Any], weights: str, depth: int = 0) -> list[dict[str, Any]]:
+    """The phases that made the checkpoint with metadata `meta` (found at `weights`), oldest
+    first: its recorded history, or else that of its own --init file while it is there."""
+    earlier: list[dict[str, Any]] = list(meta.get("history") or [])
+    if "history" not in meta and meta.get("init") and depth < 20:
+        try:
+            parent = checkpoint.load(checkpoint.resolve_weights(meta["init"])).metadata
+            earlier = _lineage(parent, meta["init"], depth + 1)
+        except LiifError:
+            earlier = []
+    return [*earlier, _phase_summary(meta, weights)]
+
+
+def _history(config: TrainConfig, start: checkpoint.Checkpoint | None) -> list[dict[str, Any]]:
+    """The training phases before this run (fine-tuning with --init): what made the --init
+    weights. A resumed run keeps the history it saved; runs from before histories existed
+    rebuild it from their --init file, while that is still there."""
+    if start is None or not config.init:
+        return []
+    if not config.resume:
+        return _lineage(start.metadata, config.init)
+    if "history" in start.metadata:
+        return list(start.metadata["history"])
+    try:
+        return _lineage(checkpoint.load(checkpoint.resolve_weights(config.init)).metadata,
+                        config.init)
+    except LiifError:
+        return []
+
+
 def _metadata(config: TrainConfig, step: int, last_val: dict[str, Any] | None,
-              names: list[str], elapsed: float, world: int = 1) -> dict[str, Any]:
+              names: list[str], elapsed: float, world: int = 1,
+              history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     meta = {
         "trained_with": "liif train",
         "training_data": [str(d) for d in config.data],  # as given: no absolute paths
@@ -490,6 +528,9 @@ def _metadata(config: TrainConfig, step: int, last_val: dict[str, Any] | None,
         meta["degradation"] = degradation.to_dict()
     if config.init:
         meta["init"] = config.init
+    if history:  # earlier phases (fine-tuning): what `liif info` shows as the whole story
+        meta["history"] = history
+        meta["steps_all_phases"] = step + sum(int(h.get("steps") or 0) for h in history)
     if config.extensions:  # resumed with more --steps: the lr schedule was stretched then
         meta["extended"] = [f"from {old} to {new} steps at step {at}"
                             for at, old, new in config.extensions]
@@ -618,6 +659,7 @@ def _train_loop(config: TrainConfig, start: checkpoint.Checkpoint | None, device
     generator = torch.Generator()  # data sampling: always on the CPU
     generator.manual_seed(config.seed)
     step, elapsed, last_val = 0, 0.0, None
+    history = _history(config, start)
     if start is not None:  # resumed, or fine-tuned (--init: optimiser and schedule anew)
         model.load_state_dict(start.state_dict)
     # With `ema`, a moving average of the weights is kept beside them: it is what validation
@@ -679,7 +721,7 @@ def _train_loop(config: TrainConfig, start: checkpoint.Checkpoint | None, device
             train_state["model"] = checkpoint.to_dict(model)["state_dict"]
             train_state["ema_updates"] = int(averaged.n_averaged)
             weights = averaged.module
-        metadata = _metadata(config, step, last_val, names, elapsed, world)
+        metadata = _metadata(config, step, last_val, names, elapsed, world, history)
         checkpoint.save(checkpoint.to_dict(weights, metadata, train_state=train_state),
                         ckpt_path)
 

@@ -505,6 +505,23 @@ def test_init_fine_tunes_given_weights(data_dir: Path, tmp_path: Path) -> None:
         run_training(tiny_config(data_dir, tmp_path / "d", init=str(tmp_path / "nope.pth")))
 
 
+def test_fine_tuning_records_the_whole_training_history(data_dir: Path, tmp_path: Path) -> None:
+    """Phase after phase (--init), the checkpoint keeps every earlier phase, so `liif info`
+    tells the whole story; a resumed phase keeps it too."""
+    run_training(tiny_config(data_dir, tmp_path / "p1", steps=3))
+    first = str(tmp_path / "p1" / "last.pth")
+    run_training(tiny_config(data_dir, tmp_path / "p2", steps=2, init=first))
+    second = str(tmp_path / "p2" / "last.pth")
+    stop = threading.Event()
+    run_training(tiny_config(data_dir, tmp_path / "p3", steps=4, init=second),
+                 collect([], stop_at=1, stop=stop), stop=stop)
+    run_training(tiny_config(data_dir, tmp_path / "p3", resume=True, steps=4))
+    meta = checkpoint.load(tmp_path / "p3" / "last.pth").metadata
+    assert [(h["weights"], h["steps"]) for h in meta["history"]] == [(first, 3), (second, 2)]
+    assert meta["steps"] == 4 and meta["steps_all_phases"] == 9
+    assert "history" not in checkpoint.load(first).metadata
+
+
 # --------------------------------------------------------------------------- training speed
 
 
