@@ -138,25 +138,27 @@ def make_progress(quiet: bool) -> Progress:
 
 
 class PlainProgress:
-    """Progress as plain lines, for logs (stderr not a terminal): one line when an image
-    starts rendering, then one every `every_s` seconds with the share done and time left."""
+    """Progress as plain lines, for logs (stderr not a terminal): nothing for renders that
+    finish within `first_s` seconds; then a line with the size, the share done and the time
+    left, and another every `every_s` seconds."""
 
-    def __init__(self, name: str, every_s: float = 30.0):
-        self.name, self.every_s = name, every_s
-        self.start = self.last = 0.0
+    def __init__(self, name: str, every_s: float = 30.0, first_s: float = 2.0):
+        self.name, self.every_s, self.first_s = name, every_s, first_s
+        self.start: float | None = None
+        self.last: float | None = None
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
-        if not self.start:
-            self.start = self.last = now
-            err.print(f"{self.name}: rendering {total / 1e6:.2f} MP", highlight=False,
-                      markup=False, soft_wrap=True)
-        elif now - self.last >= self.every_s and done < total:
-            self.last = now
-            left = (now - self.start) * (total - done) / max(done, 1)
-            err.print(f"{self.name}: {100 * done / total:.0f}% ({done / 1e6:.2f} of "
-                      f"{total / 1e6:.2f} MP), about {_duration(left)} left", highlight=False,
-                      markup=False, soft_wrap=True)
+        if self.start is None:
+            self.start = now
+        due = (now - self.start >= self.first_s if self.last is None
+               else now - self.last >= self.every_s)
+        if not due or done >= total:
+            return
+        self.last = now
+        left = (now - self.start) * (total - done) / max(done, 1)
+        err.print(f"{self.name}: {100 * done / total:.0f}% of {total / 1e6:.2f} MP, about "
+                  f"{_duration(left)} left", highlight=False, markup=False, soft_wrap=True)
 
 
 def _duration(seconds: float) -> str:

@@ -464,7 +464,10 @@ def _phase_summary(meta: dict[str, Any], weights: str) -> dict[str, Any]:
     """What a fine-tuning run records of the checkpoint it started from (`liif info`)."""
     keys = ("steps", "training_images", "batch_size", "lr", "lr_schedule", "training_time_s",
             "val_set", "val_psnr")
-    return {"weights": weights, **{k: meta[k] for k in keys if k in meta}}
+    summary = {"weights": weights, **{k: meta[k] for k in keys if k in meta}}
+    if isinstance(summary.get("val_set"), str) and Path(summary["val_set"]).is_absolute():
+        summary["val_set"] = "/".join(Path(summary["val_set"]).parts[-2:])  # no machine paths
+    return summary
 
 
 def _lineage(meta: dict[str, Any], weights: str, depth: int = 0) -> list[dict[str, Any]]:

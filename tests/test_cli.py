@@ -963,22 +963,24 @@ def test_pillow_warnings_never_reach_the_user(work, tiny_weights):
         f"wrote {work / 'bad_exif_x2.jpg'}"]  # and no "UserWarning: Corrupt EXIF ..."
 
 
-def test_progress_is_plain_lines_in_output_megapixels_when_not_a_terminal(work, tiny_weights):
+def test_quick_renders_print_no_progress_lines(work, tiny_weights):
     src = make_image(work / "a.png", 30, 20)
     result = run("upscale", src, "--scale", "10", "-w", tiny_weights)
     assert result.exit_code == 0, result.output
-    assert "a.png: rendering 0.06 MP" in result.output  # 300 x 200 output pixels
-    quiet = run("upscale", src, "--scale", "10", "-w", tiny_weights, "-q", "--overwrite")
-    assert quiet.exit_code == 0 and "rendering" not in quiet.output
+    assert lines(result) == [f"wrote {work / 'a_x10.png'}"]
 
 
 def test_plain_progress_says_how_much_is_done_and_time_left(capsys):
     from liif_cli.cli import PlainProgress
 
-    lines_of = PlainProgress("big.png", every_s=0.0)
+    lines_of = PlainProgress("big.png", every_s=0.0, first_s=0.0)
     for done in (0, 5_000_000, 10_000_000, 20_000_000):
         lines_of(done, 20_000_000)
     said = capsys.readouterr().err.splitlines()
-    assert said[0] == "big.png: rendering 20.00 MP"
-    assert "big.png: 25% (5.00 of 20.00 MP), about" in said[1] and said[1].endswith("left")
-    assert len(said) == 3  # nothing more once done
+    assert said[0].startswith("big.png: 0% of 20.00 MP, about")
+    assert said[1].startswith("big.png: 25% of 20.00 MP, about") and said[1].endswith("left")
+    assert len(said) == 3  # nothing once done
+    quiet = PlainProgress("small.png", first_s=60.0)  # finishes before its first line is due
+    quiet(0, 100)
+    quiet(100, 100)
+    assert capsys.readouterr().err == ""

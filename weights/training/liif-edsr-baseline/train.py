@@ -23,9 +23,15 @@ whenever it stops.
     mkdir -p runs/phase3 && git show 2df1362:weights/liif-edsr-baseline.pth > runs/phase2.pth
     PHASE=3 nohup .venv/bin/python $RECIPE > runs/phase3/train.log 2>&1 &
 Choices, by measurement: lr 1e-4 over 2e-4 from two probe runs from phase 2's weights
-(batch 4, 1 thread each, side by side; Kodak24 x4 Y-PSNR at steps 300/600: 28.046/28.110 at
-1e-4, 28.057/28.080 at 2e-4). Batch 4 as in phases 1-2: on this CPU the crops per second do
-not grow with the batch, so a larger batch only means fewer updates.
+(probes/: batch 4, 1 thread each, side by side, constant lr; Kodak24 x4 Y-PSNR at steps
+300/600: 28.046/28.110 at 1e-4, 28.057/28.080 at 2e-4, both after the dip that a fresh Adam
+state causes, from 28.213 for phase 2's weights). Batch 4 as in phases 1-2, not probed: on
+this CPU the crops per second do not grow with the batch, so a larger batch only means
+fewer updates. Validation every 4,000 steps: it renders Kodak24 at x2, x4 and x8 (bf16),
+about 2.5 minutes on the shared CPU.
+Phase 3 ran first on a 2-core AMD EPYC (AVX512-BF16, no AMX) shared with development work,
+at about 1.7 steps/s; its weights at step 8,074 (the moving average) shipped as the default,
+and the run continues from last.pth beside this file.
 To continue a cut-off run, copy its last.pth into its run folder (phase 3's is beside this
 file) and set RESUME=1 (the run keeps its saved settings), e.g.
     mkdir -p runs/phase3 && cp weights/training/liif-edsr-baseline/last.pth runs/phase3/
