@@ -213,6 +213,9 @@ def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str,
             progress.advance(files)
             done_files = int(progress.tasks[files].completed)
             progress.update(files, n=f"{done_files}/{len(jobs)} files")
+            if plain and label != "upscale":  # a log of a folder job: one line per file
+                err.print(f"{label}: {done_files}/{len(jobs)} {job.source.name}",
+                          highlight=False, markup=False, soft_wrap=True)
         progress.update(pixels, visible=False)
     return tally
 

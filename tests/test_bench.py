@@ -379,6 +379,7 @@ def test_liif_bench_cli_end_to_end_and_errors(data, model, tmp_path):
     result = liif_bench("--speed", "--size", "12x10", "--scales", "2", "--repeats", "1")
     assert result.exit_code == 0, result.output
     assert "Speed-up" in result.output
+    assert "bench: x2 engine (1/2)" in result.output  # not a terminal: plain progress lines
 
     empty = data / "Empty" / "HR"
     empty.mkdir(parents=True)

@@ -984,3 +984,14 @@ def test_plain_progress_says_how_much_is_done_and_time_left(capsys):
     quiet(0, 100)
     quiet(100, 100)
     assert capsys.readouterr().err == ""
+
+
+def test_resize_logs_one_line_per_file_when_not_a_terminal(work, tiny_weights):
+    make_image(work / "in" / "a.png", 8, 6)
+    make_image(work / "in" / "b.png", 8, 6)
+    result = run("resize", work / "in", "--size", "16x16", "-o", work / "out", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert "resize: 1/2 a.png" in lines(result) and "resize: 2/2 b.png" in lines(result)
+    quiet = run("resize", work / "in", "--size", "16x16", "-o", work / "out2", "-w",
+                tiny_weights, "-q")
+    assert quiet.exit_code == 0 and "1/2" not in quiet.output

@@ -93,8 +93,14 @@ def bench_command(*, data_root: str | os.PathLike[str] | None = None,
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("speed" if speed else "quality", total=None)
 
+        said: list[str] = []
+
         def progress(done: int, total: int, label: str) -> None:
             bar.update(task, completed=done, total=total, description=label)
+            if not console.is_terminal and not said[-1:] == [label]:  # a log: plain lines
+                said.append(label)
+                Console(stderr=True).print(f"bench: {label} ({done}/{total})", markup=False,
+                                           highlight=False, soft_wrap=True)
 
         if speed:
             cap = max_output_mp
