@@ -415,3 +415,16 @@ def test_training_speed_cli_rejects_bad_options(tmp_path):
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert result.exit_code != 0 and len(lines) == 1, result.output
         assert lines[0].startswith("error:") and words in lines[0], result.output
+
+
+def test_bench_status_lines_go_to_stderr(tmp_path, capsys, monkeypatch):
+    """The tables are the result (stdout); 'wrote FILE' is a status line (stderr)."""
+    from liif_cli.bench import command
+
+    result = {"kind": "training-speed", "rows": []}
+    monkeypatch.setattr(command, "print_training_speed", lambda console, r: None)
+    monkeypatch.setattr("liif_cli.bench.training.run_training_speed", lambda **kw: result)
+    command.bench_command(training=True, threads="1", json_path=tmp_path / "t.json")
+    captured = capsys.readouterr()
+    assert f"wrote {tmp_path / 't.json'}" in captured.err and "wrote" not in captured.out
+    assert json.loads((tmp_path / "t.json").read_text())["kind"] == "training-speed"

@@ -118,11 +118,10 @@ def bench_command(*, data_root: str | os.PathLike[str] | None = None,
     result["weights_metadata"] = json_safe(dict(checkpoint.metadata))
     (print_speed if speed else print_quality)(console, result)
     if save_images is not None and not speed:
-        console.print(f"saved LIIF outputs under {Path(save_images).expanduser()}",
-                      highlight=False)
+        _status(f"saved LIIF outputs under {Path(save_images).expanduser()}")
     if json_file is not None:
         write_json(result, json_file, overwrite=overwrite)
-        console.print(f"wrote {json_file}", highlight=False)
+        _status(f"wrote {json_file}")
     return result
 
 
@@ -140,7 +139,7 @@ def _training_speed(threads: str | Sequence[int] | None, batch_size: int, repeat
     print_training_speed(console, result)
     if json_file is not None:
         write_json(result, json_file, overwrite=overwrite)
-        console.print(f"wrote {json_file}", highlight=False)
+        _status(f"wrote {json_file}")
     return result
 
 
@@ -156,3 +155,8 @@ def parse_threads(text: str | Sequence[int] | None) -> list[int]:
     if not counts or min(counts) < 1:
         raise LiifError(f"bad --threads {text!r}: thread counts must be >= 1")
     return counts
+
+
+def _status(message: str) -> None:
+    """A status line on stderr, like every other command's (stdout holds the tables)."""
+    Console(stderr=True).print(message, markup=False, highlight=False, soft_wrap=True)
