@@ -66,6 +66,8 @@ class Format(str, Enum):
     webp = "webp"
 
 
+FLAG = " "  # metavar of a flag: shows no '<bool>' type in help (a flag takes no value)
+
 # Options shared by the commands that run the model.
 WeightsOpt = Annotated[str | None, typer.Option(
     "--weights", "-w", help="Bundled weights name or checkpoint file.",
@@ -82,8 +84,9 @@ PrecisionOpt = Annotated[Precision, typer.Option(
     help="Arithmetic: auto (bf16 where the CPU or GPU has bf16 units, else fp32), fp32 "
     "(the reference), bf16 or fp16 (GPU).")]
 OverwriteOpt = Annotated[bool, typer.Option(
-    "--overwrite", help="Replace existing output files (never an input).")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+    "--overwrite", help="Replace existing output files (never an input).", metavar=FLAG)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.",
+                                         metavar=FLAG)]
 MaxPixelsOpt = Annotated[int, typer.Option(
     help="Refuse outputs larger than this many pixels (0: no limit).", min=0)]
 QualityOpt = Annotated[int, typer.Option(help="JPEG/WebP quality.", min=1, max=100)]
@@ -93,7 +96,7 @@ BackgroundOpt = Annotated[str, typer.Option(
 FIT_HELP = "contain: inside the box; cover: fill and centre-crop; stretch: exactly the box."
 StripMetadataOpt = Annotated[bool, typer.Option(
     "--strip-metadata", help="Drop the EXIF metadata (camera, date, GPS position) from the "
-    "outputs; the colour profile is kept.")]
+    "outputs; the colour profile is kept.", metavar=FLAG)]
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -225,7 +228,7 @@ def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str,
 
 @app.command()
 def upscale(
-    inputs: Annotated[list[Path], typer.Argument(
+    inputs: Annotated[list[Path], typer.Argument(metavar="IMAGE",
         help="Image files to upscale (for a folder, use `liif resize`).")],
     scale: Annotated[float | None, typer.Option("--scale", "-s", help="Any factor > 0, e.g. 12.5.")]
     = None,
@@ -318,11 +321,12 @@ def upscale(
 
 @app.command()
 def resize(
-    inputs: Annotated[list[Path], typer.Argument(help="Image folders and/or files.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image folders and/or files.",
+                                                 metavar="FOLDER_OR_IMAGE")],
     size: Annotated[str, typer.Option(help="Target box WIDTHxHEIGHT.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
     fit: Annotated[Fit, typer.Option(help=FIT_HELP)] = Fit.contain,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r",
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", metavar=FLAG,
                                             help="Descend into sub-folders.")] = False,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.keep,
     weights: WeightsOpt = None,
@@ -498,10 +502,12 @@ def bench(
     = None,
     save_images: Annotated[Path | None, typer.Option(help="Save the model's outputs here.")]
     = None,
-    speed: Annotated[bool, typer.Option("--speed", help="Speed benchmark instead of quality.")]
+    speed: Annotated[bool, typer.Option("--speed", help="Speed benchmark instead of quality.",
+                                        metavar=FLAG)]
     = False,
     training: Annotated[bool, typer.Option(
-        "--training", help="Training throughput (crops/s) instead of quality.")] = False,
+        "--training", help="Training throughput (crops/s) instead of quality.",
+        metavar=FLAG)] = False,
     threads: Annotated[str | None, typer.Option(
         help="With --training: comma-separated CPU thread counts.", show_default="1,2")]
     = None,
@@ -514,7 +520,8 @@ def bench(
         help="Time a band of about this many output megapixels (0: all).",
         show_default="0.25 on CPU")]
     = None,
-    reference: Annotated[bool, typer.Option(help="Also time the reference decoder.")] = True,
+    reference: Annotated[bool, typer.Option(help="Also time the reference decoder.",
+                                            metavar=FLAG)] = True,
     tile: Annotated[int | None, typer.Option(help="Engine tile size.", min=0)] = None,
     chunk: Annotated[int | None, typer.Option(help="Engine chunk size.", min=1)] = None,
     precision: PrecisionOpt = Precision.fp32,
@@ -563,7 +570,8 @@ def train(
         help="step: halve every 20% of the run (the paper); cosine: decay to 0.")] = "step",
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 500,
     val_every: Annotated[int, typer.Option(help="Steps between validations.")] = 2000,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue RUN_DIR/last.pth.")]
+    resume: Annotated[bool, typer.Option("--resume", help="Continue RUN_DIR/last.pth.",
+                                         metavar=FLAG)]
     = False,
     device: DeviceOpt = Device.auto,
     workers: Annotated[int, typer.Option(help="CPU threads (0: torch's default).")] = 0,

@@ -995,3 +995,14 @@ def test_resize_logs_one_line_per_file_when_not_a_terminal(work, tiny_weights):
     quiet = run("resize", work / "in", "--size", "16x16", "-o", work / "out2", "-w",
                 tiny_weights, "-q")
     assert quiet.exit_code == 0 and "1/2" not in quiet.output
+
+
+@pytest.mark.parametrize("command", ["upscale", "resize", "bench", "train"])
+def test_help_shows_flags_without_a_bool_type_and_names_the_inputs(command):
+    result = RUNNER.invoke(app, [command, "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0
+    flags = [line for line in result.output.splitlines() if "--help" not in line]
+    assert not any("<bool>" in line for line in flags)
+    assert "{inputs}" not in result.output
+    if command in ("upscale", "resize"):
+        assert "{IMAGE}..." in result.output or "{FOLDER_OR_IMAGE}..." in result.output
