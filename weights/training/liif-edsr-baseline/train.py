@@ -31,7 +31,9 @@ fewer updates. Validation every 4,000 steps: it renders Kodak24 at x2, x4 and x8
 about 2.5 minutes on the shared CPU.
 Phase 3 ran first on a 2-core AMD EPYC (AVX512-BF16, no AMX) shared with development work,
 at about 1.7 steps/s; its weights at step 8,074 (the moving average) shipped as the default,
-and the run continues from last.pth beside this file.
+and the run continues from last.pth beside this file (step 12,133; Kodak24 x2/x4/x8 of
+its moving average at step 12,000: 33.22/28.24/25.62 dB, against 33.16/28.21/25.59 at the
+start).
 To continue a cut-off run, copy its last.pth into its run folder (phase 3's is beside this
 file) and set RESUME=1 (the run keeps its saved settings), e.g.
     mkdir -p runs/phase3 && cp weights/training/liif-edsr-baseline/last.pth runs/phase3/
