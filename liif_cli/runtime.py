@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 
 # mallopt(3) parameter numbers, from glibc's <malloc.h>.
@@ -44,9 +45,11 @@ def retain_freed_memory() -> bool:
     return no_mmap and no_trim
 
 
+@functools.cache
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (x86 AMX or AVX512-BF16), read from
-    /proc/cpuinfo (Linux). Elsewhere False: bf16 would be emulated, slower than fp32."""
+    /proc/cpuinfo (Linux) once per process. Elsewhere False: bf16 would be emulated, slower
+    than fp32."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:

@@ -99,8 +99,7 @@ def bench_command(*, data_root: str | os.PathLike[str] | None = None,
             bar.update(task, completed=done, total=total, description=label)
             if not console.is_terminal and not said[-1:] == [label]:  # a log: plain lines
                 said.append(label)
-                Console(stderr=True).print(f"bench: {label} ({done}/{total})", markup=False,
-                                           highlight=False, soft_wrap=True)
+                _status(f"bench: {label} ({done}/{total})")
 
         if speed:
             cap = max_output_mp
