@@ -570,6 +570,9 @@ def train(
         help="step: halve every 20% of the run (the paper); cosine: decay to 0.")] = "step",
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 500,
     val_every: Annotated[int, typer.Option(help="Steps between validations.")] = 2000,
+    val_degrade: Annotated[list[str] | None, typer.Option(
+        help="Also validate on degraded LR inputs (repeatable; as bench --degrade, e.g. "
+        "jpeg:75).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue RUN_DIR/last.pth.",
                                          metavar=FLAG)]
     = False,
@@ -603,7 +606,7 @@ def train(
                          lr_schedule=lr_schedule,
                          checkpoint_every=checkpoint_every, val_every=val_every,
                          device=device.value, workers=workers, seed=seed, resume=resume, amp=amp,
-                         init=init, ema=ema,
+                         init=init, ema=ema, val_degrade=list(val_degrade or []),
                          degradation=None if degradation.strip().lower() == "none"
                          else degradation)
     distributed.init_from_env(device.value)  # no-op unless started by torchrun

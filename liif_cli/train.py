@@ -54,7 +54,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import checkpoint, distributed
 from .dataset import CropSampler, bicubic_resize, load_images, to_unit
-from .degrade import DegradationConfig, parse_training_spec
+from .degrade import DegradationConfig, DegradeSpec, image_seed, parse_spec, parse_training_spec
 from .engine import render
 from .errors import LiifError
 from .files import remove_stale_temps
@@ -117,6 +117,9 @@ class TrainConfig:
     scale_max: float = 4.0
     val_scales: list[int] = field(default_factory=lambda: [2, 4, 8])
     val_crop: int | None = None  # centre-crop val HR images to at most this many px a side
+    # Also validate on degraded LR inputs: `liif bench --degrade` specs, e.g. ['jpeg:75'];
+    # their scores are keyed 'x4 jpeg:75' beside the clean 'x4'.
+    val_degrade: list[str] = field(default_factory=list)
     model: dict[str, Any] | None = None  # full ModelSpec dict; None = ModelSpec(encoder=...)
     amp: str = "auto"  # 'auto': bf16 autocast on CUDA, float32 on CPU; 'bf16'; 'off'
     init: str | None = None  # weights to start from (bundled name or file); fresh optimiser
@@ -202,6 +205,8 @@ class TrainConfig:
                 f"{self.scale_max})")
         if any(int(s) < 1 for s in self.val_scales):
             bad(f"validation scales must be >= 1 (got {self.val_scales})")
+        for spec in self.val_degrade:
+            parse_spec(spec)  # its own one-line LiifError
         try:
             build_model(self.spec())
         except (TypeError, ValueError) as exc:
@@ -252,35 +257,43 @@ def _centre_crop(array: np.ndarray, limit: int | None) -> np.ndarray:
 
 
 def validate(model: LIIF, images: list[np.ndarray], scales: list[int],
-             crop: int | None = None, precision: str = "fp32") -> dict[str, dict[str, float]]:
+             crop: int | None = None, precision: str = "fp32",
+             degrades: Sequence[DegradeSpec | str] = ()) -> dict[str, dict[str, float]]:
     """Mean Y-PSNR of LIIF and of bicubic at each scale: {'psnr': {'x2': ..}, 'bicubic_psnr': ..}.
 
     LR = HR cropped to a multiple of the scale, then antialiased bicubic downscale (PIL);
-    `scale` px are shaved from each border. `precision` is the rendering precision (bf16
-    renders 2-3x faster on CPUs with bf16 units and moves PSNR by about 0.003 dB).
+    `scale` px are shaved from each border. Each of `degrades` (e.g. 'jpeg:75') adds a score
+    per scale on the LR input so degraded ('x4 jpeg:75'), seeded per image as `liif bench
+    --degrade` does. `precision` is the rendering precision (bf16 renders 2-3x faster on
+    CPUs with bf16 units and moves PSNR by about 0.003 dB).
     """
+    conditions = [None, *(parse_spec(d) if isinstance(d, str) else d for d in degrades)]
     was_training = model.training
     model.eval()
     psnr: dict[str, float] = {}
     bic: dict[str, float] = {}
     try:
         for s in scales:
-            ours, base = [], []
-            for image in images:
-                hr = _centre_crop(image, crop)
-                h, w = (hr.shape[0] // s) * s, (hr.shape[1] // s) * s
-                if h // s < 1 or w // s < 1 or min(h, w) <= 2 * s:
-                    continue
-                hr = hr[:h, :w]
-                lr = bicubic_resize(hr, (h // s, w // s))
-                sr = render(model, to_unit(lr), (h, w), device=next(model.parameters()).device,
-                            precision=precision)
-                truth = to_unit(hr)
-                ours.append(y_psnr(sr, truth, shave=s))
-                base.append(y_psnr(to_unit(bicubic_resize(lr, (h, w))), truth, shave=s))
-            if ours:
-                psnr[f"x{s}"] = round(sum(ours) / len(ours), 4)
-                bic[f"x{s}"] = round(sum(base) / len(base), 4)
+            for degrade in conditions:
+                key = f"x{s}" if degrade is None else f"x{s} {degrade}"
+                ours, base = [], []
+                for i, image in enumerate(images):
+                    hr = _centre_crop(image, crop)
+                    h, w = (hr.shape[0] // s) * s, (hr.shape[1] // s) * s
+                    if h // s < 1 or w // s < 1 or min(h, w) <= 2 * s:
+                        continue
+                    hr = hr[:h, :w]
+                    lr = bicubic_resize(hr, (h // s, w // s))
+                    if degrade is not None:
+                        lr = degrade.apply(lr, image_seed("val", i, s))
+                    sr = render(model, to_unit(lr), (h, w),
+                                device=next(model.parameters()).device, precision=precision)
+                    truth = to_unit(hr)
+                    ours.append(y_psnr(sr, truth, shave=s))
+                    base.append(y_psnr(to_unit(bicubic_resize(lr, (h, w))), truth, shave=s))
+                if ours:
+                    psnr[key] = round(sum(ours) / len(ours), 4)
+                    bic[key] = round(sum(base) / len(base), 4)
     finally:
         model.train(was_training)
     return {"psnr": psnr, "bicubic_psnr": bic}
@@ -810,7 +823,7 @@ def _train_loop(config: TrainConfig, start: checkpoint.Checkpoint | None, device
                 t1 = time.perf_counter()
                 result = validate(averaged.module if averaged is not None else model,
                                   val_images, config.val_scales, config.val_crop,
-                                  "bf16" if amp == "cpu" else "fp32")
+                                  "bf16" if amp == "cpu" else "fp32", config.val_degrade)
                 record = {"step": step, "loss": round(sum(losses) / len(losses), 6),
                           "lr": lr, **result, "time": round(elapsed, 1),
                           "val_s": round(time.perf_counter() - t1, 2),

@@ -721,3 +721,23 @@ def test_train_config_takes_a_degradation_in_any_form() -> None:
     assert train._full_degradation(TrainConfig(data=["x"])).degradation is None
     with pytest.raises(LiifError, match="degradation must be none"):
         TrainConfig(data=["x"], degradation=3).degradation_config()
+
+
+def test_validation_on_degraded_inputs(data_dir: Path, val_dir: Path, tmp_path: Path) -> None:
+    """val_degrade scores each scale again on degraded LR inputs, worse than clean for JPEG,
+    the same on every call, and a bad spec is refused before training starts."""
+    model = build_model(ModelSpec())
+    images, _, _ = dataset.load_images([val_dir], 1)
+    scored = train.validate(model, images, [2], precision="fp32", degrades=["jpeg:20", "noise:5"])
+    assert list(scored["psnr"]) == ["x2", "x2 jpeg:20", "x2 noise:5"]
+    bic = scored["bicubic_psnr"]
+    assert bic["x2 jpeg:20"] < bic["x2"] - 0.5 and bic["x2 noise:5"] < bic["x2"]
+    again = train.validate(model, images, [2], precision="fp32", degrades=["jpeg:20", "noise:5"])
+    assert again == scored
+
+    run_training(tiny_config(data_dir, tmp_path / "run", steps=2, val=str(val_dir),
+                             val_scales=[2], val_degrade=["jpeg:50"]))
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert set(record["psnr"]) == {"x2", "x2 jpeg:50"}
+    with pytest.raises(LiifError, match="bad --degrade"):
+        run_training(tiny_config(data_dir, tmp_path / "bad", val_degrade=["jpeg:500"]))
