@@ -22,13 +22,14 @@ from typing import Any
 
 import torch
 
+from . import bundled
 from .errors import LiifError
 from .files import create_temp
 from .model import LIIF, RDN_CONFIGS, ModelSpec, build_model
 
 FORMAT_NAME = "liif"
 FORMAT_VERSION = 1
-DEFAULT_WEIGHTS = "liif-edsr-baseline"
+DEFAULT_WEIGHTS = bundled.DEFAULT
 # Bundled weights: weights/ beside the package in a source checkout (pip install -e .), or
 # where a wheel installs them (pyproject's data-files: <prefix>/share/liif/weights).
 _SOURCE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -268,17 +269,27 @@ def available_weights() -> dict[str, Path]:
 
 
 def resolve_weights(name_or_path: str | Path | None = None) -> Path:
-    """The file behind a bundled weights name or a path; LiifError if neither exists."""
+    """The file behind a bundled weights name (or its short name, e.g. 'real') or a path;
+    LiifError if neither exists."""
     choice = str(name_or_path or DEFAULT_WEIGHTS)
-    bundled = available_weights()
-    if choice in bundled:
-        return bundled[choice]
+    shipped = available_weights()
+    if bundled.file_stem(choice) in shipped:
+        return shipped[bundled.file_stem(choice)]
     path = Path(choice).expanduser()
     if path.is_file():
         return path
-    names = ", ".join(bundled) or "none"
+    names = ", ".join(_with_short_names(shipped)) or "none"
     raise LiifError(f"weights not found: {choice!r} is neither a file nor a bundled name "
                     f"(bundled: {names})")
+
+
+def _with_short_names(names: dict[str, Path]) -> list[str]:
+    """'real (liif-edsr-baseline-real)' for bundled models with a short name."""
+    shown = []
+    for stem in names:
+        model = bundled.describe(stem)
+        shown.append(f"{model.short} ({stem})" if model else stem)
+    return shown
 
 
 def file_sha256(path: str | Path) -> str:

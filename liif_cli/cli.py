@@ -29,7 +29,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from . import __version__
+from . import __version__, bundled
 from .errors import LiifError
 
 app = typer.Typer(help="Upscale images to any size with a Local Implicit Image Function (LIIF).",
@@ -70,8 +70,7 @@ FLAG = " "  # metavar of a flag: shows no '<bool>' type in help (a flag takes no
 
 # Options shared by the commands that run the model.
 WeightsOpt = Annotated[str | None, typer.Option(
-    "--weights", "-w", help="Bundled weights name or checkpoint file.",
-    show_default="the bundled model")]
+    "--weights", "-w", help=bundled.WEIGHTS_HELP, show_default=False)]
 DeviceOpt = Annotated[Device, typer.Option(help="Where to run: auto picks cuda, mps, then cpu.")]
 MIN_TILE = 32  # smaller tiles re-encode their halo (~35 pixels each side) over and over
 TileOpt = Annotated[int | None, typer.Option(
@@ -439,10 +438,11 @@ def _ignored_text(ignored: dict[str, int], template: str) -> str:
 @app.command()
 def info(
     weights: Annotated[str | None, typer.Argument(
-        help="Bundled weights name or checkpoint file.", show_default="the bundled model")]
+        help=bundled.WEIGHTS_HELP, show_default=False)]
     = None,
 ) -> None:
-    """Show what a checkpoint holds: architecture, size, training and measured quality."""
+    """Show what a checkpoint holds (architecture, size, training, measured quality) and
+    which bundled model is for what."""
     from . import checkpoint
     from .model import count_parameters
 
@@ -450,11 +450,14 @@ def info(
         path = checkpoint.resolve_weights(weights)
         ckpt = checkpoint.load(path)
         model = ckpt.build()
-    bundled = checkpoint.available_weights()
-    shipped = bundled.get(path.stem) == path
+    available = checkpoint.available_weights()
+    shipped = available.get(path.stem) == path
+    model_info = bundled.describe(path.stem) if shipped else None
     table = Table(title=f"{path.name}", show_header=False, title_justify="left")
     # Shipped weights: where this installation keeps them is nobody's business but pip's.
     table.add_row("file", f"bundled weights {path.stem!r}" if shipped else str(path))
+    if model_info:
+        table.add_row("for", f"{model_info.use} (--weights {model_info.short})")
     table.add_row("sha256", checkpoint.file_sha256(path))
     table.add_row("format", ckpt.source_format)
     spec = ckpt.spec.to_dict()
@@ -466,8 +469,12 @@ def info(
             continue  # e.g. 'encoder', already shown with the architecture
         table.add_row(str(key), str(_without_absolute_paths(value) if shipped else value))
     out.print(table)
-    if bundled:
-        out.print("bundled weights: " + ", ".join(bundled), highlight=False)
+    if available:
+        out.print("bundled models (--weights NAME):", highlight=False)
+        for stem in available:
+            described = bundled.describe(stem)
+            out.print(f"  {described.short}: {described.use}" if described else f"  {stem}",
+                      highlight=False)
 
 
 @app.command()

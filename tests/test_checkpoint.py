@@ -270,6 +270,26 @@ def test_resolve_weights_names_and_paths(tmp_path, monkeypatch):
         checkpoint.resolve_weights(tmp_path / "elsewhere")  # a folder is not a file
 
 
+def test_short_names_of_bundled_models(tmp_path, monkeypatch):
+    bundle = tmp_path / "weights"
+    bundle.mkdir()
+    for name in ("liif-edsr-baseline", "liif-edsr-baseline-real"):
+        checkpoint.save(good_dict(), bundle / f"{name}.pth")
+    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", bundle)
+
+    assert checkpoint.resolve_weights("real") == bundle / "liif-edsr-baseline-real.pth"
+    assert checkpoint.resolve_weights("default") == bundle / "liif-edsr-baseline.pth"
+    assert checkpoint.resolve_weights("liif-edsr-baseline-real") == \
+        bundle / "liif-edsr-baseline-real.pth"
+    with pytest.raises(LiifError) as err:
+        checkpoint.resolve_weights("sharp")
+    assert "real (liif-edsr-baseline-real)" in str(err.value)
+    # A file in the working folder named like a short name does not shadow the bundle.
+    monkeypatch.chdir(tmp_path)
+    checkpoint.save(good_dict(), tmp_path / "real")
+    assert checkpoint.resolve_weights("real") == bundle / "liif-edsr-baseline-real.pth"
+
+
 def test_resolve_weights_without_bundle(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", tmp_path / "absent")
     assert checkpoint.available_weights() == {}

@@ -692,7 +692,9 @@ def test_export_drops_training_state_and_keeps_weights(tiny_weights, work):
 def test_help_shows_every_default_text():
     # Rich eats "[...]" in help strings as markup; defaults must come through show_default.
     wide = {"COLUMNS": "200"}
-    assert "the bundled model" in CliRunner().invoke(app, ["upscale", "--help"], env=wide).output
+    text = CliRunner().invoke(app, ["upscale", "--help"], env=wide).output
+    assert "default (for clean images), real (for real photos)" in text
+    assert "Without it: default." in text
     text = CliRunner().invoke(app, ["bench", "--help"], env=wide).output
     for expected in ("$LIIF_DATA", "2,3,4,6,8,12", "512x512", "0.25 on CPU"):
         assert expected in text, expected
@@ -946,6 +948,10 @@ def test_info_on_bundled_weights_shows_no_absolute_paths():
     keys = [line.split("│")[1].strip() for line in result.stdout.splitlines()
             if line.count("│") >= 2]
     assert keys.count("encoder") == 1
+    # It says what the model is for, and what every bundled model is for.
+    assert "for" in keys and "--weights default" in result.stdout
+    assert "bundled models (--weights NAME):" in result.stdout
+    assert "  default: clean images" in result.stdout
 
 
 def test_pillow_warnings_never_reach_the_user(work, tiny_weights):
