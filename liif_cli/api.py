@@ -18,6 +18,7 @@ from PIL import Image
 
 from . import checkpoint
 from .engine import (
+    PRECISIONS,
     Progress,
     precision_name,
     render,
@@ -52,8 +53,9 @@ class Upscaler:
         # 'auto' becomes bf16 or fp32 here; errors (e.g. fp16 on the CPU) surface early.
         self.precision = precision_name(precision, self.device)
         self.model = model.eval().to(self.device)
-        # None: the device's defaults (engine.default_tile_chunk).
-        self.tile, self.chunk = resolve_tile_chunk(self.device, tile, chunk)
+        # None: the device's and precision's defaults (engine.default_tile_chunk).
+        self.tile, self.chunk = resolve_tile_chunk(self.device, tile, chunk,
+                                                   PRECISIONS[self.precision])
         self.min_side = min_side
         self.name, self.metadata = name, dict(metadata or {})
 

@@ -23,6 +23,7 @@ from .errors import LiifError
 from .model import (
     EPS_SHIFT,
     LIIF,
+    Decoder,
     axis_centres,
     ensemble_shifts,
     make_cells,
@@ -32,7 +33,12 @@ from .model import (
 from .runtime import cpu_has_fast_bf16
 
 DEFAULT_TILE = 256  # input pixels per tile side (CPU)
-DEFAULT_CHUNK = 2048  # queries decoded at once (CPU: small enough to stay in cache)
+# Queries decoded at once on the CPU, per compute dtype: the fastest of 2,048 to 65,536 in a
+# sweep on a 2-core AMD EPYC with AVX512-BF16 (see README, Numbers). Either way each of the
+# decoder's (4 x chunk, 256) activation buffers is 16 MiB; from 32 MiB on, glibc maps every
+# such buffer afresh and page-faults it in, and decoding got 25-35% slower.
+CPU_CHUNKS = {torch.float32: 4096, torch.bfloat16: 8192}
+DEFAULT_CHUNK = CPU_CHUNKS[torch.float32]
 CUDA_CHUNK = 1 << 18  # queries decoded at once on a GPU: enough work to keep it busy
 CUDA_MAX_TILE = 2048
 # Rough working memory, float32: per query (4 neighbours x 256 hidden x a few live buffers)
@@ -79,22 +85,25 @@ def precision_name(name: str, device: torch.device) -> str:
     return name
 
 
-def default_tile_chunk(device: torch.device) -> tuple[int, int]:
-    """Tile and chunk sizes for a device. CPU: small chunks that stay in cache. CUDA: chunks
-    of 2^18 queries and the largest tile (up to 2048) whose working memory fits in half of
-    the GPU's free memory, so one render keeps the GPU busy without running out."""
+def default_tile_chunk(device: torch.device,
+                       dtype: torch.dtype = torch.float32) -> tuple[int, int]:
+    """Tile and chunk sizes for a device and compute dtype. CPU: the chunk measured fastest
+    for the dtype (CPU_CHUNKS). CUDA: chunks of 2^18 queries and the largest tile (up to
+    2048) whose working memory fits in half of the GPU's free memory, so one render keeps
+    the GPU busy without running out."""
     if device.type != "cuda":
-        return DEFAULT_TILE, DEFAULT_CHUNK
+        return DEFAULT_TILE, CPU_CHUNKS.get(dtype, DEFAULT_CHUNK)
     free, _ = torch.cuda.mem_get_info(device)
     budget = max(0, free // 2 - CUDA_CHUNK * QUERY_BYTES)
     tile = min(CUDA_MAX_TILE, int((budget / PIXEL_BYTES) ** 0.5) // 64 * 64)
     return max(DEFAULT_TILE, tile), CUDA_CHUNK
 
 
-def resolve_tile_chunk(device: torch.device, tile: int | None,
-                       chunk: int | None) -> tuple[int, int]:
-    """`tile` and `chunk` as given, each None replaced by the device's default."""
-    auto_tile, auto_chunk = default_tile_chunk(device)
+def resolve_tile_chunk(device: torch.device, tile: int | None, chunk: int | None,
+                       dtype: torch.dtype = torch.float32) -> tuple[int, int]:
+    """`tile` and `chunk` as given, each None replaced by the default for the device and
+    compute dtype."""
+    auto_tile, auto_chunk = default_tile_chunk(device, dtype)
     return (auto_tile if tile is None else tile), (auto_chunk if chunk is None else chunk)
 
 
@@ -223,11 +232,12 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int | Non
 
     image: (3, H, W) float RGB in [0, 1]. Returns (3, H', W') float32 in [0, 1] on the CPU,
     or only output rows `out_rows` = (start, stop) and columns `out_cols` of it. `times`, if
-    given, is added to. `tile` and `chunk` default to the device's (default_tile_chunk).
+    given, is added to. `tile` and `chunk` default to the device's and precision's
+    (default_tile_chunk).
     """
     device = torch.device(device)
-    tile, chunk = resolve_tile_chunk(device, tile, chunk)
     dtype = resolve_precision(precision, device)
+    tile, chunk = resolve_tile_chunk(device, tile, chunk, dtype)
     _check_render_args(image, size, chunk)
     model = model.to(device)
     in_size = (image.shape[1], image.shape[2])
@@ -239,6 +249,7 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int | Non
     cell = make_cells(size, 1).to(device)  # (1, 2)
     autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32
                 else _true_fp32(device))
+    decode = Decoder(model, dtype)  # the MLP's weights in `dtype`, cast once per render
 
     clock = _clock(device) if times is not None else None
     done, total = 0, (last - first) * (right - left)  # output pixels, for `progress`
@@ -253,26 +264,24 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int | Non
         coords = torch.stack(torch.meshgrid(row_centres[rows.out_start:rows.out_stop],
                                             col_centres[cols.out_start:cols.out_stop],
                                             indexing="ij"), dim=-1).view(-1, 2).to(device)
-        pieces = []
+        tile_rgb = torch.empty(coords.shape[0], 3, device=device)  # (Q_tile, 3)
+        cells = cell.expand(1, min(chunk, coords.shape[0]), 2)  # (1, Q, 2)
         for begin in range(0, coords.shape[0], chunk):
             query = coords[begin:begin + chunk].unsqueeze(0)  # (1, Q, 2)
-            with autocast:
-                # No window check: plan_tiles sized the window from these very queries.
-                rgb = model.query_rgb(proj, query, cell.expand(query.shape[1], 2).unsqueeze(0),
-                                      check_window=False)
-            pieces.append(rgb[0].float())
+            # (The decoder skips the window check: plan_tiles sized the window from these
+            # very queries.)
+            tile_rgb[begin:begin + chunk] = decode(proj, query, cells[:, :query.shape[1]])[0]
             done += query.shape[1]
             if progress:
                 progress(done, total)
-        tile_rgb = torch.cat(pieces).view(rows.out_stop - rows.out_start,
-                                          cols.out_stop - cols.out_start, 3)
         if not bool(torch.isfinite(tile_rgb).all()):  # clamping would hide it as black
             raise LiifError("the model produced NaN or infinite values: its weights are broken"
                             + ("" if dtype == torch.float32 else
                                f", or {precision} overflowed (try --precision fp32)"))
+        tile_rgb = tile_rgb.mul_(0.5).add_(0.5).clamp_(0, 1).view(
+            rows.out_stop - rows.out_start, cols.out_stop - cols.out_start, 3)
         out[:, rows.out_start - first:rows.out_stop - first,
-            cols.out_start - left:cols.out_stop - left] = (
-            (tile_rgb * 0.5 + 0.5).clamp_(0, 1).permute(2, 0, 1).cpu())
+            cols.out_start - left:cols.out_stop - left] = tile_rgb.permute(2, 0, 1)
         del proj
         if clock is not None and times is not None:
             times.encode_seconds += encoded - started

@@ -16,17 +16,21 @@ Two decoders compute the same function:
   its latent part is a 3x3 convolution of the feature map computed once per *input* pixel
   (`project_latents`); per query only the small offset/cell part and the deeper layers run.
   It addresses latents by global index, so it also works on a window of a larger feature
-  map, which is what lets the rendering engine tile exactly.
+  map, which is what lets the rendering engine tile exactly. `Decoder` is the same
+  computation for rendering: no autograd, weights cast once, fused bias + ReLU.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .runtime import cpu_has_fast_bf16
 
 # The official code nudges each ensemble shift by this much so that a query lying exactly
 # between two latents picks a deterministic one, and clamps shifted coordinates inside the
@@ -237,6 +241,16 @@ class LatentProjection:
     grid_size: tuple[int, int]  # (H, W) of the global latent grid
 
 
+@dataclass
+class Neighbours:
+    """What the fast decoders need per query and ensemble neighbour (n of them), flattened
+    neighbour-major: row n*B*Q + b*Q + q belongs to neighbour n, image b, query q."""
+
+    rows: Tensor  # (n*B*Q,) long: row of the neighbour's latent in the projection's values
+    small: Tensor  # (n*B*Q, 2 or 4): offset to that latent in latent units (and the cell)
+    weights: Tensor | None  # (n, B, Q): local-ensemble weights; None without the ensemble
+
+
 class LIIF(nn.Module):
     """Encoder + local implicit image function: RGB at any coordinate of any image."""
 
@@ -283,10 +297,13 @@ class LIIF(nn.Module):
         values = proj.flatten(2).transpose(1, 2).contiguous()  # (B, h*w, hidden0)
         return LatentProjection(values, (h, w), offset, grid_size or (h, w))
 
-    def query_rgb(self, proj: LatentProjection, coord: Tensor, cell: Tensor | None,
-                  check_window: bool = True) -> Tensor:
-        """Fast decoder: (B, Q, 2) global coordinates and cells -> (B, Q, 3) normalised RGB.
+    def neighbours(self, proj: LatentProjection, coord: Tensor, cell: Tensor | None,
+                   check_window: bool = True) -> Neighbours:
+        """The latents each query reads and the small inputs it pairs them with, for all
+        ensemble neighbours at once; (B, Q, 2) global coordinates and cells.
 
+        One vectorised pass per axis over the n neighbours (n = 4 with the local ensemble,
+        else 1), computing exactly what the reference decoder's per-neighbour sampling does.
         check_window: verify that every latent the queries need lies inside the projected
         window (ValueError otherwise). The check reads indices back to the host, which stalls
         a GPU; callers that know the window covers the queries (the engine's tile plan, a
@@ -295,46 +312,57 @@ class LIIF(nn.Module):
         b, q, _ = coord.shape
         big_h, big_w = proj.grid_size
         win_h, win_w = proj.window
-        # Offsets and cells in latent units. Python scalars, not a tensor made from a list:
-        # that would be a blocking host-to-device copy on every call.
-        cell_scaled = None
+        n = len(ensemble_shifts(self.spec.local_ensemble))
+        eps = EPS_SHIFT if self.spec.local_ensemble else 0.0
+        # Neighbour k's shift in latent steps: (-1, -1), (-1, 1), (1, -1), (1, 1), the order
+        # of ensemble_shifts; made on the device (a tensor made from a list would be a
+        # blocking host-to-device copy on every call). float64 like the Python scalars of
+        # the reference, so each shifted coordinate is rounded exactly as it rounds them.
+        k = torch.arange(n, device=coord.device, dtype=torch.float64)
+        steps = ((k // 2) * 2 - 1, (k % 2) * 2 - 1) if n > 1 else (k, k)  # (n,) each
+        iy, rel_y = _neighbour_axis(coord[..., 0], steps[0], big_h, eps)  # (n, B, Q) each
+        ix, rel_x = _neighbour_axis(coord[..., 1], steps[1], big_w, eps)
+        local_y, local_x = iy - proj.offset[0], ix - proj.offset[1]
+        if check_window and local_y.numel() and not (
+                0 <= int(local_y.min()) and int(local_y.max()) < win_h
+                and 0 <= int(local_x.min()) and int(local_x.max()) < win_w):
+            raise ValueError("query falls outside the projected feature window")
+        first_rows = torch.arange(b, device=coord.device).view(1, b, 1) * (win_h * win_w)
+        rows = (first_rows + local_y * win_w + local_x).view(-1)  # (n*B*Q,)
+        small = [rel_y, rel_x]
         if self.spec.cell_decode:
             if cell is None:
                 raise ValueError("this model decodes cells: pass the queries' cells")
-            cell_scaled = torch.stack((cell[..., 0] * big_h, cell[..., 1] * big_w), dim=-1)
-        shifts = ensemble_shifts(self.spec.local_ensemble)
-        eps = EPS_SHIFT if self.spec.local_ensemble else 0.0
-        first_rows = torch.arange(b, device=coord.device).view(b, 1) * (win_h * win_w)
+            small += [(cell[..., 0] * big_h).expand(n, b, q),
+                      (cell[..., 1] * big_w).expand(n, b, q)]
+        weights = None
+        if n > 1:
+            # Each neighbour weighted by the area of the rectangle between the query and the
+            # diagonally opposite neighbour (see ensemble_weights): flip(0) swaps partners.
+            areas = (rel_y * rel_x).abs_() + AREA_EPS  # (n, B, Q)
+            weights = areas.flip(0) / areas.sum(0)
+        return Neighbours(rows, torch.stack(small, dim=-1).view(n * b * q, -1), weights)
 
-        rows, small_inputs, rel_coords = [], [], []
-        for dy, dx in shifts:
-            iy = _shifted_index(coord[..., 0], dy / big_h + eps, big_h)  # (B, Q)
-            ix = _shifted_index(coord[..., 1], dx / big_w + eps, big_w)
-            local_y, local_x = iy - proj.offset[0], ix - proj.offset[1]
-            if check_window and local_y.numel() and not (
-                    0 <= int(local_y.min()) and int(local_y.max()) < win_h
-                    and 0 <= int(local_x.min()) and int(local_x.max()) < win_w):
-                raise ValueError("query falls outside the projected feature window")
-            rows.append((first_rows + local_y * win_w + local_x).reshape(-1))
-            rel = torch.stack(((coord[..., 0] - _centre(iy, big_h)) * big_h,
-                               (coord[..., 1] - _centre(ix, big_w)) * big_w), dim=-1)  # (B, Q, 2)
-            rel_coords.append(rel)
-            small = [rel, cell_scaled] if self.spec.cell_decode else [rel]
-            small_inputs.append(torch.cat(small, dim=-1).reshape(b * q, -1))
+    def query_rgb(self, proj: LatentProjection, coord: Tensor, cell: Tensor | None,
+                  check_window: bool = True) -> Tensor:
+        """Fast decoder: (B, Q, 2) global coordinates and cells -> (B, Q, 3) normalised RGB.
 
+        Differentiable (training uses it) and autocast-aware; rendering uses the equivalent
+        `Decoder`. check_window: see `neighbours`.
+        """
+        b, q, _ = coord.shape
+        nb = self.neighbours(proj, coord, cell, check_window)
         # First layer for every neighbour at once: precomputed latent part + offset/cell part.
         first = self.imnet.layers[0]
         values = proj.values.reshape(-1, proj.values.shape[-1])  # (B*h*w, hidden0)
-        hidden = values.index_select(0, torch.cat(rows))  # (n*B*Q, hidden0)
+        hidden = values.index_select(0, nb.rows)  # (n*B*Q, hidden0)
         small_weight = first.weight[:, self.latent_dim:].T.to(hidden.dtype)  # (2 or 4, hidden0)
-        hidden = hidden.addmm_(torch.cat(small_inputs).to(hidden.dtype), small_weight)
+        hidden = hidden.addmm_(nb.small.to(hidden.dtype), small_weight)
         hidden = torch.relu_(hidden)
-        out = self.imnet.layers[2:](hidden)  # (n*B*Q, 3)
-        preds = out.view(len(shifts), b, q, 3).unbind(0)
-        if len(shifts) == 1:
-            return preds[0]
-        weights = ensemble_weights(rel_coords)
-        return sum(p * w.unsqueeze(-1) for p, w in zip(preds, weights, strict=True))
+        out = self.imnet.layers[2:](hidden).view(-1, b, q, 3)  # (n, B, Q, 3)
+        if nb.weights is None:
+            return out[0]
+        return (out * nb.weights.unsqueeze(-1)).sum(0)
 
     # ---------------------------------------------------------------- reference decoder
 
@@ -371,15 +399,82 @@ class LIIF(nn.Module):
         return sum(p * wt.unsqueeze(-1) for p, wt in zip(preds, weights, strict=True))
 
 
-def _shifted_index(coord: Tensor, shift: float, size: int) -> Tensor:
-    """Nearest latent index after shifting and clamping, as the official sampler does."""
-    return nearest_latent_index((coord + shift).clamp_(-1 + 1e-6, 1 - 1e-6), size)
-
-
 def _centre(index: Tensor, size: int) -> Tensor:
     """Coordinate of latent `index` along an axis of `size` latents (like make_coords)."""
     r = 1.0 / size
     return -1 + r + (2 * r) * index.float()
+
+
+class Decoder:
+    """`LIIF.query_rgb` for rendering: no autograd, and no autocast around every chunk.
+
+    The MLP's weights are cast to the compute dtype once, here (autocast casts them again
+    for every chunk). Each hidden layer is one GEMM whose bias and ReLU are applied as it
+    writes its output (oneDNN's fused linear on the CPU; elsewhere addmm, then an in-place
+    ReLU), instead of a GEMM and two more passes over a (4*Q, 256) tensor. The first layer
+    is the gathered latent part plus the offset/cell part, added in place. Same arithmetic
+    and dtypes as query_rgb under autocast (bf16) or without it (float32), so the same
+    pixels up to float rounding.
+    """
+
+    def __init__(self, model: LIIF, dtype: torch.dtype = torch.float32):
+        linears = [m for m in model.imnet.layers if isinstance(m, nn.Linear)]
+        device = linears[0].weight.device
+
+        def cast(t: Tensor) -> Tensor:
+            return t.detach().to(dtype).contiguous()
+
+        self.model, self.dtype = model, dtype
+        self.small_weight = cast(linears[0].weight[:, model.latent_dim:].T)  # (2 or 4, hidden0)
+        self.layers = [(cast(m.weight), cast(m.bias)) for m in linears[1:]]  # (out, in), (out,)
+        self.fused = device.type == "cpu" and _onednn_linear_relu_works(dtype)
+
+    @torch.no_grad()
+    def __call__(self, proj: LatentProjection, coord: Tensor, cell: Tensor | None,
+                 check_window: bool = False) -> Tensor:
+        """(B, Q, 2) global coordinates and cells -> (B, Q, 3) float32 normalised RGB.
+
+        No window check by default: the engine plans windows that cover their queries."""
+        b, q, _ = coord.shape
+        nb = self.model.neighbours(proj, coord, cell, check_window)
+        values = proj.values.reshape(-1, proj.values.shape[-1]).to(self.dtype)  # (B*h*w, hidden0)
+        hidden = values.index_select(0, nb.rows)  # (n*B*Q, hidden0)
+        hidden.addmm_(nb.small.to(self.dtype), self.small_weight).relu_()
+        *deep, (last_weight, last_bias) = self.layers
+        for weight, bias in deep:  # (n*B*Q, hidden) -> (n*B*Q, hidden)
+            if self.fused:
+                hidden = torch.ops.mkldnn._linear_pointwise(hidden, weight, bias, "relu", [], "")
+            else:
+                hidden = torch.addmm(bias, hidden, weight.T).relu_()
+        out = torch.addmm(last_bias, hidden, last_weight.T).float().view(-1, b, q, 3)
+        if nb.weights is None:
+            return out[0]
+        return (out * nb.weights.unsqueeze(-1)).sum(0)  # (B, Q, 3)
+
+
+@functools.cache
+def _onednn_linear_relu_works(dtype: torch.dtype) -> bool:
+    """Whether oneDNN's fused linear + bias + ReLU (the op torch.compile uses on the CPU)
+    runs here in `dtype`: a private op of torch, so try it once rather than trust it."""
+    if dtype == torch.bfloat16 and not cpu_has_fast_bf16():
+        return False  # it would emulate bf16; addmm picks the best kernel there
+    try:
+        x, w = torch.ones(2, 3, dtype=dtype), torch.ones(4, 3, dtype=dtype)
+        y = torch.ops.mkldnn._linear_pointwise(x, w, -torch.ones(4, dtype=dtype), "relu", [], "")
+        return y.shape == (2, 4) and bool((y == 2).all())
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
+def _neighbour_axis(coord: Tensor, steps: Tensor, size: int,
+                    eps: float) -> tuple[Tensor, Tensor]:
+    """Along one axis of `size` latents, for (B, Q) coordinates and (n,) float64 neighbour
+    steps: each neighbour's latent index and the query's offset from it in latent units,
+    both (n, B, Q). Rounds like the reference: shift = step / size + eps in float64, then
+    one rounding to the coordinates' dtype."""
+    shift = (steps / size + eps).to(coord.dtype).view(-1, 1, 1)  # (n, 1, 1)
+    index = nearest_latent_index((coord + shift).clamp_(-1 + 1e-6, 1 - 1e-6), size)
+    return index, (coord - _centre(index, size)) * size
 
 
 def build_model(spec: ModelSpec | dict[str, Any]) -> LIIF:

@@ -327,25 +327,58 @@ def test_render_rejects_bad_arguments(model):
 
 def test_defaults_are_sane():
     assert engine.DEFAULT_TILE > 0 and engine.DEFAULT_CHUNK > 0
+    assert set(engine.CPU_CHUNKS) == {torch.float32, torch.bfloat16}
+    # each (4 x chunk, 256) activation buffer of the bundled model stays under 32 MiB
+    assert all(4 * c * 256 * d.itemsize < 32 * 2**20 for d, c in engine.CPU_CHUNKS.items())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_render_decodes_in_the_precisions_default_chunks(monkeypatch, model, precision):
+    """Without --chunk, render decodes chunks of the CPU default for its precision (and the
+    Upscaler resolves the same); --chunk overrides it."""
+    monkeypatch.setattr(engine, "CPU_CHUNKS", {torch.float32: 40, torch.bfloat16: 70})
+    sizes: list[int] = []
+    real = engine.Decoder.__call__
+
+    def spy(self, proj, coord, cell, check_window=False):
+        sizes.append(coord.shape[1])
+        return real(self, proj, coord, cell, check_window)
+
+    monkeypatch.setattr(engine.Decoder, "__call__", spy)
+    render(model, image(9, 8), (30, 30), tile=0, precision=precision)
+    expected = 40 if precision == "fp32" else 70
+    assert max(sizes) == expected and sum(sizes) == 900
+    assert Upscaler(model, device="cpu", precision=precision).chunk == expected
+    sizes.clear()
+    render(model, image(9, 8), (30, 30), tile=0, precision=precision, chunk=33)
+    assert max(sizes) == 33
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10**9])
+def test_bf16_output_does_not_depend_on_the_chunk_size(model, chunk):
+    img = image(7, 6, seed=5)
+    whole = render(model, img, (16, 15), tile=0, chunk=10**6, precision="bf16")
+    chunked = render(model, img, (16, 15), tile=3, chunk=chunk, precision="bf16")
+    assert max_err(chunked, whole) <= 1e-6
 
 
 @pytest.mark.parametrize("flags", [dict(), dict(local_ensemble=False)])
 @pytest.mark.parametrize("in_hw,scale,tile", [((13, 11), 3.7, 4), ((9, 17), 1.3, 3),
                                               ((20, 6), 12.5, 5), ((7, 7), 0.6, 2)])
 def test_tile_windows_cover_their_queries(monkeypatch, flags, in_hw, scale, tile):
-    """The engine skips query_rgb's window check (a host sync per chunk on a GPU) because
+    """The engine skips the decoder's window check (a host sync per chunk on a GPU) because
     plan_tiles sizes every window from its queries: with the check forced on, every tile
     passes it and the pixels are the same."""
     model = tiny_model(**flags)
     img, size = image(*in_hw), out_size(in_hw, scale)
     unchecked = render(model, img, size, tile=tile, chunk=7)
-    real, calls = LIIF.query_rgb, [0]
+    real, calls = LIIF.neighbours, [0]
 
     def checked(self, proj, coord, cell, check_window=True):
         calls[0] += 1
         return real(self, proj, coord, cell, check_window=True)
 
-    monkeypatch.setattr(LIIF, "query_rgb", checked)
+    monkeypatch.setattr(LIIF, "neighbours", checked)
     assert torch.equal(render(model, img, size, tile=tile, chunk=7), unchecked)
     assert calls[0] > 1
 
@@ -362,6 +395,10 @@ def test_query_outside_the_window_is_caught_when_checked(model):
 def test_tile_and_chunk_defaults_per_device(monkeypatch):
     cpu = torch.device("cpu")
     assert engine.default_tile_chunk(cpu) == (engine.DEFAULT_TILE, engine.DEFAULT_CHUNK)
+    for dtype, chunk in engine.CPU_CHUNKS.items():
+        assert engine.default_tile_chunk(cpu, dtype) == (engine.DEFAULT_TILE, chunk)
+        assert engine.resolve_tile_chunk(cpu, None, None, dtype) == (engine.DEFAULT_TILE, chunk)
+        assert engine.resolve_tile_chunk(cpu, None, 99, dtype) == (engine.DEFAULT_TILE, 99)
     assert engine.resolve_tile_chunk(cpu, 64, None) == (64, engine.DEFAULT_CHUNK)
     assert engine.resolve_tile_chunk(cpu, None, 99) == (engine.DEFAULT_TILE, 99)
     # CUDA: big chunks, and tiles sized from free memory (an 80 GB card, then a small one).

@@ -11,7 +11,7 @@ import torch
 
 from liif_cli import engine
 from liif_cli.engine import render
-from liif_cli.model import LIIF, ModelSpec, build_model
+from liif_cli.model import LIIF, Decoder, ModelSpec, build_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -58,22 +58,22 @@ def test_half_precisions_are_close_to_fp32(model, picture, precision, tolerance)
 
 def test_no_host_sync_inside_the_chunk_loop(model, picture, monkeypatch):
     """Every chunk's decoding runs with CUDA's sync debug mode set to 'error': any
-    device-to-host synchronisation in query_rgb would raise."""
+    device-to-host synchronisation in the rendering decoder would raise."""
     size = (120, 160)
-    proj_calls = [0]
-    real_query = LIIF.query_rgb
+    calls = [0]
+    real_decode = Decoder.__call__
 
-    def strict_query(self, *args, **kwargs):
-        proj_calls[0] += 1
+    def strict_decode(self, *args, **kwargs):
+        calls[0] += 1
         torch.cuda.set_sync_debug_mode("error")
         try:
-            return real_query(self, *args, **kwargs)
+            return real_decode(self, *args, **kwargs)
         finally:
             torch.cuda.set_sync_debug_mode("default")
 
-    monkeypatch.setattr(LIIF, "query_rgb", strict_query)
+    monkeypatch.setattr(Decoder, "__call__", strict_decode)
     out = render(model, picture, size, device=CUDA, precision="fp32", tile=24, chunk=1000)
-    assert out.shape == (3, *size) and proj_calls[0] > 4
+    assert out.shape == (3, *size) and calls[0] > 4
 
 
 def test_cuda_defaults_keep_the_gpu_busy():

@@ -3,6 +3,7 @@ decoder against the paper's reference decoder (values and gradients) and recepti
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -378,3 +379,69 @@ def test_spec_dict_round_trip():
     assert again == spec
     a, b = seeded_model(spec), build_model(spec.to_dict())
     assert a.state_dict().keys() == b.state_dict().keys()
+
+
+# --------------------------------------------------------------------------- rendering decoder
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["onednn", "addmm"])
+@pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "".join("UEC"[i] if v else "-"
+                                                              for i, v in enumerate(f)))
+def test_rendering_decoder_equals_query_rgb(monkeypatch, flags, fused):
+    """model.Decoder (no autograd, weights cast once, fused bias + ReLU where oneDNN has it,
+    addmm + ReLU elsewhere) computes query_rgb's function, in float32 to 1e-6."""
+    if not fused:
+        monkeypatch.setattr(model_mod, "_onednn_linear_relu_works", lambda dtype: False)
+    model = seeded_model(tiny_spec("edsr-baseline", *flags))
+    decoder = model_mod.Decoder(model)
+    assert decoder.fused == (fused and model_mod._onednn_linear_relu_works(torch.float32))
+    image = torch.rand(2, 3, *IN_SIZE, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.no_grad():
+        proj = model.project_latents(model.encode(image))
+        for scale in SCALES:
+            coord, cell = query_batch(scale)
+            fast = decoder(proj, coord, cell)
+            assert fast.dtype == torch.float32 and fast.shape == (2, coord.shape[1], 3)
+            assert (fast - model.query_rgb(proj, coord, cell)).abs().max() <= 1e-6
+
+
+def test_rendering_decoder_bf16_is_query_rgb_under_autocast():
+    """In bf16 the decoder does what query_rgb does under bf16 autocast (training's bf16
+    path and the engine's before it cast the weights once): same dtypes, same roundings."""
+    model = seeded_model(tiny_spec("edsr-baseline"))
+    image = torch.rand(1, 3, *IN_SIZE, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    coord, cell = query_batch(3.0, batch=1)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        proj = model.project_latents(model.encode(image))
+        autocast = model.query_rgb(proj, coord, cell).float()
+    with torch.no_grad():
+        fast = model_mod.Decoder(model, torch.bfloat16)(proj, coord, cell)
+        as_fp32 = dataclasses.replace(proj, values=proj.values.float())  # same latents
+        exact = model.query_rgb(as_fp32, coord, cell)
+    assert fast.dtype == torch.float32
+    # bf16 keeps 8 significant bits: a few 1e-3 on these outputs (|out| < 1); measured 0 here
+    assert (fast - autocast).abs().max() <= 2e-3
+    assert 0 < (fast - exact).abs().max() <= 2e-2  # > 0: bf16 really ran
+
+
+def test_neighbours_are_the_reference_samples():
+    """The vectorised neighbour pass picks, per query and shift, the latent that grid_sample
+    picks in the reference decoder, and its weights are ensemble_weights'."""
+    model = seeded_model(tiny_spec("edsr-baseline"))
+    h, w = IN_SIZE
+    feat = torch.arange(h * w, dtype=torch.float32).view(1, 1, h, w)  # latent = its own index
+    proj = model_mod.LatentProjection(feat.view(1, -1, 1), (h, w), (0, 0), (h, w))
+    coord, cell = query_batch(2.5, batch=1)
+    nb = model.neighbours(proj, coord, cell)
+    rels = []
+    for k, (dy, dx) in enumerate(model_mod.ensemble_shifts(True)):
+        shifted = coord.clone()
+        shifted[..., 0] += dy / h + EPS
+        shifted[..., 1] += dx / w + EPS
+        shifted.clamp_(-1 + 1e-6, 1 - 1e-6)
+        picked = F.grid_sample(feat, shifted.flip(-1).unsqueeze(1), mode="nearest",
+                               align_corners=False)[0, 0, 0]  # (Q,)
+        q = coord.shape[1]
+        assert torch.equal(nb.rows[k * q:(k + 1) * q], picked.long())
+        rels.append(nb.small[k * q:(k + 1) * q, :2])
+    assert torch.equal(nb.weights[:, 0], torch.stack(ensemble_weights(rels)))
