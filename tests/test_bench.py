@@ -28,7 +28,7 @@ QUALITY_ENTRY_KEYS = {"set", "scale", "shave", "n_images", "lr_source", "lr_fold
 QUALITY_IMAGE_KEYS = {"image", "hr_size", "lr_size", "lr_source", "render_seconds", "model",
                       "bicubic", "lanczos"}
 SPEED_KEYS = COMMON_KEYS | {"input_size", "scales", "repeats", "warmup", "max_output_mp",
-                            "peak_memory_method", "results"}
+                            "peak_memory_method", "timer", "results"}
 SPEED_ENTRY_KEYS = {"scale", "output_size", "rows", "region_mp", "engine", "reference",
                     "speedup", "max_abs_diff"}
 TIMING_KEYS = {"seconds", "median_seconds", "mp_per_s", "peak_memory_mb"}
@@ -269,6 +269,7 @@ def test_data_root_from_environment(monkeypatch, data):
 def test_speed_end_to_end(model):
     result = speed.run_speed(model, (16, 16), [2], device="cpu", repeats=1, warmup=0)
     assert set(result) == SPEED_KEYS and result["kind"] == "speed"
+    assert result["timer"] == "wall clock (time.perf_counter)"
     (entry,) = result["results"]
     assert set(entry) == SPEED_ENTRY_KEYS
     assert entry["output_size"] == [32, 32] and entry["rows"] == [0, 32]

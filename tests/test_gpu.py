@@ -79,3 +79,15 @@ def test_no_host_sync_inside_the_chunk_loop(model, picture, monkeypatch):
 def test_cuda_defaults_keep_the_gpu_busy():
     tile, chunk = engine.default_tile_chunk(CUDA)
     assert chunk >= 100_000 and engine.DEFAULT_TILE <= tile <= engine.CUDA_MAX_TILE
+
+
+def test_speed_bench_times_with_cuda_events(model):
+    from liif_cli.bench.speed import run_speed
+
+    for precision in ("fp32", "fp16", "bf16"):
+        result = run_speed(model, (24, 32), [2], device="cuda", repeats=2, precision=precision)
+        assert result["timer"] == "CUDA events" and "CUDA events" in result["protocol"]
+        (entry,) = result["results"]
+        assert entry["engine"]["mp_per_s"] > 0 and entry["engine"]["peak_memory_mb"] is not None
+        # The reference decoder is fp32: max_abs_diff is each precision's error against it.
+        assert entry["max_abs_diff"] < (1e-5 if precision == "fp32" else 5e-2)

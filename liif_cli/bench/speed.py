@@ -142,6 +142,11 @@ def _sync(device: torch.device) -> None:
             torch.mps.synchronize()
 
 
+def timer_name(device: torch.device) -> str:
+    """How renders are timed: CUDA events on a GPU, else the host's clock after a sync."""
+    return "CUDA events" if device.type == "cuda" else "wall clock (time.perf_counter)"
+
+
 def _time_renders(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int,
                   repeats: int, pixels: int) -> tuple[dict[str, Any], torch.Tensor]:
     """Warm up, then time `repeats` runs; the stats and the last run's output."""
@@ -153,6 +158,15 @@ def _time_renders(fn: Callable[[], torch.Tensor], device: torch.device, warmup: 
         for _ in range(repeats):
             out = None  # do not hold the previous output through the next run
             _sync(device)
+            if device.type == "cuda":  # the GPU's own clock, from the first kernel queued
+                start_event = torch.cuda.Event(enable_timing=True)
+                end_event = torch.cuda.Event(enable_timing=True)
+                start_event.record()
+                out = fn()
+                end_event.record()
+                end_event.synchronize()
+                times.append(start_event.elapsed_time(end_event) / 1000)
+                continue
             start = time.perf_counter()
             out = fn()
             _sync(device)
@@ -294,13 +308,14 @@ def run_speed(model: LIIF, size: tuple[int, int] | str = DEFAULT_SPEED_SIZE,
                    "encoding of the whole input, timed; the engine: every tile window with "
                    "its halo, at the time per pixel measured on the band's windows); "
                    if max_output_mp else "the whole output is rendered; ")
-                + f"peak memory: {PeakMemory.method(device)}")
+                + f"timed with {timer_name(device)}; peak memory: {PeakMemory.method(device)}")
     result = common_fields("speed", model, device, weights_name=weights_name,
                            weights_sha256=weights_sha256, protocol=protocol,
                            engine_options=engine_options)
     result.update({"input_size": [h, w], "scales": scales, "repeats": repeats,
                    "warmup": warmup, "max_output_mp": max_output_mp or None,
-                   "peak_memory_method": PeakMemory.method(device), "results": []})
+                   "peak_memory_method": PeakMemory.method(device),
+                   "timer": timer_name(device), "results": []})
 
     model.eval().to(device)
     image = synthetic_image((h, w), seed)
