@@ -19,8 +19,8 @@ MODELS = (
     BundledModel("liif-edsr-baseline", "default",
                  "clean images: sharp photos, renders, scans (trained on clean downscales)"),
     BundledModel("liif-edsr-baseline-real", "real",
-                 "real photos: JPEG-compressed, noisy or slightly soft inputs (trained on "
-                 "downscales with blur, noise and JPEG)"),
+                 "JPEG photos: compressed phone and web pictures, whose blocks it removes "
+                 "(trained on downscales with blur, noise and JPEG)"),
 )
 DEFAULT = MODELS[0].name
 

@@ -693,7 +693,7 @@ def test_help_shows_every_default_text():
     # Rich eats "[...]" in help strings as markup; defaults must come through show_default.
     wide = {"COLUMNS": "200"}
     text = CliRunner().invoke(app, ["upscale", "--help"], env=wide).output
-    assert "default (for clean images), real (for real photos)" in text
+    assert "default (for clean images), real (for JPEG photos)" in text
     assert "Without it: default." in text
     text = CliRunner().invoke(app, ["bench", "--help"], env=wide).output
     for expected in ("$LIIF_DATA", "2,3,4,6,8,12", "512x512", "0.25 on CPU"):

@@ -21,7 +21,10 @@ alone. Kodak24 x4 Y-PSNR, clean / JPEG 75 / noise 5 (the default model: 28.22 / 
     moderate  the same chain, milder and less often (ranges below).
               Step 1,500: 27.78 / 26.93 / 27.55.
     light     milder still, mostly JPEG and light noise, little blur; started when `full`
-              stopped.
+              stopped. Step 1,500: 27.86 / 26.97 / 27.63, above `moderate` on all three
+              (which at step 3,000 stood at 27.66 / 26.94 / 27.46); `light` continued alone
+              and was stopped at step 7,508 (Kodak24 27.77 / 27.04 / 27.57 at step 7,500),
+              whose moving average is weights/liif-edsr-baseline-real.pth.
     mkdir -p runs/real-<v>
     VARIANT=<v> ADAPTIVE=0 nohup .venv/bin/python $RECIPE > runs/real-<v>/train.log 2>&1 &
 (ADAPTIVE=0 keeps 1 thread while two runs share the CPU; a run alone is restarted with
