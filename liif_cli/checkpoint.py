@@ -262,10 +262,14 @@ def _check_weights_fit(ckpt: Checkpoint, name: str) -> None:
 
 
 def available_weights() -> dict[str, Path]:
-    """Bundled weights by name: every weights/NAME.pth shipped with liif."""
+    """Bundled weights by name: every weights/NAME.pth shipped with liif, the registered
+    models (bundled.MODELS) first, in its order, then the rest by name."""
     if not WEIGHTS_DIR.is_dir():
         return {}
-    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.pth"))}
+    order = [m.name for m in bundled.MODELS]
+    paths = sorted(WEIGHTS_DIR.glob("*.pth"),
+                   key=lambda p: (order.index(p.stem) if p.stem in order else len(order), p.stem))
+    return {p.stem: p for p in paths}
 
 
 def resolve_weights(name_or_path: str | Path | None = None) -> Path:

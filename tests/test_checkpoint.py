@@ -273,9 +273,12 @@ def test_resolve_weights_names_and_paths(tmp_path, monkeypatch):
 def test_short_names_of_bundled_models(tmp_path, monkeypatch):
     bundle = tmp_path / "weights"
     bundle.mkdir()
-    for name in ("liif-edsr-baseline", "liif-edsr-baseline-real"):
+    for name in ("liif-edsr-baseline", "liif-edsr-baseline-real", "a-mine"):
         checkpoint.save(good_dict(), bundle / f"{name}.pth")
     monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", bundle)
+    # The registered models come first, in the registry's order; then the others by name.
+    assert list(checkpoint.available_weights()) == ["liif-edsr-baseline",
+                                                    "liif-edsr-baseline-real", "a-mine"]
 
     assert checkpoint.resolve_weights("real") == bundle / "liif-edsr-baseline-real.pth"
     assert checkpoint.resolve_weights("default") == bundle / "liif-edsr-baseline.pth"
