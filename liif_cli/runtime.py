@@ -1,4 +1,5 @@
-"""What the CPU can do fast, and process-wide settings that make training faster.
+"""What the CPU can do fast, and process-wide settings that make training and the CLI's
+rendering faster.
 
 Training allocates and frees the same few large buffers every step: the MLP's activations
 for 4 neighbours x batch x 2304 queries are 19-38 MB each. glibc's malloc serves blocks over

@@ -1012,3 +1012,16 @@ def test_help_shows_flags_without_a_bool_type_and_names_the_inputs(command):
     assert "{inputs}" not in result.output
     if command in ("upscale", "resize"):
         assert "{IMAGE}..." in result.output or "{FOLDER_OR_IMAGE}..." in result.output
+
+
+def test_rendering_commands_keep_freed_memory(work, tiny_weights, monkeypatch):
+    """upscale and resize ask glibc to keep freed memory (no page faults per chunk)."""
+    from liif_cli import runtime
+
+    calls = []
+    monkeypatch.setattr(runtime, "retain_freed_memory", lambda: calls.append(1) or True)
+    src = make_image(work / "in.png", 12, 10)
+    assert run("upscale", src, "-s", "2", "-w", tiny_weights, "-q").exit_code == 0
+    assert run("resize", src, "--size", "20x20", "-o", work / "out", "-w", tiny_weights,
+               "-q").exit_code == 0
+    assert len(calls) == 2
