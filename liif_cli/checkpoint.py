@@ -277,8 +277,9 @@ def resolve_weights(name_or_path: str | Path | None = None) -> Path:
     LiifError if neither exists."""
     choice = str(name_or_path or DEFAULT_WEIGHTS)
     shipped = available_weights()
-    if bundled.file_stem(choice) in shipped:
-        return shipped[bundled.file_stem(choice)]
+    stem = bundled.file_stem(choice)
+    if stem in shipped:
+        return shipped[stem]
     path = Path(choice).expanduser()
     if path.is_file():
         return path

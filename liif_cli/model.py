@@ -81,14 +81,21 @@ def ensemble_shifts(local_ensemble: bool) -> list[tuple[int, int]]:
 
 
 def ensemble_weights(rel_coords: list[Tensor]) -> list[Tensor]:
-    """Local-ensemble weights from each neighbour's offset (in latent units), summing to 1.
+    """Local-ensemble weights from each neighbour's (..., 2) offset (in latent units),
+    summing to 1; see area_weights."""
+    rel = torch.stack(rel_coords)  # (n, ..., 2)
+    return list(area_weights(rel[..., 0], rel[..., 1]).unbind(0))
+
+
+def area_weights(rel_y: Tensor, rel_x: Tensor) -> Tensor:
+    """Local-ensemble weights from the n neighbours' offsets along each axis, (n, ...) each,
+    in the order of ensemble_shifts; (n, ...), summing to 1 over n.
 
     Each neighbour is weighted by the area of the rectangle between the query and the
     diagonally opposite neighbour, so the nearest latent gets the largest weight.
     """
-    areas = [(rel[..., 0] * rel[..., 1]).abs() + AREA_EPS for rel in rel_coords]
-    total = torch.stack(areas).sum(0)
-    return [area / total for area in reversed(areas)]  # reversed: swap diagonal partners
+    areas = (rel_y * rel_x).abs() + AREA_EPS
+    return areas.flip(0) / areas.sum(0)  # flip: swap diagonal partners
 
 
 # --------------------------------------------------------------------------- encoders
@@ -335,12 +342,7 @@ class LIIF(nn.Module):
                 raise ValueError("this model decodes cells: pass the queries' cells")
             small += [(cell[..., 0] * big_h).expand(n, b, q),
                       (cell[..., 1] * big_w).expand(n, b, q)]
-        weights = None
-        if n > 1:
-            # Each neighbour weighted by the area of the rectangle between the query and the
-            # diagonally opposite neighbour (see ensemble_weights): flip(0) swaps partners.
-            areas = (rel_y * rel_x).abs_() + AREA_EPS  # (n, B, Q)
-            weights = areas.flip(0) / areas.sum(0)
+        weights = area_weights(rel_y, rel_x) if n > 1 else None  # (n, B, Q)
         return Neighbours(rows, torch.stack(small, dim=-1).view(n * b * q, -1), weights)
 
     def query_rgb(self, proj: LatentProjection, coord: Tensor, cell: Tensor | None,
@@ -360,9 +362,7 @@ class LIIF(nn.Module):
         hidden = hidden.addmm_(nb.small.to(hidden.dtype), small_weight)
         hidden = torch.relu_(hidden)
         out = self.imnet.layers[2:](hidden).view(-1, b, q, 3)  # (n, B, Q, 3)
-        if nb.weights is None:
-            return out[0]
-        return (out * nb.weights.unsqueeze(-1)).sum(0)
+        return _blend(out, nb.weights)
 
     # ---------------------------------------------------------------- reference decoder
 
@@ -397,6 +397,14 @@ class LIIF(nn.Module):
             return preds[0]
         weights = ensemble_weights(rel_coords)
         return sum(p * wt.unsqueeze(-1) for p, wt in zip(preds, weights, strict=True))
+
+
+def _blend(out: Tensor, weights: Tensor | None) -> Tensor:
+    """(n, B, Q, 3) neighbour predictions -> (B, Q, 3): their ensemble-weighted sum, or the
+    one prediction without the ensemble."""
+    if weights is None:
+        return out[0]
+    return (out * weights.unsqueeze(-1)).sum(0)
 
 
 def _centre(index: Tensor, size: int) -> Tensor:
@@ -447,9 +455,7 @@ class Decoder:
             else:
                 hidden = torch.addmm(bias, hidden, weight.T).relu_()
         out = torch.addmm(last_bias, hidden, last_weight.T).float().view(-1, b, q, 3)
-        if nb.weights is None:
-            return out[0]
-        return (out * nb.weights.unsqueeze(-1)).sum(0)  # (B, Q, 3)
+        return _blend(out, nb.weights)
 
 
 @functools.cache
