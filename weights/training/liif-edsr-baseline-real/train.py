@@ -29,7 +29,11 @@ alone. Kodak24 x4 Y-PSNR, clean / JPEG 75 / noise 5 (the default model: 28.22 / 
     VARIANT=<v> ADAPTIVE=0 nohup .venv/bin/python $RECIPE > runs/real-<v>/train.log 2>&1 &
 (ADAPTIVE=0 keeps 1 thread while two runs share the CPU; a run alone is restarted with
 RESUME=1 and ADAPTIVE=1.)
-To continue a cut-off run, copy its last.pth into its run folder and set RESUME=1.
+To continue a cut-off run, copy its last.pth into its run folder and set RESUME=1. The
+`light` run's is beside this file (step 7,508, 4,444 s of its 5,500 s budget spent):
+    mkdir -p runs/real-light
+    cp weights/training/liif-edsr-baseline-real/last.pth runs/real-light/
+    VARIANT=light RESUME=1 nohup .venv/bin/python $RECIPE >> runs/real-light/train.log 2>&1 &
 Then: liif export runs/real-<variant>/last.pth weights/liif-edsr-baseline-real.pth
 """
 import os
