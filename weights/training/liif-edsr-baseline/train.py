@@ -42,6 +42,8 @@ Phase 4 (run folder runs/phase4): anneals phase 3. Its moving average at step 12
 fine-tuned (fresh Adam) with a cosine from 5e-5 to 0 over a 7,500 s time budget.
     liif export weights/training/liif-edsr-baseline/last.pth runs/phase3.pth  # at 1ae669c
     mkdir -p runs/phase4 && PHASE=4 nohup .venv/bin/python $RECIPE > runs/phase4/train.log 2>&1 &
+It shared the CPU with the real-photo model's `camera` run from step 548 on, 1 thread each
+(PHASE=4 RESUME=1 ADAPTIVE=0).
 Then: liif export runs/<run>/last.pth weights/liif-edsr-baseline.pth --overwrite
 
 On a shared 2-core box, 2 oneDNN threads collapse (10x slower) when another process runs;
@@ -99,12 +101,14 @@ phase4 = TrainConfig(
 )
 config = {"1": phase1, "2": phase2, "3": phase3, "4": phase4}[os.environ.get("PHASE", "1")]
 lines = line_progress(print, every_s=60)
-threads = AdaptiveThreads()
+# ADAPTIVE=0 keeps 1 thread, for a run that shares the CPU with another run.
+threads = AdaptiveThreads() if os.environ.get("ADAPTIVE", "1") == "1" else None
 
 
 def progress(ev):
     lines(ev)
-    threads(ev)
+    if threads is not None:
+        threads(ev)
 
 
 result = run_training(config, progress)
