@@ -2,8 +2,8 @@
 fine-tuned on degraded LR inputs (`liif train --degradation`), on the project's shared
 2-core CPU. Run from the repository root, RECIPE=this file.
 
-It starts from the default model's weights (`--init`: fresh Adam, a new cosine from 1e-4,
-the lr the default model's phase-3 probes chose for fine-tuning these weights), on the
+The first runs start from the default model's weights (`--init`: fresh Adam, a new cosine
+from 1e-4, the lr the default model's phase-3 probes chose for fine-tuning these weights), on the
 338-photo training set (../shared/data/train), batch 4, bf16 autocast, a moving average of
 the weights (decay 0.999) that checkpoints hold and validation scores. The schedule runs
 over a time budget, so the run ends with its lr decayed whenever the budget is spent.
@@ -24,17 +24,23 @@ alone. Kodak24 x4 Y-PSNR, clean / JPEG 75 / noise 5 (the default model: 28.22 / 
               stopped. Step 1,500: 27.86 / 26.97 / 27.63, above `moderate` on all three
               (which at step 3,000 stood at 27.66 / 26.94 / 27.46); `light` continued alone
               and was stopped at step 7,508 (Kodak24 27.77 / 27.04 / 27.57 at step 7,500),
-              whose moving average is weights/liif-edsr-baseline-real.pth.
+              whose moving average was the first real-photo model (commit 1ae669c; run
+              files in light/, bench results in bench/light/).
+    camera    from light's weights, for light's weak spots (Gaussian noise; clean inputs):
+              JPEG alone, noise alone and untouched crops come more often, with less blur
+              and resizing (see VARIANTS); a cosine from 5e-5 over 6,300 s, 1 thread beside
+              the default model's phase 4. Step 1,500: 27.88 / 27.03 / 27.64; at its end,
+              step 7,946: 27.98 / 27.03 / 27.69 (clean +0.21, noise +0.12 over light). Its
+              moving average is weights/liif-edsr-baseline-real.pth; its config, log and
+              metrics are beside this file.
     mkdir -p runs/real-<v>
     VARIANT=<v> ADAPTIVE=0 nohup .venv/bin/python $RECIPE > runs/real-<v>/train.log 2>&1 &
 (ADAPTIVE=0 keeps 1 thread while two runs share the CPU; a run alone is restarted with
 RESUME=1 and ADAPTIVE=1.)
-To continue a cut-off run, copy its last.pth into its run folder and set RESUME=1. The
-`light` run's is beside this file (step 7,508, 4,444 s of its 5,500 s budget spent):
-    mkdir -p runs/real-light
-    cp weights/training/liif-edsr-baseline-real/last.pth runs/real-light/
-    VARIANT=light RESUME=1 nohup .venv/bin/python $RECIPE >> runs/real-light/train.log 2>&1 &
-camera    from light's weights (its step 7,508), a cosine from 5e-5: see VARIANTS.
+To continue a cut-off run, copy its last.pth into its run folder and set RESUME=1. camera
+ran to the end of its time budget (light was left at 81% of its own), so a next run starts
+from the shipped weights with `--init`, as camera did from light's. light's checkpoint with training state is
+weights/training/liif-edsr-baseline-real/last.pth at commit 1ae669c.
     git show 1ae669c:weights/liif-edsr-baseline-real.pth > runs/real-light.pth
     mkdir -p runs/real-camera
     VARIANT=camera ADAPTIVE=0 nohup .venv/bin/python $RECIPE > runs/real-camera/train.log 2>&1 &
