@@ -39,8 +39,8 @@ alone. Kodak24 x4 Y-PSNR, clean / JPEG 75 / noise 5 (the default model: 28.22 / 
 RESUME=1 and ADAPTIVE=1.)
 To continue a cut-off run, copy its last.pth into its run folder and set RESUME=1. camera
 ran to the end of its time budget (light was left at 81% of its own), so a next run starts
-from the shipped weights with `--init`, as camera did from light's. light's checkpoint with training state is
-weights/training/liif-edsr-baseline-real/last.pth at commit 1ae669c.
+from the shipped weights with `--init`, as camera did from light's. light's checkpoint with
+training state is weights/training/liif-edsr-baseline-real/last.pth at commit 1ae669c.
     git show 1ae669c:weights/liif-edsr-baseline-real.pth > runs/real-light.pth
     mkdir -p runs/real-camera
     VARIANT=camera ADAPTIVE=0 nohup .venv/bin/python $RECIPE > runs/real-camera/train.log 2>&1 &
