@@ -5,10 +5,30 @@ runs; 1 thread degrades gracefully. AdaptiveThreads, a training progress callbac
 the other thread count every few minutes and keeps the faster (speed only; it makes a run
 non-bit-exact across thread counts).
 """
+import os
 import statistics
 import time
 
 import torch
+
+from liif_cli.train import line_progress
+
+
+def recipe_progress(write=print):
+    """The recipes' progress callback: a log line a minute, and AdaptiveThreads unless
+    ADAPTIVE=0 in the environment (1 thread throughout, for a run that shares the CPU with
+    another run). Starts at 1 thread."""
+    torch.set_num_threads(1)
+    lines = line_progress(write, every_s=60)
+    if os.environ.get("ADAPTIVE", "1") != "1":
+        return lines
+    threads = AdaptiveThreads(write)
+
+    def progress(ev):
+        lines(ev)
+        threads(ev)
+
+    return progress
 
 
 class AdaptiveThreads:

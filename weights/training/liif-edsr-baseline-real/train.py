@@ -50,12 +50,10 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
-from liif_cli.train import TrainConfig, line_progress, run_training
+from liif_cli.train import TrainConfig, run_training
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from adaptive_threads import AdaptiveThreads  # noqa: E402
+from adaptive_threads import recipe_progress  # noqa: E402
 
 # name: (--degradation spec, time budget in s, initial weights, peak lr)
 DEFAULT = "weights/liif-edsr-baseline.pth"
@@ -105,18 +103,6 @@ config = TrainConfig(
     resume=bool(os.environ.get("RESUME")),
 )
 
-torch.set_num_threads(1)
-lines = line_progress(print, every_s=60)
-# Two runs side by side: stay at 1 thread each until one is stopped.
-threads = AdaptiveThreads() if os.environ.get("ADAPTIVE", "1") == "1" else None
-
-
-def progress(ev):
-    lines(ev)
-    if threads is not None:
-        threads(ev)
-
-
-result = run_training(config, progress)
+result = run_training(config, recipe_progress())
 print(f"result: step {result.step}/{result.total} interrupted={result.interrupted} "
       f"last_val={result.last_val}", flush=True)

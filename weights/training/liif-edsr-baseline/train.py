@@ -57,14 +57,11 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
-from liif_cli.train import TrainConfig, line_progress, run_training
+from liif_cli.train import TrainConfig, run_training
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from adaptive_threads import AdaptiveThreads  # noqa: E402
+from adaptive_threads import recipe_progress  # noqa: E402
 
-torch.set_num_threads(1)  # AdaptiveThreads tries 2 after ~20 s
 phase1 = TrainConfig(
     data=["../shared/data/train"],
     out="runs/default",
@@ -103,17 +100,6 @@ phase4 = TrainConfig(
        "lr": 5e-5, "time_budget": 7500.0}
 )
 config = {"1": phase1, "2": phase2, "3": phase3, "4": phase4}[os.environ.get("PHASE", "1")]
-lines = line_progress(print, every_s=60)
-# ADAPTIVE=0 keeps 1 thread, for a run that shares the CPU with another run.
-threads = AdaptiveThreads() if os.environ.get("ADAPTIVE", "1") == "1" else None
-
-
-def progress(ev):
-    lines(ev)
-    if threads is not None:
-        threads(ev)
-
-
-result = run_training(config, progress)
+result = run_training(config, recipe_progress())
 print(f"result: step {result.step}/{result.total} interrupted={result.interrupted} "
       f"last_val={result.last_val}", flush=True)
