@@ -147,6 +147,24 @@ def timer_name(device: torch.device) -> str:
     return "CUDA events" if device.type == "cuda" else "wall clock (time.perf_counter)"
 
 
+def _time_one(fn: Callable[[], torch.Tensor],
+              device: torch.device) -> tuple[float, torch.Tensor]:
+    """One run of `fn` and its seconds: the GPU's own clock on CUDA (from the first kernel
+    queued), else the host's clock around the run and a sync."""
+    _sync(device)
+    if device.type == "cuda":
+        start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+        start.record()
+        out = fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000, out
+    began = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - began, out
+
+
 def _time_renders(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int,
                   repeats: int, pixels: int) -> tuple[dict[str, Any], torch.Tensor]:
     """Warm up, then time `repeats` runs; the stats and the last run's output."""
@@ -157,20 +175,8 @@ def _time_renders(fn: Callable[[], torch.Tensor], device: torch.device, warmup: 
     with PeakMemory(device) as mem:
         for _ in range(repeats):
             out = None  # do not hold the previous output through the next run
-            _sync(device)
-            if device.type == "cuda":  # the GPU's own clock, from the first kernel queued
-                start_event = torch.cuda.Event(enable_timing=True)
-                end_event = torch.cuda.Event(enable_timing=True)
-                start_event.record()
-                out = fn()
-                end_event.record()
-                end_event.synchronize()
-                times.append(start_event.elapsed_time(end_event) / 1000)
-                continue
-            start = time.perf_counter()
-            out = fn()
-            _sync(device)
-            times.append(time.perf_counter() - start)
+            seconds, out = _time_one(fn, device)
+            times.append(seconds)
     median = statistics.median(times)
     stats = {
         "seconds": [round(t, 6) for t in times],
