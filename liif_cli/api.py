@@ -26,7 +26,7 @@ from .engine import (
     resolve_tile_chunk,
 )
 from .errors import LiifError, is_out_of_memory
-from .images import Picture, quantise
+from .images import Picture, pil_pixels, quantise
 from .model import LIIF
 from .sizing import target_size
 
@@ -124,8 +124,9 @@ class Upscaler:
                 progress: Progress | None = None) -> Image.Image | np.ndarray:
         """Resize a PIL image or numpy array by `scale` or to `size` = (width, height).
 
-        Returns the same kind of object: PIL in the same mode; numpy with the same dtype and
-        channel count (uint8, uint16, or float in [0, 1]).
+        Returns the same kind of object: PIL in the same mode (L, LA, RGB, RGBA, I;16, I, F;
+        palette, bilevel, CMYK and YCbCr images come back as L, RGB or RGBA); numpy with the
+        same dtype and channel count (uint8, uint16, or float in [0, 1]).
         """
         hw = (size[1], size[0]) if size is not None else None
         if isinstance(image, Image.Image):
@@ -156,18 +157,23 @@ def _resize_plane(plane: np.ndarray, size: tuple[int, int], method: Image.Resamp
 
 
 def _picture_from_pil(image: Image.Image) -> Picture:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        return Picture.from_array(np.asarray(image).astype(np.uint16))
-    if image.mode not in ("L", "LA", "RGB", "RGBA"):
-        image = image.convert("RGBA" if image.has_transparency_data else "RGB")
-    return Picture.from_array(np.asarray(image))
+    image.load()
+    return Picture.from_array(pil_pixels(image))
 
 
 def _pil_from_picture(picture: Picture, mode: str) -> Image.Image:
-    if mode in ("I;16", "I;16B", "I;16L", "I"):
-        gray = quantise(picture.rgb.mean(axis=-1), 16)
+    """The picture as a PIL image in `mode` where that keeps its values (L, LA, RGB, RGBA,
+    16-bit 'I;16', 32-bit 'I', float 'F'); other modes (palette 'P', bilevel '1', CMYK,
+    YCbCr) as the file writer stores them: L, RGB or RGBA."""
+    if mode.startswith("I;16") or mode in ("I", "F"):  # deep gray
+        gray = picture.rgb.mean(axis=-1)
+        if mode == "F":
+            return Image.fromarray(np.clip(gray, 0.0, 1.0).astype(np.float32))
+        deep = quantise(gray, 16)
+        if mode == "I":
+            return Image.fromarray(deep.astype(np.int32))
         # No mode argument: Pillow 13 refuses mode="I;16" here; little-endian uint16 gives I;16.
-        return Image.fromarray(gray.astype("<u2"))
+        return Image.fromarray(deep.astype("<u2"))
     array = _array_like(picture, np.zeros((1, 1, 4 if picture.alpha is not None else 3), np.uint8))
     image = Image.fromarray(array, mode="RGBA" if picture.alpha is not None else "RGB")
     if picture.grayscale:

@@ -12,22 +12,27 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .api import Upscaler
-from .engine import Progress
 from .errors import LiifError, is_out_of_memory, one_line
 from .files import claim, release
 from .images import (
     SUPPORTED_SUFFIXES,
     check_output,
+    default_suffix,
     flatten,
     is_transparent,
+    output_suffix_supported,
     parse_colour,
     read_image,
     stores_alpha,
     write_image,
 )
 from .sizing import centre_crop_box, check_max_pixels, fit_size
+
+if TYPE_CHECKING:  # torch stays unimported until a job runs (usage errors answer at once)
+    from .api import Upscaler
+    from .engine import Progress
 
 SizeRule = Callable[[tuple[int, int]], tuple[int, int]]  # input (H, W) -> output (H, W)
 FORMATS = {"keep": None, "png": ".png", "jpg": ".jpg", "webp": ".webp"}
@@ -78,7 +83,7 @@ def upscale_jobs(inputs: Iterable[Path], output: str | Path | None, label: str) 
     output = None if output is None else Path(output)
     jobs = []
     for src in inputs:
-        name = f"{src.stem}_{label}{src.suffix}"
+        name = f"{src.stem}_{label}{default_suffix(src)}"
         if output is None:
             target = src.with_name(name)
         elif to_folder:
@@ -88,6 +93,21 @@ def upscale_jobs(inputs: Iterable[Path], output: str | Path | None, label: str) 
         jobs.append(Job(src, target))
     _check_distinct(jobs)
     return jobs
+
+
+def check_upscale_output(inputs: list[Path], output: str | Path | None) -> None:
+    """LiifError now, before the model loads, if `liif upscale -o output` cannot work: a
+    file name liif cannot write, or a folder name taken by a file."""
+    if output is None:
+        return
+    path = Path(output)
+    if output_is_folder(inputs, output):
+        if path.exists() and not path.is_dir():
+            raise LiifError(f"output {path} exists and is not a folder"
+                            + (f" (with {len(inputs)} inputs, -o names a folder)"
+                               if len(inputs) > 1 else ""))
+    elif not output_suffix_supported(path):
+        check_output(path)  # raises, naming the formats liif writes
 
 
 def make_output_folder(folder: Path) -> None:
@@ -147,7 +167,7 @@ def resize_jobs(inputs: Iterable[Path], out_dir: Path, recursive: bool, fmt: str
         else:
             raise LiifError(f"input not found: {item}")
         for src, rel in pairs:
-            suffix = FORMATS[fmt] or rel.suffix
+            suffix = FORMATS[fmt] or default_suffix(src)
             jobs.append(Job(src, out_dir / rel.with_suffix(suffix)))
     _check_distinct(jobs)
     return jobs
@@ -195,7 +215,7 @@ def run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: boo
             claimed = claim(job.target)
             if not claimed:
                 return JobResult(skipped="claimed")
-            if not overwrite and os.path.lexists(job.target):
+            if not overwrite and already_written(job.target):
                 return JobResult(skipped="existing")
         return JobResult(_run_job(upscaler, job, size_rule, overwrite=overwrite,
                                   max_pixels=max_pixels, quality=quality, crop_to=crop_to,
@@ -203,7 +223,7 @@ def run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: boo
                                   strip_metadata=strip_metadata, background=background,
                                   warn_stretch=warn_stretch))
     except LiifError as exc:
-        if shared and not overwrite and os.path.lexists(job.target):
+        if shared and not overwrite and already_written(job.target):
             return JobResult(skipped="existing")  # another run finished it first
         if str(job.source) in str(exc) or str(job.target) in str(exc):
             raise
@@ -216,6 +236,12 @@ def run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: boo
     finally:
         if claimed:
             release(job.target)
+
+
+def already_written(target: Path) -> bool:
+    """Whether an output exists at `target` (a folder in its place is no output: the job
+    fails, saying so, rather than being skipped as done)."""
+    return os.path.lexists(target) and not os.path.isdir(target)
 
 
 def _make_parent(target: Path) -> None:

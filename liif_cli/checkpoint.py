@@ -115,8 +115,12 @@ def load(path: str | Path) -> Checkpoint:
 def from_dict(raw: Any, name: str = "checkpoint") -> Checkpoint:
     """Interpret a loaded checkpoint dict (project or official format)."""
     if isinstance(raw, dict) and raw.get("format") == FORMAT_NAME:
-        if raw.get("format_version", 0) > FORMAT_VERSION:
-            raise LiifError(f"{name}: checkpoint format version {raw['format_version']} is newer "
+        version = raw.get("format_version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise LiifError(f"{name}: malformed liif checkpoint (format_version {version!r} is "
+                            "not a whole number)")
+        if version > FORMAT_VERSION:
+            raise LiifError(f"{name}: checkpoint format version {version} is newer "
                             f"than this liif understands ({FORMAT_VERSION}); upgrade liif")
         extra = {k: v for k, v in raw.items()
                  if k not in ("format", "format_version", "spec", "state_dict", "metadata")}
@@ -124,10 +128,13 @@ def from_dict(raw: Any, name: str = "checkpoint") -> Checkpoint:
             spec, state = ModelSpec(**raw["spec"]), raw["state_dict"]
             if not isinstance(state, dict):
                 raise TypeError("state_dict is not a dict")
+            metadata = raw.get("metadata") or {}
+            if not isinstance(metadata, dict):
+                raise TypeError("metadata is not a dict")
         except (KeyError, TypeError) as exc:
             raise LiifError(f"{name}: malformed liif checkpoint ({type(exc).__name__}: {exc})") \
                 from None
-        ckpt = Checkpoint(spec, state, dict(raw.get("metadata") or {}), FORMAT_NAME, extra)
+        ckpt = Checkpoint(spec, state, dict(metadata), FORMAT_NAME, extra)
     elif isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "sd" in raw["model"]:
         try:
             ckpt = _from_official(raw, name)

@@ -272,6 +272,13 @@ def _decode_pixels(image: Image.Image, path: Path) -> np.ndarray:
         return _add_key_alpha(high.astype(np.uint16) << 8 | low, image.info.get("transparency"))
 
     image.load()
+    return pil_pixels(image, str(path))
+
+
+def pil_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
+    """A loaded PIL image's pixels as uint8/uint16 (H, W, C), C as in Picture.from_array:
+    16-bit and 32-bit gray ('I;16', 'I') and float gray in [0, 1] ('F') as uint16 gray;
+    palette, bilevel, CMYK and YCbCr as RGB, or RGBA/LA when they carry transparency."""
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit gray ("I" in older Pillow)
         gray = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)[:, :, None]
@@ -280,7 +287,7 @@ def _decode_pixels(image: Image.Image, path: Path) -> np.ndarray:
         values = np.asarray(image, dtype=np.float32)
         if values.size and not (np.isfinite(values).all() and values.min() >= 0
                                 and values.max() <= 1):
-            raise LiifError(f"{path}: floating-point pixel values outside [0, 1] (e.g. HDR) "
+            raise LiifError(f"{name}: floating-point pixel values outside [0, 1] (e.g. HDR) "
                             "are not supported; convert to 8- or 16-bit first")
         return np.rint(values * 65535).astype(np.uint16)[:, :, None]
     if mode in ("1", "L", "LA", "La"):
@@ -288,7 +295,7 @@ def _decode_pixels(image: Image.Image, path: Path) -> np.ndarray:
     elif mode in ("P", "PA", "RGB", "RGBX", "RGBA", "RGBa", "YCbCr", "CMYK"):
         target = "RGBA" if image.has_transparency_data else "RGB"
     else:
-        raise LiifError(f"{path}: unsupported pixel format {mode!r}")
+        raise LiifError(f"{name}: unsupported pixel format {mode!r}")
     pixels = np.asarray(image.convert(target))
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
@@ -440,6 +447,20 @@ def suffix_for_format(format: str) -> str:
     return {"JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}.get(
         format.upper(), ".png"
     )
+
+
+def default_suffix(source: str | Path) -> str:
+    """The suffix of an output made from `source` when the user names no format: the
+    source's own if liif writes it, else the one for the format the file's header names
+    (a .jfif or extension-less JPEG gives .jpg; a GIF, or an unreadable file, .png)."""
+    source = Path(source)
+    if output_suffix_supported(source):
+        return source.suffix
+    try:
+        with _quiet_pillow(), Image.open(source) as image:
+            return suffix_for_format(image.format or "")
+    except Exception:  # the job reports why it cannot read the file
+        return ".png"
 
 
 def check_output(

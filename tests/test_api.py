@@ -118,6 +118,33 @@ def test_pil_i16_keeps_16_bits(model, upscaler):
     assert (got % 257 != 0).mean() > 0.9  # not 8-bit values stretched to 16 bits
 
 
+def test_pil_float_and_int32_gray_keep_mode_and_values(model, upscaler):
+    gray = RNG.random((H, W)).astype(np.float32)
+    rgb = model_rgb(model, np.repeat(gray[..., None], 3, axis=2), (10, 14)).mean(axis=-1)
+    out = upscaler.upscale(Image.fromarray(gray, mode="F"), scale=2)
+    assert out.mode == "F" and out.size == (14, 10)
+    assert np.abs(np.asarray(out) - rgb).max() < 1e-4  # 16-bit gray inside: 1/65535 steps
+    deep = np.rint(gray * 65535).astype(np.int32)
+    out = upscaler.upscale(Image.fromarray(deep), scale=2)
+    assert out.mode == "I" and np.abs(np.asarray(out) - to16(rgb).astype(np.int64)).max() <= 1
+
+
+def test_pil_float_outside_unit_range_is_refused(upscaler):
+    with pytest.raises(LiifError, match=r"outside \[0, 1\]"):
+        upscaler.upscale(Image.fromarray(np.full((H, W), 255.0, np.float32), mode="F"), scale=2)
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("P", "RGB"), ("CMYK", "RGB"),
+                                                ("YCbCr", "RGB"), ("1", "L")])
+def test_pil_other_modes_come_back_as_written_to_files(upscaler, mode, expected):
+    image = Image.fromarray(rgb8()).convert(mode)
+    out = upscaler.upscale(image, scale=2)
+    assert out.mode == expected and out.size == (14, 10)
+    # The same colours as the image converted first (a palette image is not darkened).
+    first = upscaler.upscale(image.convert(expected), scale=2)
+    assert np.array_equal(np.asarray(out), np.asarray(first))
+
+
 # --------------------------------------------------------------------------- numpy arrays
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from rich.console import Console
 
 from liif_cli import bench, checkpoint
-from liif_cli.bench import common, quality, report, speed
+from liif_cli.bench import options, quality, report, speed
 from liif_cli.errors import LiifError
 from liif_cli.model import ModelSpec, build_model
 
@@ -65,26 +65,34 @@ def data(tmp_path):
     return root
 
 
+def score(sets, scales, root, model, *, save_images=None, overwrite=False, degrade=None,
+          **kwargs):
+    """plan_quality, then run_quality: the quality benchmark as `liif bench` runs it."""
+    plan = quality.plan_quality(sets, scales, root, save_images=save_images,
+                                overwrite=overwrite, degrade=degrade)
+    return quality.run_quality(plan, model, **kwargs)
+
+
 # ------------------------------------------------------------------ option parsing
 
 
 def test_parse_options():
-    assert common.parse_sets("Set5, Set14,,Set5") == ["Set5", "Set14"]
-    assert common.parse_sets(None) == ["Set5", "Set14"]
-    assert common.parse_scales("2,x3, 12.5,2") == [2.0, 3.0, 12.5]
-    assert common.parse_scales(None, (4, 12.5)) == [4.0, 12.5]
-    assert common.speed_input_size("640x480") == (480, 640)
-    assert common.speed_input_size((48, 64)) == (48, 64)
-    assert common.speed_input_size(None) == common.DEFAULT_SPEED_SIZE
-    assert common.format_scale(2.0) == "2" and common.format_scale(12.5) == "12.5"
+    assert options.parse_sets("Set5, Set14,,Set5") == ["Set5", "Set14"]
+    assert options.parse_sets(None) == ["Set5", "Set14"]
+    assert options.parse_scales("2,x3, 12.5,2") == [2.0, 3.0, 12.5]
+    assert options.parse_scales(None, (4, 12.5)) == [4.0, 12.5]
+    assert options.speed_input_size("640x480") == (480, 640)
+    assert options.speed_input_size((48, 64)) == (48, 64)
+    assert options.speed_input_size(None) == options.DEFAULT_SPEED_SIZE
+    assert options.format_scale(2.0) == "2" and options.format_scale(12.5) == "12.5"
     for bad in ("two", "0", "-3", "nan", ","):
         with pytest.raises(LiifError):
-            common.parse_scales(bad)
+            options.parse_scales(bad)
     for bad in ("512y512", "0x4", "", "64", (0, 4)):
         with pytest.raises(LiifError):
-            common.speed_input_size(bad)
+            options.speed_input_size(bad)
     with pytest.raises(LiifError):
-        common.parse_sets(" , ")
+        options.parse_sets(" , ")
 
 
 # ------------------------------------------------------------------ discovery
@@ -137,7 +145,7 @@ def test_quality_end_to_end(data, model, tmp_path):
     (data / "Tiny" / "HR" / "notes.txt").write_text("not an image")
     (data / "Tiny" / "HR" / ".DS_Store").write_bytes(b"\0")  # hidden: ignored without a word
     calls = []
-    result = quality.run_quality(["Tiny"], [2, 3], data, model, device="cpu",
+    result = score(["Tiny"], [2, 3], data, model, device="cpu",
                                save_images=tmp_path / "out", weights_name="tiny",
                                weights_sha256="0" * 64,
                                progress=lambda *args: calls.append(args))
@@ -172,7 +180,7 @@ def test_quality_end_to_end(data, model, tmp_path):
     assert Image.open(saved).size == (42, 36)
     # A second run refuses to overwrite the saved images, before rendering anything.
     with pytest.raises(LiifError, match="already exists"):
-        quality.run_quality(["Tiny"], [3], data, model, save_images=tmp_path / "out")
+        score(["Tiny"], [3], data, model, save_images=tmp_path / "out")
 
     # Strict JSON round trip.
     path = report.write_json(result, tmp_path / "r.json")
@@ -184,10 +192,10 @@ def test_quality_end_to_end(data, model, tmp_path):
 
 
 def test_quality_with_degraded_inputs(data, model):
-    clean = quality.run_quality(["Tiny"], [2, 3], data, model)
+    clean = score(["Tiny"], [2, 3], data, model)
     assert clean["degrade"] is None
-    noisy = quality.run_quality(["Tiny"], [2, 3], data, model, degrade="noise:8")
-    again = quality.run_quality(["Tiny"], [2, 3], data, model, degrade="noise:8")
+    noisy = score(["Tiny"], [2, 3], data, model, degrade="noise:8")
+    again = score(["Tiny"], [2, 3], data, model, degrade="noise:8")
     assert noisy["degrade"] == "noise:8" and "noise:8" in noisy["protocol"]
     for c, n, a in zip(clean["results"], noisy["results"], again["results"], strict=True):
         # Ready-made (x2) and home-made (x3) inputs alike: noisier inputs, lower scores,
@@ -196,11 +204,11 @@ def test_quality_with_degraded_inputs(data, model):
         assert n["lr_source"] == c["lr_source"]
         for key in ("model", "bicubic", "lanczos"):
             assert n[key] == a[key]
-    jpeg = quality.run_quality(["Tiny"], [2], data, model, degrade="jpeg:20")
+    jpeg = score(["Tiny"], [2], data, model, degrade="jpeg:20")
     assert jpeg["results"][0]["bicubic"]["psnr"] < clean["results"][0]["bicubic"]["psnr"]
     assert "LR inputs degraded with jpeg:20" in _table_text(jpeg)
     with pytest.raises(LiifError, match="bad --degrade 'jpeg:101'"):
-        quality.run_quality(["Tiny"], [2], data, model, degrade="jpeg:101")
+        score(["Tiny"], [2], data, model, degrade="jpeg:101")
 
 
 def _table_text(result) -> str:
@@ -217,7 +225,7 @@ def test_perfect_model_scores_infinite_psnr_and_json_null(tmp_path, model, monke
     monkeypatch.setattr("liif_cli.engine.render",
                         lambda model, image, size, **kw: torch.from_numpy(hr).permute(2, 0, 1)
                         .float() / 255)
-    result = quality.run_quality(["S"], [2], root, model)
+    result = score(["S"], [2], root, model)
     entry = result["results"][0]
     assert entry["model"]["psnr"] == math.inf and entry["model"]["ssim"] == pytest.approx(1.0)
     assert json.loads(report.to_json(result))["results"][0]["model"]["psnr"] is None
@@ -252,7 +260,7 @@ def test_quality_bad_input(case, match, data, model):
     elif case == "too_small":
         scales = [16.0]  # a: LR 2x2, HR crop 32x32, nothing left after shaving 16
     with pytest.raises(LiifError, match=match):
-        quality.run_quality(sets, scales, root, model)
+        score(sets, scales, root, model)
 
 
 def test_data_root_from_environment(monkeypatch, data):
@@ -423,9 +431,81 @@ def test_bench_status_lines_go_to_stderr(tmp_path, capsys, monkeypatch):
     from liif_cli.bench import command
 
     result = {"kind": "training-speed", "rows": []}
-    monkeypatch.setattr(command, "print_training_speed", lambda console, r: None)
+    monkeypatch.setattr("liif_cli.bench.report.print_training_speed", lambda console, r: None)
     monkeypatch.setattr("liif_cli.bench.training.run_training_speed", lambda **kw: result)
     command.bench_command(training=True, threads="1", json_path=tmp_path / "t.json")
     captured = capsys.readouterr()
     assert f"wrote {tmp_path / 't.json'}" in captured.err and "wrote" not in captured.out
     assert json.loads((tmp_path / "t.json").read_text())["kind"] == "training-speed"
+
+
+def test_bench_usage_errors_exit_2_without_torch(tmp_path):
+    """Bad options are usage errors (exit 2), answered before torch is imported."""
+    import subprocess
+    import sys
+
+    (tmp_path / "file").write_text("x")
+    for args in (["--scales", "abc"], ["--training", "--threads", "0"],
+                 ["--speed", "--size", "0x16"], ["--sets", ","],
+                 ["--speed", "--save-images", str(tmp_path / "out")],
+                 ["--json", str(tmp_path / "file" / "r.json")],
+                 ["--save-images", str(tmp_path / "file")]):
+        code = ("import sys\nfrom typer.testing import CliRunner\nfrom liif_cli.cli import app\n"
+                f"result = CliRunner().invoke(app, {['bench', *args]!r})\n"
+                "print(result.exit_code, 'torch' in sys.modules)")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, check=True)
+        assert done.stdout.split() == ["2", "False"], (args, done.stdout)
+
+
+def test_bench_checks_every_image_and_output_before_rendering(data, model, tmp_path,
+                                                              monkeypatch):
+    """An unreadable last image, or a --save-images or --json path that cannot be written,
+    fails before the first render, not after an hour of them."""
+    renders = []
+    monkeypatch.setattr("liif_cli.engine.render", lambda *a, **kw: renders.append(1))
+    (data / "Tiny" / "HR" / "z.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(LiifError, match="z.png"):
+        score(["Tiny"], [2], data, model)
+    (data / "Tiny" / "HR" / "z.png").unlink()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(LiifError, match="not a folder"):
+        score(["Tiny"], [2], data, model, save_images=tmp_path / "file")
+    with pytest.raises(LiifError, match="not a folder"):
+        options.check_json_target(tmp_path / "file" / "r.json")
+    assert not renders
+
+
+def test_bench_saves_outputs_atomically(data, model, tmp_path, monkeypatch):
+    """Saved outputs go through images.write_image (a temporary file, then a rename)."""
+    from liif_cli import images
+
+    written = []
+
+    def spy(picture, path, **kwargs):
+        written.append(Path(path))
+        return images.write_image(picture, path, **kwargs)
+
+    monkeypatch.setattr(quality, "write_image", spy)
+    score(["Tiny"], [2], data, model, save_images=tmp_path / "out")
+    saved = sorted((tmp_path / "out" / "Tiny" / "x2").iterdir())
+    assert [p.name for p in saved] == ["a.png", "b.png"] and sorted(written) == saved
+
+
+def test_bench_out_of_memory_is_one_line(data, model, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from liif_cli.cli import app
+
+    weights = tmp_path / "tiny.pth"
+    checkpoint.save(checkpoint.to_dict(model, {}), weights)
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
+
+    monkeypatch.setattr("liif_cli.bench.speed.run_speed", no_memory)
+    result = CliRunner().invoke(app, ["bench", "--speed", "-w", str(weights), "--device", "cpu",
+                                      "--size", "8x8", "--scales", "2"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert "out of memory" in lines[0] and "--size" in lines[0]

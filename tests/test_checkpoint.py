@@ -216,10 +216,17 @@ def test_spec_not_matching_weights_is_a_liif_error(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["no_spec", "spec_extra_field", "no_state_dict",
-                                    "spec_not_dict", "bad_encoder_args"])
+                                    "spec_not_dict", "bad_encoder_args", "metadata_list",
+                                    "metadata_text", "version_text"])
 def test_malformed_project_dicts_are_liif_errors(tmp_path, damage):
     raw = good_dict()
-    if damage == "no_spec":
+    if damage == "metadata_list":
+        raw["metadata"] = [("steps", 3)]
+    elif damage == "metadata_text":
+        raw["metadata"] = "steps=3"
+    elif damage == "version_text":
+        raw["format_version"] = "2"
+    elif damage == "no_spec":
         del raw["spec"]
     elif damage == "spec_extra_field":
         raw["spec"]["colour"] = "blue"
@@ -230,7 +237,7 @@ def test_malformed_project_dicts_are_liif_errors(tmp_path, damage):
     else:
         raw["spec"]["encoder_args"] = {"n_layers": 3}
     torch.save(raw, tmp_path / "c.pth")
-    with pytest.raises(LiifError):
+    with pytest.raises(LiifError, match="malformed|spec"):
         checkpoint.load(tmp_path / "c.pth")
 
 

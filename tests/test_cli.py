@@ -754,6 +754,70 @@ def test_upscale_usage_errors_exit_2(work, tiny_weights, args):
     assert_one_error_line(run("upscale", src, *args, "-w", tiny_weights), code=2)
 
 
+def test_upscale_output_weights_and_device_problems_exit_2(work, tiny_weights):
+    """Bad -o, --weights, --device or --precision are usage errors: exit 2, nothing written."""
+    src = make_image(work / "a.png", 8, 6)
+    other = make_image(work / "b.png", 8, 6)
+    before = files_under(work)
+    cases = [(["-o", work / "out.xyz"], ["out.xyz", "unsupported output format"]),
+             (["-o", work / "noext"], ["no file extension"]),
+             (["-w", work / "nowhere.pth"], ["nowhere.pth"]),
+             (["--precision", "fp16", "--device", "cpu"], ["fp16"])]
+    if not torch_cuda_available():
+        cases.append((["--device", "cuda"], ["cuda"]))
+    for args, words in cases:
+        weights = [] if "-w" in args else ["-w", tiny_weights]
+        assert_one_error_line(run("upscale", src, "-s", "2", *args, *weights), *words, code=2)
+    assert_one_error_line(run("upscale", src, other, "-s", "2", "-o", other, "-w",
+                              tiny_weights), "not a folder", code=2)
+    assert files_under(work) == before
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def test_upscale_output_errors_do_not_import_torch(work):
+    src, other = make_image(work / "a.png", 8, 6), make_image(work / "b.png", 8, 6)
+    for args in ([src, "-s", "2", "-o", work / "out.xyz"], [src, other, "-s", "2", "-o", other]):
+        code = ("import sys\nfrom typer.testing import CliRunner\nfrom liif_cli.cli import app\n"
+                f"result = CliRunner().invoke(app, {['upscale', *map(str, args)]!r})\n"
+                "print(result.exit_code, 'torch' in sys.modules)")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, check=True)
+        assert done.stdout.split() == ["2", "False"], (args, done.stdout)
+
+
+def test_default_output_takes_a_writable_suffix_from_the_file(work, tiny_weights):
+    """A .jfif JPEG gives a .jpg, an extension-less PNG a .png (not an unwritable name)."""
+    jfif = make_image(work / "photo.jfif", 8, 6, format="JPEG")
+    bare = make_image(work / "scan", 8, 6, format="PNG")
+    for src, expected in ((jfif, "photo_x2.jpg"), (bare, "scan_x2.png")):
+        result = run("upscale", src, "-s", "2", "-w", tiny_weights, "-q")
+        assert result.exit_code == 0, result.output
+        with Image.open(work / expected) as out:
+            assert out.size == (16, 12)
+
+
+def test_resize_fails_for_a_folder_where_an_output_belongs(work, tiny_weights):
+    src = make_image(work / "in" / "a.png", 8, 6)
+    (work / "out" / "a.png").mkdir(parents=True)
+    result = run("resize", src, "--size", "16x12", "-o", work / "out", "-w", tiny_weights, "-q")
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "is a folder" in text and "failed 1" in text
+
+
+def test_chunk_help_names_the_engines_defaults():
+    from liif_cli import engine
+
+    text = " ".join(run("upscale", "--help").output.split())
+    for chunk in (*engine.CPU_CHUNKS.values(), engine.CUDA_CHUNK):
+        assert str(chunk) in text
+
+
 def test_tiny_tiles_are_refused(work, tiny_weights):
     """--tile 1 on a 64x48 image once ran for 14 minutes: each tile re-encodes its halo."""
     src = make_image(work / "a.png", 64, 48)

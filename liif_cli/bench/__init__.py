@@ -3,7 +3,8 @@ paper's straightforward decoder (`speed`).
 
 Library code: nothing here prints except the table helpers in `report`, which take a Rich
 Console, and `bench_command`, which does everything a parsed `liif bench` command line asks
-for. `common` holds what both benchmarks share.
+for. `options` parses and checks the options without torch; `common` holds what both benchmarks
+share.
 """
 
 from .command import bench_command

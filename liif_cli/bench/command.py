@@ -1,38 +1,69 @@
-"""`liif bench` end to end: parse its options, load the weights, run, print, save."""
+"""`liif bench` end to end: check its options (`prepare_bench`), then run, print and save
+(`run_bench`).
+
+The split lets the CLI tell usage errors (exit code 2, before anything runs; the options
+themselves are checked before torch is imported) from failures while benchmarking.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from ..degrade import parse_spec
-from ..errors import LiifError
-from .common import (
+from ..errors import LiifError, is_out_of_memory, one_line
+from .options import (
     DEFAULT_QUALITY_SCALES,
     DEFAULT_SPEED_SCALES,
+    check_json_target,
+    check_save_folder,
     format_scale,
     parse_scales,
     parse_sets,
-    resolve_device,
+    parse_threads,
     speed_input_size,
 )
-from .quality import resolve_data_root, run_quality
-from .report import (
-    check_writable,
-    json_safe,
-    print_quality,
-    print_speed,
-    print_training_speed,
-    write_json,
-)
-from .speed import CPU_DEFAULT_MAX_OUTPUT_MP, run_speed
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..checkpoint import Checkpoint
+    from .quality import QualityPlan
 
 
-def bench_command(*, data_root: str | os.PathLike[str] | None = None,
+@dataclass
+class BenchRequest:
+    """A checked `liif bench` command: which benchmark ('quality', 'speed' or 'training'),
+    its settings, and for quality and speed the loaded weights."""
+
+    kind: str
+    console: Console
+    json_file: Path | None = None
+    overwrite: bool = False
+    repeats: int = 3
+    # training
+    threads: list[int] | None = None
+    batch_size: int = 4
+    # quality and speed
+    scales: list[float] | None = None
+    plan: QualityPlan | None = None
+    in_size: tuple[int, int] | None = None
+    max_output_mp: float | None = None
+    reference: bool = True
+    tile: int | None = None
+    chunk: int | None = None
+    precision: str = "fp32"
+    checkpoint: Checkpoint | None = None
+    weights_name: str | None = None
+    weights_sha256: str | None = None
+    device: torch.device | None = None
+
+
+def prepare_bench(*, data_root: str | os.PathLike[str] | None = None,
                   sets: str | Sequence[str] | None = None,
                   scales: str | Sequence[float] | None = None, weights: str | None = None,
                   device: str = "auto", json_path: str | os.PathLike[str] | None = None,
@@ -43,8 +74,8 @@ def bench_command(*, data_root: str | os.PathLike[str] | None = None,
                   overwrite: bool = False, training: bool = False,
                   threads: str | Sequence[int] | None = None, batch_size: int = 4,
                   degrade: str | None = None,
-                  console: Console | None = None) -> dict[str, Any]:
-    """Everything `liif bench` does, given its parsed options; returns the result dict.
+                  console: Console | None = None) -> BenchRequest:
+    """Check a `liif bench` command's options, data and weights; LiifError on bad input.
 
     Quality benchmark by default; `speed=True` runs the speed benchmark instead (no data
     needed). `scales` defaults to 2,3,4,6,8,12 (quality) or 4,12.5 (speed). `size` is
@@ -52,47 +83,108 @@ def bench_command(*, data_root: str | os.PathLike[str] | None = None,
     outputs elsewhere; 0 renders whole outputs everywhere. `training=True` times training
     steps instead (CPU, bf16 autocast; `threads` e.g. "1,2", `batch_size`). `degrade` (quality
     only) degrades every LR input first, e.g. "jpeg:75" (see liif_cli.degrade.parse_spec).
-    Raises LiifError on bad input.
     """
-    degrade_spec = parse_spec(degrade) if degrade is not None else None
-    if degrade_spec is not None and (speed or training):
-        raise LiifError("--degrade applies to the quality benchmark, not to --speed or "
-                        "--training")
-    if training:
-        return _training_speed(threads, batch_size, repeats, json_path, overwrite,
-                               console or Console())
-    from ..checkpoint import DEFAULT_WEIGHTS, file_sha256, load, resolve_weights
-    from ..engine import precision_name
-
     console = console or Console()
-    scale_list = parse_scales(scales, DEFAULT_SPEED_SCALES if speed else DEFAULT_QUALITY_SCALES)
-    set_list = parse_sets(sets)
-    in_size = speed_input_size(size)
-    json_file = check_writable(json_path, overwrite) if json_path is not None else None
-    if speed and save_images is not None:
-        raise LiifError("--save-images applies to the quality benchmark, not to --speed")
-    if not speed:
-        bad = [s for s in scale_list if s <= 1]
+    if repeats < 1:
+        raise LiifError(f"--repeats must be at least 1 (got {repeats})")
+    kinds = [name for name, on in (("--speed", speed), ("--training", training)) if on]
+    if len(kinds) > 1:
+        raise LiifError("give one of --speed and --training")
+    if degrade is not None and kinds:
+        raise LiifError(f"--degrade applies to the quality benchmark, not to {kinds[0]}")
+    if save_images is not None and kinds:
+        raise LiifError(f"--save-images applies to the quality benchmark, not to {kinds[0]}")
+    json_file = check_json_target(json_path, overwrite) if json_path is not None else None
+    if training:
+        if batch_size < 1:
+            raise LiifError(f"batch size must be >= 1 (got {batch_size})")
+        return BenchRequest("training", console, json_file, overwrite, repeats,
+                            threads=parse_threads(threads), batch_size=batch_size)
+
+    request = BenchRequest("speed" if speed else "quality", console, json_file, overwrite,
+                           repeats, tile=tile, chunk=chunk, reference=reference)
+    request.scales = parse_scales(scales, DEFAULT_SPEED_SCALES if speed
+                                  else DEFAULT_QUALITY_SCALES)
+    if speed:
+        request.in_size = speed_input_size(size)
+    else:
+        set_list = parse_sets(sets)
+        bad = [s for s in request.scales if s <= 1]
         if bad:
             raise LiifError(f"scale must be greater than 1 for the quality benchmark, got "
                             f"{format_scale(bad[0])}")
-        root = resolve_data_root(data_root)
+        if save_images is not None:
+            check_save_folder(save_images)
+    # Options that are fine so far: now what needs torch (the data plan, the weights).
+    from ..checkpoint import DEFAULT_WEIGHTS, file_sha256, load, resolve_weights
+    from ..engine import precision_name
+    from .common import resolve_device
 
+    if not speed:
+        from .quality import plan_quality
+
+        request.plan = plan_quality(set_list, request.scales, data_root,
+                                    save_images=save_images, overwrite=overwrite,
+                                    degrade=degrade)
     weights_path = resolve_weights(weights)
-    checkpoint = load(weights_path)
-    model = checkpoint.build()
-    sha = file_sha256(weights_path)
-    name = str(weights or DEFAULT_WEIGHTS)
-    dev = resolve_device(device)
-    precision = precision_name(precision, dev)  # results say bf16 or fp32, never 'auto'
+    request.checkpoint = load(weights_path)
+    request.weights_sha256 = file_sha256(weights_path)
+    request.weights_name = str(weights or DEFAULT_WEIGHTS)
+    request.device = resolve_device(device)
+    request.precision = precision_name(precision, request.device)  # bf16 or fp32, not 'auto'
+    if speed:
+        from .speed import CPU_DEFAULT_MAX_OUTPUT_MP
+
+        cap = max_output_mp
+        if cap is None:
+            cap = CPU_DEFAULT_MAX_OUTPUT_MP if request.device.type == "cpu" else None
+        request.max_output_mp = cap or None
+    return request
+
+
+def run_bench(request: BenchRequest) -> dict[str, Any]:
+    """Run a prepared benchmark, print its table, write its JSON; returns the result.
+    Running out of memory is a LiifError naming what to lower."""
+    try:
+        result = _run(request)
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise LiifError(f"out of memory while benchmarking ({one_line(exc)}); use a smaller "
+                        "--size, --max-output-mp, --tile or --chunk") from None
+    if request.json_file is not None:
+        from .report import write_json
+
+        write_json(result, request.json_file, overwrite=request.overwrite)
+        _status(f"wrote {request.json_file}")
+    return result
+
+
+def bench_command(**options: Any) -> dict[str, Any]:
+    """Everything `liif bench` does, given its parsed options (see `prepare_bench`)."""
+    return run_bench(prepare_bench(**options))
+
+
+def _run(request: BenchRequest) -> dict[str, Any]:
+    from .report import json_safe, print_quality, print_speed, print_training_speed
+
+    console = request.console
+    if request.kind == "training":
+        from .training import run_training_speed
+
+        result = run_training_speed(threads=request.threads, batch_size=request.batch_size,
+                                    repeats=request.repeats)
+        print_training_speed(console, result)
+        return result
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    assert request.checkpoint is not None and request.scales is not None
+    model = request.checkpoint.build()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("speed" if speed else "quality", total=None)
-
+        task = bar.add_task(request.kind, total=None)
         said: list[str] = []
 
         def progress(done: int, total: int, label: str) -> None:
@@ -101,59 +193,28 @@ def bench_command(*, data_root: str | os.PathLike[str] | None = None,
                 said.append(label)
                 _status(f"bench: {label} ({done}/{total})")
 
-        if speed:
-            cap = max_output_mp
-            if cap is None:
-                cap = CPU_DEFAULT_MAX_OUTPUT_MP if dev.type == "cpu" else None
-            result = run_speed(model, in_size, scale_list, device=dev, repeats=repeats,
-                               max_output_mp=cap or None, reference=reference, tile=tile,
-                               chunk=chunk, precision=precision, weights_name=name,
-                               weights_sha256=sha, progress=progress)
+        common = dict(device=request.device, tile=request.tile, chunk=request.chunk,
+                      precision=request.precision, weights_name=request.weights_name,
+                      weights_sha256=request.weights_sha256, progress=progress)
+        if request.kind == "speed":
+            from .speed import run_speed
+
+            result = run_speed(model, request.in_size, request.scales, repeats=request.repeats,
+                               max_output_mp=request.max_output_mp,
+                               reference=request.reference, **common)
         else:
-            result = run_quality(set_list, scale_list, root, model, device=dev, tile=tile,
-                                 chunk=chunk, precision=precision, save_images=save_images,
-                                 overwrite=overwrite, weights_name=name, weights_sha256=sha,
-                                 progress=progress, degrade=degrade_spec)
-    result["weights_metadata"] = json_safe(dict(checkpoint.metadata))
-    (print_speed if speed else print_quality)(console, result)
-    if save_images is not None and not speed:
-        _status(f"saved LIIF outputs under {Path(save_images).expanduser()}")
-    if json_file is not None:
-        write_json(result, json_file, overwrite=overwrite)
-        _status(f"wrote {json_file}")
+            from .quality import run_quality
+
+            assert request.plan is not None
+            result = run_quality(request.plan, model, **common)
+    result["weights_metadata"] = json_safe(dict(request.checkpoint.metadata))
+    if request.kind == "speed":
+        print_speed(console, result)
+    else:
+        print_quality(console, result)
+        if request.plan is not None and request.plan.save_dir is not None:
+            _status(f"saved LIIF outputs under {request.plan.save_dir}")
     return result
-
-
-def _training_speed(threads: str | Sequence[int] | None, batch_size: int, repeats: int,
-                    json_path: str | os.PathLike[str] | None, overwrite: bool,
-                    console: Console) -> dict[str, Any]:
-    """`liif bench --training`: crops/s of liif train's step against the reference step."""
-    from .training import run_training_speed
-
-    json_file = check_writable(json_path, overwrite) if json_path is not None else None
-    counts = parse_threads(threads)
-    if batch_size < 1:
-        raise LiifError(f"batch size must be >= 1 (got {batch_size})")
-    result = run_training_speed(threads=counts, batch_size=batch_size, repeats=repeats)
-    print_training_speed(console, result)
-    if json_file is not None:
-        write_json(result, json_file, overwrite=overwrite)
-        _status(f"wrote {json_file}")
-    return result
-
-
-def parse_threads(text: str | Sequence[int] | None) -> list[int]:
-    """"1,2" -> [1, 2]; None -> [1, 2] capped at this machine's cores."""
-    if text is None:
-        return sorted({1, min(2, os.cpu_count() or 1)})
-    items = text.split(",") if isinstance(text, str) else list(text)
-    try:
-        counts = [int(str(item).strip()) for item in items]
-    except ValueError:
-        raise LiifError(f"bad --threads {text!r}: expected e.g. 1,2") from None
-    if not counts or min(counts) < 1:
-        raise LiifError(f"bad --threads {text!r}: thread counts must be >= 1")
-    return counts
 
 
 def _status(message: str) -> None:

@@ -1,84 +1,22 @@
-"""What both benchmarks share: defaults, option parsing and the top-level result fields."""
+"""What both benchmarks share: the device, the engine's options and the top-level result
+fields."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import math
 import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from .. import __version__
-from ..errors import LiifError
 from ..model import LIIF
-from ..sizing import parse_size
 
 SCHEMA_VERSION = 1
-DEFAULT_SETS = ("Set5", "Set14")
-DEFAULT_QUALITY_SCALES = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
-DEFAULT_SPEED_SCALES = (4.0, 12.5)
-DEFAULT_SPEED_SIZE = (512, 512)  # (H, W) of the synthetic input
-
 # (done, total, label): called after each unit of work (an image rendered, a timing done).
 BenchProgress = Callable[[int, int, str], None]
-
-
-# --------------------------------------------------------------------------- option parsing
-
-
-def parse_sets(sets: str | Sequence[str] | None) -> list[str]:
-    """'Set5,Set14' (or a list) -> ['Set5', 'Set14']; None gives the default sets."""
-    if sets is None:
-        return list(DEFAULT_SETS)
-    items = sets.split(",") if isinstance(sets, str) else list(sets)
-    names = list(dict.fromkeys(s.strip() for s in items if s.strip()))
-    if not names:
-        raise LiifError("no benchmark sets given (e.g. --sets Set5,Set14)")
-    return names
-
-
-def parse_scales(scales: str | Sequence[float] | None,
-                 default: Sequence[float] = DEFAULT_QUALITY_SCALES) -> list[float]:
-    """'2,3,x4,12.5' (or a list of numbers) -> [2.0, 3.0, 4.0, 12.5], duplicates dropped."""
-    if scales is None:
-        return [float(s) for s in default]
-    items = scales.split(",") if isinstance(scales, str) else list(scales)
-    out: list[float] = []
-    for item in items:
-        text = str(item).strip().lstrip("xX")
-        if not text:
-            continue
-        try:
-            value = float(text)
-        except ValueError:
-            raise LiifError(f"bad scale {str(item).strip()!r}: expected a number such as 4 "
-                            "or 12.5") from None
-        if not math.isfinite(value) or value <= 0:
-            raise LiifError(f"bad scale {str(item).strip()!r}: must be a positive number")
-        if value not in out:
-            out.append(value)
-    if not out:
-        raise LiifError("no scales given (e.g. --scales 2,3,4)")
-    return out
-
-
-def speed_input_size(size: str | Sequence[int] | None) -> tuple[int, int]:
-    """The speed benchmark's input size as (H, W): a 'WIDTHxHEIGHT' string, an (H, W) pair,
-    or None for the default."""
-    if size is None:
-        return DEFAULT_SPEED_SIZE
-    h, w = parse_size(size) if isinstance(size, str) else (int(v) for v in size)
-    if h < 1 or w < 1:
-        raise LiifError(f"bad size {w}x{h}: both sides must be at least 1 pixel")
-    return h, w
-
-
-def format_scale(scale: float) -> str:
-    """2.0 -> '2', 12.5 -> '12.5'."""
-    return str(int(scale)) if float(scale).is_integer() else f"{scale:g}"
 
 
 # --------------------------------------------------------------------------- shared fields

@@ -29,7 +29,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +39,12 @@ from PIL import Image
 
 from ..degrade import DegradeSpec, image_seed, parse_spec
 from ..errors import LiifError
+from ..images import Picture, write_image
 from ..metrics import SSIM_WINDOW, shave_for_scale, y_psnr, y_ssim
 from ..model import LIIF
 from ..sizing import round_size
-from .common import BenchProgress, common_fields, engine_kwargs, format_scale, resolve_device
+from .common import BenchProgress, common_fields, engine_kwargs, resolve_device
+from .options import check_save_folder, format_scale
 
 DATA_ENV = "LIIF_DATA"
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp",
@@ -204,31 +206,41 @@ class BenchPair:
 
 def make_pair(hr_path: Path, set_dir: Path, scale: float) -> BenchPair:
     """Load an HR image and find or make its LR input at `scale` (see the module doc)."""
+    hr = load_rgb_u8(hr_path)
+    lr_size, crop, lr_path = check_pair(hr_path, (hr.shape[0], hr.shape[1]), set_dir, scale)
+    hr = np.ascontiguousarray(hr[: crop[0], : crop[1]])
+    if lr_path is None:
+        return BenchPair(hr_path.stem, hr, pil_resize(hr, lr_size, "bicubic"), LR_PIL_SOURCE,
+                         None)
+    return BenchPair(hr_path.stem, hr, load_rgb_u8(lr_path), LR_FILE_SOURCE, lr_path)
+
+
+def check_pair(hr_path: Path, hr_size: tuple[int, int], set_dir: Path,
+               scale: float) -> tuple[tuple[int, int], tuple[int, int], Path | None]:
+    """For an (H, W) HR image at `scale`: the LR size, the HR crop and the ready-made LR file
+    (None: made from the HR). LiifError if the image is too small to score or its LR file
+    is missing or of the wrong size (read from the file's header)."""
     if scale <= 1:
         raise LiifError(f"scale must be greater than 1 for the quality benchmark, got "
                         f"{format_scale(scale)}")
-    hr = load_rgb_u8(hr_path)
-    stem = hr_path.stem
-    hr_size = (hr.shape[0], hr.shape[1])
     lr_size = lr_size_for(hr_size, scale)
     crop = hr_crop_for(lr_size, scale)
     border = shave_for_scale(scale)
     if min(lr_size) < 1 or min(crop) - 2 * border < SSIM_WINDOW:
         raise LiifError(f"set {set_dir.name}: {hr_path.name} ({hr_size[1]}x{hr_size[0]}) is too "
                         f"small to score at x{format_scale(scale)}")
-    lr_path = find_lr_file(set_dir, stem, scale)
+    lr_path = find_lr_file(set_dir, hr_path.stem, scale)
     if lr_path is not None:
-        lr = load_rgb_u8(lr_path)
-        if (lr.shape[0], lr.shape[1]) != lr_size:
-            raise LiifError(f"{lr_path}: LR image is {lr.shape[1]}x{lr.shape[0]}, expected "
+        try:
+            with Image.open(lr_path) as im:
+                width, height = im.size
+        except Exception as exc:
+            raise LiifError(f"cannot read image {lr_path}: {exc}") from None
+        if (height, width) != lr_size:
+            raise LiifError(f"{lr_path}: LR image is {width}x{height}, expected "
                             f"{lr_size[1]}x{lr_size[0]} for the {hr_size[1]}x{hr_size[0]} HR "
                             f"image at x{format_scale(scale)}")
-        source = LR_FILE_SOURCE
-    hr = np.ascontiguousarray(hr[: crop[0], : crop[1]])
-    if lr_path is None:
-        lr = pil_resize(hr, lr_size, "bicubic")
-        source = LR_PIL_SOURCE
-    return BenchPair(stem, hr, lr, source, lr_path)
+    return lr_size, crop, lr_path
 
 
 def _to_chw(img: np.ndarray) -> torch.Tensor:
@@ -248,26 +260,41 @@ def _save_target(save_dir: Path, set_name: str, scale: float, stem: str) -> Path
     return save_dir / set_name / f"x{format_scale(scale)}" / f"{stem}.png"
 
 
+def _save_output(sr: torch.Tensor, target: Path, overwrite: bool) -> None:
+    """Write a model output as an 8-bit PNG, atomically (a temporary file, then a rename)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LiifError(f"cannot create folder {target.parent}: {exc.strerror or exc}") from None
+    write_image(Picture.from_array(_to_u8(sr)), target, overwrite=overwrite)
+
+
 def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else math.nan
 
 
-def run_quality(sets: Sequence[str], scales: Sequence[float], data_root: str | os.PathLike[str],
-                model: LIIF, *, device: torch.device | str = "cpu", tile: int | None = None,
-                chunk: int | None = None, precision: str = "fp32",
-                save_images: str | os.PathLike[str] | None = None, overwrite: bool = False,
-                weights_name: str | None = None, weights_sha256: str | None = None,
-                progress: BenchProgress | None = None,
-                degrade: DegradeSpec | str | None = None) -> dict[str, Any]:
-    """Score `model` against PIL bicubic and Lanczos on benchmark sets (see the module doc).
+@dataclass
+class QualityPlan:
+    """A quality benchmark, checked before anything renders: the data folder, each set's
+    name, folder and HR images, the scales, the LR degradation, where outputs are saved."""
 
-    Everything is checked before the first render: the data root, every set and its HR
-    images, the LR folders, and that no image under `save_images` would be overwritten
-    (unless `overwrite`). Returns the JSON-ready result (see `write_json`).
-    """
-    from ..engine import render
+    root: Path
+    sets: list[tuple[str, Path, list[Path]]]
+    scales: list[float]
+    degrade: DegradeSpec | None = None
+    save_dir: Path | None = None
+    overwrite: bool = False
+    warnings: list[str] = field(default_factory=list)
 
-    device = resolve_device(device)
+
+def plan_quality(sets: Sequence[str], scales: Sequence[float],
+                 data_root: str | os.PathLike[str] | None, *,
+                 save_images: str | os.PathLike[str] | None = None, overwrite: bool = False,
+                 degrade: DegradeSpec | str | None = None) -> QualityPlan:
+    """Check everything a quality benchmark needs, so that it fails before the first render,
+    not an hour in: the data root, every set, every HR image (decoded once), every LR file
+    (its header), and that no image under `save_images` would be overwritten (unless
+    `overwrite`)."""
     scales = [float(s) for s in scales]
     if not scales:
         raise LiifError("no scales given (e.g. --scales 2,3,4)")
@@ -280,30 +307,38 @@ def run_quality(sets: Sequence[str], scales: Sequence[float], data_root: str | o
     if isinstance(degrade, str):
         degrade = parse_spec(degrade)
     root = resolve_data_root(data_root)
-    save_dir = Path(save_images).expanduser() if save_images is not None else None
-
-    # Plan (and validate) everything before rendering anything.
-    warnings: list[str] = []
-    plan: list[tuple[str, Path, list[Path]]] = []
+    save_dir = check_save_folder(save_images) if save_images is not None else None
+    plan = QualityPlan(root, [], scales, degrade, save_dir, overwrite)
     for name in sets:
         set_dir = find_set(root, name)
         images, skipped = list_hr_images(set_dir)
         if skipped:
-            warnings.append(f"{set_dir.name}/HR: skipped {len(skipped)} non-image "
-                            f"entr{'y' if len(skipped) == 1 else 'ies'}: {', '.join(skipped)}")
-        for s in scales:
-            for path in images:
-                find_lr_file(set_dir, path.stem, s)  # fails early if a ready-made LR is missing
-        plan.append((set_dir.name, set_dir, images))
-    if save_dir is not None and not overwrite:
-        for set_name, _, images in plan:
+            plan.warnings.append(f"{set_dir.name}/HR: skipped {len(skipped)} non-image "
+                                 f"entr{'y' if len(skipped) == 1 else 'ies'}: "
+                                 f"{', '.join(skipped)}")
+        for path in images:
+            hr = load_rgb_u8(path)
             for s in scales:
-                for path in images:
-                    target = _save_target(save_dir, set_name, s, path.stem)
-                    if target.exists():
-                        raise LiifError(f"{target} already exists; choose another --save-images "
-                                        "folder or pass --overwrite")
+                check_pair(path, (hr.shape[0], hr.shape[1]), set_dir, s)
+                target = None if save_dir is None else _save_target(save_dir, set_dir.name,
+                                                                      s, path.stem)
+                if target is not None and target.exists() and not overwrite:
+                    raise LiifError(f"{target} already exists; choose another --save-images "
+                                    "folder or pass --overwrite")
+        plan.sets.append((set_dir.name, set_dir, images))
+    return plan
 
+
+def run_quality(plan: QualityPlan, model: LIIF, *, device: torch.device | str = "cpu",
+                tile: int | None = None, chunk: int | None = None, precision: str = "fp32",
+                weights_name: str | None = None, weights_sha256: str | None = None,
+                progress: BenchProgress | None = None) -> dict[str, Any]:
+    """Score `model` against PIL bicubic and Lanczos as `plan` says (see the module doc);
+    returns the JSON-ready result (see `report.write_json`)."""
+    from ..engine import render
+
+    device = resolve_device(device)
+    degrade, save_dir = plan.degrade, plan.save_dir
     engine_options = engine_kwargs(tile, chunk, precision)
     protocol = QUALITY_PROTOCOL
     if degrade is not None:
@@ -313,15 +348,15 @@ def run_quality(sets: Sequence[str], scales: Sequence[float], data_root: str | o
     result = common_fields("quality", model, device, weights_name=weights_name,
                            weights_sha256=weights_sha256, protocol=protocol,
                            engine_options=engine_options)
-    result["warnings"] = warnings
-    result.update({"data_root": str(root), "sets": [p[0] for p in plan],
-                   "scales": scales, "degrade": str(degrade) if degrade else None,
+    result["warnings"] = list(plan.warnings)
+    result.update({"data_root": str(plan.root), "sets": [p[0] for p in plan.sets],
+                   "scales": plan.scales, "degrade": str(degrade) if degrade else None,
                    "results": []})
-    total = sum(len(images) for _, _, images in plan) * len(scales)
+    total = sum(len(images) for _, _, images in plan.sets) * len(plan.scales)
     done = 0
     model.eval()
-    for set_name, set_dir, images in plan:
-        for s in scales:
+    for set_name, set_dir, images in plan.sets:
+        for s in plan.scales:
             border = shave_for_scale(s)
             rows = []
             for path in images:
@@ -345,9 +380,8 @@ def run_quality(sets: Sequence[str], scales: Sequence[float], data_root: str | o
                     row[key] = {"psnr": y_psnr(img, hr, border), "ssim": y_ssim(img, hr, border)}
                 rows.append(row)
                 if save_dir is not None:
-                    target = _save_target(save_dir, set_name, s, pair.stem)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(_to_u8(sr)).save(target)
+                    _save_output(sr, _save_target(save_dir, set_name, s, pair.stem),
+                                 plan.overwrite)
                 done += 1
                 if progress:
                     progress(done, total, f"{set_name} x{format_scale(s)} {pair.stem}")

@@ -12,9 +12,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import LiifError
 from ..files import create_temp
-from .common import format_scale
+from .options import check_json_target, format_scale
 from .quality import LR_FILE_SOURCE
 
 # --------------------------------------------------------------------------- JSON
@@ -40,20 +39,10 @@ def to_json(result: dict[str, Any]) -> str:
     return json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n"
 
 
-def check_writable(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
-    """LiifError if `path` exists (and not `overwrite`) or is a folder; else the Path."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise LiifError(f"{path} is a folder, not a file name for the JSON results")
-    if path.exists() and not overwrite:
-        raise LiifError(f"{path} already exists; choose another --json file or pass --overwrite")
-    return path
-
-
 def write_json(result: dict[str, Any], path: str | os.PathLike[str],
                overwrite: bool = False) -> Path:
     """Write a result as JSON (atomically: a temporary file, then a rename)."""
-    path = check_writable(path, overwrite)
+    path = check_json_target(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = create_temp(path)
     try:

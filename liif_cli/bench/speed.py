@@ -28,16 +28,8 @@ import torch
 from ..errors import LiifError
 from ..model import LIIF
 from ..sizing import round_size
-from .common import (
-    DEFAULT_SPEED_SCALES,
-    DEFAULT_SPEED_SIZE,
-    BenchProgress,
-    common_fields,
-    engine_kwargs,
-    format_scale,
-    resolve_device,
-    speed_input_size,
-)
+from .common import BenchProgress, common_fields, engine_kwargs, resolve_device
+from .options import DEFAULT_SPEED_SCALES, DEFAULT_SPEED_SIZE, format_scale, speed_input_size
 
 CPU_DEFAULT_MAX_OUTPUT_MP = 0.25  # the reference decodes only tens of kilopixels/s on a CPU
 

@@ -1,0 +1,117 @@
+"""`liif bench`'s options, parsed and checked without importing torch, so that a usage
+error answers at once (importing torch takes seconds)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import LiifError
+from ..sizing import parse_size
+
+DEFAULT_SETS = ("Set5", "Set14")
+DEFAULT_QUALITY_SCALES = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
+DEFAULT_SPEED_SCALES = (4.0, 12.5)
+DEFAULT_SPEED_SIZE = (512, 512)  # (H, W) of the synthetic input
+
+
+def parse_sets(sets: str | Sequence[str] | None) -> list[str]:
+    """'Set5,Set14' (or a list) -> ['Set5', 'Set14']; None gives the default sets."""
+    if sets is None:
+        return list(DEFAULT_SETS)
+    items = sets.split(",") if isinstance(sets, str) else list(sets)
+    names = list(dict.fromkeys(s.strip() for s in items if s.strip()))
+    if not names:
+        raise LiifError("no benchmark sets given (e.g. --sets Set5,Set14)")
+    return names
+
+
+def parse_scales(scales: str | Sequence[float] | None,
+                 default: Sequence[float] = DEFAULT_QUALITY_SCALES) -> list[float]:
+    """'2,3,x4,12.5' (or a list of numbers) -> [2.0, 3.0, 4.0, 12.5], duplicates dropped."""
+    if scales is None:
+        return [float(s) for s in default]
+    items = scales.split(",") if isinstance(scales, str) else list(scales)
+    out: list[float] = []
+    for item in items:
+        text = str(item).strip().lstrip("xX")
+        if not text:
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            raise LiifError(f"bad scale {str(item).strip()!r}: expected a number such as 4 "
+                            "or 12.5") from None
+        if not math.isfinite(value) or value <= 0:
+            raise LiifError(f"bad scale {str(item).strip()!r}: must be a positive number")
+        if value not in out:
+            out.append(value)
+    if not out:
+        raise LiifError("no scales given (e.g. --scales 2,3,4)")
+    return out
+
+
+def speed_input_size(size: str | Sequence[int] | None) -> tuple[int, int]:
+    """The speed benchmark's input size as (H, W): a 'WIDTHxHEIGHT' string, an (H, W) pair,
+    or None for the default."""
+    if size is None:
+        return DEFAULT_SPEED_SIZE
+    h, w = parse_size(size) if isinstance(size, str) else (int(v) for v in size)
+    if h < 1 or w < 1:
+        raise LiifError(f"bad size {w}x{h}: both sides must be at least 1 pixel")
+    return h, w
+
+
+def format_scale(scale: float) -> str:
+    """2.0 -> '2', 12.5 -> '12.5'."""
+    return str(int(scale)) if float(scale).is_integer() else f"{scale:g}"
+
+
+def parse_threads(text: str | Sequence[int] | None) -> list[int]:
+    """"1,2" -> [1, 2]; None -> [1, 2] capped at this machine's cores."""
+    if text is None:
+        return sorted({1, min(2, os.cpu_count() or 1)})
+    items = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        counts = [int(str(item).strip()) for item in items]
+    except ValueError:
+        raise LiifError(f"bad --threads {text!r}: expected e.g. 1,2") from None
+    if not counts or min(counts) < 1:
+        raise LiifError(f"bad --threads {text!r}: thread counts must be >= 1")
+    return counts
+
+
+def check_json_target(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """The --json file as a Path; LiifError now (not after the benchmark) if it cannot be
+    written: a folder, an existing file (unless `overwrite`), or a place this process may
+    not create files in."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise LiifError(f"{path} is a folder, not a file name for the JSON results")
+    if path.exists() and not overwrite:
+        raise LiifError(f"{path} already exists; choose another --json file or pass --overwrite")
+    _check_creatable(path.parent, f"--json {path}")
+    return path
+
+
+def check_save_folder(path: str | os.PathLike[str]) -> Path:
+    """The --save-images folder as a Path; LiifError now if it cannot hold the images."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise LiifError(f"--save-images {path} exists and is not a folder")
+    _check_creatable(path, f"--save-images {path}")
+    return path
+
+
+def _check_creatable(folder: Path, what: str) -> None:
+    """LiifError unless `folder` exists and takes new files, or its nearest existing parent
+    is a folder that takes new ones (so it can be created)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise LiifError(f"{what}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LiifError(f"{what}: no permission to write in {existing}")
