@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture
+def cli_in_fresh_process() -> Callable[[list[str]], tuple[int, bool]]:
+    """Run `liif ARGS` in a new Python process: (exit code, whether torch got imported)."""
+
+    def run(args: list[str]) -> tuple[int, bool]:
+        code = ("import sys\nfrom typer.testing import CliRunner\nfrom liif_cli.cli import app\n"
+                f"result = CliRunner().invoke(app, {[str(a) for a in args]!r})\n"
+                "print(result.exit_code, 'torch' in sys.modules)")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, check=True)
+        exit_code, imported = done.stdout.split()
+        return int(exit_code), imported == "True"
+
+    return run
 
 
 @pytest.fixture(scope="session")

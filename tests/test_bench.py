@@ -439,23 +439,15 @@ def test_bench_status_lines_go_to_stderr(tmp_path, capsys, monkeypatch):
     assert json.loads((tmp_path / "t.json").read_text())["kind"] == "training-speed"
 
 
-def test_bench_usage_errors_exit_2_without_torch(tmp_path):
+def test_bench_usage_errors_exit_2_without_torch(tmp_path, cli_in_fresh_process):
     """Bad options are usage errors (exit 2), answered before torch is imported."""
-    import subprocess
-    import sys
-
     (tmp_path / "file").write_text("x")
     for args in (["--scales", "abc"], ["--training", "--threads", "0"],
                  ["--speed", "--size", "0x16"], ["--sets", ","],
-                 ["--speed", "--save-images", str(tmp_path / "out")],
-                 ["--json", str(tmp_path / "file" / "r.json")],
-                 ["--save-images", str(tmp_path / "file")]):
-        code = ("import sys\nfrom typer.testing import CliRunner\nfrom liif_cli.cli import app\n"
-                f"result = CliRunner().invoke(app, {['bench', *args]!r})\n"
-                "print(result.exit_code, 'torch' in sys.modules)")
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=120, check=True)
-        assert done.stdout.split() == ["2", "False"], (args, done.stdout)
+                 ["--speed", "--save-images", tmp_path / "out"],
+                 ["--json", tmp_path / "file" / "r.json"],
+                 ["--save-images", tmp_path / "file"]):
+        assert cli_in_fresh_process(["bench", *args]) == (2, False), args
 
 
 def test_bench_checks_every_image_and_output_before_rendering(data, model, tmp_path,

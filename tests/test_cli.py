@@ -719,16 +719,11 @@ def test_python_dash_m_help():
     ["bench", "--help"], ["upscale", "in.png"], ["upscale", "in.png", "--size", "4000by3000"],
     ["resize", "in", "--size", "wide", "-o", "out"], ["upscale", "--bogus"],
 ])
-def test_help_and_usage_errors_do_not_import_torch(args):
+def test_help_and_usage_errors_do_not_import_torch(args, cli_in_fresh_process):
     """`liif --help` and usage errors answer without importing torch (seconds of start-up)."""
-    code = ("import sys\nfrom typer.testing import CliRunner\nfrom liif_cli.cli import app\n"
-            f"result = CliRunner().invoke(app, {args!r})\n"
-            "print(result.exit_code, 'torch' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, check=True)
-    exit_code, imported = done.stdout.split()
-    assert imported == "False", args
-    assert (exit_code == "0") == (args[-1] == "--help"), (args, exit_code)
+    exit_code, imported = cli_in_fresh_process(args)
+    assert not imported, args
+    assert (exit_code == 0) == (args[-1] == "--help"), (args, exit_code)
 
 
 # ----------------------------------------------------------------------------- hardening
@@ -779,15 +774,10 @@ def torch_cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def test_upscale_output_errors_do_not_import_torch(work):
+def test_upscale_output_errors_do_not_import_torch(work, cli_in_fresh_process):
     src, other = make_image(work / "a.png", 8, 6), make_image(work / "b.png", 8, 6)
     for args in ([src, "-s", "2", "-o", work / "out.xyz"], [src, other, "-s", "2", "-o", other]):
-        code = ("import sys\nfrom typer.testing import CliRunner\nfrom liif_cli.cli import app\n"
-                f"result = CliRunner().invoke(app, {['upscale', *map(str, args)]!r})\n"
-                "print(result.exit_code, 'torch' in sys.modules)")
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=120, check=True)
-        assert done.stdout.split() == ["2", "False"], (args, done.stdout)
+        assert cli_in_fresh_process(["upscale", *args]) == (2, False), args
 
 
 def test_default_output_takes_a_writable_suffix_from_the_file(work, tiny_weights):
