@@ -663,195 +663,243 @@ def _train_loop(config: TrainConfig, start: checkpoint.Checkpoint | None, device
                 images: list[np.ndarray], names: list[str], val_images: list[np.ndarray],
                 warnings: list[str], emit: Callable[[TrainEvent], Any],
                 stop: threading.Event | None) -> TrainResult:
-    out = Path(config.out).expanduser()
-    ckpt_path = out / CHECKPOINT_NAME
-    metrics_path = out / METRICS_NAME
-    rank, world = distributed.rank(), distributed.world_size()
-    main = rank == 0  # writes the files; in a plain process always True
-
-    torch.manual_seed(config.seed)  # model initialisation (the same on every rank)
-    model = prepare_for_training(build_model(config.spec()).to(device))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    generator = torch.Generator()  # data sampling: always on the CPU
-    generator.manual_seed(config.seed)
-    step, elapsed, last_val = 0, 0.0, None
-    history = _history(config, start)
-    if start is not None:  # resumed, or fine-tuned (--init: optimiser and schedule anew)
-        model.load_state_dict(start.state_dict)
-    # With `ema`, a moving average of the weights is kept beside them: it is what validation
-    # scores and what the checkpoint's weights (state_dict) hold, so a run stopped at any
-    # point, even at a high learning rate, leaves usable weights. The weights being trained
-    # are then in train_state["model"].
-    averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema))
-                if config.ema else None)
-    if config.resume:
-        state = start.extra["train_state"]
-        if averaged is not None and "model" in state:
-            averaged.module.load_state_dict(start.state_dict)
-            averaged.n_averaged.fill_(int(state.get("ema_updates", 1)))
-            model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["rng"])
-        step = int(state["step"])
-        elapsed = float(state.get("elapsed_s", 0.0))
-        last_val = state.get("last_val")
-        if main:
-            _truncate_metrics(metrics_path, step)
-    elif main:
-        metrics_path.unlink(missing_ok=True)
-    if main:
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-
-    sampler = CropSampler(images, config.crop, config.samples, config.scale_min,
-                          config.scale_max, config.degradation_config())
-    use_amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
-    amp = device.type if use_amp else None
-    ddp = None
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp = DistributedDataParallel(_LossModule(model, amp),
-                                      device_ids=[device] if device.type == "cuda" else None)
-
-    def save() -> None:
-        # Every rank checks (the weights are the same everywhere, so all raise together).
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-            raise LiifError(f"training diverged: non-finite weights at step {step}; stopped "
-                            f"without saving (the last good checkpoint is kept); "
-                            "try a lower learning rate")
-        if not main:
-            return
-        train_state = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": {"name": config.lr_schedule, "base_lr": config.lr,
-                          "total_steps": config.steps, "time_budget": config.time_budget,
-                          "lr": lr_at(config, step, elapsed)},
-            "step": step,
-            "rng": generator.get_state(),
-            "config": config.to_dict(),
-            "elapsed_s": elapsed,
-            "last_val": last_val,
-        }
-        weights = model
-        if averaged is not None:
-            train_state["model"] = checkpoint.to_dict(model)["state_dict"]
-            train_state["ema_updates"] = int(averaged.n_averaged)
-            weights = averaged.module
-        metadata = _metadata(config, step, last_val, names, elapsed, world, history)
-        checkpoint.save(checkpoint.to_dict(weights, metadata, train_state=train_state),
-                        ckpt_path)
-
+    run = _Run(config, start, device, images, names, val_images, emit)
     flag = _StopFlag(stop)
     flag.install()
-    start_step, session_time = step, 0.0
-    losses: list[float] = []
-    loss_value: float | None = None
-    interrupted = False
-    # In a group, decisions that depend on run time (time_budget: the lr and the end) use
-    # rank 0's clock as of the last agreement, so that every rank takes the same ones.
-    clock, stopping = elapsed, False
-
-    def now() -> float:
-        return elapsed if world == 1 else clock
-
-    def finished() -> bool:
-        return step >= config.steps or progress_fraction(config, step, now()) >= 1.0
-
-    def event(kind: str, **kw: Any) -> TrainEvent:
-        rate = (step - start_step) / session_time if session_time > 0 else None
-        eta = (config.steps - step) / rate if rate else None
-        avg = sum(losses) / len(losses) if losses else None
-        if config.time_budget and rate:
-            eta = min(eta, max(0.0, config.time_budget - now()))
-        return TrainEvent(kind, step, config.steps, loss_value, avg,
-                          lr_at(config, step, now()), rate, eta, last_val, **kw)
-
-    headline = f"training on {len(images)} images, {device}"
-    if world > 1:
-        headline = (f"training on {len(images)} images, {world} ranks "
-                    f"({distributed.backend()}, {device.type}), batch {config.batch_size} = "
-                    f"{world} ranks x {config.batch_size // world}")
-    model.train()
     try:
+        interrupted = run.train(flag)
+    finally:
+        flag.restore()
+    return TrainResult(run.out, run.ckpt_path, run.step, config.steps, interrupted,
+                       run.loss_value, run.last_val, warnings)
+
+
+class _Run:
+    """One training run's moving parts: the model (and its moving average), the optimiser,
+    the sampler and its generator, the step and the clocks. `train` steps until the run is
+    finished or asked to stop, validating and checkpointing on the way."""
+
+    def __init__(self, config: TrainConfig, start: checkpoint.Checkpoint | None,
+                 device: torch.device, images: list[np.ndarray], names: list[str],
+                 val_images: list[np.ndarray], emit: Callable[[TrainEvent], Any]):
+        self.config, self.device, self.names, self.val_images = config, device, names, val_images
+        self.n_images, self.emit = len(images), emit
+        self.out = Path(config.out).expanduser()
+        self.ckpt_path = self.out / CHECKPOINT_NAME
+        self.metrics_path = self.out / METRICS_NAME
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.main = self.rank == 0  # writes the files; in a plain process always True
+
+        torch.manual_seed(config.seed)  # model initialisation (the same on every rank)
+        self.model = prepare_for_training(build_model(config.spec()).to(device))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.generator = torch.Generator()  # data sampling: always on the CPU
+        self.generator.manual_seed(config.seed)
+        self.step, self.elapsed = 0, 0.0
+        self.last_val: dict[str, Any] | None = None
+        self.loss_value: float | None = None
+        self.history = _history(config, start)
+        if start is not None:  # resumed, or fine-tuned (--init: optimiser and schedule anew)
+            self.model.load_state_dict(start.state_dict)
+        # With `ema`, a moving average of the weights is kept beside them: it is what
+        # validation scores and what the checkpoint's weights (state_dict) hold, so a run
+        # stopped at any point, even at a high learning rate, leaves usable weights. The
+        # weights being trained are then in train_state["model"].
+        self.averaged = (AveragedModel(self.model,
+                                       multi_avg_fn=get_ema_multi_avg_fn(config.ema))
+                         if config.ema else None)
+        if config.resume:
+            self._restore(start.extra["train_state"], start.state_dict)
+        elif self.main:
+            self.metrics_path.unlink(missing_ok=True)
+        if self.main:
+            (self.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+        self.sampler = CropSampler(images, config.crop, config.samples, config.scale_min,
+                                   config.scale_max, config.degradation_config())
+        use_amp = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+        self.amp = device.type if use_amp else None
+        self.ddp = None
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(
+                _LossModule(self.model, self.amp),
+                device_ids=[device] if device.type == "cuda" else None)
+        # Losses since the last validation, for its record and the progress events' average.
+        self.losses: list[float] = []
+        # In a group, decisions that depend on run time (time_budget: the lr and the end) use
+        # rank 0's clock as of the last agreement, so that every rank takes the same ones.
+        self.clock, self.stopping = self.elapsed, False
+        self.start_step, self.session_time = self.step, 0.0
+
+    def _restore(self, state: dict[str, Any], weights: dict[str, torch.Tensor]) -> None:
+        """Continue a run from its checkpoint's training state."""
+        if self.averaged is not None and "model" in state:
+            self.averaged.module.load_state_dict(weights)
+            self.averaged.n_averaged.fill_(int(state.get("ema_updates", 1)))
+            self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["rng"])
+        self.step = int(state["step"])
+        self.elapsed = float(state.get("elapsed_s", 0.0))
+        self.last_val = state.get("last_val")
+        if self.main:
+            _truncate_metrics(self.metrics_path, self.step)
+
+    # ------------------------------------------------------------------ clocks and events
+
+    def now(self) -> float:
+        """Run time so far, as every rank agrees on it."""
+        return self.elapsed if self.world == 1 else self.clock
+
+    def finished(self) -> bool:
+        return (self.step >= self.config.steps
+                or progress_fraction(self.config, self.step, self.now()) >= 1.0)
+
+    def event(self, kind: str, **kw: Any) -> TrainEvent:
+        config = self.config
+        rate = ((self.step - self.start_step) / self.session_time if self.session_time > 0
+                else None)
+        eta = (config.steps - self.step) / rate if rate else None
+        avg = sum(self.losses) / len(self.losses) if self.losses else None
+        if config.time_budget and rate:
+            eta = min(eta, max(0.0, config.time_budget - self.now()))
+        return TrainEvent(kind, self.step, config.steps, self.loss_value, avg,
+                          lr_at(config, self.step, self.now()), rate, eta, self.last_val, **kw)
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self, flag: _StopFlag) -> bool:
+        """Step until finished, or until stopped (then save); True if stopped."""
+        config, world = self.config, self.world
+        headline = f"training on {self.n_images} images, {self.device}"
+        if world > 1:
+            headline = (f"training on {self.n_images} images, {world} ranks "
+                        f"({distributed.backend()}, {self.device.type}), batch "
+                        f"{config.batch_size} = {world} ranks x {config.batch_size // world}")
+        self.model.train()
         if world > 1:  # a signal during setup reached some ranks only: agree before step 1
-            stopping = distributed.all_sum([flag.event.is_set()])[0] > 0
-        emit(event("start", message=headline))
-        tick = time.perf_counter()
-        while not finished():
-            if (flag.event.is_set() if world == 1 else stopping):
+            self.stopping = distributed.all_sum([flag.event.is_set()])[0] > 0
+        self.emit(self.event("start", message=headline))
+        self.tick = time.perf_counter()
+        interrupted = False
+        while not self.finished():
+            if (flag.event.is_set() if world == 1 else self.stopping):
                 interrupted = True
                 break
-            t0 = time.perf_counter()
-            elapsed += t0 - tick
-            tick = t0
-            lr = lr_at(config, step, now())
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = {k: v.to(device, non_blocking=True)
-                     for k, v in sampler.batch(config.batch_size, generator,
-                                               (rank, world)).items()}
-            if ddp is None:
-                loss = training_loss(model, batch, amp)
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    raise _diverged(loss_value, step + 1, ckpt_path)
-            else:  # this rank's share; DDP averages the gradients over the ranks
-                loss = ddp(batch["inp"], batch["coord"], batch["cell"], batch["gt"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if averaged is not None:
-                averaged.update_parameters(model)
-            step += 1
-            session_time += time.perf_counter() - t0
-            elapsed += time.perf_counter() - tick
-            tick = time.perf_counter()
-            if ddp is not None:
-                # One all-reduce: the global mean loss, whether any rank was asked to
-                # stop, and rank 0's clock (the others add 0).
-                total, stops, clock = distributed.all_sum(
-                    [float(loss.detach()), flag.event.is_set(), elapsed if main else 0.0])
-                loss_value, stopping = total / world, stops > 0
-                if not math.isfinite(loss_value):
-                    raise _diverged(loss_value, step, ckpt_path)
-            losses.append(loss_value)
-            emit(event("step"))
-
-            last = finished()
-            if main and val_images and ((config.val_every and step % config.val_every == 0)
-                                        or last):
-                t1 = time.perf_counter()
-                result = validate(averaged.module if averaged is not None else model,
-                                  val_images, config.val_scales, config.val_crop,
-                                  "bf16" if amp == "cpu" else "fp32", config.val_degrade)
-                record = {"step": step, "loss": round(sum(losses) / len(losses), 6),
-                          "lr": lr, **result, "time": round(elapsed, 1),
-                          "val_s": round(time.perf_counter() - t1, 2),
-                          "wall": time.strftime("%Y-%m-%dT%H:%M:%S")}
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                last_val = record
-                elapsed += time.perf_counter() - tick
-                tick = time.perf_counter()
-                losses = []
-                emit(event("val"))
-            if step % config.checkpoint_every == 0 or last:
-                save()
-                emit(event("checkpoint"))
+            lr = self._train_step(flag)
+            self.emit(self.event("step"))
+            last = self.finished()
+            if self.main and self.val_images and (
+                    (config.val_every and self.step % config.val_every == 0) or last):
+                self._validate(lr)
+                self.emit(self.event("val"))
+            if self.step % config.checkpoint_every == 0 or last:
+                self.save()
+                self.emit(self.event("checkpoint"))
         if interrupted:
-            save()
+            self.save()
             sig = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}.get(flag.signal, "stop")
             if world > 1 and not flag.event.is_set():
                 sig = "another rank's signal"
-            emit(event("interrupted", message=f"stopped by {sig} after step {step}; "
-                                              f"saved {ckpt_path}"))
+            self.emit(self.event("interrupted", message=f"stopped by {sig} after step "
+                                                        f"{self.step}; saved {self.ckpt_path}"))
         else:
-            emit(event("done", message=f"finished {step} steps; saved {ckpt_path}"))
+            self.emit(self.event("done", message=f"finished {self.step} steps; saved "
+                                                 f"{self.ckpt_path}"))
         distributed.barrier()  # in a group, return once rank 0 has written the checkpoint
-    finally:
-        flag.restore()
-    return TrainResult(out, ckpt_path, step, config.steps, interrupted, loss_value, last_val,
-                       warnings)
+        return interrupted
+
+    def _train_step(self, flag: _StopFlag) -> float:
+        """One optimisation step on the next batch; returns its learning rate."""
+        config = self.config
+        t0 = time.perf_counter()
+        self.elapsed += t0 - self.tick
+        self.tick = t0
+        lr = lr_at(config, self.step, self.now())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = {k: v.to(self.device, non_blocking=True)
+                 for k, v in self.sampler.batch(config.batch_size, self.generator,
+                                                (self.rank, self.world)).items()}
+        if self.ddp is None:
+            loss = training_loss(self.model, batch, self.amp)
+            self.loss_value = float(loss.detach())
+            if not math.isfinite(self.loss_value):
+                raise _diverged(self.loss_value, self.step + 1, self.ckpt_path)
+        else:  # this rank's share; DDP averages the gradients over the ranks
+            loss = self.ddp(batch["inp"], batch["coord"], batch["cell"], batch["gt"])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
+        self.step += 1
+        self.session_time += time.perf_counter() - t0
+        self.elapsed += time.perf_counter() - self.tick
+        self.tick = time.perf_counter()
+        if self.ddp is not None:
+            # One all-reduce: the global mean loss, whether any rank was asked to stop, and
+            # rank 0's clock (the others add 0).
+            total, stops, self.clock = distributed.all_sum(
+                [float(loss.detach()), flag.event.is_set(),
+                 self.elapsed if self.main else 0.0])
+            self.loss_value, self.stopping = total / self.world, stops > 0
+            if not math.isfinite(self.loss_value):
+                raise _diverged(self.loss_value, self.step, self.ckpt_path)
+        self.losses.append(self.loss_value)
+        return lr
+
+    def _validate(self, lr: float) -> None:
+        """Score the weights (their moving average, if kept) and append to metrics.jsonl;
+        its time is run time too (time_budget)."""
+        config = self.config
+        t1 = time.perf_counter()
+        weights = self.averaged.module if self.averaged is not None else self.model
+        result = validate(weights, self.val_images, config.val_scales, config.val_crop,
+                          "bf16" if self.amp == "cpu" else "fp32", config.val_degrade)
+        record = {"step": self.step, "loss": round(sum(self.losses) / len(self.losses), 6),
+                  "lr": lr, **result, "time": round(self.elapsed, 1),
+                  "val_s": round(time.perf_counter() - t1, 2),
+                  "wall": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.last_val = record
+        self.elapsed += time.perf_counter() - self.tick
+        self.tick = time.perf_counter()
+        self.losses = []
+
+    def save(self) -> None:
+        """Write the checkpoint (rank 0): weights, training state and metadata."""
+        # Every rank checks (the weights are the same everywhere, so all raise together).
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise LiifError(f"training diverged: non-finite weights at step {self.step}; "
+                            "stopped without saving (the last good checkpoint is kept); "
+                            "try a lower learning rate")
+        if not self.main:
+            return
+        config = self.config
+        train_state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"name": config.lr_schedule, "base_lr": config.lr,
+                          "total_steps": config.steps, "time_budget": config.time_budget,
+                          "lr": lr_at(config, self.step, self.elapsed)},
+            "step": self.step,
+            "rng": self.generator.get_state(),
+            "config": config.to_dict(),
+            "elapsed_s": self.elapsed,
+            "last_val": self.last_val,
+        }
+        weights = self.model
+        if self.averaged is not None:
+            train_state["model"] = checkpoint.to_dict(self.model)["state_dict"]
+            train_state["ema_updates"] = int(self.averaged.n_averaged)
+            weights = self.averaged.module
+        metadata = _metadata(config, self.step, self.last_val, self.names, self.elapsed,
+                             self.world, self.history)
+        checkpoint.save(checkpoint.to_dict(weights, metadata, train_state=train_state),
+                        self.ckpt_path)
 
 
 def _diverged(loss: float, step: int, ckpt_path: Path) -> LiifError:
