@@ -57,7 +57,7 @@ import os
 import sys
 from pathlib import Path
 
-from liif_cli.train import TrainConfig, run_training
+from liif_cli.train import TrainConfig, line_progress, run_training
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from adaptive_threads import recipe_progress  # noqa: E402
@@ -99,7 +99,25 @@ phase4 = TrainConfig(
     **{**phase3.to_dict(), "out": "runs/phase4", "init": "runs/phase3.pth",
        "lr": 5e-5, "time_budget": 7500.0}
 )
-config = {"1": phase1, "2": phase2, "3": phase3, "4": phase4}[os.environ.get("PHASE", "1")]
-result = run_training(config, recipe_progress())
+phase = os.environ.get("PHASE", "1")
+if phase == "5":
+    # Phase 5: the current default weights fine-tuned on a lent GPU, for the few minutes a
+    # session has one (weights/training/gpu_session.sh runs it there). Batch 16 and lr 1e-4,
+    # the paper's settings (not probed: no GPU has been lent yet), a cosine to 0 over
+    # TIME_BUDGET seconds, on the photos that weights/training/gpu_data.py packed into
+    # runs/gpu-data/part* (a subset: a call carries at most 64 MiB). No validation there:
+    # the exported weights are benchmarked here before they ship.
+    parts = sorted(str(p) for p in Path("runs/gpu-data").glob("part*"))
+    config = TrainConfig(
+        **{**phase4.to_dict(), "out": "runs/phase5", "init": "weights/liif-edsr-baseline.pth",
+           "data": parts, "device": os.environ.get("DEVICE", "cuda"), "batch_size": 16,
+           "lr": 1e-4, "val": None,
+           "checkpoint_every": 2000, "time_budget": float(os.environ.get("TIME_BUDGET", 240)),
+           "resume": bool(os.environ.get("RESUME"))})
+    progress = line_progress(lambda line: print(line, flush=True), every_s=15)
+else:
+    config = {"1": phase1, "2": phase2, "3": phase3, "4": phase4}[phase]
+    progress = recipe_progress()
+result = run_training(config, progress)
 print(f"result: step {result.step}/{result.total} interrupted={result.interrupted} "
       f"last_val={result.last_val}", flush=True)
