@@ -33,6 +33,12 @@ alone. Kodak24 x4 Y-PSNR, clean / JPEG 75 / noise 5 (the default model: 28.22 / 
               step 7,946: 27.98 / 27.03 / 27.69 (clean +0.21, noise +0.12 over light). Its
               moving average is weights/liif-edsr-baseline-real.pth; its config, log and
               metrics are beside this file.
+    camera2   camera's mix again, a second cosine from 5e-5 from camera's weights. Step 1,500:
+              27.97 / 27.02 / 27.69, no better than camera's end; stopped at step 1,930.
+    camera-clean  camera's mix with more untouched crops (31% of first passes against 21%:
+              noise and JPEG each 0.4, resizing 0.05), from camera's weights, a cosine from
+              5e-5 over 7,000 s, 1 thread beside the default model's phase 3. Step 1,500:
+              28.02 / 27.01 / 27.70 (against camera2's 27.97 / 27.02 / 27.69).
     mkdir -p runs/real-<v>
     VARIANT=<v> ADAPTIVE=0 nohup .venv/bin/python $RECIPE > runs/real-<v>/train.log 2>&1 &
 (ADAPTIVE=0 keeps 1 thread while two runs share the CPU; a run alone is restarted with
@@ -44,6 +50,8 @@ training state is weights/training/liif-edsr-baseline-real/last.pth at commit 1a
     git show 1ae669c:weights/liif-edsr-baseline-real.pth > runs/real-light.pth
     mkdir -p runs/real-camera
     VARIANT=camera ADAPTIVE=0 nohup .venv/bin/python $RECIPE > runs/real-camera/train.log 2>&1 &
+camera2 and camera-clean start from camera's weights (commit 686f958):
+    git show 686f958:weights/liif-edsr-baseline-real.pth > runs/real-camera.pth
 Then: liif export runs/real-<variant>/last.pth weights/liif-edsr-baseline-real.pth
 """
 import os
