@@ -31,22 +31,26 @@ alone. Kodak24 x4 Y-PSNR, clean / JPEG 75 / noise 5 (the default model: 28.22 / 
               and resizing (see VARIANTS); a cosine from 5e-5 over 6,300 s, 1 thread beside
               the default model's phase 4. Step 1,500: 27.88 / 27.03 / 27.64; at its end,
               step 7,946: 27.98 / 27.03 / 27.69 (clean +0.21, noise +0.12 over light). Its
-              moving average is weights/liif-edsr-baseline-real.pth; its config, log and
-              metrics are beside this file.
+              moving average was the second real-photo model (commit 686f958); its config,
+              log and metrics are in camera/, bench results in bench/camera/.
     camera2   camera's mix again, a second cosine from 5e-5 from camera's weights. Step 1,500:
               27.97 / 27.02 / 27.69, no better than camera's end; stopped at step 1,930.
     camera-clean  camera's mix with more untouched crops (31% of first passes against 21%:
               noise and JPEG each 0.4, resizing 0.05), from camera's weights, a cosine from
               5e-5 over 7,000 s, 1 thread beside the default model's phase 3. Step 1,500:
-              28.02 / 27.01 / 27.70 (against camera2's 27.97 / 27.02 / 27.69).
+              28.02 / 27.01 / 27.70 (against camera2's 27.97 / 27.02 / 27.69); stopped at
+              step 7,509 (83% of its budget, lr 2.4e-6; step 7,500: 28.09 / 27.02 / 27.71).
+              Its moving average is weights/liif-edsr-baseline-real.pth; its config, log
+              and metrics are beside this file (camera's in camera/).
     mkdir -p runs/real-<v>
     VARIANT=<v> ADAPTIVE=0 nohup .venv/bin/python $RECIPE > runs/real-<v>/train.log 2>&1 &
 (ADAPTIVE=0 keeps 1 thread while two runs share the CPU; a run alone is restarted with
 RESUME=1 and ADAPTIVE=1.)
 To continue a cut-off run, copy its last.pth into its run folder and set RESUME=1. camera
-ran to the end of its time budget (light was left at 81% of its own), so a next run starts
-from the shipped weights with `--init`, as camera did from light's. light's checkpoint with
-training state is weights/training/liif-edsr-baseline-real/last.pth at commit 1ae669c.
+ran to the end of its time budget and camera-clean to 83% of its own (lr 2.4e-6), so a next
+run starts from the shipped weights with `--init`, as camera did from light's. light's
+checkpoint with training state is weights/training/liif-edsr-baseline-real/last.pth at
+commit 1ae669c.
     git show 1ae669c:weights/liif-edsr-baseline-real.pth > runs/real-light.pth
     mkdir -p runs/real-camera
     VARIANT=camera ADAPTIVE=0 nohup .venv/bin/python $RECIPE > runs/real-camera/train.log 2>&1 &

@@ -30,10 +30,13 @@ this CPU the crops per second do not grow with the batch, so a larger batch only
 fewer updates. Validation every 4,000 steps: it renders Kodak24 at x2, x4 and x8 (bf16),
 about 2.5 minutes on the shared CPU.
 Phase 3 ran first on a 2-core AMD EPYC (AVX512-BF16, no AMX) shared with development work,
-at about 1.7 steps/s; its weights at step 8,074 (the moving average) shipped as the default,
-and the run continues from last.pth beside this file (step 12,133; Kodak24 x2/x4/x8 of
-its moving average at step 12,000: 33.22/28.24/25.62 dB, against 33.16/28.21/25.59 at the
-start).
+at about 1.7 steps/s; its weights at step 8,074 (the moving average) shipped as the default.
+It was resumed from step 12,133, on one thread beside the real-photo model's runs (about 1.3
+steps/s) to step 22,656, then alone on two (2.6 steps/s), and stopped at step 24,410 (lr
+7.9e-5); it continues from last.pth beside this file. Kodak24 x2/x4/x8 of its moving
+average: 33.16/28.21/25.59 dB at the start, 33.22/28.24/25.62 at step 12,000, 33.23/28.25/
+25.62 at 16,000, 33.27/28.27/25.63 at 20,000, 33.28/28.28/25.65 at 24,000 (phase 4, the
+shipped default: 33.29/28.26/25.62).
 To continue a cut-off run, copy its last.pth into its run folder (phase 3's is beside this
 file) and set RESUME=1 (the run keeps its saved settings), e.g.
     mkdir -p runs/phase3 && cp weights/training/liif-edsr-baseline/last.pth runs/phase3/
