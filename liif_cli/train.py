@@ -732,6 +732,7 @@ class _Run:
         # rank 0's clock as of the last agreement, so that every rank takes the same ones.
         self.clock, self.stopping = self.elapsed, False
         self.start_step, self.session_time = self.step, 0.0
+        self.tick = 0.0  # when `elapsed` was last brought up to date; set as training starts
 
     def _restore(self, state: dict[str, Any], weights: dict[str, torch.Tensor]) -> None:
         """Continue a run from its checkpoint's training state."""

@@ -320,11 +320,11 @@ def plan_quality(sets: Sequence[str], scales: Sequence[float],
             hr = load_rgb_u8(path)
             for s in scales:
                 check_pair(path, (hr.shape[0], hr.shape[1]), set_dir, s)
-                target = None if save_dir is None else _save_target(save_dir, set_dir.name,
-                                                                      s, path.stem)
-                if target is not None and target.exists() and not overwrite:
-                    raise LiifError(f"{target} already exists; choose another --save-images "
-                                    "folder or pass --overwrite")
+                if save_dir is not None and not overwrite:
+                    target = _save_target(save_dir, set_dir.name, s, path.stem)
+                    if target.exists():
+                        raise LiifError(f"{target} already exists; choose another "
+                                        "--save-images folder or pass --overwrite")
         plan.sets.append((set_dir.name, set_dir, images))
     return plan
 
