@@ -1,13 +1,13 @@
-"""Pack a subset of the training photos for a lent GPU machine, which receives at most
-64 MiB per call, the repository's tracked files included (about 40 MB today).
+"""Pack a subset of the training photos for a GPU machine that takes uploads of at most
+64 MiB, the repository's tracked files included (about 40 MB today).
 
     python weights/training/gpu_data.py [--parts 2] [--part-mb 22]
 
 Shuffles ../shared/data/train's images with a fixed seed, then copies them into
 runs/gpu-data/part1, part2, ... (ignored by git), each at most --part-mb megabytes, until
---parts are full. Send one part per call (`carry: ["runs/gpu-data/part1"]`, then part2):
-what an earlier call carried stays on the machine while it is warm. Phase 5 of the default
-model's recipe trains on every part that arrived.
+--parts are full. Upload one part per run of weights/training/gpu_run.sh (part1, then
+part2): what an earlier run uploaded stays on the machine while it is held. Phase 5 of
+the default model's recipe trains on every part that arrived.
 """
 import argparse
 import random

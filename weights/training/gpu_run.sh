@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# What one call on a lent GPU machine runs, from the repository root there ($OUT comes back):
+# The GPU checks and a short training run, for a GPU machine that takes uploads of at most
+# 64 MiB (the repository included) and is held for about 15 minutes, start included. Run
+# from the repository root there; results go to $OUT (default runs/gpu-out):
 #   1. the GPU tests and `liif bench --speed --device cuda` in fp32, bf16 and fp16 (skipped
 #      with CHECKS=0);
-#   2. with TRAIN_S > 0 and runs/gpu-data/part* carried (weights/training/gpu_data.py),
+#   2. with TRAIN_S > 0 and runs/gpu-data/part* uploaded (weights/training/gpu_data.py),
 #      phase 5 of the default model's recipe for TRAIN_S seconds; its weights are exported
 #      to $OUT/phase5.pth (a checkpoint with training state is over the 16 MiB a file may
 #      have on the way back).
 # The machine's own python3 holds torch, typer, rich, pillow, numpy and imageio: nothing is
-# installed. A session's device time is about 15 minutes, machine start included, e.g.:
-#   call 1: carry runs/gpu-data/part1; CHECKS=1 TRAIN_S=0        (checks; data arrives)
-#   call 2: carry runs/gpu-data/part2; CHECKS=0 TRAIN_S=240      (trains on both parts)
-# Then here: liif bench ... --weights <files_at>/phase5.pth before anything ships.
+# installed. For example, in two runs on the same machine:
+#   run 1, uploading runs/gpu-data/part1: CHECKS=1 TRAIN_S=0    (checks; data arrives)
+#   run 2, uploading runs/gpu-data/part2: CHECKS=0 TRAIN_S=240  (trains on both parts)
+# Then benchmark $OUT/phase5.pth on the development machine before anything ships.
 set -uo pipefail
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 out="${OUT:-runs/gpu-out}"

@@ -104,11 +104,11 @@ phase4 = TrainConfig(
 )
 phase = os.environ.get("PHASE", "1")
 if phase == "5":
-    # Phase 5: the current default weights fine-tuned on a lent GPU, for the few minutes a
-    # session has one (weights/training/gpu_session.sh runs it there). Batch 16 and lr 1e-4,
-    # the paper's settings (not probed: no GPU has been lent yet), a cosine to 0 over
+    # Phase 5: the current default weights fine-tuned on a GPU for a few minutes
+    # (weights/training/gpu_run.sh runs it there). Batch 16 and lr 1e-4,
+    # the paper's settings (not probed: no GPU run yet), a cosine to 0 over
     # TIME_BUDGET seconds, on the photos that weights/training/gpu_data.py packed into
-    # runs/gpu-data/part* (a subset: a call carries at most 64 MiB). No validation there:
+    # runs/gpu-data/part* (a subset: an upload is at most 64 MiB). No validation there:
     # the exported weights are benchmarked here before they ship.
     parts = sorted(str(p) for p in Path("runs/gpu-data").glob("part*"))
     config = TrainConfig(
