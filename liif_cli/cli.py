@@ -449,8 +449,9 @@ def info(
         help=bundled.WEIGHTS_HELP, show_default=False)]
     = None,
 ) -> None:
-    """Show what a checkpoint holds (architecture, size, training, measured quality) and
-    which bundled model is for what."""
+    """Show what a checkpoint holds and which bundled model is for what.
+
+    Architecture, size, training run and measured quality, as the checkpoint records them."""
     from . import checkpoint
     from .model import count_parameters
 
@@ -546,8 +547,11 @@ def bench(
         "noise:SIGMA (Gaussian, 8-bit levels), blur:SIGMA (px), or a chain such as "
         "blur:1+noise:5+jpeg:75.")] = None,
 ) -> None:
-    """Score the model against bicubic and Lanczos (Y-PSNR/SSIM), time it (--speed), or time
-    training steps (--training)."""
+    """Score the model against bicubic and Lanczos, or time it.
+
+    Quality: Y-PSNR and SSIM on benchmark sets. --speed: rendering time.
+
+    --training: training steps per second."""
     from .bench.command import prepare_bench, run_bench
 
     with user_errors(code=2):  # bad options, data or weights: usage errors
