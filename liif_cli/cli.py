@@ -604,7 +604,8 @@ def train(
         help="Keep a moving average of the weights with this decay (e.g. 0.999; 0: off); "
         "it is what validation scores and what checkpoints hold.")] = 0.0,
     amp: Annotated[str, typer.Option(
-        help="auto: bf16 autocast on CUDA, fp32 on CPU; bf16; off.")] = "auto",
+        help="auto: bf16 autocast on CUDA and on CPUs with bf16 units (AMX, AVX512-BF16), "
+        "else fp32; bf16; off (fp32).")] = "auto",
     degradation: Annotated[str, typer.Option(
         help="LR inputs: none (clean bicubic, the paper's) or real (a random chain of blur, "
         "resize, noise and JPEG, once or twice); change ranges with "

@@ -155,7 +155,8 @@ DDP_SCRIPT = """
 
 def test_two_ranks_train_like_one_and_resume_together(data_dir: Path, tmp_path: Path) -> None:
     common = dict(data=[str(data_dir)], model=TINY, crop=8, samples=16, batch_size=4, steps=6,
-                  lr=1e-3, lr_schedule="cosine", val_every=0, workers=1, seed=3, device="cpu")
+                  lr=1e-3, lr_schedule="cosine", val_every=0, workers=1, seed=3, device="cpu",
+                  amp="off")
 
     # One process, global batch 4: the reference, with a copy of its weights at step 3.
     one = tmp_path / "one"

@@ -54,7 +54,7 @@ def val_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_config(data_dir: Path, out: Path, **kw) -> TrainConfig:
     base = dict(data=[str(data_dir)], out=str(out), model=TINY, crop=8, samples=64,
                 batch_size=4, steps=6, lr=1e-3, lr_schedule="cosine", checkpoint_every=100,
-                val_every=0, workers=1, seed=3, device="cpu")
+                val_every=0, workers=1, seed=3, device="cpu", amp="off")
     base.update(kw)
     return TrainConfig(**base)
 
@@ -178,6 +178,51 @@ def test_bf16_autocast_on_cpu_trains(data_dir: Path, tmp_path: Path) -> None:
     events: list = []
     run_training(tiny_config(data_dir, tmp_path / "run", steps=2, amp="bf16"), collect(events))
     assert all(math.isfinite(x) for x in step_losses(events).values())
+
+
+@pytest.mark.parametrize("device,fast,legacy,expected", [
+    ("cpu", True, False, "bf16"), ("cpu", False, False, "off"), ("cpu", True, True, "off"),
+    ("cuda", False, False, "bf16"), ("cuda", False, True, "bf16")])
+def test_amp_auto_picks_bf16_where_the_device_computes_it_fast(
+        monkeypatch: pytest.MonkeyPatch, device: str, fast: bool, legacy: bool,
+        expected: str) -> None:
+    monkeypatch.setattr(train, "cpu_has_fast_bf16", lambda: fast)
+    assert train.resolve_amp("auto", torch.device(device), legacy) == expected
+    for explicit in ("bf16", "off"):  # an explicit choice is kept everywhere
+        assert train.resolve_amp(explicit, torch.device(device), legacy) == explicit
+
+
+@pytest.mark.parametrize("fast,expected", [(True, "bf16"), (False, "off")])
+def test_a_run_records_what_amp_auto_chose(data_dir: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch, fast: bool,
+                                           expected: str) -> None:
+    monkeypatch.setattr(train, "cpu_has_fast_bf16", lambda: fast)
+    out = tmp_path / "run"
+    run_training(tiny_config(data_dir, out, steps=2, amp="auto"))
+    ckpt = checkpoint.load(out / "last.pth")
+    assert ckpt.metadata["amp"] == expected
+    assert ckpt.extra["train_state"]["config"]["amp"] == expected
+    assert json.loads((out / "config.json").read_text())["amp"] == expected
+
+
+def test_runs_that_saved_amp_auto_resume_in_float32_on_the_cpu(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "old"
+    stop = threading.Event()
+    run_training(tiny_config(data_dir, out, steps=4), collect([], stop_at=2, stop=stop),
+                 stop=stop)
+    raw = torch.load(out / "last.pth", map_location="cpu", weights_only=True)
+    raw["train_state"]["config"]["amp"] = "auto"  # as saved when 'auto' meant fp32 on a CPU
+    torch.save(raw, out / "last.pth")
+    monkeypatch.setattr(train, "cpu_has_fast_bf16", lambda: True)
+    resumed: list = []
+    run_training(tiny_config(data_dir, out, resume=True, steps=None, amp="auto"),
+                 collect(resumed))
+    assert checkpoint.load(out / "last.pth").metadata["amp"] == "off"
+    # Bit-for-bit with a run that never stopped: it kept float32.
+    whole: list = []
+    run_training(tiny_config(data_dir, tmp_path / "whole", steps=4), collect(whole))
+    assert step_losses(resumed) == {k: v for k, v in step_losses(whole).items() if k > 2}
 
 
 def test_checkpoint_contents_and_validation(data_dir: Path, val_dir: Path, tmp_path: Path) -> None:
