@@ -7,6 +7,7 @@ answer at once (importing torch takes seconds).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -448,6 +449,8 @@ def info(
     weights: Annotated[str | None, typer.Argument(
         help=bundled.WEIGHTS_HELP, show_default=False)]
     = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print it as JSON instead (for scripts).",
+                                          metavar=FLAG)] = False,
 ) -> None:
     """Show what a checkpoint holds and which bundled model is for what.
 
@@ -462,28 +465,80 @@ def info(
     available = checkpoint.available_weights()
     shipped = available.get(path.stem) == path
     model_info = bundled.describe(path.stem) if shipped else None
-    table = Table(title=f"{path.name}", show_header=False, title_justify="left")
+    spec = ckpt.spec.to_dict()
     # Shipped weights: where this installation keeps them is nobody's business but pip's.
+    metadata = {key: _without_absolute_paths(value) if shipped else value
+                for key, value in ckpt.metadata.items()
+                if spec.get(key, object()) != value}  # e.g. 'encoder', shown with the spec
+    if as_json:
+        record = {"file": f"bundled:{path.stem}" if shipped else str(path),
+                  "for": model_info.use if model_info else None,
+                  "short_name": model_info.short if model_info else None,
+                  "sha256": checkpoint.file_sha256(path), "format": ckpt.source_format,
+                  "spec": spec, "parameters": count_parameters(model), "metadata": metadata}
+        typer.echo(json.dumps(record, indent=2, default=str))  # plain: no wrapping, no colour
+        return
+    table = Table(title=f"{path.name}", show_header=False, title_justify="left")
     table.add_row("file", f"bundled weights {path.stem!r}" if shipped else str(path))
     if model_info:
         table.add_row("for", f"{model_info.use} (--weights {model_info.short})")
     table.add_row("sha256", checkpoint.file_sha256(path))
     table.add_row("format", ckpt.source_format)
-    spec = ckpt.spec.to_dict()
     for key, value in spec.items():
-        table.add_row(key, str(value))
+        table.add_row(key, _readable(key, value))
     table.add_row("parameters", f"{count_parameters(model):,}")
-    for key, value in ckpt.metadata.items():
-        if spec.get(key, object()) == value:
-            continue  # e.g. 'encoder', already shown with the architecture
-        table.add_row(str(key), str(_without_absolute_paths(value) if shipped else value))
-    out.print(table)
+    for key, value in metadata.items():
+        table.add_row(str(key), _readable(str(key), value))
+    out.print(table, highlight=False)
     if available:
         out.print("bundled models (--weights NAME):", highlight=False)
         for stem in available:
             described = bundled.describe(stem)
             out.print(f"  {described.short}: {described.use}" if described else f"  {stem}",
                       highlight=False)
+
+
+def _readable(key: str, value: object) -> str:
+    """A metadata value as `liif info` shows it: numbers with thousands separators, PSNR in
+    dB to two decimals, ranges as LO-HI, one line per earlier training phase."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if key.endswith("time_s"):
+            minutes = round(value / 60)
+            return f"{value:,.0f} s ({minutes // 60} h {minutes % 60:02d} min)"
+        return f"{value:g}"
+    if isinstance(value, list):
+        if key == "history" and all(isinstance(v, dict) for v in value):
+            return "\n".join(f"{i}. {_phase_line(phase)}" for i, phase in enumerate(value, 1))
+        if key.endswith(("_range", "_size", "_sigma", "_scale", "_quality")) and len(value) == 2:
+            return "-".join(_readable("", v) for v in value)
+        return ", ".join(_readable(key, v) for v in value)
+    if isinstance(value, dict):
+        if "psnr" in key and all(isinstance(v, (int, float)) for v in value.values()):
+            return ", ".join(f"{k} {v:.2f}" for k, v in value.items())
+        return ", ".join(f"{k} {_readable(str(k), v)}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def _phase_line(phase: dict) -> str:
+    """One earlier training phase, e.g. 'runs/phase1.pth: 26,000 steps on 80 images, batch 4,
+    lr 0.00015 cosine, 10,006 s (2 h 47 min); Set5/HR x2 37.00, x4 30.88'."""
+    parts = [f"{phase.get('weights', '?')}: {_readable('', phase.get('steps'))} steps"]
+    if "training_images" in phase:
+        parts[0] += f" on {_readable('', phase['training_images'])} images"
+    if "batch_size" in phase:
+        parts.append(f"batch {phase['batch_size']}")
+    if "lr" in phase:
+        parts.append(f"lr {phase['lr']:g} {phase.get('lr_schedule', '')}".rstrip())
+    if "training_time_s" in phase:
+        parts.append(_readable("training_time_s", float(phase["training_time_s"])))
+    line = ", ".join(parts)
+    if phase.get("val_psnr"):
+        line += f"; {phase.get('val_set') or 'validation'} {_readable('psnr', phase['val_psnr'])}"
+    return line
 
 
 @app.command()

@@ -650,9 +650,45 @@ def test_info_shows_spec_and_parameter_count(tiny_weights):
     result = run("info", tiny_weights)
     assert result.exit_code == 0, result.output
     text = result.stdout
-    for expected in ("edsr-baseline", "'n_feats': 8", "'n_resblocks': 1", "[16]",
+    for expected in ("edsr-baseline", "n_feats 8", "n_resblocks 1", "hidden",
                      "parameters", f"{count:,}", "tiny"):
         assert expected in text, expected
+
+
+def test_info_json_is_the_checkpoint_record(tiny_weights):
+    import json
+
+    from liif_cli import checkpoint
+
+    result = run("info", tiny_weights, "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    ckpt = checkpoint.load(tiny_weights)
+    assert record["sha256"] == checkpoint.file_sha256(tiny_weights)
+    assert record["spec"] == ckpt.spec.to_dict()
+    assert record["parameters"] == sum(p.numel() for p in ckpt.build().parameters())
+    assert record["file"] == str(tiny_weights) and record["short_name"] is None
+
+
+def test_info_shows_training_records_readably():
+    import json
+
+    result = run("info", "real")
+    assert result.exit_code == 0, result.output
+    meta = json.loads(run("info", "real", "--json").stdout)["metadata"]
+    # The table's value column as one text (long values wrap over several rows).
+    text = " ".join(line.split("│")[2].strip() for line in result.stdout.splitlines()
+                    if line.count("│") >= 3)
+    # PSNR to two decimals, ranges as LO-HI, big numbers with separators, no Python reprs.
+    x4 = meta["val_psnr"]["x4"]
+    assert f"x4 {x4:.2f}" in text
+    low, high = meta["degradation"]["jpeg_quality"]
+    assert f"jpeg_quality {low}-{high}" in text
+    assert f"{meta['steps_all_phases']:,}" in text
+    assert "{'" not in text and "[{" not in text
+    # One numbered line per earlier phase, each naming its weights and steps.
+    for i, phase in enumerate(meta["history"], 1):
+        assert f"{i}. {phase['weights']}: {phase['steps']:,} steps" in text
 
 
 def test_info_on_a_non_checkpoint_is_one_clean_error(work):
