@@ -742,6 +742,17 @@ def test_version():
     assert result.stdout.strip() == f"liif {__version__}"
 
 
+def test_every_package_is_installed():
+    """A non-editable install ships only the packages pyproject.toml lists."""
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {".".join(init.parent.relative_to(root).parts)
+             for init in (root / "liif_cli").rglob("__init__.py")}
+    assert found == listed
+
+
 def test_python_dash_m_help():
     proc = subprocess.run([sys.executable, "-m", "liif_cli", "--help"], capture_output=True,
                           text=True, timeout=120)

@@ -126,6 +126,7 @@ DDP_SCRIPT = """
     import json, signal, sys
     from liif_cli import distributed, train
     from liif_cli.errors import LiifError
+    from liif_cli.train import loop
 
     cfg, log = json.loads(sys.argv[1]), sys.argv[2]
     distributed.init_from_env("cpu")
@@ -135,7 +136,7 @@ DDP_SCRIPT = """
     except LiifError as exc:
         events.append(["error", str(exc)])
 
-    real_loss, calls = train.training_loss, [0]
+    real_loss, calls = loop.training_loss, [0]
 
     def loss(*args, **kwargs):
         calls[0] += 1
@@ -143,7 +144,7 @@ DDP_SCRIPT = """
             signal.raise_signal(signal.SIGTERM)
         return real_loss(*args, **kwargs)
 
-    train.training_loss = loss
+    loop.training_loss = loss  # the step calls it from there
     result = train.run_training(train.TrainConfig(**cfg),
                                 lambda ev: events.append([ev.kind, ev.step, ev.message]))
     events.append(["result", result.step, result.interrupted])

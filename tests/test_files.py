@@ -84,13 +84,13 @@ def test_a_later_resize_cleans_up_after_a_killed_one(tmp_path, tiny_weights):
 
 
 def test_a_training_run_cleans_up_after_a_killed_one(tmp_path):
-    from liif_cli import train
+    from liif_cli.train.run_files import prepare_run_dir
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     dead = killed_temp(run_dir)
     files._swept.clear()
-    train._prepare_run_dir(run_dir)  # what `liif train` and `liif train --resume` do first
+    prepare_run_dir(run_dir)  # what `liif train` and `liif train --resume` do first
     assert not dead.exists()
 
 

@@ -23,6 +23,8 @@ from liif_cli.dataset import CropSampler
 from liif_cli.errors import LiifError
 from liif_cli.model import ModelSpec, build_model, make_cells, make_coords
 from liif_cli.train import TrainConfig, lr_at, run_training
+from liif_cli.train import loop as train_loop
+from liif_cli.train.config import full_degradation
 
 TINY = ModelSpec(encoder_args=dict(n_resblocks=1, n_feats=8), hidden=[16, 16]).to_dict()
 REPO = Path(__file__).resolve().parent.parent
@@ -186,7 +188,7 @@ def test_bf16_autocast_on_cpu_trains(data_dir: Path, tmp_path: Path) -> None:
 def test_amp_auto_picks_bf16_where_the_device_computes_it_fast(
         monkeypatch: pytest.MonkeyPatch, device: str, fast: bool, legacy: bool,
         expected: str) -> None:
-    monkeypatch.setattr(train, "cpu_has_fast_bf16", lambda: fast)
+    monkeypatch.setattr(train_loop, "cpu_has_fast_bf16", lambda: fast)
     assert train.resolve_amp("auto", torch.device(device), legacy) == expected
     for explicit in ("bf16", "off"):  # an explicit choice is kept everywhere
         assert train.resolve_amp(explicit, torch.device(device), legacy) == explicit
@@ -196,7 +198,7 @@ def test_amp_auto_picks_bf16_where_the_device_computes_it_fast(
 def test_a_run_records_what_amp_auto_chose(data_dir: Path, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch, fast: bool,
                                            expected: str) -> None:
-    monkeypatch.setattr(train, "cpu_has_fast_bf16", lambda: fast)
+    monkeypatch.setattr(train_loop, "cpu_has_fast_bf16", lambda: fast)
     out = tmp_path / "run"
     run_training(tiny_config(data_dir, out, steps=2, amp="auto"))
     ckpt = checkpoint.load(out / "last.pth")
@@ -214,7 +216,7 @@ def test_runs_that_saved_amp_auto_resume_in_float32_on_the_cpu(
     raw = torch.load(out / "last.pth", map_location="cpu", weights_only=True)
     raw["train_state"]["config"]["amp"] = "auto"  # as saved when 'auto' meant fp32 on a CPU
     torch.save(raw, out / "last.pth")
-    monkeypatch.setattr(train, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(train_loop, "cpu_has_fast_bf16", lambda: True)
     resumed: list = []
     run_training(tiny_config(data_dir, out, resume=True, steps=None, amp="auto"),
                  collect(resumed))
@@ -373,7 +375,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
         loss = real_loss(*args, **kwargs)
         return loss * float("nan") if calls[0] == 3 else loss
 
-    monkeypatch.setattr(train, "training_loss", bad_loss)
+    monkeypatch.setattr(train_loop, "training_loss", bad_loss)
     out = tmp_path / "run"
     with pytest.raises(LiifError, match="diverged.*step 3"):
         run_training(tiny_config(data_dir, out, steps=10, checkpoint_every=2))
@@ -401,8 +403,8 @@ def test_non_finite_weights_are_never_saved(
                 next(iter(model_ref[-1].parameters())).fill_(float("inf"))
 
     model_ref: list = []
-    real_build = train.build_model
-    monkeypatch.setattr(train, "build_model",
+    real_build = train_loop.build_model
+    monkeypatch.setattr(train_loop, "build_model",
                         lambda spec: model_ref.append(real_build(spec)) or model_ref[-1])
     out = tmp_path / "run"
     with pytest.raises(LiifError, match="non-finite weights at step 4"):
@@ -758,12 +760,12 @@ def test_train_config_takes_a_degradation_in_any_form() -> None:
     for given in ("real:noise_sigma=2-9", ranges, ranges.to_dict()):
         cfg = TrainConfig(data=["x"], degradation=given)
         assert cfg.degradation_config() == ranges
-        full = train._full_degradation(cfg)
+        full = full_degradation(cfg)
         assert full.degradation == ranges.to_dict()
         assert json.loads(json.dumps(full.to_dict()))["degradation"] == ranges.to_dict()
     assert TrainConfig(data=["x"], degradation=ranges).to_dict()["degradation"]["noise_sigma"] \
         == [2.0, 9.0]
-    assert train._full_degradation(TrainConfig(data=["x"])).degradation is None
+    assert full_degradation(TrainConfig(data=["x"])).degradation is None
     with pytest.raises(LiifError, match="degradation must be none"):
         TrainConfig(data=["x"], degradation=3).degradation_config()
 

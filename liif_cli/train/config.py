@@ -1,0 +1,244 @@
+"""What a training run is: its settings (TrainConfig), its learning-rate schedule, and how the
+settings of a resumed or fine-tuned run are worked out from its checkpoint."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ..degrade import DegradationConfig, parse_spec, parse_training_spec
+from ..errors import LiifError
+from ..model import ModelSpec, build_model
+
+LR_SCHEDULES = ("step", "cosine")
+CHECKPOINT_NAME = "last.pth"
+METRICS_NAME = "metrics.jsonl"
+
+# Fields that define a run: on resume they come from the checkpoint, not from the caller.
+# `steps` may be raised on resume to extend a run (see resume_config); `extensions` records that.
+RUN_FIELDS = ("data", "encoder", "model", "init", "steps", "time_budget", "batch_size", "lr",
+              "lr_schedule", "seed", "ema",
+              "crop", "samples", "scale_min", "scale_max", "amp", "degradation", "extensions")
+DEFAULT_STEPS = 100_000
+AMP_MODES = ("auto", "bf16", "off")
+
+
+@dataclass
+class TrainConfig:
+    """Everything `liif train` needs. Paths are strings so the config is a plain dict."""
+
+    data: list[str] = field(default_factory=list)  # folders (or files) of training images
+    out: str = "runs/train"  # run dir: last.pth, metrics.jsonl, config.json
+    val: str | None = None  # folder of HR images for validation, e.g. Set5/HR
+    encoder: str = "edsr-baseline"  # 'edsr-baseline' | 'rdn' (| 'edsr')
+    # None: DEFAULT_STEPS for a new run, the run's own on resume; a larger number on resume
+    # extends the run (see resume_config).
+    steps: int | None = None
+    time_budget: float | None = None  # seconds; see lr_at (the run ends at whichever comes first)
+    batch_size: int = 16
+    lr: float = 1e-4
+    lr_schedule: str = "step"  # 'step': halve at every 20% of the run; 'cosine': to 0
+    checkpoint_every: int = 500  # steps
+    val_every: int = 2000  # steps; 0 = only at the end (if val is set)
+    device: str = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
+    workers: int = 0  # CPU threads for torch (torch.set_num_threads); 0 = torch's default
+    seed: int = 0
+    resume: bool = False  # continue RUN_DIR/last.pth
+    crop: int = 48  # LR crop size (pixels)
+    samples: int = 2304  # HR pixels queried per crop (must be <= crop**2)
+    scale_min: float = 1.0
+    scale_max: float = 4.0
+    val_scales: list[int] = field(default_factory=lambda: [2, 4, 8])
+    val_crop: int | None = None  # centre-crop val HR images to at most this many px a side
+    # Also validate on degraded LR inputs: `liif bench --degrade` specs, e.g. ['jpeg:75'];
+    # their scores are keyed 'x4 jpeg:75' beside the clean 'x4'.
+    val_degrade: list[str] = field(default_factory=list)
+    model: dict[str, Any] | None = None  # full ModelSpec dict; None = ModelSpec(encoder=...)
+    # 'auto': bf16 autocast where the device computes bf16 fast (CUDA, a CPU with AMX or
+    # AVX512-BF16), float32 elsewhere; 'bf16'; 'off'. A run records what 'auto' chose.
+    amp: str = "auto"
+    init: str | None = None  # weights to start from (bundled name or file); fresh optimiser
+    ema: float = 0.0  # decay of a moving average of the weights (0: off); see loop._Run
+    # LR input degradations: None (clean bicubic LR, the paper's), 'real' or
+    # 'real:KEY=LO-HI,...' (see degrade.parse_training_spec), or a DegradationConfig (or its
+    # dict). A run stores the full dict, so it keeps its ranges if the defaults change.
+    degradation: str | dict[str, Any] | DegradationConfig | None = None
+    # Each time a resume raised `steps`: [step reached, steps before, steps after].
+    extensions: list[list[int]] = field(default_factory=list)
+
+    @property
+    def total_steps(self) -> int:
+        """The run's length in steps: `steps`, or DEFAULT_STEPS when not given."""
+        return DEFAULT_STEPS if self.steps is None else self.steps
+
+    def spec(self) -> ModelSpec:
+        """The model to train: `model` if given, else the paper's defaults for `encoder`."""
+        if self.model is not None:
+            return ModelSpec(**self.model)
+        return ModelSpec(encoder=self.encoder)
+
+    def degradation_config(self) -> DegradationConfig | None:
+        """The degradation ranges `degradation` describes (None: off); LiifError if bad."""
+        value = self.degradation
+        if value is None or isinstance(value, DegradationConfig):
+            return value
+        if isinstance(value, str):
+            return parse_training_spec(value)
+        if isinstance(value, dict):
+            return DegradationConfig.from_dict(value)
+        raise LiifError(f"bad training option: degradation must be none, 'real' or a dict of "
+                        f"ranges (got {type(value).__name__})")
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = asdict(self)
+        degradation = self.degradation
+        if isinstance(degradation, DegradationConfig):  # asdict would keep its tuples
+            raw["degradation"] = degradation.to_dict()
+        return raw
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def validate(self) -> None:
+        """LiifError (one line) for a config that cannot run."""
+        def bad(msg: str) -> None:
+            raise LiifError(f"bad training option: {msg}")
+
+        if not self.data:
+            bad("no training data folder given")
+        if self.total_steps < 1:
+            bad(f"steps must be >= 1 (got {self.steps})")
+        if self.batch_size < 1:
+            bad(f"batch size must be >= 1 (got {self.batch_size})")
+        if self.time_budget is not None and not self.time_budget > 0:
+            bad(f"time budget must be > 0 seconds (got {self.time_budget})")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            bad(f"learning rate must be > 0 (got {self.lr})")
+        if self.lr_schedule not in LR_SCHEDULES:
+            bad(f"lr schedule must be one of {', '.join(LR_SCHEDULES)} "
+                f"(got {self.lr_schedule!r})")
+        if self.amp not in AMP_MODES:
+            bad(f"amp must be one of {', '.join(AMP_MODES)} (got {self.amp!r})")
+        if self.checkpoint_every < 1:
+            bad(f"checkpoint interval must be >= 1 step (got {self.checkpoint_every})")
+        if self.val_every < 0:
+            bad(f"validation interval must be >= 0 (got {self.val_every})")
+        if not 0.0 <= self.ema < 1.0:
+            bad(f"ema decay must be in [0, 1) (got {self.ema})")
+        self.degradation_config()  # its own one-line LiifError
+        if self.workers < 0:
+            bad(f"workers must be >= 0 (got {self.workers})")
+        if self.crop < 1:
+            bad(f"crop must be >= 1 px (got {self.crop})")
+        if not 1 <= self.samples <= self.crop * self.crop:
+            bad(f"samples per crop must be between 1 and crop^2 = {self.crop ** 2} "
+                f"(got {self.samples})")
+        if not 1.0 <= self.scale_min <= self.scale_max:
+            bad(f"scale range must satisfy 1 <= min <= max (got {self.scale_min}, "
+                f"{self.scale_max})")
+        if any(int(s) < 1 for s in self.val_scales):
+            bad(f"validation scales must be >= 1 (got {self.val_scales})")
+        for spec in self.val_degrade:
+            parse_spec(spec)  # its own one-line LiifError
+        try:
+            build_model(self.spec())
+        except (TypeError, ValueError) as exc:
+            bad(f"cannot build the model ({exc})")
+
+    @property
+    def max_crop(self) -> int:
+        """The largest HR crop a sample can ask for: round(crop * scale_max)."""
+        return round(self.crop * self.scale_max)
+
+
+def progress_fraction(config: TrainConfig, step: int, elapsed: float = 0.0) -> float:
+    """How far through the run we are, in [0, 1]: step / steps, or the share of
+    `time_budget` spent (run time, validation included) if that is further along."""
+    frac = step / config.total_steps
+    if config.time_budget:
+        frac = max(frac, elapsed / config.time_budget)
+    return min(frac, 1.0)
+
+
+def lr_at(config: TrainConfig, step: int, elapsed: float = 0.0) -> float:
+    """Learning rate for the step that follows `step` completed steps (`elapsed` s of run time).
+
+    'step': the paper's schedule scaled to the run: halved after each 20% of it.
+    'cosine': half a cosine from lr to 0 over the run.
+    The run's length is `steps`, or `time_budget` seconds if that ends first: a time budget
+    makes the schedule depend on the machine's speed, so such a run does not resume
+    bit-for-bit (a step-only run does).
+    """
+    frac = progress_fraction(config, step, elapsed)
+    if config.lr_schedule == "step":
+        k = (math.floor(5 * frac + 1e-9) if config.time_budget
+             else (5 * step) // config.total_steps)
+        return config.lr * 0.5 ** min(4, k)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+def resume_config(config: TrainConfig, saved: dict[str, Any], step: int = 0,
+                  elapsed: float = 0.0) -> tuple[TrainConfig, list[str]]:
+    """The config of a resumed run: run-defining fields from the checkpoint, the rest given.
+
+    A run-defining field that the checkpoint lacks is newer than the run, which therefore
+    ran with its default (e.g. no degradation). The one exception is `steps`: a larger number
+    than the run's extends it (also a finished run; `step` and `elapsed` are where it stands),
+    with a warning, since the lr schedule then follows the new length; a smaller one is an
+    error. Left out (None), or the same, the run resumes bit-for-bit.
+    """
+    defaults = TrainConfig()
+    kept = {k: saved.get(k, getattr(defaults, k)) for k in RUN_FIELDS}
+    kept["steps"] = int(kept["steps"] if kept["steps"] is not None else DEFAULT_STEPS)
+    warnings = []
+    if config.steps is not None and config.steps != kept["steps"]:
+        warnings.append(_extend(kept, config.steps, step, elapsed))
+    merged = TrainConfig.from_dict({**config.to_dict(), **kept})
+    ignored = [k for k in RUN_FIELDS if k != "steps"
+               and getattr(config, k) != kept[k] and getattr(config, k) != getattr(defaults, k)]
+    if ignored:
+        warnings.append("resuming: kept the checkpoint's " + ", ".join(ignored)
+                        + " (the run's own settings; start a new run to change them)")
+    merged.resume = True
+    return merged, warnings
+
+
+def _extend(kept: dict[str, Any], steps: int, step: int, elapsed: float) -> str:
+    """Set a resumed run's `steps` to a larger `steps` in `kept` (its run-defining fields) and
+    record it; returns the warning to show. LiifError for fewer steps, or for a run whose
+    time budget is spent (more steps would not train any further)."""
+    planned = kept["steps"]
+    if steps < planned:
+        raise LiifError(f"--steps {steps} is fewer than the run's {planned}: a run can be "
+                        f"extended, not shortened (leave --steps out to go on to {planned})")
+    budget = kept.get("time_budget")
+    if budget and elapsed >= budget:
+        raise LiifError(f"the run ended at its --time-budget of {budget:g} s, so more steps "
+                        "would not train any further; start a new run with --init to go on")
+    kept["steps"] = steps
+    kept["extensions"] = [*(kept.get("extensions") or []), [step, planned, steps]]
+    return (f"resuming: extended the run from {planned} to {steps} steps at step {step}; the "
+            f"lr schedule now follows {steps} steps (not bit-for-bit with a run planned for "
+            f"{steps} steps from the start)")
+
+
+def init_config(config: TrainConfig, spec: ModelSpec) -> tuple[TrainConfig, list[str]]:
+    """A fine-tuning run trains the architecture of its --init weights (`spec`): adopt it."""
+    warnings = []
+    if config.spec() != spec:
+        warnings.append(f"--init: training the architecture of {config.init} "
+                        f"({spec.encoder}), not the one the other options describe")
+    return TrainConfig.from_dict({**config.to_dict(), "model": spec.to_dict(),
+                                  "encoder": spec.encoder}), warnings
+
+
+def full_degradation(config: TrainConfig) -> TrainConfig:
+    """A copy of `config` whose degradation is spelled out in full (a DegradationConfig dict,
+    or None), as checkpoints record it; LiifError for a bad one."""
+    degradation = config.degradation_config()
+    return TrainConfig.from_dict({**config.to_dict(), "degradation":
+                                  degradation.to_dict() if degradation is not None else None})
+

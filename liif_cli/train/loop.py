@@ -1,0 +1,508 @@
+"""The training loop: setup (resume, fine-tune or fresh start), the step, validation and
+checkpoints, stopping cleanly on a signal, and DistributedDataParallel under torchrun."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from .. import checkpoint, distributed
+from ..dataset import CropSampler, load_images
+from ..errors import LiifError
+from ..model import LIIF, build_model
+from ..runtime import cpu_has_fast_bf16, retain_freed_memory
+from .config import (
+    CHECKPOINT_NAME,
+    DEFAULT_STEPS,
+    METRICS_NAME,
+    TrainConfig,
+    full_degradation,
+    init_config,
+    lr_at,
+    progress_fraction,
+    resume_config,
+)
+from .run_files import (
+    checkpoint_metadata,
+    prepare_run_dir,
+    remove_if_empty,
+    training_history,
+    truncate_metrics,
+)
+from .validation import validate
+
+
+@dataclass
+class TrainEvent:
+    """What the progress callback receives.
+
+    kind: 'warning' (message), 'start', 'step' (after every step), 'val' (val holds the
+    record written to metrics.jsonl), 'checkpoint', 'done' or 'interrupted'.
+    """
+
+    kind: str
+    step: int
+    total: int
+    loss: float | None = None  # loss of the last step
+    avg_loss: float | None = None  # mean loss since the last validation
+    lr: float | None = None
+    steps_per_s: float | None = None  # training steps per second (this session)
+    eta_s: float | None = None
+    val: dict[str, Any] | None = None  # last validation record
+    message: str = ""
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    checkpoint: Path
+    step: int
+    total: int
+    interrupted: bool
+    last_loss: float | None
+    last_val: dict[str, Any] | None
+    warnings: list[str]
+
+
+ProgressFn = Callable[[TrainEvent], Any]
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM (or by the caller); the loop checks it after every step."""
+
+    def __init__(self, event: threading.Event | None = None):
+        self.event = event or threading.Event()
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now (saves are atomic anyway)
+        self.signal = signum
+        self.event.set()
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+
+def resolve_amp(amp: str, device: torch.device, legacy: bool = False) -> str:
+    """The autocast a run trains with, 'bf16' or 'off', for the `amp` option on `device`.
+
+    'auto' picks bf16 where the device computes it fast (CUDA, a CPU with AMX or
+    AVX512-BF16: about twice the steps per second of float32), as `liif upscale --precision
+    auto` does. `legacy`: a run resumed from a checkpoint that saved 'auto' itself, from
+    before runs recorded the choice, when 'auto' meant float32 on every CPU; it keeps that.
+    """
+    if amp != "auto":
+        return amp
+    if device.type == "cuda" or (device.type == "cpu" and not legacy and cpu_has_fast_bf16()):
+        return "bf16"
+    return "off"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise LiifError(f"unknown device {name!r} (use auto, cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LiifError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def run_training(config: TrainConfig, progress: ProgressFn | None = None,
+                 stop: threading.Event | None = None) -> TrainResult:
+    """Train (or resume) a LIIF model as `config` says; returns when done or interrupted.
+
+    progress: called with a TrainEvent after every step and at each warning, validation,
+    checkpoint and the end. stop: an Event the caller may set to stop cleanly (SIGINT and
+    SIGTERM set it too while this runs in the main thread). Raises LiifError for bad input
+    and for a non-finite loss (the last good checkpoint is kept).
+
+    If a torch.distributed process group is initialised (liif_cli.distributed.init_from_env
+    under torchrun), call this on every rank: they train one model with DDP, `progress` is
+    called on rank 0 only, and errors are raised on all ranks alike.
+    """
+    # In a process group only rank 0 reports; any rank's setup error is raised on all ranks.
+    emit = (progress if distributed.is_main() else None) or (lambda event: None)
+    with distributed.agreed_errors():
+        config, start, device, images, names, val_images, warnings = _setup(config)
+    for message in warnings:
+        emit(TrainEvent("warning", 0, config.steps, message=message))
+
+    if device.type == "cpu":
+        retain_freed_memory()
+    old_threads = torch.get_num_threads()
+    if config.workers > 0:
+        torch.set_num_threads(config.workers)
+    try:
+        return _train_loop(config, start, device, images, names, val_images, warnings,
+                           emit, stop)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _setup(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | None,
+                                         torch.device, list[np.ndarray], list[str],
+                                         list[np.ndarray], list[str]]:
+    """Resume or fresh start, checks, device and images: everything before the first step.
+
+    The checkpoint returned is the one to start from: the run's own when resuming (with its
+    train_state), the --init weights when fine-tuning, else None.
+    """
+    out = Path(config.out).expanduser()
+    ckpt_path = out / CHECKPOINT_NAME
+    warnings: list[str] = []
+    config = full_degradation(config)
+
+    # ---- resume, fine-tune or fresh start
+    start = None
+    if config.resume:
+        if not ckpt_path.is_file():
+            raise LiifError(f"nothing to resume: {ckpt_path} does not exist")
+        start = checkpoint.load(ckpt_path)
+        state = start.extra.get("train_state")
+        if not isinstance(state, dict) or "config" not in state:
+            raise LiifError(f"{ckpt_path} is not a training checkpoint (no train_state)")
+        config, more = resume_config(config, state["config"], int(state.get("step", 0)),
+                                     float(state.get("elapsed_s", 0.0)))
+        warnings += more
+    elif ckpt_path.exists():
+        raise LiifError(f"{out} already holds a run ({CHECKPOINT_NAME}); "
+                        "resume it or choose another output folder")
+    elif config.init:
+        start = checkpoint.load(checkpoint.resolve_weights(config.init))
+        config, more = init_config(config, start.spec)
+        warnings += more
+    if config.steps is None:
+        config.steps = DEFAULT_STEPS
+    config.validate()
+    world = distributed.world_size()
+    if config.batch_size % world:
+        raise LiifError(f"bad training option: batch size {config.batch_size} does not split "
+                        f"evenly over {world} ranks (it is the global batch: use a multiple "
+                        f"of {world})")
+    created = prepare_run_dir(out)
+    try:
+        device = resolve_device(distributed.device_name(config.device))
+        config.amp = resolve_amp(config.amp, device, legacy=config.resume)
+        images, names, more = load_images(config.data, config.max_crop, "training")
+        warnings += more
+        val_images: list[np.ndarray] = []
+        if config.val:
+            val_images, _, more = load_images([config.val], 2 * max(config.val_scales) + 1,
+                                              "validation")
+            warnings += more
+    except BaseException:
+        remove_if_empty(out, created)
+        raise
+    return config, start, device, images, names, val_images, warnings
+
+
+class _LossModule(torch.nn.Module):
+    """The training loss as a module: DistributedDataParallel synchronises the gradients of
+    what runs through its wrapped module's forward."""
+
+    def __init__(self, model: LIIF, amp: str | None):
+        super().__init__()
+        self.model = model
+        self.amp = amp
+
+    def forward(self, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor,
+                gt: torch.Tensor) -> torch.Tensor:
+        batch = {"inp": inp, "coord": coord, "cell": cell, "gt": gt}
+        return training_loss(self.model, batch, self.amp)
+
+
+def _train_loop(config: TrainConfig, start: checkpoint.Checkpoint | None, device: torch.device,
+                images: list[np.ndarray], names: list[str], val_images: list[np.ndarray],
+                warnings: list[str], emit: Callable[[TrainEvent], Any],
+                stop: threading.Event | None) -> TrainResult:
+    run = _Run(config, start, device, images, names, val_images, emit)
+    flag = _StopFlag(stop)
+    flag.install()
+    try:
+        interrupted = run.train(flag)
+    finally:
+        flag.restore()
+    return TrainResult(run.out, run.ckpt_path, run.step, config.steps, interrupted,
+                       run.loss_value, run.last_val, warnings)
+
+
+class _Run:
+    """One training run's moving parts: the model (and its moving average), the optimiser,
+    the sampler and its generator, the step and the clocks. `train` steps until the run is
+    finished or asked to stop, validating and checkpointing on the way."""
+
+    def __init__(self, config: TrainConfig, start: checkpoint.Checkpoint | None,
+                 device: torch.device, images: list[np.ndarray], names: list[str],
+                 val_images: list[np.ndarray], emit: Callable[[TrainEvent], Any]):
+        self.config, self.device, self.names, self.val_images = config, device, names, val_images
+        self.n_images, self.emit = len(images), emit
+        self.out = Path(config.out).expanduser()
+        self.ckpt_path = self.out / CHECKPOINT_NAME
+        self.metrics_path = self.out / METRICS_NAME
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.main = self.rank == 0  # writes the files; in a plain process always True
+
+        torch.manual_seed(config.seed)  # model initialisation (the same on every rank)
+        self.model = prepare_for_training(build_model(config.spec()).to(device))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.generator = torch.Generator()  # data sampling: always on the CPU
+        self.generator.manual_seed(config.seed)
+        self.step, self.elapsed = 0, 0.0
+        self.last_val: dict[str, Any] | None = None
+        self.loss_value: float | None = None
+        self.history = training_history(config, start)
+        if start is not None:  # resumed, or fine-tuned (--init: optimiser and schedule anew)
+            self.model.load_state_dict(start.state_dict)
+        # With `ema`, a moving average of the weights is kept beside them: it is what
+        # validation scores and what the checkpoint's weights (state_dict) hold, so a run
+        # stopped at any point, even at a high learning rate, leaves usable weights. The
+        # weights being trained are then in train_state["model"].
+        self.averaged = (AveragedModel(self.model,
+                                       multi_avg_fn=get_ema_multi_avg_fn(config.ema))
+                         if config.ema else None)
+        if config.resume:
+            self._restore(start.extra["train_state"], start.state_dict)
+        elif self.main:
+            self.metrics_path.unlink(missing_ok=True)
+        if self.main:
+            (self.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+        self.sampler = CropSampler(images, config.crop, config.samples, config.scale_min,
+                                   config.scale_max, config.degradation_config())
+        self.amp = device.type if config.amp == "bf16" else None  # resolved by _setup
+        self.ddp = None
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(
+                _LossModule(self.model, self.amp),
+                device_ids=[device] if device.type == "cuda" else None)
+        # Losses since the last validation, for its record and the progress events' average.
+        self.losses: list[float] = []
+        # In a group, decisions that depend on run time (time_budget: the lr and the end) use
+        # rank 0's clock as of the last agreement, so that every rank takes the same ones.
+        self.clock, self.stopping = self.elapsed, False
+        self.start_step, self.session_time = self.step, 0.0
+        self.tick = 0.0  # when `elapsed` was last brought up to date; set as training starts
+
+    def _restore(self, state: dict[str, Any], weights: dict[str, torch.Tensor]) -> None:
+        """Continue a run from its checkpoint's training state."""
+        if self.averaged is not None and "model" in state:
+            self.averaged.module.load_state_dict(weights)
+            self.averaged.n_averaged.fill_(int(state.get("ema_updates", 1)))
+            self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["rng"])
+        self.step = int(state["step"])
+        self.elapsed = float(state.get("elapsed_s", 0.0))
+        self.last_val = state.get("last_val")
+        if self.main:
+            truncate_metrics(self.metrics_path, self.step)
+
+    # ------------------------------------------------------------------ clocks and events
+
+    def now(self) -> float:
+        """Run time so far, as every rank agrees on it."""
+        return self.elapsed if self.world == 1 else self.clock
+
+    def finished(self) -> bool:
+        return (self.step >= self.config.steps
+                or progress_fraction(self.config, self.step, self.now()) >= 1.0)
+
+    def event(self, kind: str, **kw: Any) -> TrainEvent:
+        config = self.config
+        rate = ((self.step - self.start_step) / self.session_time if self.session_time > 0
+                else None)
+        eta = (config.steps - self.step) / rate if rate else None
+        avg = sum(self.losses) / len(self.losses) if self.losses else None
+        if config.time_budget and rate:
+            eta = min(eta, max(0.0, config.time_budget - self.now()))
+        return TrainEvent(kind, self.step, config.steps, self.loss_value, avg,
+                          lr_at(config, self.step, self.now()), rate, eta, self.last_val, **kw)
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self, flag: _StopFlag) -> bool:
+        """Step until finished, or until stopped (then save); True if stopped."""
+        config, world = self.config, self.world
+        headline = f"training on {self.n_images} images, {self.device}"
+        if world > 1:
+            headline = (f"training on {self.n_images} images, {world} ranks "
+                        f"({distributed.backend()}, {self.device.type}), batch "
+                        f"{config.batch_size} = {world} ranks x {config.batch_size // world}")
+        self.model.train()
+        if world > 1:  # a signal during setup reached some ranks only: agree before step 1
+            self.stopping = distributed.all_sum([flag.event.is_set()])[0] > 0
+        self.emit(self.event("start", message=headline))
+        self.tick = time.perf_counter()
+        interrupted = False
+        while not self.finished():
+            if (flag.event.is_set() if world == 1 else self.stopping):
+                interrupted = True
+                break
+            lr = self._train_step(flag)
+            self.emit(self.event("step"))
+            last = self.finished()
+            if self.main and self.val_images and (
+                    (config.val_every and self.step % config.val_every == 0) or last):
+                self._validate(lr)
+                self.emit(self.event("val"))
+            if self.step % config.checkpoint_every == 0 or last:
+                self.save()
+                self.emit(self.event("checkpoint"))
+        if interrupted:
+            self.save()
+            sig = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}.get(flag.signal, "stop")
+            if world > 1 and not flag.event.is_set():
+                sig = "another rank's signal"
+            self.emit(self.event("interrupted", message=f"stopped by {sig} after step "
+                                                        f"{self.step}; saved {self.ckpt_path}"))
+        else:
+            self.emit(self.event("done", message=f"finished {self.step} steps; saved "
+                                                 f"{self.ckpt_path}"))
+        distributed.barrier()  # in a group, return once rank 0 has written the checkpoint
+        return interrupted
+
+    def _train_step(self, flag: _StopFlag) -> float:
+        """One optimisation step on the next batch; returns its learning rate."""
+        config = self.config
+        t0 = time.perf_counter()
+        self.elapsed += t0 - self.tick
+        self.tick = t0
+        lr = lr_at(config, self.step, self.now())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = {k: v.to(self.device, non_blocking=True)
+                 for k, v in self.sampler.batch(config.batch_size, self.generator,
+                                                (self.rank, self.world)).items()}
+        if self.ddp is None:
+            loss = training_loss(self.model, batch, self.amp)
+            self.loss_value = float(loss.detach())
+            if not math.isfinite(self.loss_value):
+                raise _diverged(self.loss_value, self.step + 1, self.ckpt_path)
+        else:  # this rank's share; DDP averages the gradients over the ranks
+            loss = self.ddp(batch["inp"], batch["coord"], batch["cell"], batch["gt"])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
+        self.step += 1
+        self.session_time += time.perf_counter() - t0
+        self.elapsed += time.perf_counter() - self.tick
+        self.tick = time.perf_counter()
+        if self.ddp is not None:
+            # One all-reduce: the global mean loss, whether any rank was asked to stop, and
+            # rank 0's clock (the others add 0).
+            total, stops, self.clock = distributed.all_sum(
+                [float(loss.detach()), flag.event.is_set(),
+                 self.elapsed if self.main else 0.0])
+            self.loss_value, self.stopping = total / self.world, stops > 0
+            if not math.isfinite(self.loss_value):
+                raise _diverged(self.loss_value, self.step, self.ckpt_path)
+        self.losses.append(self.loss_value)
+        return lr
+
+    def _validate(self, lr: float) -> None:
+        """Score the weights (their moving average, if kept) and append to metrics.jsonl;
+        its time is run time too (time_budget)."""
+        config = self.config
+        t1 = time.perf_counter()
+        weights = self.averaged.module if self.averaged is not None else self.model
+        result = validate(weights, self.val_images, config.val_scales, config.val_crop,
+                          "bf16" if self.amp == "cpu" else "fp32", config.val_degrade)
+        record = {"step": self.step, "loss": round(sum(self.losses) / len(self.losses), 6),
+                  "lr": lr, **result, "time": round(self.elapsed, 1),
+                  "val_s": round(time.perf_counter() - t1, 2),
+                  "wall": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.last_val = record
+        self.elapsed += time.perf_counter() - self.tick
+        self.tick = time.perf_counter()
+        self.losses = []
+
+    def save(self) -> None:
+        """Write the checkpoint (rank 0): weights, training state and metadata."""
+        # Every rank checks (the weights are the same everywhere, so all raise together).
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise LiifError(f"training diverged: non-finite weights at step {self.step}; "
+                            "stopped without saving (the last good checkpoint is kept); "
+                            "try a lower learning rate")
+        if not self.main:
+            return
+        config = self.config
+        train_state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"name": config.lr_schedule, "base_lr": config.lr,
+                          "total_steps": config.steps, "time_budget": config.time_budget,
+                          "lr": lr_at(config, self.step, self.elapsed)},
+            "step": self.step,
+            "rng": self.generator.get_state(),
+            "config": config.to_dict(),
+            "elapsed_s": self.elapsed,
+            "last_val": self.last_val,
+        }
+        weights = self.model
+        if self.averaged is not None:
+            train_state["model"] = checkpoint.to_dict(self.model)["state_dict"]
+            train_state["ema_updates"] = int(self.averaged.n_averaged)
+            weights = self.averaged.module
+        metadata = checkpoint_metadata(config, self.step, self.last_val, self.names,
+                                       self.elapsed, self.world, self.history)
+        checkpoint.save(checkpoint.to_dict(weights, metadata, train_state=train_state),
+                        self.ckpt_path)
+
+
+def _diverged(loss: float, step: int, ckpt_path: Path) -> LiifError:
+    return LiifError(f"training diverged: loss is {loss} at step {step}; stopped without "
+                     f"saving (the last good checkpoint is "
+                     f"{ckpt_path if ckpt_path.exists() else 'not written yet'}); "
+                     "try a lower learning rate")
+
+
+def prepare_for_training(model: LIIF) -> LIIF:
+    """The model in the memory layout training runs fastest in: channels-last convolutions
+    (oneDNN and cuDNN pick faster kernels for NHWC). Same values, other strides."""
+    return model.to(memory_format=torch.channels_last)
+
+
+def training_loss(model: LIIF, batch: dict[str, torch.Tensor],
+                  amp: str | None = None) -> torch.Tensor:
+    """L1 loss of the fast decoder path; `amp` = device type to autocast to bf16 on, or None.
+
+    Under bf16 autocast the whole decoder runs in bf16, first layer included, exactly as
+    `liif upscale --precision bf16` renders; the loss is taken in float32.
+    """
+    inp = batch["inp"].contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type=amp or "cpu", dtype=torch.bfloat16, enabled=amp is not None):
+        proj = model.project_latents(model.encode(inp))
+        # The projection covers the whole crop: no window check (it would stall a GPU).
+        pred = model.query_rgb(proj, batch["coord"], batch["cell"], check_window=False)
+    return F.l1_loss(pred.float(), batch["gt"])
+
