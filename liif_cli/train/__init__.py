@@ -52,25 +52,25 @@ progress; the others wait for it at the end.
 """
 
 from .config import (
-                     AMP_MODES,
-                     CHECKPOINT_NAME,
-                     DEFAULT_STEPS,
-                     LR_SCHEDULES,
-                     METRICS_NAME,
-                     RUN_FIELDS,
-                     TrainConfig,
-                     lr_at,
-                     progress_fraction,
+    AMP_MODES,
+    CHECKPOINT_NAME,
+    DEFAULT_STEPS,
+    LR_SCHEDULES,
+    METRICS_NAME,
+    RUN_FIELDS,
+    TrainConfig,
+    lr_at,
+    progress_fraction,
 )
 from .loop import (
-                     ProgressFn,
-                     TrainEvent,
-                     TrainResult,
-                     prepare_for_training,
-                     resolve_amp,
-                     resolve_device,
-                     run_training,
-                     training_loss,
+    ProgressFn,
+    TrainEvent,
+    TrainResult,
+    prepare_for_training,
+    resolve_amp,
+    resolve_device,
+    run_training,
+    training_loss,
 )
 from .progress import line_progress, train_with_console
 from .validation import validate
