@@ -8,6 +8,7 @@ answer at once (importing torch takes seconds).
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -29,6 +30,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__, bundled
 from .errors import LiifError
@@ -476,19 +478,19 @@ def info(
                   "short_name": model_info.short if model_info else None,
                   "sha256": checkpoint.file_sha256(path), "format": ckpt.source_format,
                   "spec": spec, "parameters": count_parameters(model), "metadata": metadata}
-        typer.echo(json.dumps(record, indent=2, default=str))  # plain: no wrapping, no colour
+        # Plain (no wrapping, no colour) and strict JSON, whatever the metadata holds.
+        typer.echo(json.dumps(_json_safe(record), indent=2, allow_nan=False))
         return
-    table = Table(title=f"{path.name}", show_header=False, title_justify="left")
-    table.add_row("file", f"bundled weights {path.stem!r}" if shipped else str(path))
+    rows = [("file", f"bundled weights {path.stem!r}" if shipped else str(path))]
     if model_info:
-        table.add_row("for", f"{model_info.use} (--weights {model_info.short})")
-    table.add_row("sha256", checkpoint.file_sha256(path))
-    table.add_row("format", ckpt.source_format)
-    for key, value in spec.items():
-        table.add_row(key, _readable(key, value))
-    table.add_row("parameters", f"{count_parameters(model):,}")
-    for key, value in metadata.items():
-        table.add_row(str(key), _readable(str(key), value))
+        rows.append(("for", f"{model_info.use} (--weights {model_info.short})"))
+    rows += [("sha256", checkpoint.file_sha256(path)), ("format", ckpt.source_format)]
+    rows += [(key, _readable(key, value)) for key, value in spec.items()]
+    rows.append(("parameters", f"{count_parameters(model):,}"))
+    rows += [(str(key), _readable(str(key), value)) for key, value in metadata.items()]
+    table = Table(title=f"{path.name}", show_header=False, title_justify="left")
+    for key, value in rows:
+        table.add_row(Text(key), Text(value))  # Text: brackets in metadata are not markup
     out.print(table, highlight=False)
     if available:
         out.print("bundled models (--weights NAME):", highlight=False)
@@ -498,15 +500,35 @@ def info(
                       highlight=False)
 
 
+def _json_safe(value: object) -> object:
+    """`value` with what strict JSON cannot hold made plain: keys as strings, NaN and
+    infinities as None, anything else that is not JSON as its text."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _readable(key: str, value: object) -> str:
     """A metadata value as `liif info` shows it: numbers with thousands separators, PSNR in
     dB to two decimals, ranges as LO-HI, one line per earlier training phase."""
-    if isinstance(value, bool) or value is None:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
         return str(value)
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        if key.endswith("time_s"):
+        if key.endswith("time_s") and math.isfinite(value):
             minutes = round(value / 60)
             return f"{value:,.0f} s ({minutes // 60} h {minutes % 60:02d} min)"
         return f"{value:g}"
@@ -517,7 +539,7 @@ def _readable(key: str, value: object) -> str:
             return "-".join(_readable("", v) for v in value)
         return ", ".join(_readable(key, v) for v in value)
     if isinstance(value, dict):
-        if "psnr" in key and all(isinstance(v, (int, float)) for v in value.values()):
+        if "psnr" in key and all(_is_number(v) for v in value.values()):
             return ", ".join(f"{k} {v:.2f}" for k, v in value.items())
         return ", ".join(f"{k} {_readable(str(k), v)}" for k, v in value.items()) or "-"
     return str(value)
@@ -526,15 +548,19 @@ def _readable(key: str, value: object) -> str:
 def _phase_line(phase: dict) -> str:
     """One earlier training phase, e.g. 'runs/phase1.pth: 26,000 steps on 80 images, batch 4,
     lr 0.00015 cosine, 10,006 s (2 h 47 min); Set5/HR x2 37.00, x4 30.88'."""
-    parts = [f"{phase.get('weights', '?')}: {_readable('', phase.get('steps'))} steps"]
+    def shown(name: str) -> str:
+        value = phase.get(name)
+        return _readable(name, float(value) if _is_number(value) else value)
+
+    parts = [f"{phase.get('weights', '?')}: {_readable('', phase.get('steps', '?'))} steps"]
     if "training_images" in phase:
         parts[0] += f" on {_readable('', phase['training_images'])} images"
     if "batch_size" in phase:
         parts.append(f"batch {phase['batch_size']}")
     if "lr" in phase:
-        parts.append(f"lr {phase['lr']:g} {phase.get('lr_schedule', '')}".rstrip())
+        parts.append(f"lr {shown('lr')} {phase.get('lr_schedule') or ''}".rstrip())
     if "training_time_s" in phase:
-        parts.append(_readable("training_time_s", float(phase["training_time_s"])))
+        parts.append(shown("training_time_s"))
     line = ", ".join(parts)
     if phase.get("val_psnr"):
         line += f"; {phase.get('val_set') or 'validation'} {_readable('psnr', phase['val_psnr'])}"

@@ -670,6 +670,30 @@ def test_info_json_is_the_checkpoint_record(tiny_weights):
     assert record["file"] == str(tiny_weights) and record["short_name"] is None
 
 
+def test_info_never_fails_on_odd_metadata(tiny_weights, work):
+    import json
+
+    import torch
+
+    from liif_cli import checkpoint
+
+    odd = {"training_time_s": float("nan"), "lr": float("inf"), "note": "[/bold] not markup",
+           "[red]key": 1, "pairs": {(1, 2): "tuple key"}, "val_psnr": {"x4": "n/a"},
+           "history": [{"weights": "a.pth", "lr": "fast", "training_time_s": None},
+                       {"steps": 5, "training_time_s": "2h"}, {}]}
+    path = work / "odd.pth"
+    torch.save(checkpoint.to_dict(checkpoint.load(tiny_weights).build(), odd), path)
+    result = run("info", path)
+    assert result.exit_code == 0, result.output
+    for shown in ("[/bold] not markup", "[red]key", "a.pth: ? steps", "lr fast", "?: 5 steps"):
+        assert shown in result.stdout, shown
+    as_json = run("info", path, "--json")
+    assert as_json.exit_code == 0, as_json.output
+    meta = json.loads(as_json.stdout)["metadata"]  # strict JSON: no NaN, string keys
+    assert meta["training_time_s"] is None and meta["lr"] is None
+    assert meta["pairs"] == {"(1, 2)": "tuple key"}
+
+
 def test_info_shows_training_records_readably():
     import json
 

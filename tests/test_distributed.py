@@ -200,6 +200,28 @@ def test_two_ranks_train_like_one_and_resume_together(data_dir: Path, tmp_path: 
     assert_same_weights(weights_of(one / "last.pth"), weights_of(two / "last.pth"))
 
 
+AMP_SCRIPT = """
+    import json, sys
+    from liif_cli import distributed, train
+    from liif_cli.train import loop
+
+    distributed.init_from_env("cpu")
+    loop.cpu_has_fast_bf16 = lambda: distributed.rank() == 0  # only rank 0's CPU has bf16
+    train.run_training(train.TrainConfig(**json.loads(sys.argv[1])))
+"""
+
+
+def test_ranks_agree_on_amp_auto(data_dir: Path, tmp_path: Path) -> None:
+    script = write_script(tmp_path, "amp.py", AMP_SCRIPT)
+    out = tmp_path / "run"
+    cfg = dict(data=[str(data_dir)], out=str(out), model=TINY, crop=8, samples=16, batch_size=2,
+               steps=1, val_every=0, workers=1, device="cpu", amp="auto")
+    proc = torchrun(script, json.dumps(cfg), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Rank 1 would have chosen float32: both train in float32, and the run records that.
+    assert checkpoint.load(out / "last.pth").metadata["amp"] == "off"
+
+
 RESIZE_SCRIPT = """
     import os, signal, sys
     from liif_cli import batch, cli

@@ -207,6 +207,15 @@ def test_a_run_records_what_amp_auto_chose(data_dir: Path, tmp_path: Path,
     assert json.loads((out / "config.json").read_text())["amp"] == expected
 
 
+def test_bf16_on_a_cpu_without_bf16_units_warns(data_dir: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train_loop, "cpu_has_fast_bf16", lambda: False)
+    result = run_training(tiny_config(data_dir, tmp_path / "run", steps=1, amp="bf16"))
+    assert any("no bf16 units" in w for w in result.warnings)
+    quiet = run_training(tiny_config(data_dir, tmp_path / "off", steps=1, amp="auto"))
+    assert not any("bf16" in w for w in quiet.warnings)
+
+
 def test_runs_that_saved_amp_auto_resume_in_float32_on_the_cpu(
         data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "old"

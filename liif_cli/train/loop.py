@@ -149,6 +149,12 @@ def run_training(config: TrainConfig, progress: ProgressFn | None = None,
     emit = (progress if distributed.is_main() else None) or (lambda event: None)
     with distributed.agreed_errors():
         config, start, device, images, names, val_images, warnings = _setup(config)
+    if distributed.world_size() > 1:  # the ranks train alike: bf16 only if every rank chose it
+        agreed = distributed.all_sum([config.amp == "bf16"])[0] == distributed.world_size()
+        config.amp = "bf16" if agreed else "off"
+    if config.amp == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+        warnings.append("this CPU has no bf16 units (AMX or AVX512-BF16): bf16 autocast runs "
+                        "emulated, slower than float32 (--amp off for a new run)")
     for message in warnings:
         emit(TrainEvent("warning", 0, config.steps, message=message))
 
