@@ -8,7 +8,6 @@ answer at once (importing torch takes seconds).
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -423,16 +422,6 @@ def resize(
     raise typer.Exit(1 if failed else 0)
 
 
-def _without_absolute_paths(value: object) -> object:
-    """Metadata with absolute paths (e.g. where the shipped weights were trained, recorded by
-    older versions) cut to their last two parts: '/home/x/data/Set5/HR' -> 'Set5/HR'."""
-    if isinstance(value, list):
-        return [_without_absolute_paths(item) for item in value]
-    if isinstance(value, str) and (value.startswith(("/", "\\")) or value[1:3] == ":\\"):
-        return "/".join(value.replace("\\", "/").rstrip("/").split("/")[-2:])
-    return value
-
-
 def _ignored_text(ignored: dict[str, int], template: str) -> str:
     """'3 files with no image suffix, 1 file inside the output folder' put into
     `template`, or '' if nothing was ignored; sub-folders not entered come last."""
@@ -458,38 +447,17 @@ def info(
 
     Architecture, size, training run and measured quality, as the checkpoint records them."""
     from . import checkpoint
-    from .model import count_parameters
+    from .info import checkpoint_record, readable_rows
 
     with user_errors():
         path = checkpoint.resolve_weights(weights)
-        ckpt = checkpoint.load(path)
-        model = ckpt.build()
+        record = checkpoint_record(path)
     available = checkpoint.available_weights()
-    shipped = available.get(path.stem) == path
-    model_info = bundled.describe(path.stem) if shipped else None
-    spec = ckpt.spec.to_dict()
-    # Shipped weights: where this installation keeps them is nobody's business but pip's.
-    metadata = {key: _without_absolute_paths(value) if shipped else value
-                for key, value in ckpt.metadata.items()
-                if spec.get(key, object()) != value}  # e.g. 'encoder', shown with the spec
-    if as_json:
-        record = {"file": f"bundled:{path.stem}" if shipped else str(path),
-                  "for": model_info.use if model_info else None,
-                  "short_name": model_info.short if model_info else None,
-                  "sha256": checkpoint.file_sha256(path), "format": ckpt.source_format,
-                  "spec": spec, "parameters": count_parameters(model), "metadata": metadata}
-        # Plain (no wrapping, no colour) and strict JSON, whatever the metadata holds.
-        typer.echo(json.dumps(_json_safe(record), indent=2, allow_nan=False))
+    if as_json:  # plain (no wrapping, no colour) and strict JSON, whatever the metadata holds
+        typer.echo(json.dumps(record, indent=2, allow_nan=False))
         return
-    rows = [("file", f"bundled weights {path.stem!r}" if shipped else str(path))]
-    if model_info:
-        rows.append(("for", f"{model_info.use} (--weights {model_info.short})"))
-    rows += [("sha256", checkpoint.file_sha256(path)), ("format", ckpt.source_format)]
-    rows += [(key, _readable(key, value)) for key, value in spec.items()]
-    rows.append(("parameters", f"{count_parameters(model):,}"))
-    rows += [(str(key), _readable(str(key), value)) for key, value in metadata.items()]
-    table = Table(title=f"{path.name}", show_header=False, title_justify="left")
-    for key, value in rows:
+    table = Table(title=path.name, show_header=False, title_justify="left")
+    for key, value in readable_rows(record):
         table.add_row(Text(key), Text(value))  # Text: brackets in metadata are not markup
     out.print(table, highlight=False)
     if available:
@@ -498,73 +466,6 @@ def info(
             described = bundled.describe(stem)
             out.print(f"  {described.short}: {described.use}" if described else f"  {stem}",
                       highlight=False)
-
-
-def _json_safe(value: object) -> object:
-    """`value` with what strict JSON cannot hold made plain: keys as strings, NaN and
-    infinities as None, anything else that is not JSON as its text."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _readable(key: str, value: object) -> str:
-    """A metadata value as `liif info` shows it: numbers with thousands separators, PSNR in
-    dB to two decimals, ranges as LO-HI, one line per earlier training phase."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if key.endswith("time_s") and math.isfinite(value):
-            minutes = round(value / 60)
-            return f"{value:,.0f} s ({minutes // 60} h {minutes % 60:02d} min)"
-        return f"{value:g}"
-    if isinstance(value, list):
-        if key == "history" and all(isinstance(v, dict) for v in value):
-            return "\n".join(f"{i}. {_phase_line(phase)}" for i, phase in enumerate(value, 1))
-        if key.endswith(("_range", "_size", "_sigma", "_scale", "_quality")) and len(value) == 2:
-            return "-".join(_readable("", v) for v in value)
-        return ", ".join(_readable(key, v) for v in value)
-    if isinstance(value, dict):
-        if "psnr" in key and all(_is_number(v) for v in value.values()):
-            return ", ".join(f"{k} {v:.2f}" for k, v in value.items())
-        return ", ".join(f"{k} {_readable(str(k), v)}" for k, v in value.items()) or "-"
-    return str(value)
-
-
-def _phase_line(phase: dict) -> str:
-    """One earlier training phase, e.g. 'runs/phase1.pth: 26,000 steps on 80 images, batch 4,
-    lr 0.00015 cosine, 10,006 s (2 h 47 min); Set5/HR x2 37.00, x4 30.88'."""
-    def shown(name: str) -> str:
-        value = phase.get(name)
-        return _readable(name, float(value) if _is_number(value) else value)
-
-    parts = [f"{phase.get('weights', '?')}: {_readable('', phase.get('steps', '?'))} steps"]
-    if "training_images" in phase:
-        parts[0] += f" on {_readable('', phase['training_images'])} images"
-    if "batch_size" in phase:
-        parts.append(f"batch {phase['batch_size']}")
-    if "lr" in phase:
-        parts.append(f"lr {shown('lr')} {phase.get('lr_schedule') or ''}".rstrip())
-    if "training_time_s" in phase:
-        parts.append(shown("training_time_s"))
-    line = ", ".join(parts)
-    if phase.get("val_psnr"):
-        line += f"; {phase.get('val_set') or 'validation'} {_readable('psnr', phase['val_psnr'])}"
-    return line
 
 
 @app.command()

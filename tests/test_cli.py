@@ -667,7 +667,7 @@ def test_info_json_is_the_checkpoint_record(tiny_weights):
     assert record["sha256"] == checkpoint.file_sha256(tiny_weights)
     assert record["spec"] == ckpt.spec.to_dict()
     assert record["parameters"] == sum(p.numel() for p in ckpt.build().parameters())
-    assert record["file"] == str(tiny_weights) and record["short_name"] is None
+    assert record["file"] == str(tiny_weights) and record["for"] is None
 
 
 def test_info_never_fails_on_odd_metadata(tiny_weights, work):

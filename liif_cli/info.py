@@ -1,0 +1,122 @@
+"""What `liif info` shows of a checkpoint: its record (file, SHA-256, architecture, size and
+what its training recorded) as strict-JSON data, and as readable rows for a table."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from . import bundled, checkpoint
+from .model import count_parameters
+
+
+def checkpoint_record(path: Path) -> dict[str, Any]:
+    """Everything `liif info` reports of the checkpoint at `path` (LiifError if it is none).
+
+    Shipped weights are named, not located (where an installation keeps them is pip's
+    business), and absolute paths in their metadata are cut short.
+    """
+    ckpt = checkpoint.load(path)
+    shipped = checkpoint.available_weights().get(path.stem) == path
+    model_info = bundled.describe(path.stem) if shipped else None
+    spec = ckpt.spec.to_dict()
+    metadata = {key: _without_absolute_paths(value) if shipped else value
+                for key, value in ckpt.metadata.items()
+                if spec.get(key, object()) != value}  # e.g. 'encoder', shown with the spec
+    return json_safe({
+        "file": f"bundled weights {path.stem!r}" if shipped else str(path),
+        "for": f"{model_info.use} (--weights {model_info.short})" if model_info else None,
+        "sha256": checkpoint.file_sha256(path), "format": ckpt.source_format, "spec": spec,
+        "parameters": count_parameters(ckpt.build()), "metadata": metadata})
+
+
+def readable_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, text) rows of a checkpoint_record, in the order a reader wants them."""
+    rows = [("file", record["file"])]
+    if record["for"]:
+        rows.append(("for", record["for"]))
+    rows += [("sha256", record["sha256"]), ("format", record["format"])]
+    rows += [(key, readable(key, value)) for key, value in record["spec"].items()]
+    rows.append(("parameters", f"{record['parameters']:,}"))
+    rows += [(key, readable(key, value)) for key, value in record["metadata"].items()]
+    return rows
+
+
+def json_safe(value: object) -> Any:
+    """`value` with what strict JSON cannot hold made plain: keys as strings, NaN and
+    infinities as None, anything else that is not JSON as its text."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def readable(key: str, value: object) -> str:
+    """A value of the record as `liif info` shows it: numbers with thousands separators, PSNR in
+    dB to two decimals, ranges as LO-HI, one line per earlier training phase."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if key.endswith("time_s") and math.isfinite(value):
+            minutes = round(value / 60)
+            return f"{value:,.0f} s ({minutes // 60} h {minutes % 60:02d} min)"
+        return f"{value:g}"
+    if isinstance(value, list):
+        if key == "history" and all(isinstance(v, dict) for v in value):
+            return "\n".join(f"{i}. {_phase_line(phase)}" for i, phase in enumerate(value, 1))
+        if key.endswith(("_range", "_size", "_sigma", "_scale", "_quality")) and len(value) == 2:
+            return "-".join(readable("", v) for v in value)
+        return ", ".join(readable(key, v) for v in value)
+    if isinstance(value, dict):
+        if "psnr" in key and all(_is_number(v) for v in value.values()):
+            return ", ".join(f"{k} {v:.2f}" for k, v in value.items())
+        return ", ".join(f"{k} {readable(str(k), v)}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def _phase_line(phase: dict) -> str:
+    """One earlier training phase, e.g. 'runs/phase1.pth: 26,000 steps on 80 images, batch 4,
+    lr 0.00015 cosine, 10,006 s (2 h 47 min); Set5/HR x2 37.00, x4 30.88'."""
+    def shown(name: str) -> str:
+        value = phase.get(name)
+        return readable(name, float(value) if _is_number(value) else value)
+
+    parts = [f"{phase.get('weights', '?')}: {readable('', phase.get('steps', '?'))} steps"]
+    if "training_images" in phase:
+        parts[0] += f" on {readable('', phase['training_images'])} images"
+    if "batch_size" in phase:
+        parts.append(f"batch {phase['batch_size']}")
+    if "lr" in phase:
+        parts.append(f"lr {shown('lr')} {phase.get('lr_schedule') or ''}".rstrip())
+    if "training_time_s" in phase:
+        parts.append(shown("training_time_s"))
+    line = ", ".join(parts)
+    if phase.get("val_psnr"):
+        line += f"; {phase.get('val_set') or 'validation'} {readable('psnr', phase['val_psnr'])}"
+    return line
+
+
+def _without_absolute_paths(value: object) -> object:
+    """Metadata with absolute paths (e.g. where the shipped weights were trained, recorded by
+    older versions) cut to their last two parts: '/home/x/data/Set5/HR' -> 'Set5/HR'."""
+    if isinstance(value, list):
+        return [_without_absolute_paths(item) for item in value]
+    if isinstance(value, dict):  # e.g. the earlier phases under 'history'
+        return {key: _without_absolute_paths(item) for key, item in value.items()}
+    if isinstance(value, str) and (value.startswith(("/", "\\")) or value[1:3] == ":\\"):
+        return "/".join(value.replace("\\", "/").rstrip("/").split("/")[-2:])
+    return value
