@@ -33,13 +33,14 @@ Phase 3 ran first on a 2-core AMD EPYC (AVX512-BF16, no AMX) shared with develop
 at about 1.7 steps/s; its weights at step 8,074 (the moving average) shipped as the default.
 It was resumed from step 12,133, on one thread beside the real-photo model's runs (about 1.3
 steps/s) to step 22,656, then alone on two (2.6 steps/s), and stopped at step 24,410 (lr
-7.9e-5). Resumed again on two threads (about 2.4 steps/s, with tests and benchmarks at
-times beside it), it reached step 40,281 (lr 5.0e-5), whose moving average ships as the
-default; it stopped at step 44,009 (lr 4.2e-5) and continues from last.pth beside this file. Kodak24 x2/x4/x8 of its moving average: 33.16/28.21/25.59 dB at the start,
-33.22/28.24/25.62 at step 12,000, 33.23/28.25/25.62 at 16,000, 33.27/28.27/25.63 at 20,000,
-33.28/28.28/25.65 at 24,000, 33.31/28.29/25.65 at 28,000, 33.33/28.30/25.65 at 32,000,
-33.35/28.30/25.66 at 36,000, 33.37/28.32/25.66 at 40,000, 33.39/28.33/25.67 at 44,000 (phase
-4: 33.29/28.26/25.62).
+7.9e-5). Resumed again on two threads (about 2.4 steps/s, with tests and benchmarks at times
+beside it), it reached step 40,281 (lr 5.0e-5), whose moving average ships as the default;
+it stopped at step 44,009 (lr 4.2e-5) and continues from last.pth beside this file. Kodak24
+x2/x4/x8 of its moving average: 33.16/28.21/25.59 dB at the start, 33.22/28.24/25.62 at step
+12,000, 33.23/28.25/25.62 at 16,000, 33.27/28.27/25.63 at 20,000, 33.28/28.28/25.65 at
+24,000, 33.31/28.29/25.65 at 28,000, 33.33/28.30/25.65 at 32,000, 33.35/28.30/25.66 at
+36,000, 33.37/28.32/25.66 at 40,000, 33.39/28.33/25.67 at 44,000 (phase 4:
+33.29/28.26/25.62).
 To continue a cut-off run, copy its last.pth into its run folder (phase 3's is beside this
 file) and set RESUME=1 (the run keeps its saved settings), e.g.
     mkdir -p runs/phase3 && cp weights/training/liif-edsr-baseline/last.pth runs/phase3/
