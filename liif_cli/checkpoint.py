@@ -208,7 +208,7 @@ def check_spec(spec: ModelSpec) -> None:
             if not _is_int(value) or not low <= value <= high:
                 raise bad(f"{key} = {value!r}, expected a whole number from {low} to {high}")
         elif key == "res_scale":
-            if not _is_number(value) or not 0 < value <= 10:
+            if not is_finite_number(value) or not 0 < value <= 10:
                 raise bad(f"res_scale = {value!r}, expected a number in (0, 10]")
         elif key == "RDNconfig" and value not in RDN_CONFIGS:
             raise bad(f"RDNconfig = {value!r}, expected one of {', '.join(RDN_CONFIGS)}")
@@ -230,7 +230,8 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
+    """An int or a finite float (not a bool): a number metadata can be shown or checked as."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) \
         and math.isfinite(value)
 

@@ -57,10 +57,6 @@ def json_safe(value: object) -> Any:
     return str(value)
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def readable(key: str, value: object) -> str:
     """A value of the record as `liif info` shows it: numbers with thousands separators, PSNR in
     dB to two decimals, ranges as LO-HI, one line per earlier training phase."""
@@ -82,7 +78,7 @@ def readable(key: str, value: object) -> str:
             return "-".join(readable("", v) for v in value)
         return ", ".join(readable(key, v) for v in value)
     if isinstance(value, dict):
-        if "psnr" in key and all(_is_number(v) for v in value.values()):
+        if "psnr" in key and all(checkpoint.is_finite_number(v) for v in value.values()):
             return ", ".join(f"{k} {v:.2f}" for k, v in value.items())
         return ", ".join(f"{k} {readable(str(k), v)}" for k, v in value.items()) or "-"
     return str(value)
@@ -93,7 +89,7 @@ def _phase_line(phase: dict) -> str:
     lr 0.00015 cosine, 10,006 s (2 h 47 min); Set5/HR x2 37.00, x4 30.88'."""
     def shown(name: str) -> str:
         value = phase.get(name)
-        return readable(name, float(value) if _is_number(value) else value)
+        return readable(name, float(value) if checkpoint.is_finite_number(value) else value)
 
     parts = [f"{phase.get('weights', '?')}: {readable('', phase.get('steps', '?'))} steps"]
     if "training_images" in phase:
