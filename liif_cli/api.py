@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import checkpoint
+from . import bundled, checkpoint
 from .engine import (
     PRECISIONS,
     Progress,
@@ -62,9 +62,9 @@ class Upscaler:
     @classmethod
     def from_pretrained(cls, weights: str | Path | None = None, **options: Any) -> Upscaler:
         """Load bundled weights by name (default: the project's EDSR-baseline LIIF) or a file."""
-        path = checkpoint.resolve_weights(weights)
+        path = bundled.resolve_weights(weights)
         ckpt = checkpoint.load(path)
-        return cls(ckpt.build(), name=str(weights or checkpoint.DEFAULT_WEIGHTS),
+        return cls(ckpt.build(), name=str(weights or bundled.DEFAULT),
                    metadata=ckpt.metadata, **options)
 
     # ------------------------------------------------------------------ core

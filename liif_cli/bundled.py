@@ -1,11 +1,17 @@
-"""The weights liif ships in weights/: their file names, short names and what each is for.
+"""The weights liif ships in weights/: their file names, short names, what each is for, and
+which file a `--weights` choice names.
 
-Torch-free on purpose, so that `--help` can list the models without loading anything.
+Torch-free on purpose, so that `--help` can list the models, and a wrong `--weights` answer,
+without loading anything.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LiifError
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,11 @@ MODELS = (
                  "(trained on downscales with blur, noise and JPEG)"),
 )
 DEFAULT = MODELS[0].name
+# Bundled weights: weights/ beside the package in a source checkout (pip install -e .), or
+# where a wheel installs them (pyproject's data-files: <prefix>/share/liif/weights).
+_SOURCE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+_INSTALLED_WEIGHTS = Path(sys.prefix) / "share" / "liif" / "weights"
+WEIGHTS_DIR = _SOURCE_WEIGHTS if _SOURCE_WEIGHTS.is_dir() else _INSTALLED_WEIGHTS
 
 
 def file_stem(choice: str) -> str:
@@ -38,3 +49,39 @@ def describe(stem: str) -> BundledModel | None:
 
 WEIGHTS_HELP = ("Model: " + ", ".join(f"{m.short} (for {m.use.split(':')[0]})" for m in MODELS)
                 + f", or a checkpoint file. Without it: {MODELS[0].short}.")
+
+
+def available_weights() -> dict[str, Path]:
+    """Bundled weights by name: every weights/NAME.pth shipped with liif, the registered
+    models (MODELS) first, in its order, then the rest by name."""
+    if not WEIGHTS_DIR.is_dir():
+        return {}
+    order = [m.name for m in MODELS]
+    paths = sorted(WEIGHTS_DIR.glob("*.pth"),
+                   key=lambda p: (order.index(p.stem) if p.stem in order else len(order), p.stem))
+    return {p.stem: p for p in paths}
+
+
+def resolve_weights(name_or_path: str | Path | None = None) -> Path:
+    """The file behind a bundled weights name (or its short name, e.g. 'real') or a path;
+    LiifError if neither exists."""
+    choice = str(name_or_path or DEFAULT)
+    shipped = available_weights()
+    stem = file_stem(choice)
+    if stem in shipped:
+        return shipped[stem]
+    path = Path(choice).expanduser()
+    if path.is_file():
+        return path
+    names = ", ".join(_with_short_names(shipped)) or "none"
+    raise LiifError(f"weights not found: {choice!r} is neither a file nor a bundled name "
+                    f"(bundled: {names})")
+
+
+def _with_short_names(names: dict[str, Path]) -> list[str]:
+    """'real (liif-edsr-baseline-real)' for bundled models with a short name."""
+    shown = []
+    for stem in names:
+        model = describe(stem)
+        shown.append(f"{model.short} ({stem})" if model else stem)
+    return shown

@@ -15,26 +15,18 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import bundled
 from .errors import LiifError
 from .files import create_temp
 from .model import LIIF, RDN_CONFIGS, ModelSpec, build_model
 
 FORMAT_NAME = "liif"
 FORMAT_VERSION = 1
-DEFAULT_WEIGHTS = bundled.DEFAULT
-# Bundled weights: weights/ beside the package in a source checkout (pip install -e .), or
-# where a wheel installs them (pyproject's data-files: <prefix>/share/liif/weights).
-_SOURCE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
-_INSTALLED_WEIGHTS = Path(sys.prefix) / "share" / "liif" / "weights"
-WEIGHTS_DIR = _SOURCE_WEIGHTS if _SOURCE_WEIGHTS.is_dir() else _INSTALLED_WEIGHTS
 
 
 @dataclass
@@ -264,45 +256,6 @@ def _check_weights_fit(ckpt: Checkpoint, name: str) -> None:
         if not bool(torch.isfinite(weight).all()):
             raise LiifError(f"{name}: weight {key} holds NaN or infinite values "
                             "(a diverged or damaged checkpoint)")
-
-
-# --------------------------------------------------------------------------- named weights
-
-
-def available_weights() -> dict[str, Path]:
-    """Bundled weights by name: every weights/NAME.pth shipped with liif, the registered
-    models (bundled.MODELS) first, in its order, then the rest by name."""
-    if not WEIGHTS_DIR.is_dir():
-        return {}
-    order = [m.name for m in bundled.MODELS]
-    paths = sorted(WEIGHTS_DIR.glob("*.pth"),
-                   key=lambda p: (order.index(p.stem) if p.stem in order else len(order), p.stem))
-    return {p.stem: p for p in paths}
-
-
-def resolve_weights(name_or_path: str | Path | None = None) -> Path:
-    """The file behind a bundled weights name (or its short name, e.g. 'real') or a path;
-    LiifError if neither exists."""
-    choice = str(name_or_path or DEFAULT_WEIGHTS)
-    shipped = available_weights()
-    stem = bundled.file_stem(choice)
-    if stem in shipped:
-        return shipped[stem]
-    path = Path(choice).expanduser()
-    if path.is_file():
-        return path
-    names = ", ".join(_with_short_names(shipped)) or "none"
-    raise LiifError(f"weights not found: {choice!r} is neither a file nor a bundled name "
-                    f"(bundled: {names})")
-
-
-def _with_short_names(names: dict[str, Path]) -> list[str]:
-    """'real (liif-edsr-baseline-real)' for bundled models with a short name."""
-    shown = []
-    for stem in names:
-        model = bundled.describe(stem)
-        shown.append(f"{model.short} ({stem})" if model else stem)
-    return shown
 
 
 def file_sha256(path: str | Path) -> str:

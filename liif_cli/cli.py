@@ -172,6 +172,7 @@ def _duration(seconds: float) -> str:
 
 def load_upscaler(weights: str | None, device: Device | str, precision: Precision,
                   tile: int | None, chunk: int | None):
+    bundled.resolve_weights(weights)  # a wrong --weights answers before torch is imported
     from . import runtime
     from .api import Upscaler
 
@@ -364,6 +365,7 @@ def resize(
             check_max_pixels(parse_size(size), max_pixels)
             parse_colour(background)
             check_tile(tile)
+            bundled.resolve_weights(weights)
     from collections import Counter
 
     from . import distributed
@@ -446,13 +448,12 @@ def info(
     """Show what a checkpoint holds and which bundled model is for what.
 
     Architecture, size, training run and measured quality, as the checkpoint records them."""
-    from . import checkpoint
     from .info import checkpoint_record, readable_rows
 
     with user_errors():
-        path = checkpoint.resolve_weights(weights)
+        path = bundled.resolve_weights(weights)
         record = checkpoint_record(path)
-    available = checkpoint.available_weights()
+    available = bundled.available_weights()
     if as_json:  # plain (no wrapping, no colour) and strict JSON, whatever the metadata holds
         typer.echo(json.dumps(record, indent=2, allow_nan=False))
         return
@@ -479,7 +480,7 @@ def export(
     from . import checkpoint
 
     with user_errors():
-        ckpt = checkpoint.export(checkpoint.resolve_weights(source), target, overwrite)
+        ckpt = checkpoint.export(bundled.resolve_weights(source), target, overwrite)
     size = target.stat().st_size / 1e6
     err.print(f"wrote {target} ({size:.1f} MB, {ckpt.spec.encoder}, "
               f"{ckpt.metadata.get('steps', '?')} steps)", highlight=False, markup=False,
@@ -601,8 +602,7 @@ def train(
     if not data and not resume:
         fail("--data is required (except with --resume, which trains on the run's own data)",
              code=2)
-    from . import distributed
-    from .train import TrainConfig, run_training, train_with_console
+    from .train import TrainConfig
 
     config = TrainConfig(data=[str(d) for d in data or []], out=str(out_dir),
                          val=str(val) if val else None, encoder=encoder, steps=steps,
@@ -613,6 +613,13 @@ def train(
                          init=init, ema=ema, val_degrade=list(val_degrade or []),
                          degradation=None if degradation.strip().lower() == "none"
                          else degradation)
+    # Bad options are usage errors, answered before torch is imported; every rank finds the
+    # same ones (under torchrun), rank 0 says which.
+    with user_errors(code=2, report=os.environ.get("RANK", "0") == "0"):
+        config.check_options()
+    from . import distributed
+    from .train import run_training, train_with_console
+
     distributed.init_from_env(device.value)  # no-op unless started by torchrun
     try:
         main = distributed.is_main()

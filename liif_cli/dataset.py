@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .degrade import DegradationConfig, degrade
+from .degrade import degrade
+from .degrade_settings import DegradationConfig
 from .errors import LiifError
 from .model import make_cells, make_coords
 

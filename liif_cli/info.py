@@ -18,7 +18,7 @@ def checkpoint_record(path: Path) -> dict[str, Any]:
     business), and absolute paths in their metadata are cut short.
     """
     ckpt = checkpoint.load(path)
-    shipped = checkpoint.available_weights().get(path.stem) == path
+    shipped = bundled.available_weights().get(path.stem) == path
     model_info = bundled.describe(path.stem) if shipped else None
     spec = ckpt.spec.to_dict()
     metadata = {key: _without_absolute_paths(value) if shipped else value

@@ -73,15 +73,6 @@ def shave(img: ArrayLike, n: int) -> ArrayLike:
     return img[..., n:h - n, n:w - n]
 
 
-def shave_for_scale(scale: float) -> int:
-    """Border pixels excluded from scoring at `scale`: the scale itself, rounded up.
-
-    Integer scales give the usual `shave = scale` of benchmark tables; a fractional scale
-    such as 2.5 shaves 3 pixels (at least one whole low-resolution pixel's worth).
-    """
-    return int(math.ceil(scale - 1e-9))
-
-
 def psnr(a: ArrayLike, b: ArrayLike, data_range: float = 1.0) -> float:
     """Peak signal-to-noise ratio in dB over all elements; inf for identical images."""
     x, y = _to_tensor(a), _to_tensor(b)

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from liif_cli import bench, checkpoint
 from liif_cli.bench import options, quality, report, speed
+from liif_cli.bench import sets as bench_sets
 from liif_cli.errors import LiifError
 from liif_cli.model import ModelSpec, build_model
 
@@ -68,8 +69,8 @@ def data(tmp_path):
 def score(sets, scales, root, model, *, save_images=None, overwrite=False, degrade=None,
           **kwargs):
     """plan_quality, then run_quality: the quality benchmark as `liif bench` runs it."""
-    plan = quality.plan_quality(sets, scales, root, save_images=save_images,
-                                overwrite=overwrite, degrade=degrade)
+    plan = bench_sets.plan_quality(sets, scales, root, save_images=save_images,
+                                   overwrite=overwrite, degrade=degrade)
     return quality.run_quality(plan, model, **kwargs)
 
 
@@ -100,42 +101,42 @@ def test_parse_options():
 
 def test_lr_discovery(data):
     set_dir = data / "Tiny"
-    assert quality.find_lr_file(set_dir, "a", 2) == set_dir / "LR_bicubic" / "X2" / "ax2.png"
-    assert quality.find_lr_file(set_dir, "a", 3) is None  # no X3 folder: made from HR
-    assert quality.find_lr_file(set_dir, "a", 2.5) is None  # fractional: always made from HR
+    assert bench_sets.find_lr_file(set_dir, "a", 2) == set_dir / "LR_bicubic" / "X2" / "ax2.png"
+    assert bench_sets.find_lr_file(set_dir, "a", 3) is None  # no X3 folder: made from HR
+    assert bench_sets.find_lr_file(set_dir, "a", 2.5) is None  # fractional: always made from HR
 
-    pair = quality.make_pair(set_dir / "HR" / "b.png", set_dir, 2)
-    assert pair.lr_source == quality.LR_FILE_SOURCE and pair.lr.shape == (18, 22, 3)
+    pair = bench_sets.make_pair(set_dir / "HR" / "b.png", set_dir, 2)
+    assert pair.lr_source == bench_sets.LR_FILE_SOURCE and pair.lr.shape == (18, 22, 3)
     assert pair.hr.shape == (36, 44, 3)
-    pair = quality.make_pair(set_dir / "HR" / "b.png", set_dir, 3)
-    assert pair.lr_source == quality.LR_PIL_SOURCE
+    pair = bench_sets.make_pair(set_dir / "HR" / "b.png", set_dir, 3)
+    assert pair.lr_source == bench_sets.LR_PIL_SOURCE
     assert pair.lr.shape == (12, 14, 3) and pair.hr.shape == (36, 42, 3)  # 44 cropped to 42
     # Fractional scale: lr = floor(H / s), HR cropped to round(lr * s).
-    pair = quality.make_pair(set_dir / "HR" / "b.png", set_dir, 2.5)
+    pair = bench_sets.make_pair(set_dir / "HR" / "b.png", set_dir, 2.5)
     assert pair.lr.shape == (14, 17, 3) and pair.hr.shape == (35, 43, 3)  # 42.5 -> 43
     # The crop is the top-left of the HR image.
-    full = quality.load_rgb_u8(set_dir / "HR" / "b.png")
+    full = bench_sets.load_rgb_u8(set_dir / "HR" / "b.png")
     assert np.array_equal(pair.hr, full[:35, :43])
 
 
 def test_lr_folder_without_this_image_is_an_error(data):
     (data / "Tiny" / "LR_bicubic" / "X2" / "bx2.png").unlink()
     with pytest.raises(LiifError, match="bx2"):
-        quality.find_lr_file(data / "Tiny", "b", 2)
+        bench_sets.find_lr_file(data / "Tiny", "b", 2)
 
 
 def test_lr_file_of_the_wrong_size_is_an_error(data):
     _save(_image(10, 10, 9), data / "Tiny" / "LR_bicubic" / "X2" / "ax2.png")
     with pytest.raises(LiifError, match="expected 20x20"):
-        quality.make_pair(data / "Tiny" / "HR" / "a.png", data / "Tiny", 2)
+        bench_sets.make_pair(data / "Tiny" / "HR" / "a.png", data / "Tiny", 2)
 
 
 def test_sets_are_found_by_name_case_and_under_bench(data, tmp_path):
-    assert quality.find_set(data, "tiny") == data / "Tiny"
+    assert bench_sets.find_set(data, "tiny") == data / "Tiny"
     (tmp_path / "outer").mkdir()
     (data).rename(tmp_path / "outer" / "bench")
-    assert quality.find_set(tmp_path / "outer", "Tiny") == tmp_path / "outer" / "bench" / "Tiny"
-    assert quality.available_sets(tmp_path / "outer") == ["Tiny"]
+    assert bench_sets.find_set(tmp_path / "outer", "Tiny") == tmp_path / "outer" / "bench" / "Tiny"
+    assert bench_sets.available_sets(tmp_path / "outer") == ["Tiny"]
 
 
 # ------------------------------------------------------------------ quality
@@ -266,9 +267,9 @@ def test_quality_bad_input(case, match, data, model):
 def test_data_root_from_environment(monkeypatch, data):
     monkeypatch.delenv("LIIF_DATA", raising=False)
     with pytest.raises(LiifError, match="LIIF_DATA"):
-        quality.resolve_data_root(None)
+        bench_sets.resolve_data_root(None)
     monkeypatch.setenv("LIIF_DATA", str(data))
-    assert quality.resolve_data_root(None) == data
+    assert bench_sets.resolve_data_root(None) == data
 
 
 # ------------------------------------------------------------------ speed
@@ -440,13 +441,16 @@ def test_bench_status_lines_go_to_stderr(tmp_path, capsys, monkeypatch):
 
 
 def test_bench_usage_errors_exit_2_without_torch(tmp_path, cli_in_fresh_process):
-    """Bad options are usage errors (exit 2), answered before torch is imported."""
+    """Bad options, benchmark data and weights files are usage errors (exit 2), answered
+    before torch is imported."""
     (tmp_path / "file").write_text("x")
     for args in (["--scales", "abc"], ["--training", "--threads", "0"],
                  ["--speed", "--size", "0x16"], ["--sets", ","],
                  ["--speed", "--save-images", tmp_path / "out"],
                  ["--json", tmp_path / "file" / "r.json"],
-                 ["--save-images", tmp_path / "file"]):
+                 ["--save-images", tmp_path / "file"], ["--degrade", "jpeg:500"],
+                 ["--degrade", "sharpen:2"], ["--data-root", tmp_path / "nowhere"],
+                 ["--data-root", tmp_path], ["--speed", "--weights", tmp_path / "nowhere.pth"]):
         assert cli_in_fresh_process(["bench", *args]) == (2, False), args
 
 

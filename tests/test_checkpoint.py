@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from liif_cli import checkpoint, engine
+from liif_cli import bundled, checkpoint, engine
 from liif_cli.errors import LiifError
 from liif_cli.model import ModelSpec, build_model
 
@@ -258,23 +258,23 @@ def test_resolve_weights_names_and_paths(tmp_path, monkeypatch):
     for name in ("liif-edsr-baseline", "liif-rdn"):
         checkpoint.save(good_dict(), bundle / f"{name}.pth")
     (bundle / "notes.txt").write_text("not weights")
-    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", bundle)
+    monkeypatch.setattr(bundled, "WEIGHTS_DIR", bundle)
 
-    assert set(checkpoint.available_weights()) == {"liif-edsr-baseline", "liif-rdn"}
-    assert checkpoint.resolve_weights("liif-rdn") == bundle / "liif-rdn.pth"
-    assert checkpoint.resolve_weights(None) == bundle / f"{checkpoint.DEFAULT_WEIGHTS}.pth"
+    assert set(bundled.available_weights()) == {"liif-edsr-baseline", "liif-rdn"}
+    assert bundled.resolve_weights("liif-rdn") == bundle / "liif-rdn.pth"
+    assert bundled.resolve_weights(None) == bundle / f"{bundled.DEFAULT}.pth"
     with pytest.raises(LiifError) as err:
-        checkpoint.resolve_weights("liif-swin")
+        bundled.resolve_weights("liif-swin")
     assert "liif-swin" in str(err.value)
     assert "liif-edsr-baseline" in str(err.value) and "liif-rdn" in str(err.value)
 
     other = tmp_path / "elsewhere" / "mine.pth"
     checkpoint.save(good_dict(), other)
-    assert checkpoint.resolve_weights(str(other)) == other
-    assert checkpoint.resolve_weights(other) == other
-    checkpoint.load(checkpoint.resolve_weights(other)).build()
+    assert bundled.resolve_weights(str(other)) == other
+    assert bundled.resolve_weights(other) == other
+    checkpoint.load(bundled.resolve_weights(other)).build()
     with pytest.raises(LiifError):
-        checkpoint.resolve_weights(tmp_path / "elsewhere")  # a folder is not a file
+        bundled.resolve_weights(tmp_path / "elsewhere")  # a folder is not a file
 
 
 def test_short_names_of_bundled_models(tmp_path, monkeypatch):
@@ -282,29 +282,29 @@ def test_short_names_of_bundled_models(tmp_path, monkeypatch):
     bundle.mkdir()
     for name in ("liif-edsr-baseline", "liif-edsr-baseline-real", "a-mine"):
         checkpoint.save(good_dict(), bundle / f"{name}.pth")
-    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", bundle)
+    monkeypatch.setattr(bundled, "WEIGHTS_DIR", bundle)
     # The registered models come first, in the registry's order; then the others by name.
-    assert list(checkpoint.available_weights()) == ["liif-edsr-baseline",
+    assert list(bundled.available_weights()) == ["liif-edsr-baseline",
                                                     "liif-edsr-baseline-real", "a-mine"]
 
-    assert checkpoint.resolve_weights("real") == bundle / "liif-edsr-baseline-real.pth"
-    assert checkpoint.resolve_weights("default") == bundle / "liif-edsr-baseline.pth"
-    assert checkpoint.resolve_weights("liif-edsr-baseline-real") == \
+    assert bundled.resolve_weights("real") == bundle / "liif-edsr-baseline-real.pth"
+    assert bundled.resolve_weights("default") == bundle / "liif-edsr-baseline.pth"
+    assert bundled.resolve_weights("liif-edsr-baseline-real") == \
         bundle / "liif-edsr-baseline-real.pth"
     with pytest.raises(LiifError) as err:
-        checkpoint.resolve_weights("sharp")
+        bundled.resolve_weights("sharp")
     assert "real (liif-edsr-baseline-real)" in str(err.value)
     # A file in the working folder named like a short name does not shadow the bundle.
     monkeypatch.chdir(tmp_path)
     checkpoint.save(good_dict(), tmp_path / "real")
-    assert checkpoint.resolve_weights("real") == bundle / "liif-edsr-baseline-real.pth"
+    assert bundled.resolve_weights("real") == bundle / "liif-edsr-baseline-real.pth"
 
 
 def test_resolve_weights_without_bundle(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", tmp_path / "absent")
-    assert checkpoint.available_weights() == {}
+    monkeypatch.setattr(bundled, "WEIGHTS_DIR", tmp_path / "absent")
+    assert bundled.available_weights() == {}
     with pytest.raises(LiifError, match="none"):
-        checkpoint.resolve_weights("liif-edsr-baseline")
+        bundled.resolve_weights("liif-edsr-baseline")
 
 
 def test_file_sha256(tmp_path):

@@ -847,8 +847,32 @@ def torch_cuda_available() -> bool:
 
 def test_upscale_output_errors_do_not_import_torch(work, cli_in_fresh_process):
     src, other = make_image(work / "a.png", 8, 6), make_image(work / "b.png", 8, 6)
-    for args in ([src, "-s", "2", "-o", work / "out.xyz"], [src, other, "-s", "2", "-o", other]):
+    for args in ([src, "-s", "2", "-o", work / "out.xyz"], [src, other, "-s", "2", "-o", other],
+                 [src, "-s", "2", "-w", work / "nowhere.pth"]):
         assert cli_in_fresh_process(["upscale", *args]) == (2, False), args
+    resize = ["resize", work, "--size", "16x12", "-o", work / "out", "-w", "sharp"]
+    assert cli_in_fresh_process(resize) == (2, False)
+    assert not (work / "out").exists()
+
+
+def test_train_usage_errors_exit_2_without_torch(work, cli_in_fresh_process):
+    """Bad training options, missing data and unknown --init weights: exit 2, before torch is
+    imported, and no run folder is made."""
+    run_dir = work / "run"
+    for args in (["--lr-schedule", "linear"], ["--amp", "fp8"], ["--batch-size", "0"],
+                 ["--degradation", "real:jpeg_quality=0-50"], ["--degradation", "bsrgan"],
+                 ["--val-degrade", "jpeg:500"], ["--ema", "1.5"], ["--init", "sharp"],
+                 ["--val", work / "nowhere"]):
+        command = ["train", "--out", run_dir, "--data", work, *args]
+        assert cli_in_fresh_process(command) == (2, False), args
+    assert cli_in_fresh_process(["train", "--out", run_dir, "--data", work / "nowhere"]) \
+        == (2, False)
+    assert not run_dir.exists()
+
+
+def test_train_usage_error_is_one_line(work):
+    result = run("train", "--out", work / "run", "--data", work, "--lr-schedule", "linear")
+    assert_one_error_line(result, "lr schedule", "linear", code=2)
 
 
 def test_default_output_takes_a_writable_suffix_from_the_file(work, tiny_weights):
@@ -933,9 +957,9 @@ BAD_SPECS = {
 def test_checkpoint_with_a_bad_spec_is_refused_before_building(work, case, monkeypatch):
     import torch
 
-    from liif_cli import checkpoint
+    from liif_cli import bundled, checkpoint
 
-    raw = torch.load(checkpoint.resolve_weights(None), weights_only=True)
+    raw = torch.load(bundled.resolve_weights(None), weights_only=True)
     BAD_SPECS[case](raw["spec"])
     bad = work / "bad.pth"
     torch.save(raw, bad)
@@ -1062,11 +1086,11 @@ def test_resize_without_r_counts_the_sub_folders_it_did_not_enter(work, tiny_wei
 
 
 def test_info_on_bundled_weights_shows_no_absolute_paths():
-    from liif_cli import checkpoint
+    from liif_cli import bundled
 
     result = run("info")
     assert result.exit_code == 0, result.output
-    assert str(checkpoint.WEIGHTS_DIR) not in result.stdout
+    assert str(bundled.WEIGHTS_DIR) not in result.stdout
     for line in result.stdout.splitlines():
         cells = [cell.strip(" '[]") for cell in line.split("│")]
         assert not any(cell.startswith("/") for cell in cells), line

@@ -1,4 +1,5 @@
-"""Tests for liif_cli.degrade: each degradation alone, the seeded training chain, the specs."""
+"""Tests for liif_cli.degrade and liif_cli.degrade_settings: each degradation alone, the seeded
+training chain, the settings and specs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import torch
 from PIL import Image
 
 from liif_cli import degrade
-from liif_cli.degrade import DegradationConfig, parse_spec, parse_training_spec
+from liif_cli.degrade import apply_spec
+from liif_cli.degrade_settings import (
+    DegradationConfig,
+    image_seed,
+    parse_spec,
+    parse_training_spec,
+)
 from liif_cli.errors import LiifError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -98,8 +105,8 @@ def test_jpeg_lowers_quality_and_is_reproducible() -> None:
     assert _psnr(low, clean) < 35
     assert np.array_equal(low, degrade.to_uint8(degrade.jpeg(img, 30)))  # no randomness
     spec = parse_spec("jpeg:30")
-    assert np.array_equal(spec.apply(clean, seed=1), low)
-    assert np.array_equal(spec.apply(clean, seed=1), spec.apply(clean, seed=2))
+    assert np.array_equal(apply_spec(spec, clean, seed=1), low)
+    assert np.array_equal(apply_spec(spec, clean, seed=1), apply_spec(spec, clean, seed=2))
     # The training chain with JPEG alone at a fixed quality is that same round trip.
     only = DegradationConfig(**{**OFF, "jpeg_prob": 1.0, "jpeg_quality": (30, 30)})
     assert np.array_equal(degrade.degrade(clean, only, seed=5), low)
@@ -111,14 +118,14 @@ def test_jpeg_lowers_quality_and_is_reproducible() -> None:
 def test_gaussian_noise_has_the_requested_sigma() -> None:
     grey = np.full((96, 96, 3), 128, np.uint8)
     spec = parse_spec("noise:5")
-    noisy = spec.apply(grey, seed=3)
+    noisy = apply_spec(spec, grey, seed=3)
     d = _diff(noisy, grey)
     assert d.std() == pytest.approx(5.0, abs=0.15) and abs(d.mean()) < 0.15
     # Colour noise: independent channels.
     assert abs(np.corrcoef(d[..., 0].ravel(), d[..., 1].ravel())[0, 1]) < 0.05
-    assert np.array_equal(spec.apply(grey, seed=3), noisy)
-    assert not np.array_equal(spec.apply(grey, seed=4), noisy)
-    assert np.array_equal(parse_spec("noise:0").apply(grey, seed=3), grey)
+    assert np.array_equal(apply_spec(spec, grey, seed=3), noisy)
+    assert not np.array_equal(apply_spec(spec, grey, seed=4), noisy)
+    assert np.array_equal(apply_spec(parse_spec("noise:0"), grey, seed=3), grey)
 
     g = torch.Generator().manual_seed(0)
     mono = degrade.to_uint8(degrade.gaussian_noise(degrade.to_float(grey), 10, g, gray=True))
@@ -218,8 +225,8 @@ def test_parse_bench_spec() -> None:
     assert str(spec) == "blur:1.5+noise:5+jpeg:75"
     assert [(s.kind, s.value) for s in spec.steps] == [("blur", 1.5), ("noise", 5.0),
                                                        ("jpeg", 75.0)]
-    out = spec.apply(_textured(), seed=0)
-    assert out.shape == (48, 48, 3) and np.array_equal(out, spec.apply(_textured(), seed=0))
+    out = apply_spec(spec, _textured(), seed=0)
+    assert out.shape == (48, 48, 3) and np.array_equal(out, apply_spec(spec, _textured(), seed=0))
     for bad, words in (("jpeg:abc", "whole number from 1 to 100"), ("jpeg:0", "1 to 100"),
                        ("jpeg:75.5", "whole number"), ("noise:-1", "noise sigma"),
                        ("blur:0", "blur sigma"), ("wobble:3", "unknown degradation 'wobble:3'"),
@@ -228,5 +235,5 @@ def test_parse_bench_spec() -> None:
         with pytest.raises(LiifError, match=words) as info:
             parse_spec(bad)
         assert "\n" not in str(info.value) and "--degrade" in str(info.value)
-    assert degrade.image_seed("Set5", "baby", 4) == degrade.image_seed("Set5", "baby", "4")
-    assert degrade.image_seed("Set5", "baby", 4) != degrade.image_seed("Set5", "bird", 4)
+    assert image_seed("Set5", "baby", 4) == image_seed("Set5", "baby", "4")
+    assert image_seed("Set5", "baby", 4) != image_seed("Set5", "bird", 4)

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import torch
 
+from liif_cli.bench.sets import MIN_SCORED_SIDE, shave_for_scale
 from liif_cli.metrics import (
     SSIM_K1,
     SSIM_K2,
+    SSIM_WINDOW,
     gaussian_window,
     psnr,
     rgb_to_y,
     shave,
-    shave_for_scale,
     ssim,
     y_psnr,
     y_ssim,
@@ -67,6 +68,11 @@ def test_shave():
 @pytest.mark.parametrize("scale, expected", [(2, 2), (4.0, 4), (12, 12), (2.5, 3), (12.5, 13)])
 def test_shave_for_scale(scale, expected):
     assert shave_for_scale(scale) == expected
+
+
+def test_benchmark_sets_leave_ssim_its_window():
+    """The benchmark plan (torch-free) refuses images too small for SSIM by this constant."""
+    assert MIN_SCORED_SIDE == SSIM_WINDOW
 
 
 # ------------------------------------------------------------------ PSNR

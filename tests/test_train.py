@@ -668,7 +668,8 @@ def test_ema_decay_out_of_range_is_rejected(data_dir: Path, tmp_path: Path) -> N
 
 
 def test_degradation_changes_only_the_lr_input(data_dir: Path) -> None:
-    from liif_cli.degrade import DegradationConfig, degrade
+    from liif_cli.degrade import degrade
+    from liif_cli.degrade_settings import DegradationConfig
 
     images, _, _ = dataset.load_images([data_dir], 32)
     clean = CropSampler(images, crop=8, samples=64)
@@ -689,7 +690,7 @@ def test_degradation_changes_only_the_lr_input(data_dir: Path) -> None:
 
 def test_degraded_training_records_its_ranges_and_resumes_bit_for_bit(
         data_dir: Path, tmp_path: Path) -> None:
-    from liif_cli.degrade import DegradationConfig
+    from liif_cli.degrade_settings import DegradationConfig
 
     common = dict(steps=6, degradation="real:jpeg_quality=40-90")
     expected_ranges = DegradationConfig(jpeg_quality=(40, 90)).to_dict()
@@ -763,7 +764,7 @@ def test_cli_degradation_option_and_bad_specs(data_dir: Path, tmp_path: Path) ->
 
 
 def test_train_config_takes_a_degradation_in_any_form() -> None:
-    from liif_cli.degrade import DegradationConfig
+    from liif_cli.degrade_settings import DegradationConfig
 
     ranges = DegradationConfig(noise_sigma=(2, 9))
     for given in ("real:noise_sigma=2-9", ranges, ranges.to_dict()):

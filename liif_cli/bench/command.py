@@ -2,7 +2,8 @@
 (`run_bench`).
 
 The split lets the CLI tell usage errors (exit code 2, before anything runs; the options
-themselves are checked before torch is imported) from failures while benchmarking.
+themselves and the benchmark data are checked before torch is imported) from failures while
+benchmarking.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from .. import bundled
+from ..degrade_settings import parse_spec
 from ..errors import LiifError, is_out_of_memory, one_line
 from .options import (
     DEFAULT_QUALITY_SCALES,
@@ -27,12 +30,12 @@ from .options import (
     parse_threads,
     speed_input_size,
 )
+from .sets import QualityPlan, plan_quality
 
 if TYPE_CHECKING:
     import torch
 
     from ..checkpoint import Checkpoint
-    from .quality import QualityPlan
 
 
 @dataclass
@@ -82,7 +85,7 @@ def prepare_bench(*, data_root: str | os.PathLike[str] | None = None,
     WIDTHxHEIGHT. `max_output_mp` None means automatic: 0.25 MP bands on the CPU, whole
     outputs elsewhere; 0 renders whole outputs everywhere. `training=True` times training
     steps instead (CPU, bf16 autocast; `threads` e.g. "1,2", `batch_size`). `degrade` (quality
-    only) degrades every LR input first, e.g. "jpeg:75" (see liif_cli.degrade.parse_spec).
+    only) degrades every LR input first, e.g. "jpeg:75" (see liif_cli.degrade_settings.parse_spec).
     """
     console = console or Console()
     if repeats < 1:
@@ -115,21 +118,19 @@ def prepare_bench(*, data_root: str | os.PathLike[str] | None = None,
                             f"{format_scale(bad[0])}")
         if save_images is not None:
             check_save_folder(save_images)
-    # Options that are fine so far: now what needs torch (the data plan, the weights).
-    from ..checkpoint import DEFAULT_WEIGHTS, file_sha256, load, resolve_weights
+        request.plan = plan_quality(set_list, request.scales, data_root,
+                                    save_images=save_images, overwrite=overwrite,
+                                    degrade=parse_spec(degrade) if degrade is not None else None)
+    weights_path = bundled.resolve_weights(weights)
+    # Options, data and weights file are fine so far: now what needs torch (loading the
+    # weights, the device).
+    from ..checkpoint import file_sha256, load
     from ..engine import precision_name
     from .common import resolve_device
 
-    if not speed:
-        from .quality import plan_quality
-
-        request.plan = plan_quality(set_list, request.scales, data_root,
-                                    save_images=save_images, overwrite=overwrite,
-                                    degrade=degrade)
-    weights_path = resolve_weights(weights)
     request.checkpoint = load(weights_path)
     request.weights_sha256 = file_sha256(weights_path)
-    request.weights_name = str(weights or DEFAULT_WEIGHTS)
+    request.weights_name = str(weights or bundled.DEFAULT)
     request.device = resolve_device(device)
     request.precision = precision_name(precision, request.device)  # bf16 or fp32, not 'auto'
     if speed:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from ..files import create_temp
 from .options import check_json_target, format_scale
-from .quality import LR_FILE_SOURCE
+from .sets import LR_FILE_SOURCE
 
 # --------------------------------------------------------------------------- JSON
 

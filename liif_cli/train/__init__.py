@@ -51,6 +51,9 @@ Only rank 0 validates, writes checkpoints, metrics.jsonl and config.json, and re
 progress; the others wait for it at the end.
 """
 
+from importlib import import_module
+from typing import Any
+
 from .config import (
     AMP_MODES,
     CHECKPOINT_NAME,
@@ -62,18 +65,23 @@ from .config import (
     lr_at,
     progress_fraction,
 )
-from .loop import (
-    ProgressFn,
-    TrainEvent,
-    TrainResult,
-    prepare_for_training,
-    resolve_amp,
-    resolve_device,
-    run_training,
-    training_loss,
-)
-from .progress import line_progress, train_with_console
-from .validation import validate
+
+# The rest needs torch, so it is imported on first use (a module __getattr__, PEP 562): the
+# CLI checks a run's options with TrainConfig alone and answers a usage error at once.
+_FROM_SUBMODULE = {
+    "ProgressFn": "loop", "TrainEvent": "loop", "TrainResult": "loop",
+    "prepare_for_training": "loop", "resolve_amp": "loop", "resolve_device": "loop",
+    "run_training": "loop", "training_loss": "loop",
+    "line_progress": "progress", "train_with_console": "progress",
+    "validate": "validation",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _FROM_SUBMODULE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_FROM_SUBMODULE[name]}", __name__), name)
+
 
 __all__ = ["AMP_MODES", "CHECKPOINT_NAME", "DEFAULT_STEPS", "LR_SCHEDULES", "METRICS_NAME",
            "RUN_FIELDS", "ProgressFn", "TrainConfig", "TrainEvent", "TrainResult", "line_progress",

@@ -1,15 +1,22 @@
 """What a training run is: its settings (TrainConfig), its learning-rate schedule, and how the
-settings of a resumed or fine-tuned run are worked out from its checkpoint."""
+settings of a resumed or fine-tuned run are worked out from its checkpoint.
+
+No torch at import (the model module is imported where a model is built), so that `liif
+train` checks its options at once."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ..degrade import DegradationConfig, parse_spec, parse_training_spec
+from .. import bundled
+from ..degrade_settings import DegradationConfig, parse_spec, parse_training_spec
 from ..errors import LiifError
-from ..model import ModelSpec, build_model
+
+if TYPE_CHECKING:
+    from ..model import ModelSpec
 
 LR_SCHEDULES = ("step", "cosine")
 CHECKPOINT_NAME = "last.pth"
@@ -61,8 +68,8 @@ class TrainConfig:
     init: str | None = None  # weights to start from (bundled name or file); fresh optimiser
     ema: float = 0.0  # decay of a moving average of the weights (0: off); see loop._Run
     # LR input degradations: None (clean bicubic LR, the paper's), 'real' or
-    # 'real:KEY=LO-HI,...' (see degrade.parse_training_spec), or a DegradationConfig (or its
-    # dict). A run stores the full dict, so it keeps its ranges if the defaults change.
+    # 'real:KEY=LO-HI,...' (see degrade_settings.parse_training_spec), or a DegradationConfig
+    # (or its dict). A run stores the full dict, so it keeps its ranges if the defaults change.
     degradation: str | dict[str, Any] | DegradationConfig | None = None
     # Each time a resume raised `steps`: [step reached, steps before, steps after].
     extensions: list[list[int]] = field(default_factory=list)
@@ -74,6 +81,8 @@ class TrainConfig:
 
     def spec(self) -> ModelSpec:
         """The model to train: `model` if given, else the paper's defaults for `encoder`."""
+        from ..model import ModelSpec
+
         if self.model is not None:
             return ModelSpec(**self.model)
         return ModelSpec(encoder=self.encoder)
@@ -104,11 +113,22 @@ class TrainConfig:
 
     def validate(self) -> None:
         """LiifError (one line) for a config that cannot run."""
+        self.check_options()
+        if not self.data:
+            raise LiifError("bad training option: no training data folder given")
+        from ..model import build_model
+
+        try:
+            build_model(self.spec())
+        except (TypeError, ValueError) as exc:
+            raise LiifError(f"bad training option: cannot build the model ({exc})") from None
+
+    def check_options(self) -> None:
+        """LiifError (one line) for a bad setting; unlike validate, without torch (so the CLI
+        answers at once) and without needing `data` (a resumed run brings its own)."""
         def bad(msg: str) -> None:
             raise LiifError(f"bad training option: {msg}")
 
-        if not self.data:
-            bad("no training data folder given")
         if self.total_steps < 1:
             bad(f"steps must be >= 1 (got {self.steps})")
         if self.batch_size < 1:
@@ -143,10 +163,12 @@ class TrainConfig:
             bad(f"validation scales must be >= 1 (got {self.val_scales})")
         for spec in self.val_degrade:
             parse_spec(spec)  # its own one-line LiifError
-        try:
-            build_model(self.spec())
-        except (TypeError, ValueError) as exc:
-            bad(f"cannot build the model ({exc})")
+        if not self.resume:  # a resumed run trains on its own data, from its own start
+            for what, path in [*(("training", d) for d in self.data), ("validation", self.val)]:
+                if path is not None and not Path(path).expanduser().exists():
+                    raise LiifError(f"{what} data not found: {path}")
+            if self.init is not None:
+                bundled.resolve_weights(self.init)  # its own one-line LiifError
 
     @property
     def max_crop(self) -> int:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .. import checkpoint, distributed
+from .. import bundled, checkpoint, distributed
 from ..dataset import CropSampler, load_images
 from ..errors import LiifError
 from ..model import LIIF, build_model
@@ -199,7 +199,7 @@ def _setup(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | No
         raise LiifError(f"{out} already holds a run ({CHECKPOINT_NAME}); "
                         "resume it or choose another output folder")
     elif config.init:
-        start = checkpoint.load(checkpoint.resolve_weights(config.init))
+        start = checkpoint.load(bundled.resolve_weights(config.init))
         config, more = init_config(config, start.spec)
         warnings += more
     if config.steps is None:

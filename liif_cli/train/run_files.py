@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .. import checkpoint
+from .. import bundled, checkpoint
 from ..errors import LiifError
 from ..files import remove_stale_temps
 from .config import TrainConfig
@@ -64,7 +64,7 @@ def _lineage(meta: dict[str, Any], weights: str, depth: int = 0) -> list[dict[st
     earlier: list[dict[str, Any]] = list(meta.get("history") or [])
     if "history" not in meta and meta.get("init") and depth < 20:
         try:
-            parent = checkpoint.load(checkpoint.resolve_weights(meta["init"])).metadata
+            parent = checkpoint.load(bundled.resolve_weights(meta["init"])).metadata
             earlier = _lineage(parent, meta["init"], depth + 1)
         except LiifError:
             earlier = []
@@ -83,7 +83,7 @@ def training_history(config: TrainConfig,
     if "history" in start.metadata:
         return list(start.metadata["history"])
     try:
-        return _lineage(checkpoint.load(checkpoint.resolve_weights(config.init)).metadata,
+        return _lineage(checkpoint.load(bundled.resolve_weights(config.init)).metadata,
                         config.init)
     except LiifError:
         return []

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..dataset import bicubic_resize, to_unit
-from ..degrade import DegradeSpec, image_seed, parse_spec
+from ..degrade import apply_spec
+from ..degrade_settings import DegradeSpec, image_seed, parse_spec
 from ..engine import render
 from ..metrics import y_psnr
 from ..model import LIIF
@@ -51,7 +52,7 @@ def validate(model: LIIF, images: list[np.ndarray], scales: list[int],
                     hr = hr[:h, :w]
                     lr = bicubic_resize(hr, (h // s, w // s))
                     if degrade is not None:
-                        lr = degrade.apply(lr, image_seed("val", i, s))
+                        lr = apply_spec(degrade, lr, image_seed("val", i, s))
                     sr = render(model, to_unit(lr), (h, w),
                                 device=next(model.parameters()).device, precision=precision)
                     truth = to_unit(hr)
