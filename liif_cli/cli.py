@@ -448,10 +448,11 @@ def info(
     """Show what a checkpoint holds and which bundled model is for what.
 
     Architecture, size, training run and measured quality, as the checkpoint records them."""
+    with user_errors(code=2):  # no such file or bundled name: a usage error
+        path = bundled.resolve_weights(weights)
     from .info import checkpoint_record, readable_rows
 
     with user_errors():
-        path = bundled.resolve_weights(weights)
         record = checkpoint_record(path)
     available = bundled.available_weights()
     if as_json:  # plain (no wrapping, no colour) and strict JSON, whatever the metadata holds
@@ -477,10 +478,12 @@ def export(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Write an inference-only copy of a checkpoint (training state dropped), ready to share."""
+    with user_errors(code=2):  # no such file or bundled name: a usage error
+        path = bundled.resolve_weights(source)
     from . import checkpoint
 
     with user_errors():
-        ckpt = checkpoint.export(bundled.resolve_weights(source), target, overwrite)
+        ckpt = checkpoint.export(path, target, overwrite)
     size = target.stat().st_size / 1e6
     err.print(f"wrote {target} ({size:.1f} MB, {ckpt.spec.encoder}, "
               f"{ckpt.metadata.get('steps', '?')} steps)", highlight=False, markup=False,

@@ -870,6 +870,13 @@ def test_train_usage_errors_exit_2_without_torch(work, cli_in_fresh_process):
     assert not run_dir.exists()
 
 
+def test_unknown_weights_for_info_and_export_exit_2_without_torch(work, cli_in_fresh_process):
+    assert cli_in_fresh_process(["info", "sharp"]) == (2, False)
+    assert cli_in_fresh_process(["export", work / "nowhere.pth", work / "x.pth"]) == (2, False)
+    assert_one_error_line(run("info", "sharp"), "weights not found", "sharp", code=2)
+    assert not (work / "x.pth").exists()
+
+
 def test_train_usage_error_is_one_line(work):
     result = run("train", "--out", work / "run", "--data", work, "--lr-schedule", "linear")
     assert_one_error_line(result, "lr schedule", "linear", code=2)
