@@ -76,6 +76,19 @@ def step_losses(events: list) -> dict[int, float]:
 # --------------------------------------------------------------------------- data
 
 
+def test_package_gives_every_public_name_and_only_those() -> None:
+    """Most names come from their modules on first use (so TrainConfig alone needs no torch):
+    each one listed resolves, to the object its module defines; anything else is an error."""
+    values = {name: getattr(train, name) for name in train.__all__}
+    modules = [sys.modules[f"liif_cli.train.{m}"] for m in ("config", "loop", "progress",
+                                                            "validation")]
+    for name, value in values.items():
+        assert any(getattr(m, name, None) is value for m in modules), name
+    assert train.run_training is train_loop.run_training
+    with pytest.raises(AttributeError, match="no attribute 'run_trainig'"):
+        train.run_trainig  # noqa: B018
+
+
 def test_sampler_default_shapes_and_targets(data_dir: Path) -> None:
     images, _, warnings = dataset.load_images([data_dir], 192)
     assert len(images) == 3 and any("README.txt" in w for w in warnings)
