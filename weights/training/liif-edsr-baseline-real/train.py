@@ -40,15 +40,26 @@ alone. Kodak24 x4 Y-PSNR, clean / JPEG 75 / noise 5 (the default model: 28.22 / 
               5e-5 over 7,000 s, 1 thread beside the default model's phase 3. Step 1,500:
               28.02 / 27.01 / 27.70 (against camera2's 27.97 / 27.02 / 27.69); stopped at
               step 7,509 (83% of its budget, lr 2.4e-6; step 7,500: 28.09 / 27.02 / 27.71).
-              Its moving average is weights/liif-edsr-baseline-real.pth; its config, log
-              and metrics are beside this file (camera's in camera/).
+              Its moving average was the third real-photo model; its config, log and
+              metrics are in camera-clean/ (camera's in camera/).
+    from-default  camera-clean's mix in one run from the default model of commit 543d9b6
+              (phase 3 at step 40,281), a cosine from 1e-4 over 15,000 steps, 1 thread
+              beside the default model's phase 3 (about 1.4 steps/s each). Step 1,500:
+              28.18 / 26.90 / 27.76; step 7,500: 28.19 / 27.02 / 27.77, level with or above
+              camera-clean's end on all three. Its moving average at step 7,559 (lr 5.0e-5)
+              is weights/liif-edsr-baseline-real.pth; step 9,000: 28.20 / 27.03 / 27.78.
+              It stopped at step 9,471; its config, log, metrics and resumable last.pth
+              are beside this file:
+    R=runs/real-from-default; mkdir -p $R
+    cp weights/training/liif-edsr-baseline-real/last.pth $R/
+    VARIANT=from-default RESUME=1 nohup .venv/bin/python $RECIPE >> $R/train.log 2>&1 &
+A variant starts with:
     mkdir -p runs/real-<v>
     VARIANT=<v> ADAPTIVE=0 nohup .venv/bin/python $RECIPE > runs/real-<v>/train.log 2>&1 &
 (ADAPTIVE=0 keeps 1 thread while two runs share the CPU; a run alone is restarted with
 RESUME=1 and ADAPTIVE=1.)
 To continue a cut-off run, copy its last.pth into its run folder and set RESUME=1. camera
-ran to the end of its time budget and camera-clean to 83% of its own (lr 2.4e-6), so a next
-run starts from the shipped weights with `--init`, as camera did from light's. light's
+ran to the end of its time budget and camera-clean to 83% of its own (lr 2.4e-6). light's
 checkpoint with training state is weights/training/liif-edsr-baseline-real/last.pth at
 commit 1ae669c.
     git show 1ae669c:weights/liif-edsr-baseline-real.pth > runs/real-light.pth
