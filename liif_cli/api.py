@@ -1,4 +1,5 @@
-"""The public Python API: `Upscaler.from_pretrained().upscale(image, scale=4)`.
+"""The public Python API: `Upscaler.from_pretrained().upscale(image, scale=4)`, and
+`AutoUpscaler().upscale(image, scale=4)`, which picks a bundled model per image.
 
 Takes and returns PIL images or numpy arrays; the CLI is a thin layer over this module.
 Colour goes through the LIIF model; an alpha channel is resampled with a bicubic filter;
@@ -26,7 +27,7 @@ from .engine import (
     resolve_tile_chunk,
 )
 from .errors import LiifError, is_out_of_memory
-from .images import Picture, pil_pixels, quantise
+from .images import Picture, jpeg_quality, pil_is_lossy, pil_pixels, quantise
 from .model import LIIF
 from .sizing import target_size
 
@@ -38,7 +39,34 @@ MIN_SIDE = 16
 PAD_SMALL = 8
 
 
-class Upscaler:
+class _Resampler:
+    """What Upscaler and AutoUpscaler share: `upscale` on top of their `resample`."""
+
+    def resample(self, picture: Picture, size: tuple[int, int],
+                 progress: Progress | None = None) -> Picture:
+        raise NotImplementedError
+
+    def upscale(self, image: Image.Image | np.ndarray, *, scale: float | None = None,
+                size: tuple[int, int] | None = None,
+                progress: Progress | None = None) -> Image.Image | np.ndarray:
+        """Resize a PIL image or numpy array by `scale` or to `size` = (width, height).
+
+        Returns the same kind of object: PIL in the same mode (L, LA, RGB, RGBA, I;16, I, F;
+        palette, bilevel, CMYK and YCbCr images come back as L, RGB or RGBA); numpy with the
+        same dtype and channel count (uint8, uint16, or float in [0, 1]).
+        """
+        hw = (size[1], size[0]) if size is not None else None
+        if isinstance(image, Image.Image):
+            picture, mode = _picture_from_pil(image), image.mode
+        else:
+            picture, mode = Picture.from_array(np.asarray(image)), None
+        out = self.resample(picture, target_size(picture.size, scale=scale, size=hw), progress)
+        if mode is not None:
+            return _pil_from_picture(out, mode)
+        return _array_like(out, np.asarray(image))
+
+
+class Upscaler(_Resampler):
     """A loaded model plus how to run it (device, precision, tile and chunk sizes).
 
     min_side: inputs with a side shorter than this are edge-padded along it before encoding
@@ -66,6 +94,10 @@ class Upscaler:
         ckpt = checkpoint.load(path)
         return cls(ckpt.build(), name=str(weights or bundled.DEFAULT),
                    metadata=ckpt.metadata, **options)
+
+    def model_for(self, picture: Picture) -> Upscaler:
+        """The Upscaler that resamples `picture`: this one (see AutoUpscaler)."""
+        return self
 
     # ------------------------------------------------------------------ core
 
@@ -117,26 +149,28 @@ class Upscaler:
                             "ones up front)") from None
         return picture.with_pixels(rgb, alpha)
 
-    # ------------------------------------------------------------------ convenience
 
-    def upscale(self, image: Image.Image | np.ndarray, *, scale: float | None = None,
-                size: tuple[int, int] | None = None,
-                progress: Progress | None = None) -> Image.Image | np.ndarray:
-        """Resize a PIL image or numpy array by `scale` or to `size` = (width, height).
+class AutoUpscaler(_Resampler):
+    """The bundled models, one picked per image (`--weights auto`): the real-photo model for
+    visibly compressed sources (JPEGs up to quality bundled.AUTO_MAX_QUALITY, lossy WebP;
+    `Picture.lossy` and `Picture.quality`), the default model for the rest
+    (bundled.auto_choice). Numpy arrays count as uncompressed.
 
-        Returns the same kind of object: PIL in the same mode (L, LA, RGB, RGBA, I;16, I, F;
-        palette, bilevel, CMYK and YCbCr images come back as L, RGB or RGBA); numpy with the
-        same dtype and channel count (uint8, uint16, or float in [0, 1]).
-        """
-        hw = (size[1], size[0]) if size is not None else None
-        if isinstance(image, Image.Image):
-            picture, mode = _picture_from_pil(image), image.mode
-        else:
-            picture, mode = Picture.from_array(np.asarray(image)), None
-        out = self.resample(picture, target_size(picture.size, scale=scale, size=hw), progress)
-        if mode is not None:
-            return _pil_from_picture(out, mode)
-        return _array_like(out, np.asarray(image))
+    Takes Upscaler's options (device, precision, tile, chunk, min_side).
+    """
+
+    def __init__(self, **options: Any):
+        self.upscalers = {name: Upscaler.from_pretrained(name, **options)
+                          for name in (bundled.AUTO_OTHER, bundled.AUTO_LOSSY)}
+
+    def model_for(self, picture: Picture) -> Upscaler:
+        """The Upscaler for `picture`: its `name` says which model it is."""
+        return self.upscalers[bundled.auto_choice(picture.lossy, picture.quality)]
+
+    def resample(self, picture: Picture, size: tuple[int, int],
+                 progress: Progress | None = None) -> Picture:
+        """Upscaler.resample with the model picked for `picture`."""
+        return self.model_for(picture).resample(picture, size, progress)
 
 
 def edge_padding(n_in: int, n_out: int, min_side: int = MIN_SIDE) -> int:
@@ -158,7 +192,9 @@ def _resize_plane(plane: np.ndarray, size: tuple[int, int], method: Image.Resamp
 
 def _picture_from_pil(image: Image.Image) -> Picture:
     image.load()
-    return Picture.from_array(pil_pixels(image))
+    picture = Picture.from_array(pil_pixels(image))
+    picture.lossy, picture.quality = pil_is_lossy(image), jpeg_quality(image)
+    return picture
 
 
 def _pil_from_picture(picture: Picture, mode: str) -> Image.Image:

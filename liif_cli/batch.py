@@ -20,6 +20,7 @@ from .images import (
     SUPPORTED_SUFFIXES,
     check_output,
     default_suffix,
+    describe_source,
     flatten,
     is_transparent,
     output_suffix_supported,
@@ -31,7 +32,7 @@ from .images import (
 from .sizing import centre_crop_box, check_max_pixels, fit_size
 
 if TYPE_CHECKING:  # torch stays unimported until a job runs (usage errors answer at once)
-    from .api import Upscaler
+    from .api import AutoUpscaler, Upscaler
     from .engine import Progress
 
 SizeRule = Callable[[tuple[int, int]], tuple[int, int]]  # input (H, W) -> output (H, W)
@@ -50,10 +51,14 @@ class Note:
 
 @dataclass
 class JobResult:
-    """What a job did: its notes, and why it was skipped, if it was: 'existing' (the output
-    appeared meanwhile, e.g. written by another run) or 'claimed' (another run is writing it)."""
+    """What a job did: its notes, the name of the model that resampled it (see Upscaler.name)
+    and how its source was stored (images.describe_source), and why it was skipped, if it
+    was: 'existing' (the output appeared meanwhile, e.g. written by another run) or 'claimed'
+    (another run is writing it)."""
 
     notes: list[Note] = field(default_factory=list)
+    model: str | None = None
+    source: str | None = None
     skipped: str | None = None
 
 
@@ -186,9 +191,10 @@ def _check_distinct(jobs: list[Job]) -> None:
         seen[target] = job.source
 
 
-def run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: bool = False,
-            max_pixels: int = 0, quality: int = 95, crop_to: tuple[int, int] | None = None,
-            make_dirs: bool = False, progress: Progress | None = None,
+def run_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *,
+            overwrite: bool = False, max_pixels: int = 0, quality: int = 95,
+            crop_to: tuple[int, int] | None = None, make_dirs: bool = False,
+            progress: Progress | None = None,
             strip_metadata: bool = False, background: str | None = None,
             warn_stretch: str | None = None, shared: bool = False) -> JobResult:
     """Read, resample, optionally centre-crop to `crop_to` (H, W), and write one image;
@@ -217,11 +223,10 @@ def run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: boo
                 return JobResult(skipped="claimed")
             if not overwrite and already_written(job.target):
                 return JobResult(skipped="existing")
-        return JobResult(_run_job(upscaler, job, size_rule, overwrite=overwrite,
-                                  max_pixels=max_pixels, quality=quality, crop_to=crop_to,
-                                  make_dirs=make_dirs, progress=progress,
-                                  strip_metadata=strip_metadata, background=background,
-                                  warn_stretch=warn_stretch))
+        return _run_job(upscaler, job, size_rule, overwrite=overwrite, max_pixels=max_pixels,
+                        quality=quality, crop_to=crop_to, make_dirs=make_dirs,
+                        progress=progress, strip_metadata=strip_metadata,
+                        background=background, warn_stretch=warn_stretch)
     except LiifError as exc:
         if shared and not overwrite and already_written(job.target):
             return JobResult(skipped="existing")  # another run finished it first
@@ -253,10 +258,10 @@ def _make_parent(target: Path) -> None:
                         f"{exc.strerror or exc}") from None
 
 
-def _run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: bool,
-             max_pixels: int, quality: int, crop_to: tuple[int, int] | None, make_dirs: bool,
-             progress: Progress | None, strip_metadata: bool, background: str | None,
-             warn_stretch: str | None) -> list[Note]:
+def _run_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *,
+             overwrite: bool, max_pixels: int, quality: int, crop_to: tuple[int, int] | None,
+             make_dirs: bool, progress: Progress | None, strip_metadata: bool,
+             background: str | None, warn_stretch: str | None) -> JobResult:
     def check_size(in_size: tuple[int, int]) -> None:  # from the header, before decoding
         check_max_pixels(size_rule(in_size), max_pixels)
 
@@ -279,13 +284,14 @@ def _run_job(upscaler: Upscaler, job: Job, size_rule: SizeRule, *, overwrite: bo
     if make_dirs:
         _make_parent(job.target)
     check_output(job.target, picture, overwrite=overwrite)
-    out = upscaler.resample(picture, size, progress)
+    model = upscaler.model_for(picture)
+    out = model.resample(picture, size, progress)
     if crop_to is not None and crop_to != size:
         top, left, bottom, right = centre_crop_box(size, crop_to)
         alpha = None if out.alpha is None else out.alpha[top:bottom, left:right]
         out = out.with_pixels(out.rgb[top:bottom, left:right], alpha)
     write_image(out, job.target, overwrite=overwrite, quality=quality)
-    return notes
+    return JobResult(notes, model=model.name, source=describe_source(picture))
 
 
 def aspect_change(in_size: tuple[int, int], out_size: tuple[int, int]) -> float:

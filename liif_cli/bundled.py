@@ -29,6 +29,14 @@ MODELS = (
                  "(trained on downscales with blur, noise and JPEG)"),
 )
 DEFAULT = MODELS[0].name
+# `--weights auto`, what upscale and resize use unless told otherwise: per input, the model
+# for visibly compressed sources (JPEG up to quality AUTO_MAX_QUALITY, lossy WebP) or the one
+# for the rest. Measured at x4 on Set5 / Set14 (weights/MODEL_CARD-real.md), real minus
+# default: JPEG 75 +0.95 / +0.60 dB, JPEG 90 +0.35 / +0.21, JPEG 95 -0.01 / -0.05, clean
+# -0.30 / -0.22.
+AUTO = "auto"
+AUTO_LOSSY, AUTO_OTHER = "real", "default"
+AUTO_MAX_QUALITY = 92
 # Bundled weights: weights/ beside the package in a source checkout (pip install -e .), or
 # where a wheel installs them (pyproject's data-files: <prefix>/share/liif/weights).
 _SOURCE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -49,6 +57,19 @@ def describe(stem: str) -> BundledModel | None:
 
 WEIGHTS_HELP = ("Model: " + ", ".join(f"{m.short} (for {m.use.split(':')[0]})" for m in MODELS)
                 + f", or a checkpoint file. Without it: {MODELS[0].short}.")
+AUTO_WEIGHTS_HELP = (f"Model: {AUTO} (per image: {AUTO_LOSSY} for JPEGs of quality up to "
+                     f"{AUTO_MAX_QUALITY} and lossy WebP, {AUTO_OTHER} for the rest), "
+                     + ", ".join(f"{m.short} (for {m.use.split(':')[0]})" for m in MODELS)
+                     + f", or a checkpoint file. Without it: {AUTO}.")
+
+
+def auto_choice(lossy: bool, quality: int | None = None) -> str:
+    """The bundled model `--weights auto` gives an input: AUTO_LOSSY for a lossily
+    compressed source whose quality (1-100, None: unknown) is at most AUTO_MAX_QUALITY,
+    AUTO_OTHER for the rest."""
+    if lossy and (quality is None or quality <= AUTO_MAX_QUALITY):
+        return AUTO_LOSSY
+    return AUTO_OTHER
 
 
 def available_weights() -> dict[str, Path]:
@@ -66,6 +87,9 @@ def resolve_weights(name_or_path: str | Path | None = None) -> Path:
     """The file behind a bundled weights name (or its short name, e.g. 'real') or a path;
     LiifError if neither exists."""
     choice = str(name_or_path or DEFAULT)
+    if choice == AUTO:
+        raise LiifError(f"weights {AUTO!r} picks a model for each input file (liif upscale, "
+                        f"liif resize); name one here: {AUTO_OTHER}, {AUTO_LOSSY} or a file")
     shipped = available_weights()
     stem = file_stem(choice)
     if stem in shipped:

@@ -14,6 +14,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -73,6 +74,9 @@ FLAG = " "  # metavar of a flag: shows no '<bool>' type in help (a flag takes no
 # Options shared by the commands that run the model.
 WeightsOpt = Annotated[str | None, typer.Option(
     "--weights", "-w", help=bundled.WEIGHTS_HELP, show_default=False)]
+# upscale and resize read image files, so they can also pick a bundled model per file.
+AutoWeightsOpt = Annotated[str | None, typer.Option(
+    "--weights", "-w", help=bundled.AUTO_WEIGHTS_HELP, show_default=False)]
 DeviceOpt = Annotated[Device, typer.Option(help="Where to run: auto picks cuda, mps, then cpu.")]
 MIN_TILE = 32  # smaller tiles re-encode their halo (~35 pixels each side) over and over
 TileOpt = Annotated[int | None, typer.Option(
@@ -170,28 +174,52 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def check_weights(weights: str | None) -> None:
+    """LiifError for a `--weights` of upscale or resize (None: auto) that names nothing;
+    torch-free, so a wrong name answers at once."""
+    if weights is None or weights == bundled.AUTO:
+        for name in (bundled.AUTO_OTHER, bundled.AUTO_LOSSY):
+            bundled.resolve_weights(name)
+    else:
+        bundled.resolve_weights(weights)
+
+
 def load_upscaler(weights: str | None, device: Device | str, precision: Precision,
                   tile: int | None, chunk: int | None):
-    bundled.resolve_weights(weights)  # a wrong --weights answers before torch is imported
+    """The Upscaler for `--weights`, or for auto (None) an AutoUpscaler."""
+    check_weights(weights)
     from . import runtime
-    from .api import Upscaler
+    from .api import AutoUpscaler, Upscaler
 
     # This process renders, then exits: keeping freed memory saves re-faulting the decoder's
     # big buffers for every chunk (about 7% of an upscale's time, measured).
     runtime.retain_freed_memory()
-    name = device.value if isinstance(device, Device) else device
-    return Upscaler.from_pretrained(weights, device=name, precision=precision.value,
-                                    tile=tile, chunk=chunk)
+    options = dict(device=device.value if isinstance(device, Device) else device,
+                   precision=precision.value, tile=tile, chunk=chunk)
+    if weights is None or weights == bundled.AUTO:
+        return AutoUpscaler(**options)
+    return Upscaler.from_pretrained(weights, **options)
+
+
+@dataclass
+class JobTally:
+    """What run_jobs did: how many jobs failed or were skipped as 'existing' or 'claimed'
+    (see batch.JobResult), and for each input written the model that resampled it and how
+    the input was stored."""
+
+    failed: int = 0
+    existing: int = 0
+    claimed: int = 0
+    models: dict[Path, tuple[str, str]] = field(default_factory=dict)
 
 
 def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str,
-             **job_options) -> dict[str, int]:
+             **job_options) -> JobTally:
     """Run file jobs with a progress display; report failures and the jobs' warnings (and,
-    unless quiet, their notes). Returns how many 'failed', and how many were skipped as
-    'existing' or 'claimed' (see batch.JobResult)."""
+    unless quiet, their notes)."""
     from .batch import run_job
 
-    tally = {"failed": 0, "existing": 0, "claimed": 0}
+    tally = JobTally()
     plain = not quiet and not err.is_terminal
     with make_progress(quiet) as progress:
         files = progress.add_task(label, total=len(jobs), n=f"0/{len(jobs)} files")
@@ -210,13 +238,15 @@ def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str,
             try:
                 result = run_job(upscaler, job, size_rule, progress=on_tile, **job_options)
                 if result.skipped:
-                    tally[result.skipped] += 1
+                    setattr(tally, result.skipped, getattr(tally, result.skipped) + 1)
+                elif result.model is not None and result.source is not None:
+                    tally.models[job.source] = (result.model, result.source)
                 for note in result.notes:
                     if note.level == "warning" or not quiet:
                         progress.console.print(f"[yellow]{note.level}:[/] {escape(note.text)}",
                                                highlight=False, soft_wrap=True)
             except LiifError as exc:
-                tally["failed"] += 1
+                tally.failed += 1
                 progress.console.print(f"[bold red]failed:[/] {escape(str(exc))}",
                                        highlight=False, soft_wrap=True)
             progress.advance(files)
@@ -252,7 +282,7 @@ def upscale(
         "--output", "-o", help="Output file (one input), or folder (several inputs, or a name "
         "ending in /); a missing folder is created.",
         show_default="<stem>_x<scale>.<ext> beside the input")] = None,
-    weights: WeightsOpt = None,
+    weights: AutoWeightsOpt = None,
     device: DeviceOpt = Device.auto,
     tile: TileOpt = None,
     chunk: ChunkOpt = None,
@@ -315,17 +345,21 @@ def upscale(
             def size_rule(hw: tuple[int, int]) -> tuple[int, int]:
                 return target_size(hw, scale=scale, size=box, width=width, height=height)
             warn_stretch = label if box is not None else None
-        failed = run_jobs(upscaler, jobs, size_rule, quiet=quiet, label="upscale",
-                          overwrite=overwrite, max_pixels=max_pixels, quality=quality,
-                          crop_to=crop_to, strip_metadata=strip_metadata,
-                          background=background, warn_stretch=warn_stretch)["failed"]
-        if failed:
+        tally = run_jobs(upscaler, jobs, size_rule, quiet=quiet, label="upscale",
+                         overwrite=overwrite, max_pixels=max_pixels, quality=quality,
+                         crop_to=crop_to, strip_metadata=strip_metadata,
+                         background=background, warn_stretch=warn_stretch)
+        if tally.failed:
             if len(jobs) == 1:
                 raise typer.Exit(1)  # its one 'failed:' line already says why
-            fail(f"{failed} of {len(jobs)} images failed")
+            fail(f"{tally.failed} of {len(jobs)} images failed")
         if not quiet:
+            auto = weights is None or weights == bundled.AUTO
             for job in jobs:
-                err.print(f"wrote {job.target}", highlight=False, markup=False, soft_wrap=True)
+                model, source = tally.models.get(job.source, (None, None))
+                picked = f" (model: {model}, for its source: {source})" if auto and model else ""
+                err.print(f"wrote {job.target}{picked}", highlight=False, markup=False,
+                          soft_wrap=True)
 
 
 @app.command()
@@ -338,7 +372,7 @@ def resize(
     recursive: Annotated[bool, typer.Option("--recursive", "-r", metavar=FLAG,
                                             help="Descend into sub-folders.")] = False,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.keep,
-    weights: WeightsOpt = None,
+    weights: AutoWeightsOpt = None,
     device: DeviceOpt = Device.auto,
     tile: TileOpt = None,
     chunk: ChunkOpt = None,
@@ -365,7 +399,7 @@ def resize(
             check_max_pixels(parse_size(size), max_pixels)
             parse_colour(background)
             check_tile(tile)
-            bundled.resolve_weights(weights)
+            check_weights(weights)
     from collections import Counter
 
     from . import distributed
@@ -408,14 +442,19 @@ def resize(
                              overwrite=overwrite, max_pixels=max_pixels, quality=quality,
                              crop_to=crop_to, make_dirs=True, strip_metadata=strip_metadata,
                              background=background, shared=True)
-        failed, existing, claimed = (int(n) for n in distributed.all_sum(
-            [tally["failed"], tally["existing"], tally["claimed"]]))
+        picks = (bundled.AUTO_OTHER, bundled.AUTO_LOSSY)
+        failed, existing, claimed, *picked = (int(n) for n in distributed.all_sum(
+            [tally.failed, tally.existing, tally.claimed]
+            + [[model for model, _ in tally.models.values()].count(name) for name in picks]))
         if main:
             ranks = f" on {world} ranks" if world > 1 else ""
             others = f", {claimed} being written by another run" if claimed else ""
+            auto = weights is None or weights == bundled.AUTO
+            models = ", ".join(f"{name} {n}" for name, n in zip(picks, picked, strict=True))
             err.print(f"resized {len(todo) - failed - existing - claimed}, skipped "
                       f"{len(jobs) - len(todo) + existing} existing{others}, failed {failed} "
                       f"(of {len(jobs)} images) into {output}{ranks}"
+                      + (f"; models: {models}" if auto else "")
                       + _ignored_text(ignored, "; ignored {}"),
                       highlight=False, markup=False, soft_wrap=True)
         distributed.barrier()  # leave together, after the summary

@@ -119,8 +119,17 @@ def poisson_noise(img: torch.Tensor, scale: float, g: torch.Generator,
 def jpeg(img: torch.Tensor, quality: int) -> torch.Tensor:
     """Round-trip (C, H, W) through Pillow's JPEG encoder at `quality` (1-100; its default
     4:2:0 chroma subsampling, as cameras and the web use) and decoder."""
+    return _codec_round_trip(img, "JPEG", quality)
+
+
+def webp(img: torch.Tensor, quality: int) -> torch.Tensor:
+    """Round-trip (C, H, W) through Pillow's lossy WebP encoder at `quality` (1-100)."""
+    return _codec_round_trip(img, "WEBP", quality)
+
+
+def _codec_round_trip(img: torch.Tensor, fmt: str, quality: int) -> torch.Tensor:
     buf = io.BytesIO()
-    Image.fromarray(to_uint8(img)).save(buf, format="JPEG", quality=int(quality))
+    Image.fromarray(to_uint8(img)).save(buf, format=fmt, quality=int(quality))
     buf.seek(0)
     with Image.open(buf) as decoded:
         return to_float(np.asarray(decoded.convert("RGB")))
@@ -215,6 +224,8 @@ def apply_step(step: DegradeStep, img: torch.Tensor, g: torch.Generator) -> torc
         return blur(img, gaussian_kernel(kernel_size_for(step.value), step.value))
     if step.kind == "noise":
         return gaussian_noise(img, step.value, g)
+    if step.kind == "webp":
+        return webp(img, int(step.value))
     return jpeg(img, int(step.value))
 
 

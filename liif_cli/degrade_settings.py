@@ -144,7 +144,7 @@ def parse_training_spec(text: str) -> DegradationConfig | None:
 @dataclass(frozen=True)
 class DegradeStep:
     """One fixed step of a benchmark degradation: blur (sigma, px), noise (Gaussian sigma,
-    8-bit levels) or jpeg (quality)."""
+    8-bit levels), jpeg or webp (lossy quality)."""
 
     kind: str
     value: float
@@ -164,16 +164,16 @@ class DegradeSpec:
         return "+".join(str(step) for step in self.steps)
 
 
-_SPEC_HELP = "use jpeg:QUALITY, noise:SIGMA or blur:SIGMA, several joined with +"
+_SPEC_HELP = "use jpeg:QUALITY, webp:QUALITY, noise:SIGMA or blur:SIGMA, several joined with +"
 
 
 def parse_spec(text: str) -> DegradeSpec:
-    """'jpeg:75', 'noise:5', 'blur:1.5' or a chain such as 'blur:1+jpeg:75'; LiifError (one
-    line) for anything else."""
+    """'jpeg:75', 'webp:75', 'noise:5', 'blur:1.5' or a chain such as 'blur:1+jpeg:75';
+    LiifError (one line) for anything else."""
     steps = []
     for item in (part.strip() for part in text.split("+")):
         kind, colon, raw = (s.strip().lower() for s in item.partition(":"))
-        if kind not in ("jpeg", "noise", "blur"):
+        if kind not in ("jpeg", "webp", "noise", "blur"):
             what = f"unknown degradation {item!r}" if item else "an empty step"
             raise LiifError(f"bad --degrade {text!r}: {what} ({_SPEC_HELP})")
         if not colon:
@@ -182,9 +182,9 @@ def parse_spec(text: str) -> DegradeSpec:
             value = float(raw)
         except ValueError:
             value = math.nan
-        if kind == "jpeg" and not (value.is_integer() and 1 <= value <= 100):
-            raise LiifError(f"bad --degrade {text!r}: JPEG quality must be a whole number "
-                            "from 1 to 100 (e.g. jpeg:75)")
+        if kind in ("jpeg", "webp") and not (value.is_integer() and 1 <= value <= 100):
+            raise LiifError(f"bad --degrade {text!r}: {kind.upper()} quality must be a whole "
+                            f"number from 1 to 100 (e.g. {kind}:75)")
         if kind == "noise" and not 0 <= value <= 255:
             raise LiifError(f"bad --degrade {text!r}: noise sigma must be a number of 8-bit "
                             "levels from 0 to 255 (e.g. noise:5)")

@@ -103,6 +103,10 @@ class Picture:
     # The source's EXIF block as Pillow writes it (b'Exif\0\0' + TIFF structure), orientation
     # already set to 1 (the pixels are upright); None: none, or dropped (--strip-metadata).
     exif: bytes | None = None
+    # The source was lossily compressed (JPEG, lossy WebP), and at what quality (1-100) if
+    # the file says (JPEG: jpeg_quality); `--weights auto` picks the model from these.
+    lossy: bool = False
+    quality: int | None = None
 
     def __post_init__(self) -> None:
         self.rgb = np.asarray(self.rgb, dtype=np.float32)
@@ -196,6 +200,7 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
             orientation = _orientation(image)
             exif = _carried_exif(image)
             source_format = image.format or "PNG"
+        lossy, quality = pil_is_lossy(image), jpeg_quality(image)
     except LiifError:
         raise
     except UnidentifiedImageError as exc:
@@ -213,8 +218,75 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     picture = Picture.from_array(
         _orient(pixels, orientation), icc_profile=icc_profile, format=source_format
     )
-    picture.exif = exif
+    picture.exif, picture.lossy, picture.quality = exif, lossy, quality
     return picture
+
+
+def describe_source(picture: Picture) -> str:
+    """How the picture's source was stored, in a few words: 'JPEG, quality 75', 'lossy
+    WEBP', 'PNG'."""
+    if picture.quality is not None:
+        return f"{picture.format}, quality {picture.quality}"
+    if picture.format == "WEBP":
+        return f"{'lossy' if picture.lossy else 'lossless'} WebP"
+    return picture.format
+
+
+def pil_is_lossy(image: Image.Image) -> bool:
+    """Whether a PIL image opened from a file was stored lossily: a JPEG (or MPO, a camera
+    JPEG with extra pictures), or a lossy WebP."""
+    if image.format in ("JPEG", "MPO"):
+        return True
+    filename = getattr(image, "filename", "")
+    return image.format == "WEBP" and bool(filename) and webp_is_lossy(filename)
+
+
+# The luminance quantisation table of the JPEG standard (ITU-T T.81, Annex K), which the
+# IJG/libjpeg encoder (Pillow's) scales by its quality setting.
+_JPEG_LUMA_TABLE = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99])
+
+
+def _ijg_luma_table(quality: int) -> np.ndarray:
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return np.clip((_JPEG_LUMA_TABLE * scale + 50) // 100, 1, 255)
+
+
+def jpeg_quality(image: Image.Image) -> int | None:
+    """The IJG quality (1-100) whose luminance table is nearest the JPEG's own: exact for
+    files written by libjpeg-based encoders, the nearest equivalent for others (cameras).
+    None for anything but a JPEG."""
+    tables = getattr(image, "quantization", None) if image.format in ("JPEG", "MPO") else None
+    if not tables or len(tables.get(0, ())) != 64:
+        return None
+    # Order does not matter for the comparison's sum, only which table entries are compared:
+    # sort both, since encoders store them in zigzag or natural order.
+    luma = np.sort(np.asarray(tables[0], dtype=np.int64))
+    errors = [np.abs(np.sort(_ijg_luma_table(q)) - luma).sum() for q in range(1, 101)]
+    return int(np.argmin(errors)) + 1
+
+
+def webp_is_lossy(path: str | Path) -> bool:
+    """Whether the WebP file at `path` stores its (first) picture lossily: a 'VP8 ' bitstream
+    chunk rather than a lossless 'VP8L' one. Pillow does not say, so read the RIFF chunk
+    headers (a few bytes each; payloads are skipped), stepping into an animation's first
+    frame. False when no bitstream chunk is found."""
+    with open(path, "rb") as f:
+        if f.read(12)[8:] != b"WEBP":
+            return False
+        for _ in range(64):  # a picture's chunks come in the first few
+            header = f.read(8)
+            if len(header) < 8:
+                return False
+            fourcc, size = header[:4], int.from_bytes(header[4:], "little")
+            if fourcc in (b"VP8 ", b"VP8L"):
+                return fourcc == b"VP8 "
+            # An ANMF frame's sub-chunks follow its 16-byte frame header.
+            f.seek(16 if fourcc == b"ANMF" else size + (size & 1), os.SEEK_CUR)
+    return False
 
 
 @contextmanager

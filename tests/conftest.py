@@ -52,3 +52,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A weights/ folder holding two different tiny checkpoints under the bundled names of
+    the default and the real-photo model, in place of the shipped ones."""
+    import torch
+
+    from liif_cli import bundled, checkpoint
+    from liif_cli.model import ModelSpec, build_model
+
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    for seed, model in enumerate(bundled.MODELS):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            tiny = build_model(ModelSpec(encoder_args=dict(n_resblocks=1, n_feats=8),
+                                         hidden=[16]))
+        checkpoint.save(checkpoint.to_dict(tiny, {"note": model.short}),
+                        folder / f"{model.name}.pth")
+    monkeypatch.setattr(bundled, "WEIGHTS_DIR", folder)
+    return folder

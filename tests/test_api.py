@@ -453,3 +453,17 @@ def test_check_scale():
     for bad in (0.0, -3.0, float("nan"), float("-inf")):
         with pytest.raises(LiifError):
             check_scale(bad)
+
+
+def test_auto_upscaler_picks_by_how_the_source_was_stored(tiny_bundle, tmp_path):
+    auto = api.AutoUpscaler(device="cpu", precision="fp32")
+    named = {name: Upscaler.from_pretrained(name, device="cpu", precision="fp32")
+             for name in ("default", "real")}
+    pixels = RNG.integers(0, 256, (9, 12, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.jpg")
+    with Image.open(tmp_path / "photo.jpg") as photo:
+        out = auto.upscale(photo, scale=2)
+        assert np.array_equal(np.asarray(out), np.asarray(named["real"].upscale(photo, scale=2)))
+    array_out = auto.upscale(pixels, scale=2)  # arrays count as uncompressed
+    assert np.array_equal(array_out, named["default"].upscale(pixels, scale=2))
+    assert not np.array_equal(array_out, named["real"].upscale(pixels, scale=2))

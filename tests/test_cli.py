@@ -753,8 +753,9 @@ def test_help_shows_every_default_text():
     # Rich eats "[...]" in help strings as markup; defaults must come through show_default.
     wide = {"COLUMNS": "200"}
     text = CliRunner().invoke(app, ["upscale", "--help"], env=wide).output
-    assert "default (for clean images), real (for JPEG photos)" in text
-    assert "Without it: default." in text
+    flat = " ".join(text.replace("│", " ").split())  # help text wrapped in a box
+    assert "default (for clean images), real (for JPEG photos)" in flat
+    assert "Without it: auto." in flat and "JPEGs of quality up to 92" in flat
     text = CliRunner().invoke(app, ["bench", "--help"], env=wide).output
     for expected in ("$LIIF_DATA", "2,3,4,6,8,12", "512x512", "0.25 on CPU"):
         assert expected in text, expected
@@ -1181,3 +1182,47 @@ def test_rendering_commands_keep_freed_memory(work, tiny_weights, monkeypatch):
     assert run("resize", src, "--size", "20x20", "-o", work / "out", "-w", tiny_weights,
                "-q").exit_code == 0
     assert len(calls) == 2
+
+
+# ------------------------------------------------------------------- --weights auto
+
+
+def test_auto_weights_pick_the_real_model_for_lossy_files(work, tiny_bundle):
+    """Without --weights, JPEGs up to quality 92 and lossy WebP files get the real-photo
+    model and the rest the default: the same pixels as naming that model, and the report
+    says which and why."""
+    sources = {"photo.jpg": ("real", "JPEG, quality 75"), "web.webp": ("real", "lossy WebP"),
+               "clean.png": ("default", "PNG"), "fine.jpg": ("default", "JPEG, quality 95"),
+               "lossless.webp": ("default", "lossless WebP")}
+    options = {"lossless.webp": {"lossless": True}, "fine.jpg": {"quality": 95}}
+    for name in sources:
+        make_image(work / "in" / name, 12, 9, **options.get(name, {}))
+    for folder in ("auto", "default", "real"):
+        (work / folder).mkdir()
+    for name, (model, source) in sources.items():
+        src = work / "in" / name
+        result = run("upscale", src, "-s", "2", "-o", work / "auto" / name)
+        assert result.exit_code == 0, result.output
+        assert f"(model: {model}, for its source: {source})" in " ".join(result.output.split())
+        for named in ("default", "real"):
+            result = run("upscale", src, "-s", "2", "-o", work / named / name, "-w", named)
+            assert result.exit_code == 0 and "model:" not in result.output, result.output
+        auto = np.asarray(Image.open(work / "auto" / name))
+        assert np.array_equal(auto, np.asarray(Image.open(work / model / name)))
+        other = "default" if model == "real" else "real"
+        assert not np.array_equal(auto, np.asarray(Image.open(work / other / name)))
+    result = run("resize", work / "in", "--size", "24x24", "-o", work / "resized")
+    assert result.exit_code == 0, result.output
+    assert "models: default 3, real 2" in " ".join(result.output.split())
+
+
+def test_auto_weights_is_a_usage_error_where_one_model_is_needed(work, tiny_bundle):
+    for args in (("bench", "--speed", "--weights", "auto"), ("info", "auto"),
+                 ("export", "auto", work / "out.pth")):
+        result = run(*args)
+        assert_one_error_line(result, "auto", "picks a model for each input", code=2)
+    (tiny_bundle / "liif-edsr-baseline-real.pth").unlink()
+    src = make_image(work / "photo.jpg")
+    for args in (("upscale", src, "-s", "2"), ("resize", work, "--size", "9x9", "-o", work)):
+        assert_one_error_line(run(*args), "weights not found", "real", code=2)
+    assert run("upscale", src, "-s", "2", "-w", "default", "-q").exit_code == 0

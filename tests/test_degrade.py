@@ -112,6 +112,19 @@ def test_jpeg_lowers_quality_and_is_reproducible() -> None:
     assert np.array_equal(degrade.degrade(clean, only, seed=5), low)
 
 
+def test_webp_lowers_quality_and_is_not_jpeg() -> None:
+    clean = _textured(64, 64)
+    img = degrade.to_float(clean)
+    low = degrade.to_uint8(degrade.webp(img, 20))
+    high = degrade.to_uint8(degrade.webp(img, 95))
+    assert low.shape == clean.shape and low.dtype == np.uint8
+    assert _psnr(low, clean) < _psnr(high, clean) < math.inf
+    assert not np.array_equal(low, degrade.to_uint8(degrade.jpeg(img, 20)))
+    spec = parse_spec("webp:20")
+    assert np.array_equal(apply_spec(spec, clean, seed=1), low)
+    assert np.array_equal(apply_spec(spec, clean, seed=3), low)  # no randomness
+
+
 # --------------------------------------------------------------------------- noise
 
 
@@ -231,7 +244,8 @@ def test_parse_bench_spec() -> None:
                        ("jpeg:75.5", "whole number"), ("noise:-1", "noise sigma"),
                        ("blur:0", "blur sigma"), ("wobble:3", "unknown degradation 'wobble:3'"),
                        ("jpeg", "jpeg needs a value"), ("", "empty step"),
-                       ("noise:5+", "empty step"), ("noise:nan", "noise sigma")):
+                       ("noise:5+", "empty step"), ("noise:nan", "noise sigma"),
+                       ("webp:101", "WEBP quality must be a whole number")):
         with pytest.raises(LiifError, match=words) as info:
             parse_spec(bad)
         assert "\n" not in str(info.value) and "--degrade" in str(info.value)

@@ -19,9 +19,11 @@ from liif_cli.images import (
     SUPPORTED_SUFFIXES,
     Picture,
     check_output,
+    jpeg_quality,
     output_suffix_supported,
     read_image,
     suffix_for_format,
+    webp_is_lossy,
     write_image,
 )
 
@@ -894,3 +896,34 @@ def test_new_files_get_normal_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o644
+
+
+def test_lossy_sources_are_recognised(tmp_path):
+    pixels = np.random.default_rng(3).integers(0, 256, (16, 16, 4), dtype=np.uint8)
+    rgba, rgb = Image.fromarray(pixels), Image.fromarray(pixels[..., :3])
+    saved = {"a.jpg": (rgb, {}), "b.webp": (rgb, {"quality": 80}),
+             "c.webp": (rgba, {"quality": 80}),  # lossy colour after an alpha chunk
+             "d.webp": (rgb, {"lossless": True}), "e.webp": (rgba, {"lossless": True}),
+             "f.png": (rgb, {}), "g.tif": (rgb, {})}
+    for name, (image, options) in saved.items():
+        image.save(tmp_path / name, **options)
+    lossy = {name for name in saved if read_image(tmp_path / name).lossy}
+    assert lossy == {"a.jpg", "b.webp", "c.webp"}
+    assert {name for name in saved if name.endswith(".webp")
+            and webp_is_lossy(tmp_path / name)} == {"b.webp", "c.webp"}
+    (tmp_path / "short.webp").write_bytes((tmp_path / "b.webp").read_bytes()[:14])
+    assert not webp_is_lossy(tmp_path / "short.webp")  # cut before its first chunk
+    assert [read_image(tmp_path / name).quality for name in ("a.jpg", "b.webp", "f.png")] == \
+        [75, None, None]  # Pillow's default JPEG quality
+
+
+@pytest.mark.parametrize("quality", [5, 30, 50, 51, 75, 90, 92, 93, 95, 100])
+def test_jpeg_quality_is_read_back_from_the_tables(tmp_path, quality):
+    pixels = np.random.default_rng(4).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "q.jpg", quality=quality)
+    with Image.open(tmp_path / "q.jpg") as image:
+        assert jpeg_quality(image) == quality
+    assert read_image(tmp_path / "q.jpg").quality == quality
+    Image.fromarray(pixels).save(tmp_path / "q.png")
+    with Image.open(tmp_path / "q.png") as image:
+        assert jpeg_quality(image) is None

@@ -1,16 +1,18 @@
-"""Print the README's "Which model?" table from six `liif bench --json` files.
+"""Print the README's "Which model?" table from twelve `liif bench --json` files.
 
     python weights/training/liif-edsr-baseline-real/which_table.py DIR
 
-DIR holds {default,real}_{none,jpeg75,noise5}.json, each from
-    liif bench --sets Set5,Set14 --scales 4 --weights W [--degrade jpeg:75 | noise:5] --json F
-Y-PSNR at x4 of bicubic, both models and the real-photo model's difference to the default.
+DIR holds {default,real}_{none,jpeg75,jpeg90,jpeg95,webp80,noise5}.json, each from
+    liif bench --sets Set5,Set14 --scales 4 --weights W [--degrade SPEC] --json F
+with SPEC jpeg:75, jpeg:90, jpeg:95, webp:80 or noise:5. Y-PSNR at x4 of bicubic, both models
+and the real-photo model's difference to the default.
 """
 import json
 import sys
 from pathlib import Path
 
-CONDITIONS = (("none", "clean"), ("jpeg75", "JPEG quality 75"),
+CONDITIONS = (("none", "clean"), ("jpeg75", "JPEG quality 75"), ("jpeg90", "JPEG quality 90"),
+              ("jpeg95", "JPEG quality 95"), ("webp80", "WebP quality 80"),
               ("noise5", "Gaussian noise, sigma 5"))
 SETS = ("Set5", "Set14")
 
