@@ -225,8 +225,8 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
 def describe_source(picture: Picture) -> str:
     """How the picture's source was stored, in a few words: 'JPEG, quality 75', 'lossy
     WEBP', 'PNG'."""
-    if picture.quality is not None:
-        return f"{picture.format}, quality {picture.quality}"
+    if picture.quality is not None:  # a JPEG, or an MPO: a camera JPEG with extra pictures
+        return f"JPEG, quality {picture.quality}"
     if picture.format == "WEBP":
         return f"{'lossy' if picture.lossy else 'lossless'} WebP"
     return picture.format
