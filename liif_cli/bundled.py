@@ -63,6 +63,12 @@ AUTO_WEIGHTS_HELP = (f"Model: {AUTO} (per image: {AUTO_LOSSY} for JPEGs of quali
                      + f", or a checkpoint file. Without it: {AUTO}.")
 
 
+def is_auto(choice: str | None) -> bool:
+    """Whether a `--weights` of upscale or resize asks for a model per image (None: not
+    given)."""
+    return choice is None or choice == AUTO
+
+
 def auto_choice(lossy: bool, quality: int | None = None) -> str:
     """The bundled model `--weights auto` gives an input: AUTO_LOSSY for a lossily
     compressed source whose quality (1-100, None: unknown) is at most AUTO_MAX_QUALITY,

@@ -177,7 +177,7 @@ def _duration(seconds: float) -> str:
 def check_weights(weights: str | None) -> None:
     """LiifError for a `--weights` of upscale or resize (None: auto) that names nothing;
     torch-free, so a wrong name answers at once."""
-    if weights is None or weights == bundled.AUTO:
+    if bundled.is_auto(weights):
         for name in (bundled.AUTO_OTHER, bundled.AUTO_LOSSY):
             bundled.resolve_weights(name)
     else:
@@ -196,7 +196,7 @@ def load_upscaler(weights: str | None, device: Device | str, precision: Precisio
     runtime.retain_freed_memory()
     options = dict(device=device.value if isinstance(device, Device) else device,
                    precision=precision.value, tile=tile, chunk=chunk)
-    if weights is None or weights == bundled.AUTO:
+    if bundled.is_auto(weights):
         return AutoUpscaler(**options)
     return Upscaler.from_pretrained(weights, **options)
 
@@ -354,7 +354,7 @@ def upscale(
                 raise typer.Exit(1)  # its one 'failed:' line already says why
             fail(f"{tally.failed} of {len(jobs)} images failed")
         if not quiet:
-            auto = weights is None or weights == bundled.AUTO
+            auto = bundled.is_auto(weights)
             for job in jobs:
                 model, source = tally.models.get(job.source, (None, None))
                 picked = f" (model: {model}, for its source: {source})" if auto and model else ""
@@ -449,7 +449,7 @@ def resize(
         if main:
             ranks = f" on {world} ranks" if world > 1 else ""
             others = f", {claimed} being written by another run" if claimed else ""
-            auto = weights is None or weights == bundled.AUTO
+            auto = bundled.is_auto(weights)
             models = ", ".join(f"{name} {n}" for name, n in zip(picks, picked, strict=True))
             err.print(f"resized {len(todo) - failed - existing - claimed}, skipped "
                       f"{len(jobs) - len(todo) + existing} existing{others}, failed {failed} "
