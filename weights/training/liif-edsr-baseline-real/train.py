@@ -46,13 +46,13 @@ alone. Kodak24 x4 Y-PSNR, clean / JPEG 75 / noise 5 (the default model: 28.22 / 
               (phase 3 at step 40,281), a cosine from 1e-4 over 15,000 steps, 1 thread
               beside the default model's phase 3 (about 1.4 steps/s each). Step 1,500:
               28.18 / 26.90 / 27.76; step 7,500: 28.19 / 27.02 / 27.77, level with or above
-              camera-clean's end on all three. Its moving average at step 7,559 (lr 5.0e-5)
-              is weights/liif-edsr-baseline-real.pth; step 9,000: 28.20 / 27.03 / 27.78.
-              It stopped at step 9,471; its config, log, metrics and resumable last.pth
-              are beside this file:
-    R=runs/real-from-default; mkdir -p $R
-    cp weights/training/liif-edsr-baseline-real/last.pth $R/
-    VARIANT=from-default RESUME=1 nohup .venv/bin/python $RECIPE >> $R/train.log 2>&1 &
+              camera-clean's end on all three; its moving average at step 7,559 was the
+              fourth real-photo model (commit daf6368; bench results in
+              bench/from-default-step7559/). It ran to its end, step 15,000 (12,439 s):
+              28.22 / 27.03 / 27.79, whose moving average is
+              weights/liif-edsr-baseline-real.pth. Its config, log and metrics are beside
+              this file; its checkpoint with training state at step 9,471 is
+              weights/training/liif-edsr-baseline-real/last.pth at commit daf6368.
 A variant starts with:
     mkdir -p runs/real-<v>
     VARIANT=<v> ADAPTIVE=0 nohup .venv/bin/python $RECIPE > runs/real-<v>/train.log 2>&1 &
