@@ -572,7 +572,7 @@ def bench(
     overwrite: OverwriteOpt = False,
     degrade: Annotated[str | None, typer.Option(
         help="Degrade every LR input first, deterministically per image: jpeg:QUALITY, "
-        "noise:SIGMA (Gaussian, 8-bit levels), blur:SIGMA (px), or a chain such as "
+        "webp:QUALITY, noise:SIGMA (Gaussian, 8-bit levels), blur:SIGMA (px), or a chain such as "
         "blur:1+noise:5+jpeg:75.")] = None,
 ) -> None:
     """Score the model against bicubic and Lanczos, or time it.
