@@ -37,13 +37,17 @@ steps/s) to step 22,656, then alone on two (2.6 steps/s), and stopped at step 24
 beside it), it reached step 40,281 (lr 5.0e-5), whose moving average shipped as the default,
 and went on to step 44,009. From there it ran on one thread beside the real-photo model's
 `from-default` run (about 1.4 steps/s each; ADAPTIVE=0) to step 54,366 (lr 2.3e-5), whose
-moving average ships as the default, and went on to step 56,265 (lr 2.1e-5); it continues
-from last.pth beside this file. Kodak24
+moving average shipped as the default, and went on to step 56,265 (lr 2.1e-5). Resumed
+beside `from-default` to its end (step 63,963), then alone on two threads (about 2.5
+steps/s), it reached step 64,000 (lr 9.6e-6), whose moving average ships as the default,
+and went on to step 71,457 (lr 2.8e-6); it continues from last.pth beside this file. Kodak24
 x2/x4/x8 of its moving average: 33.16/28.21/25.59 dB at the start, 33.22/28.24/25.62 at step
 12,000, 33.23/28.25/25.62 at 16,000, 33.27/28.27/25.63 at 20,000, 33.28/28.28/25.65 at
 24,000, 33.31/28.29/25.65 at 28,000, 33.33/28.30/25.65 at 32,000, 33.35/28.30/25.66 at
 36,000, 33.37/28.32/25.66 at 40,000, 33.39/28.33/25.67 at 44,000, 33.40/28.34/25.67 at
-48,000 and at 52,000, 33.41/28.34/25.68 at 56,000 (phase 4: 33.29/28.26/25.62).
+48,000 and at 52,000, 33.41/28.34/25.68 at 56,000, 33.42/28.35/25.69 at 60,000,
+33.43/28.36/25.68 at 64,000, 33.43/28.36/25.68 at
+68,000 (phase 4: 33.29/28.26/25.62).
 To continue a cut-off run, copy its last.pth into its run folder (phase 3's is beside this
 file) and set RESUME=1 (the run keeps its saved settings), e.g.
     mkdir -p runs/phase3 && cp weights/training/liif-edsr-baseline/last.pth runs/phase3/
@@ -56,11 +60,11 @@ It shared the CPU with the real-photo model's `camera` run from step 548 on, 1 t
 (PHASE=4 RESUME=1 ADAPTIVE=0), and ended at step 10,410 (Kodak24 x2/x4/x8 33.29/28.26/25.62
 dB, against 33.22/28.24/25.62 at its start). Its weights were the default (better than
 phase 3's step 8,074, the default before, at every scale of Set5 and Set14) until phase 3's
-moving average at step 40,281 beat them at every scale, and step 54,366 beat step 40,281
-the same way; the shipped weights are that export of phase 3's last.pth, benchmarked in
-bench.json beside this file. Phase 4's config, log, metrics and benches (fp32 and bf16) are
-in phase4/; phase3/ holds the benches of phase 3's step 8,074 (bench.json), step 22,656
-(x4) and step 40,281.
+moving average at step 40,281 beat them at every scale, step 54,366 beat step 40,281 and
+step 64,000 beat step 54,366 the same way; the shipped weights are that export of phase 3's
+last.pth, benchmarked in bench.json beside this file. Phase 4's config, log, metrics and
+benches (fp32 and bf16) are in phase4/; phase3/ holds the benches of phase 3's step 8,074
+(bench.json), step 22,656 (x4), step 40,281 and step 54,366.
 Then: liif export runs/<run>/last.pth weights/liif-edsr-baseline.pth --overwrite
 
 On a shared 2-core box, 2 oneDNN threads collapse (10x slower) when another process runs;
