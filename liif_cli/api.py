@@ -27,7 +27,7 @@ from .engine import (
     resolve_tile_chunk,
 )
 from .errors import LiifError, is_out_of_memory
-from .images import Picture, jpeg_quality, pil_is_lossy, pil_pixels, quantise
+from .images import Picture, compression, pil_pixels, quantise
 from .model import LIIF
 from .sizing import target_size
 
@@ -193,7 +193,7 @@ def _resize_plane(plane: np.ndarray, size: tuple[int, int], method: Image.Resamp
 def _picture_from_pil(image: Image.Image) -> Picture:
     image.load()
     picture = Picture.from_array(pil_pixels(image))
-    picture.lossy, picture.quality = pil_is_lossy(image), jpeg_quality(image)
+    picture.lossy, picture.quality = compression(image)
     return picture
 
 

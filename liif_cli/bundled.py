@@ -55,12 +55,11 @@ def describe(stem: str) -> BundledModel | None:
     return next((m for m in MODELS if m.name == stem), None)
 
 
-WEIGHTS_HELP = ("Model: " + ", ".join(f"{m.short} (for {m.use.split(':')[0]})" for m in MODELS)
-                + f", or a checkpoint file. Without it: {MODELS[0].short}.")
+_NAMED = ", ".join(f"{m.short} (for {m.use.split(':')[0]})" for m in MODELS)
+WEIGHTS_HELP = f"Model: {_NAMED}, or a checkpoint file. Without it: {MODELS[0].short}."
 AUTO_WEIGHTS_HELP = (f"Model: {AUTO} (per image: {AUTO_LOSSY} for JPEGs of quality up to "
                      f"{AUTO_MAX_QUALITY} and lossy WebP, {AUTO_OTHER} for the rest), "
-                     + ", ".join(f"{m.short} (for {m.use.split(':')[0]})" for m in MODELS)
-                     + f", or a checkpoint file. Without it: {AUTO}.")
+                     f"{_NAMED}, or a checkpoint file. Without it: {AUTO}.")
 
 
 def is_auto(choice: str | None) -> bool:

@@ -443,9 +443,9 @@ def resize(
                              crop_to=crop_to, make_dirs=True, strip_metadata=strip_metadata,
                              background=background, shared=True)
         picks = (bundled.AUTO_OTHER, bundled.AUTO_LOSSY)
+        used = Counter(model for model, _ in tally.models.values())
         failed, existing, claimed, *picked = (int(n) for n in distributed.all_sum(
-            [tally.failed, tally.existing, tally.claimed]
-            + [[model for model, _ in tally.models.values()].count(name) for name in picks]))
+            [tally.failed, tally.existing, tally.claimed] + [used[name] for name in picks]))
         if main:
             ranks = f" on {world} ranks" if world > 1 else ""
             others = f", {claimed} being written by another run" if claimed else ""

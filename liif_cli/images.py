@@ -200,7 +200,7 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
             orientation = _orientation(image)
             exif = _carried_exif(image)
             source_format = image.format or "PNG"
-        lossy, quality = pil_is_lossy(image), jpeg_quality(image)
+            lossy, quality = compression(image)
     except LiifError:
         raise
     except UnidentifiedImageError as exc:
@@ -232,13 +232,16 @@ def describe_source(picture: Picture) -> str:
     return picture.format
 
 
-def pil_is_lossy(image: Image.Image) -> bool:
-    """Whether a PIL image opened from a file was stored lossily: a JPEG (or MPO, a camera
-    JPEG with extra pictures), or a lossy WebP."""
-    if image.format in ("JPEG", "MPO"):
-        return True
+_JPEG_FORMATS = ("JPEG", "MPO")  # MPO: a camera JPEG with extra pictures after the main one
+
+
+def compression(image: Image.Image) -> tuple[bool, int | None]:
+    """How a PIL image opened from a file was stored, as Picture.lossy and Picture.quality:
+    whether lossily (a JPEG or a lossy WebP), and the JPEG's quality (jpeg_quality)."""
     filename = getattr(image, "filename", "")
-    return image.format == "WEBP" and bool(filename) and webp_is_lossy(filename)
+    lossy = image.format in _JPEG_FORMATS or (
+        image.format == "WEBP" and bool(filename) and webp_is_lossy(filename))
+    return lossy, jpeg_quality(image)
 
 
 # The luminance quantisation table of the JPEG standard (ITU-T T.81, Annex K), which the
@@ -259,7 +262,7 @@ def jpeg_quality(image: Image.Image) -> int | None:
     """The IJG quality (1-100) whose luminance table is nearest the JPEG's own: exact for
     files written by libjpeg-based encoders, the nearest equivalent for others (cameras).
     None for anything but a JPEG."""
-    tables = getattr(image, "quantization", None) if image.format in ("JPEG", "MPO") else None
+    tables = getattr(image, "quantization", None) if image.format in _JPEG_FORMATS else None
     if not tables or len(tables.get(0, ())) != 64:
         return None
     # Order does not matter for the comparison's sum, only which table entries are compared:
