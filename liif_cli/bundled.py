@@ -57,9 +57,10 @@ def describe(stem: str) -> BundledModel | None:
 
 _NAMED = ", ".join(f"{m.short} (for {m.use.split(':')[0]})" for m in MODELS)
 WEIGHTS_HELP = f"Model: {_NAMED}, or a checkpoint file. Without it: {MODELS[0].short}."
-AUTO_WEIGHTS_HELP = (f"Model: {AUTO} (per image: {AUTO_LOSSY} for JPEGs of quality up to "
-                     f"{AUTO_MAX_QUALITY} and lossy WebP, {AUTO_OTHER} for the rest), "
-                     f"{_NAMED}, or a checkpoint file. Without it: {AUTO}.")
+AUTO_RULE = (f"{AUTO_LOSSY} for JPEGs of quality up to {AUTO_MAX_QUALITY} and lossy WebP, "
+             f"{AUTO_OTHER} for the rest")
+AUTO_WEIGHTS_HELP = (f"Model: {AUTO} (per image: {AUTO_RULE}), {_NAMED}, or a checkpoint file. "
+                     f"Without it: {AUTO}.")
 
 
 def is_auto(choice: str | None) -> bool:

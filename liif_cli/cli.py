@@ -507,9 +507,8 @@ def info(
             described = bundled.describe(stem)
             out.print(f"  {described.short}: {described.use}" if described else f"  {stem}",
                       highlight=False)
-        out.print(f"  {bundled.AUTO} (upscale and resize without --weights): {bundled.AUTO_LOSSY} "
-                  f"for JPEGs up to quality {bundled.AUTO_MAX_QUALITY} and lossy WebP, "
-                  f"{bundled.AUTO_OTHER} for the rest", highlight=False)
+        out.print(f"  {bundled.AUTO} (upscale and resize without --weights): "
+                  f"{bundled.AUTO_RULE}", highlight=False)
 
 
 @app.command()

@@ -711,7 +711,8 @@ def test_info_shows_training_records_readably():
     assert f"{meta['steps_all_phases']:,}" in text
     assert "{'" not in text and "[{" not in text
     listed = " ".join(result.stdout.split("bundled models")[1].split())
-    assert "auto (upscale and resize without --weights): real for JPEGs up to quality 92" in listed
+    assert ("auto (upscale and resize without --weights): real for JPEGs of quality up to 92 "
+            "and lossy WebP, default for the rest") in listed
     # One numbered line per earlier phase, each naming its weights and steps.
     for i, phase in enumerate(meta["history"], 1):
         assert f"{i}. {phase['weights']}: {phase['steps']:,} steps" in text
