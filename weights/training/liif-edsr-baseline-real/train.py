@@ -53,6 +53,14 @@ alone. Kodak24 x4 Y-PSNR, clean / JPEG 75 / noise 5 (the default model: 28.22 / 
               weights/liif-edsr-baseline-real.pth. Its config, log and metrics are beside
               this file; its checkpoint with training state at step 9,471 is
               weights/training/liif-edsr-baseline-real/last.pth at commit daf6368.
+    jpeg-heavier  from the default model at the end of its phase 3 (step 71,457; Kodak24 x4
+              28.36 against 28.32 for from-default's start), more JPEG at qualities 50-90 and
+              fewer untouched crops (see VARIANTS), a cosine from 1e-4 over 15,000 steps, 1
+              thread beside the default model's phase 6. Step 1,500: 28.14 / 26.96 / 27.76;
+              step 3,000: 28.11 / 27.01 / 27.73, against from-default's 28.15 / 26.96 / 27.76
+              at step 3,000: +0.05 dB on JPEG 75 for -0.05 clean and -0.02 noise 5, a trade
+              rather than a gain, far from the +0.17 dB that Set14's JPEG 75 bar still needs;
+              stopped at step 3,092.
 A variant starts with:
     mkdir -p runs/real-<v>
     VARIANT=<v> ADAPTIVE=0 nohup .venv/bin/python $RECIPE > runs/real-<v>/train.log 2>&1 &
