@@ -75,7 +75,7 @@ at step 71,457:
     mkdir -p runs/phase7 && PHASE=7 nohup .venv/bin/python $RECIPE > runs/phase7/train.log 2>&1 &
 Phase 6 ran on one thread beside the real-photo model's `jpeg-heavier` probe (about 1.5
 steps/s each) to step 3,083, then alone on two (about 2.5 steps/s); its config, log and
-metrics are in phase6/. Phase 7 runs on two threads, alone (about 2.5 steps/s).
+metrics are in phase6/. Phase 7 runs alone on two threads (about 2.6 steps/s).
 Then: liif export runs/<run>/last.pth weights/liif-edsr-baseline.pth --overwrite
 
 On a shared 2-core box, 2 oneDNN threads collapse (10x slower) when another process runs;
@@ -169,7 +169,7 @@ if phase == "5":
     progress = line_progress(lambda line: print(line, flush=True), every_s=15)
 else:
     config = {"1": phase1, "2": phase2, "3": phase3, "4": phase4, "6": phase6,
-                  "7": phase7}[phase]
+              "7": phase7}[phase]
     progress = recipe_progress()
 result = run_training(config, progress)
 print(f"result: step {result.step}/{result.total} interrupted={result.interrupted} "
