@@ -75,7 +75,10 @@ at step 71,457:
     mkdir -p runs/phase7 && PHASE=7 nohup .venv/bin/python $RECIPE > runs/phase7/train.log 2>&1 &
 Phase 6 ran on one thread beside the real-photo model's `jpeg-heavier` probe (about 1.5
 steps/s each) to step 3,083, then alone on two (about 2.5 steps/s); its config, log and
-metrics are in phase6/. Phase 7 runs alone on two threads (about 2.6 steps/s).
+metrics are in phase6/. Phase 7 ran alone on two threads (about 2.6 steps/s) to step
+12,096 (lr 4.5e-5; Kodak24 x2/x4/x8 33.42/28.36/25.69 at step 4,000, 33.42/28.35/25.68 at
+8,000, 33.44/28.36/25.68 at 12,000); it continues from last.pth beside this file. Its
+config, log and metrics up to there are in phase7/.
 Then: liif export runs/<run>/last.pth weights/liif-edsr-baseline.pth --overwrite
 
 On a shared 2-core box, 2 oneDNN threads collapse (10x slower) when another process runs;
