@@ -39,7 +39,7 @@ and went on to step 44,009. From there it ran on one thread beside the real-phot
 `from-default` run (about 1.4 steps/s each; ADAPTIVE=0) to step 54,366 (lr 2.3e-5), whose
 moving average shipped as the default, and went on to step 56,265 (lr 2.1e-5). Resumed
 beside `from-default` to its end (step 63,963), then alone on two threads (about 2.5
-steps/s), it reached step 64,000 (lr 9.6e-6), whose moving average ships as the default,
+steps/s), it reached step 64,000 (lr 9.6e-6), whose moving average shipped as the default,
 and went on to step 71,457 (lr 2.8e-6), where it was stopped for good: its curve was flat,
 and its moving average there, benchmarked, was worse than step 64,000's at Set5 and Set14 x8
 (-0.008 and -0.004 dB; phase3/bench_step71457.json), so phases 6 and 7 (below) go on from it
@@ -64,10 +64,11 @@ It shared the CPU with the real-photo model's `camera` run from step 548 on, 1 t
 dB, against 33.22/28.24/25.62 at its start). Its weights were the default (better than
 phase 3's step 8,074, the default before, at every scale of Set5 and Set14) until phase 3's
 moving average at step 40,281 beat them at every scale, step 54,366 beat step 40,281 and
-step 64,000 beat step 54,366 the same way; the shipped weights are that export of phase 3's
-last.pth, benchmarked in bench.json beside this file. Phase 4's config, log, metrics and
+step 64,000 beat step 54,366 the same way, and then phase 7's step 28,000 beat step 64,000;
+the shipped weights are that export of phase 7's last.pth, benchmarked in bench.json beside
+this file. Phase 4's config, log, metrics and
 benches (fp32 and bf16) are in phase4/; phase3/ holds the benches of phase 3's step 8,074
-(bench.json), step 22,656 (x4), step 40,281 and step 54,366.
+(bench.json), step 22,656 (x4), step 40,281, step 54,366, step 64,000 and step 71,457.
 Phases 6 and 7 (run folders runs/phase6, runs/phase7) start from phase 3's moving average
 at step 71,457:
     git show 140553c:weights/training/liif-edsr-baseline/last.pth > runs/p3-71457-state.pth
@@ -75,10 +76,15 @@ at step 71,457:
     mkdir -p runs/phase7 && PHASE=7 nohup .venv/bin/python $RECIPE > runs/phase7/train.log 2>&1 &
 Phase 6 ran on one thread beside the real-photo model's `jpeg-heavier` probe (about 1.5
 steps/s each) to step 3,083, then alone on two (about 2.5 steps/s); its config, log and
-metrics are in phase6/. Phase 7 ran alone on two threads (about 2.6 steps/s) to step
-12,096 (lr 4.5e-5; Kodak24 x2/x4/x8 33.42/28.36/25.69 at step 4,000, 33.42/28.35/25.68 at
-8,000, 33.44/28.36/25.68 at 12,000); it continues from last.pth beside this file. Its
-config, log and metrics up to there are in phase7/.
+metrics are in phase6/. Phase 7 ran alone on two threads (about 2.5 steps/s) to step
+32,701 (lr 2.1e-5); Kodak24 x2/x4/x8 of its moving average: 33.42/28.36/25.69 at step 4,000,
+33.42/28.35/25.68 at 8,000, 33.44/28.36/25.68 at 12,000, 33.43/28.36/25.68 at 16,000,
+33.45/28.37/25.68 at 20,000, 33.45/28.38/25.69 at 24,000, 33.45/28.38/25.70 at 28,000,
+33.46/28.37/25.69 at 32,000.
+Benchmarked against phase 3's step 64,000: step 24,000 below at Set5 x8 (-0.006 dB), steps
+28,000 and 30,788 above at all 12 points (phase7/bench_step*.json, bench.json); step 28,000,
+best at Set5 x4 (31.750 dB), ships as the default. It continues from last.pth beside this
+file; its config, log and metrics up to there are in phase7/.
 Then: liif export runs/<run>/last.pth weights/liif-edsr-baseline.pth --overwrite
 
 On a shared 2-core box, 2 oneDNN threads collapse (10x slower) when another process runs;
