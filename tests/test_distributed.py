@@ -211,6 +211,28 @@ AMP_SCRIPT = """
 """
 
 
+BARRIER_SCRIPT = """
+    import sys, time
+    from pathlib import Path
+    from liif_cli import distributed
+
+    marker = Path(sys.argv[1])
+    distributed.init_from_env("cpu")
+    if distributed.rank() == 0:
+        time.sleep(0.5)  # rank 1 reaches the barrier first and must wait
+        marker.write_text("rank 0 was here")
+    distributed.barrier()
+    assert marker.exists(), f"rank {distributed.rank()} left the barrier before rank 0"
+    distributed.cleanup()
+"""
+
+
+def test_barrier_waits_for_every_rank(tmp_path: Path) -> None:
+    script = write_script(tmp_path, "barrier.py", BARRIER_SCRIPT)
+    proc = torchrun(script, tmp_path / "marker", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_ranks_agree_on_amp_auto(data_dir: Path, tmp_path: Path) -> None:
     script = write_script(tmp_path, "amp.py", AMP_SCRIPT)
     out = tmp_path / "run"
