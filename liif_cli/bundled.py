@@ -32,8 +32,8 @@ DEFAULT = MODELS[0].name
 # `--weights auto`, what upscale and resize use unless told otherwise: per input, the model
 # for visibly compressed sources (JPEG up to quality AUTO_MAX_QUALITY, lossy WebP) or the one
 # for the rest. Measured at x4 on Set5 / Set14 (weights/MODEL_CARD-real.md), real minus
-# default: JPEG 75 +0.97 / +0.62 dB, JPEG 90 +0.30 / +0.19, JPEG 95 -0.03 / -0.07, lossy
-# WebP 80 +0.23 / +0.12, clean -0.32 / -0.21.
+# default: JPEG 75 +0.99 / +0.63 dB, JPEG 90 +0.30 / +0.20, JPEG 95 -0.02 / -0.06, lossy
+# WebP 80 +0.24 / +0.14, clean -0.32 / -0.23.
 AUTO = "auto"
 AUTO_LOSSY, AUTO_OTHER = "real", "default"
 AUTO_MAX_QUALITY = 92

@@ -52,8 +52,10 @@ start, 33.22/28.24/25.62 at step 12,000, 33.23/28.25/25.62 at 16,000, 33.27/28.2
 33.42/28.35/25.69 at 60,000, 33.43/28.36/25.68 at 64,000, 33.43/28.36/25.68 at 68,000 (phase
 4: 33.29/28.26/25.62).
 To continue a cut-off run, copy its last.pth into its run folder and set RESUME=1 (the run
-keeps its saved settings), e.g. for phase 7, whose checkpoint is beside this file:
-    mkdir -p runs/phase7 && cp weights/training/liif-edsr-baseline/last.pth runs/phase7/
+keeps its saved settings), e.g. phase 7 from its step 32,701, whose checkpoint with training
+state is weights/training/liif-edsr-baseline/last.pth at commit b262216:
+    mkdir -p runs/phase7
+    git show b262216:weights/training/liif-edsr-baseline/last.pth > runs/phase7/last.pth
     PHASE=7 RESUME=1 nohup .venv/bin/python $RECIPE >> runs/phase7/train.log 2>&1 &
 Phase 4 (run folder runs/phase4): anneals phase 3. Its moving average at step 12,133 is
 fine-tuned (fresh Adam) with a cosine from 5e-5 to 0 over a 7,500 s time budget.
@@ -64,9 +66,10 @@ It shared the CPU with the real-photo model's `camera` run from step 548 on, 1 t
 dB, against 33.22/28.24/25.62 at its start). Its weights were the default (better than
 phase 3's step 8,074, the default before, at every scale of Set5 and Set14) until phase 3's
 moving average at step 40,281 beat them at every scale, step 54,366 beat step 40,281 and
-step 64,000 beat step 54,366 the same way, and then phase 7's step 28,000 beat step 64,000;
-the shipped weights are that export of phase 7's last.pth, benchmarked in bench.json beside
-this file. Phase 4's config, log, metrics and
+step 64,000 beat step 54,366 the same way, phase 7's step 28,000 beat step 64,000, and
+phase 7's end (step 60,000) beat step 28,000 at 11 of 12 points (level at Set14 x12, -0.003
+dB); the shipped weights are that export of phase 7's last.pth, benchmarked in bench.json
+beside this file. Phase 4's config, log, metrics and
 benches (fp32 and bf16) are in phase4/; phase3/ holds the benches of phase 3's step 8,074
 (bench.json), step 22,656 (x4), step 40,281, step 54,366, step 64,000 and step 71,457.
 Phases 6 and 7 (run folders runs/phase6, runs/phase7) start from phase 3's moving average
@@ -76,15 +79,18 @@ at step 71,457:
     mkdir -p runs/phase7 && PHASE=7 nohup .venv/bin/python $RECIPE > runs/phase7/train.log 2>&1 &
 Phase 6 ran on one thread beside the real-photo model's `jpeg-heavier` probe (about 1.5
 steps/s each) to step 3,083, then alone on two (about 2.5 steps/s); its config, log and
-metrics are in phase6/. Phase 7 ran alone on two threads (about 2.5 steps/s) to step
-32,701 (lr 2.1e-5); Kodak24 x2/x4/x8 of its moving average: 33.42/28.36/25.69 at step 4,000,
-33.42/28.35/25.68 at 8,000, 33.44/28.36/25.68 at 12,000, 33.43/28.36/25.68 at 16,000,
+metrics are in phase6/. Phase 7 ran alone on two threads (2.5 to 4.4 steps/s) to its end,
+step 60,000, in 20,113 s; Kodak24 x2/x4/x8 of its moving average: 33.42/28.36/25.69 at step
+4,000, 33.42/28.35/25.68 at 8,000, 33.44/28.36/25.68 at 12,000, 33.43/28.36/25.68 at 16,000,
 33.45/28.37/25.68 at 20,000, 33.45/28.38/25.69 at 24,000, 33.45/28.38/25.70 at 28,000,
-33.46/28.37/25.69 at 32,000.
+33.46/28.37/25.69 at 32,000, 33.46/28.37/25.70 at 36,000, 33.47/28.38/25.70 at 40,000,
+33.47/28.38/25.70 at 44,000, 33.48/28.39/25.70 at 48,000, 52,000, 56,000 and 60,000.
 Benchmarked against phase 3's step 64,000: step 24,000 below at Set5 x8 (-0.006 dB), steps
-28,000 and 30,788 above at all 12 points (phase7/bench_step*.json, bench.json); step 28,000,
-best at Set5 x4 (31.750 dB), ships as the default. It continues from last.pth beside this
-file; its config, log and metrics up to there are in phase7/.
+28,000 and 30,788 above at all 12 points; step 28,000, best at Set5 x4 (31.750 dB), shipped.
+Against step 28,000, steps 48,000 and 60,000 were above at 11 of 12 points and level at
+Set14 x12 (-0.003 dB); the end of the schedule, step 60,000 (Set5 x4 31.752, Set14 x4
+28.337), ships (phase7/bench_step*.json, bench.json). Its config, log and metrics are in
+phase7/.
 Then: liif export runs/<run>/last.pth weights/liif-edsr-baseline.pth --overwrite
 
 On a shared 2-core box, 2 oneDNN threads collapse (10x slower) when another process runs;
