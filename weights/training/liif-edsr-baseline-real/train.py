@@ -63,7 +63,16 @@ alone. Kodak24 x4 Y-PSNR, clean / JPEG 75 / noise 5 (the default model: 28.22 / 
               stopped at step 3,092.
     from-phase7  from-default's mix and schedule again, from the default model at the end of
               its phase 7 (step 60,000; Kodak24 x4 28.39 against 28.32 for from-default's
-              start), on both threads (about 4.5 steps/s). In progress.
+              start), on both threads (about 4.5 steps/s). Step 1,500: 28.24 / 26.91 / 27.79;
+              step 4,500: 28.21 / 27.00 / 27.78; step 9,000: 28.25 / 27.03 / 27.81 (from-default
+              at 9,000: 28.20 / 27.03 / 27.78). Stopped at step 9,619 to be continued: its
+              checkpoint with training state is weights/training/liif-edsr-baseline-real/
+              last.pth, its config, log and metrics are in from-phase7/.
+                  mkdir -p runs/real-from-phase7 && cp weights/liif-edsr-baseline.pth \
+                      runs/default-p7.pth
+                  cp weights/training/liif-edsr-baseline-real/last.pth runs/real-from-phase7/
+                  VARIANT=from-phase7 RESUME=1 nohup .venv/bin/python $RECIPE \
+                      >> runs/real-from-phase7/train.log 2>&1 &
 A variant starts with:
     mkdir -p runs/real-<v>
     VARIANT=<v> ADAPTIVE=0 nohup .venv/bin/python $RECIPE > runs/real-<v>/train.log 2>&1 &
