@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -27,7 +26,6 @@ import torch.distributed as dist
 from .errors import LiifError
 
 T = TypeVar("T")
-BARRIER_TIMEOUT = timedelta(minutes=30)  # as long as a gloo collective waits by default
 _owned = False  # init_from_env created the group, so cleanup() destroys it
 
 
@@ -167,7 +165,7 @@ def barrier() -> None:
     collectives by the time it returns.
     """
     if is_distributed():
-        dist.group.WORLD.monitored_barrier(BARRIER_TIMEOUT)
+        dist.group.WORLD.monitored_barrier(dist.default_pg_timeout)  # the group's own
 
 
 def cleanup() -> None:
