@@ -567,7 +567,10 @@ def bench(
                                             metavar=FLAG)] = True,
     tile: Annotated[int | None, typer.Option(help="Engine tile size.", min=0)] = None,
     chunk: Annotated[int | None, typer.Option(help="Engine chunk size.", min=1)] = None,
-    precision: PrecisionOpt = Precision.fp32,
+    precision: Annotated[Precision | None, typer.Option(
+        help="Arithmetic: fp32 (the reference), bf16, fp16 (GPU) or auto (bf16 where the CPU "
+        "or GPU has bf16 units). --training: bf16 (autocast) or fp32.",
+        show_default="fp32; with --training bf16")] = None,
     overwrite: OverwriteOpt = False,
     degrade: Annotated[str | None, typer.Option(
         help="Degrade every LR input first, deterministically per image: jpeg:QUALITY, "
@@ -586,8 +589,8 @@ def bench(
             data_root=data_root, sets=sets, scales=scales, weights=weights, device=device.value,
             json_path=json_path, save_images=save_images, speed=speed, size=size,
             repeats=repeats, max_output_mp=max_output_mp, reference=reference, tile=tile,
-            chunk=chunk, precision=precision.value, overwrite=overwrite, training=training,
-            threads=threads, batch_size=batch_size, degrade=degrade, console=out)
+            chunk=chunk, precision=precision.value if precision else None, overwrite=overwrite,
+            training=training, threads=threads, batch_size=batch_size, degrade=degrade, console=out)
     with user_errors():
         run_bench(request)
 

@@ -420,11 +420,45 @@ def test_training_speed_cli_rejects_bad_options(tmp_path):
 
     for args, words in ((("--threads", "0"), "thread counts must be >= 1"),
                         (("--threads", "two"), "bad --threads"),
-                        (("--batch-size", "0"), "batch size")):
+                        (("--batch-size", "0"), "batch size"),
+                        (("--weights", "real"), "--weights does not apply to --training"),
+                        (("--scales", "4"), "--scales does not apply to --training"),
+                        (("--tile", "64"), "--tile does not apply to --training"),
+                        (("--max-output-mp", "1"), "--max-output-mp does not apply"),
+                        (("--device", "cuda"), "CPU only"),
+                        (("--precision", "fp16"), "bf16 (autocast) or fp32")):
         result = CliRunner().invoke(app, ["bench", "--training", *args])
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert result.exit_code != 0 and len(lines) == 1, result.output
         assert lines[0].startswith("error:") and words in lines[0], result.output
+
+
+def test_threads_without_training_is_an_error():
+    from typer.testing import CliRunner
+
+    from liif_cli.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--speed", "--threads", "2"])
+    assert result.exit_code == 2 and "--threads applies to --training only" in result.output
+
+
+def test_training_speed_follows_precision(monkeypatch):
+    """--training trains under bf16 autocast by default and in plain fp32 with
+    --precision fp32 (auto: bf16 where the CPU has bf16 units)."""
+    from liif_cli.bench import command
+    from liif_cli.engine import cpu_has_fast_bf16
+
+    seen = []
+
+    def fake_run(**kw):
+        seen.append(kw["amp"])
+        return {"kind": "training-speed", "rows": []}
+
+    monkeypatch.setattr("liif_cli.bench.report.print_training_speed", lambda console, r: None)
+    monkeypatch.setattr("liif_cli.bench.training.run_training_speed", fake_run)
+    for precision in (None, "bf16", "fp32", "auto"):
+        command.bench_command(training=True, threads="1", precision=precision)
+    assert seen == ["cpu", "cpu", None, "cpu" if cpu_has_fast_bf16() else None]
 
 
 def test_bench_status_lines_go_to_stderr(tmp_path, capsys, monkeypatch):

@@ -73,7 +73,8 @@ def prepare_bench(*, data_root: str | os.PathLike[str] | None = None,
                   save_images: str | os.PathLike[str] | None = None, speed: bool = False,
                   size: str | Sequence[int] | None = None, repeats: int = 3,
                   max_output_mp: float | None = None, reference: bool = True,
-                  tile: int | None = None, chunk: int | None = None, precision: str = "fp32",
+                  tile: int | None = None, chunk: int | None = None,
+                  precision: str | None = None,
                   overwrite: bool = False, training: bool = False,
                   threads: str | Sequence[int] | None = None, batch_size: int = 4,
                   degrade: str | None = None,
@@ -84,8 +85,10 @@ def prepare_bench(*, data_root: str | os.PathLike[str] | None = None,
     needed). `scales` defaults to 2,3,4,6,8,12 (quality) or 4,12.5 (speed). `size` is
     WIDTHxHEIGHT. `max_output_mp` None means automatic: 0.25 MP bands on the CPU, whole
     outputs elsewhere; 0 renders whole outputs everywhere. `training=True` times training
-    steps instead (CPU, bf16 autocast; `threads` e.g. "1,2", `batch_size`). `degrade` (quality
-    only) degrades every LR input first, e.g. "jpeg:75" (see liif_cli.degrade_settings.parse_spec).
+    steps of a fresh model instead (CPU; `threads` e.g. "1,2", `batch_size`; `precision` bf16
+    autocast by default, or fp32). `precision` is fp32 by default for quality and speed.
+    `degrade` (quality only) degrades every LR input first, e.g. "jpeg:75" (see
+    liif_cli.degrade_settings.parse_spec).
     """
     console = console or Console()
     if repeats < 1:
@@ -99,10 +102,11 @@ def prepare_bench(*, data_root: str | os.PathLike[str] | None = None,
         raise LiifError(f"--save-images applies to the quality benchmark, not to {kinds[0]}")
     json_file = check_json_target(json_path, overwrite) if json_path is not None else None
     if training:
-        if batch_size < 1:
-            raise LiifError(f"batch size must be >= 1 (got {batch_size})")
-        return BenchRequest("training", console, json_file, overwrite, repeats,
-                            threads=parse_threads(threads), batch_size=batch_size)
+        return _training_request(console, json_file, overwrite, repeats, threads, batch_size,
+                                 precision, device, weights=weights, scales=scales, size=size,
+                                 tile=tile, chunk=chunk, max_output_mp=max_output_mp)
+    if threads is not None:
+        raise LiifError("--threads applies to --training only")
 
     request = BenchRequest("speed" if speed else "quality", console, json_file, overwrite,
                            repeats, tile=tile, chunk=chunk, reference=reference)
@@ -132,7 +136,7 @@ def prepare_bench(*, data_root: str | os.PathLike[str] | None = None,
     request.weights_sha256 = file_sha256(weights_path)
     request.weights_name = str(weights or bundled.DEFAULT)
     request.device = resolve_device(device)
-    request.precision = precision_name(precision, request.device)  # bf16 or fp32, not 'auto'
+    request.precision = precision_name(precision or "fp32", request.device)  # not 'auto'
     if speed:
         from .speed import CPU_DEFAULT_MAX_OUTPUT_MP
 
@@ -141,6 +145,33 @@ def prepare_bench(*, data_root: str | os.PathLike[str] | None = None,
             cap = CPU_DEFAULT_MAX_OUTPUT_MP if request.device.type == "cpu" else None
         request.max_output_mp = cap or None
     return request
+
+
+def _training_request(console: Console, json_file: Path | None, overwrite: bool, repeats: int,
+                      threads: str | Sequence[int] | None, batch_size: int,
+                      precision: str | None, device: str, **unused: Any) -> BenchRequest:
+    """The checked request of `liif bench --training`, which times the training step of a
+    freshly built model on synthetic crops: weights, scales and render settings do not
+    apply, and naming one is an error rather than silently ignored."""
+    given = [name for name, value in unused.items() if value is not None]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise LiifError(f"{flag} does not apply to --training (it times the training step of "
+                        "a fresh model on synthetic crops)")
+    if device not in ("auto", "cpu"):
+        raise LiifError(f"--training times the CPU only (got --device {device})")
+    if batch_size < 1:
+        raise LiifError(f"batch size must be >= 1 (got {batch_size})")
+    if precision not in (None, "auto", "bf16", "fp32"):
+        raise LiifError(f"--training trains in bf16 (autocast) or fp32, not {precision}")
+    thread_counts = parse_threads(threads)
+    import torch  # after the option checks: usage errors answer without it
+
+    from ..engine import precision_name
+
+    name = precision_name(precision or "bf16", torch.device("cpu"))
+    return BenchRequest("training", console, json_file, overwrite, repeats,
+                        threads=thread_counts, batch_size=batch_size, precision=name)
 
 
 def run_bench(request: BenchRequest) -> dict[str, Any]:
@@ -174,7 +205,8 @@ def _run(request: BenchRequest) -> dict[str, Any]:
         from .training import run_training_speed
 
         result = run_training_speed(threads=request.threads, batch_size=request.batch_size,
-                                    repeats=request.repeats)
+                                    repeats=request.repeats,
+                                    amp="cpu" if request.precision == "bf16" else None)
         print_training_speed(console, result)
         return result
 
