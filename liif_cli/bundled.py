@@ -32,11 +32,12 @@ DEFAULT = MODELS[0].name
 # `--weights auto`, what upscale and resize use unless told otherwise: per input, the model
 # for visibly compressed sources (JPEG up to quality AUTO_MAX_QUALITY, lossy WebP) or the one
 # for the rest. Measured at x4 on Set5 / Set14 (weights/MODEL_CARD-real.md), real minus
-# default: JPEG 75 +0.99 / +0.63 dB, JPEG 90 +0.30 / +0.20, JPEG 95 -0.02 / -0.06, lossy
-# WebP 80 +0.24 / +0.14, clean -0.32 / -0.23.
+# default: JPEG 75 +1.01 / +0.64 dB, JPEG 90 +0.31 / +0.22, JPEG 92 +0.22 / +0.11, JPEG 93
+# +0.15 / +0.07, JPEG 94 +0.07 / +0.00, JPEG 95 -0.00 / -0.04, lossy WebP 80 +0.25 / +0.15,
+# clean -0.25 / -0.20: the real-photo model is at least level up to quality 94.
 AUTO = "auto"
 AUTO_LOSSY, AUTO_OTHER = "real", "default"
-AUTO_MAX_QUALITY = 92
+AUTO_MAX_QUALITY = 94
 # Bundled weights: weights/ beside the package in a source checkout (pip install -e .), or
 # where a wheel installs them (pyproject's data-files: <prefix>/share/liif/weights).
 _SOURCE_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"

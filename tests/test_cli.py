@@ -711,7 +711,7 @@ def test_info_shows_training_records_readably():
     assert f"{meta['steps_all_phases']:,}" in text
     assert "{'" not in text and "[{" not in text
     listed = " ".join(result.stdout.split("bundled models")[1].split())
-    assert ("auto (upscale and resize without --weights): real for JPEGs of quality up to 92 "
+    assert ("auto (upscale and resize without --weights): real for JPEGs of quality up to 94 "
             "and lossy WebP, default for the rest") in listed
     # One numbered line per earlier phase, each naming its weights and steps.
     for i, phase in enumerate(meta["history"], 1):
@@ -758,7 +758,7 @@ def test_help_shows_every_default_text():
     text = CliRunner().invoke(app, ["upscale", "--help"], env=wide).output
     flat = " ".join(text.replace("│", " ").split())  # help text wrapped in a box
     assert "default (for clean images), real (for JPEG photos)" in flat
-    assert "Without it: auto." in flat and "JPEGs of quality up to 92" in flat
+    assert "Without it: auto." in flat and "JPEGs of quality up to 94" in flat
     text = CliRunner().invoke(app, ["bench", "--help"], env=wide).output
     for expected in ("$LIIF_DATA", "2,3,4,6,8,12", "512x512", "0.25 on CPU"):
         assert expected in text, expected
@@ -1191,13 +1191,15 @@ def test_rendering_commands_keep_freed_memory(work, tiny_weights, monkeypatch):
 
 
 def test_auto_weights_pick_the_real_model_for_lossy_files(work, tiny_bundle):
-    """Without --weights, JPEGs up to quality 92 and lossy WebP files get the real-photo
+    """Without --weights, JPEGs up to quality 94 and lossy WebP files get the real-photo
     model and the rest the default: the same pixels as naming that model, and the report
     says which and why."""
     sources = {"photo.jpg": ("real", "JPEG, quality 75"), "web.webp": ("real", "lossy WebP"),
                "clean.png": ("default", "PNG"), "fine.jpg": ("default", "JPEG, quality 95"),
+               "q94.jpg": ("real", "JPEG, quality 94"),  # the last quality `real` gets
                "lossless.webp": ("default", "lossless WebP")}
-    options = {"lossless.webp": {"lossless": True}, "fine.jpg": {"quality": 95}}
+    options = {"lossless.webp": {"lossless": True}, "fine.jpg": {"quality": 95},
+               "q94.jpg": {"quality": 94}}
     for name in sources:
         make_image(work / "in" / name, 12, 9, **options.get(name, {}))
     for folder in ("auto", "default", "real"):
@@ -1216,7 +1218,7 @@ def test_auto_weights_pick_the_real_model_for_lossy_files(work, tiny_bundle):
         assert not np.array_equal(auto, np.asarray(Image.open(work / other / name)))
     result = run("resize", work / "in", "--size", "24x24", "-o", work / "resized")
     assert result.exit_code == 0, result.output
-    assert "models: default 3, real 2" in " ".join(result.output.split())
+    assert "models: default 3, real 3" in " ".join(result.output.split())
 
 
 def test_auto_weights_is_a_usage_error_where_one_model_is_needed(work, tiny_bundle):

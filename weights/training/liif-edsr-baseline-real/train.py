@@ -49,9 +49,10 @@ alone. Kodak24 x4 Y-PSNR, clean / JPEG 75 / noise 5 (the default model: 28.22 / 
               camera-clean's end on all three; its moving average at step 7,559 was the
               fourth real-photo model (commit daf6368; bench results in
               bench/from-default-step7559/). It ran to its end, step 15,000 (12,439 s):
-              28.22 / 27.03 / 27.79, whose moving average is
-              weights/liif-edsr-baseline-real.pth. Its config, log and metrics are beside
-              this file; its checkpoint with training state at step 9,471 is
+              28.22 / 27.03 / 27.79, whose moving average was the fifth real-photo model
+              (sha256 c1b06e5d..., shipped until from-phase7's end; bench results in
+              bench/from-default/). Its config, log and metrics are beside this file; its
+              checkpoint with training state at step 9,471 is
               weights/training/liif-edsr-baseline-real/last.pth at commit daf6368.
     jpeg-heavier  from the default model at the end of its phase 3 (step 71,457; Kodak24 x4
               28.36 against 28.32 for from-default's start), more JPEG at qualities 50-90 and
@@ -63,16 +64,16 @@ alone. Kodak24 x4 Y-PSNR, clean / JPEG 75 / noise 5 (the default model: 28.22 / 
               stopped at step 3,092.
     from-phase7  from-default's mix and schedule again, from the default model at the end of
               its phase 7 (step 60,000; Kodak24 x4 28.39 against 28.32 for from-default's
-              start), on both threads (about 4.5 steps/s). Step 1,500: 28.24 / 26.91 / 27.79;
-              step 4,500: 28.21 / 27.00 / 27.78; step 9,000: 28.25 / 27.03 / 27.81 (from-default
-              at 9,000: 28.20 / 27.03 / 27.78). Stopped at step 9,619 to be continued: its
-              checkpoint with training state is weights/training/liif-edsr-baseline-real/
-              last.pth, its config, log and metrics are in from-phase7/.
-                  mkdir -p runs/real-from-phase7 && cp weights/liif-edsr-baseline.pth \
-                      runs/default-p7.pth
-                  cp weights/training/liif-edsr-baseline-real/last.pth runs/real-from-phase7/
-                  VARIANT=from-phase7 RESUME=1 nohup .venv/bin/python $RECIPE \
-                      >> runs/real-from-phase7/train.log 2>&1 &
+              start), on both threads (about 4.5 steps/s), over two sittings (stopped at
+              step 9,619 and resumed). Step 1,500: 28.23 / 26.91 / 27.79; step 4,500: 28.21 /
+              27.00 / 27.78; step 9,000: 28.25 / 27.03 / 27.81 (from-default at 9,000: 28.20 /
+              27.03 / 27.78); its end, step 15,000 (3,450 s): 28.26 / 27.04 / 27.82. Its
+              moving average there is weights/liif-edsr-baseline-real.pth, above
+              from-default's end at all twelve clean points of Set5 and Set14 and at x4 under
+              every degradation benchmarked (bench/; from-default's in bench/from-default/).
+              Its config, log and metrics are in from-phase7/; its checkpoint with
+              training state at step 9,619 is weights/training/liif-edsr-baseline-real/
+              last.pth at commit c26029b.
 A variant starts with:
     mkdir -p runs/real-<v>
     VARIANT=<v> ADAPTIVE=0 nohup .venv/bin/python $RECIPE > runs/real-<v>/train.log 2>&1 &
