@@ -8,6 +8,10 @@ of the crop shape), their cell (2 / crop_h, 2 / crop_w) and their RGB. Inputs an
 normalised as (x - 0.5) / 0.5, like the official checkpoints. All randomness comes from the
 torch.Generator the caller passes, so a run that saves its state resumes bit-for-bit.
 
+With shrink_max > 1, each sample also draws a shrink factor k in [1, shrink_max], right after
+its scale: the HR crop is cut round(size * k) pixels wide and shrunk to its size with the same
+antialiased bicubic, so the model learns from more detail per pixel than the photos hold.
+
 With a DegradationConfig (liif train --degradation real), each sample also draws a seed,
 after its other choices, and its LR crop goes through liif_cli.degrade's random chain from
 that seed; the HR targets stay clean. Without one the sampler draws exactly the numbers it
@@ -151,6 +155,7 @@ class CropDraw:
     transpose: bool
     index: torch.Tensor  # (Q,) flat indices of the queried HR pixels
     degrade_seed: int | None = None  # seed of the LR degradation chain; None: clean LR
+    source: int | None = None  # side of the photo's region shrunk to `size`; None: `size`
 
 
 # Per-sample degradation seeds are drawn below this bound (any torch.Generator seed works).
@@ -162,8 +167,9 @@ class CropSampler:
 
     def __init__(self, images: list[np.ndarray], crop: int = 48, samples: int = 2304,
                  scale_min: float = 1.0, scale_max: float = 4.0,
-                 degradation: DegradationConfig | None = None):
+                 degradation: DegradationConfig | None = None, shrink_max: float = 1.0):
         self.images = images
+        self.shrink_max = shrink_max
         self.crop = crop
         self.samples = samples
         self.scale_min = scale_min
@@ -180,20 +186,28 @@ class CropSampler:
         s = self.scale_min + (self.scale_max - self.scale_min) * u
         size = round(self.crop * s)
         h, w = self.images[image].shape[:2]
-        y0 = self._randint(h - size + 1, g)
-        x0 = self._randint(w - size + 1, g)
+        source = size
+        if self.shrink_max > 1:  # only then: other runs draw what they always drew
+            k = 1 + (self.shrink_max - 1) * float(torch.rand(1, generator=g, dtype=torch.float64))
+            source = min(round(size * k), h, w)
+        y0 = self._randint(h - source + 1, g)
+        x0 = self._randint(w - source + 1, g)
         hflip, vflip, transpose = (torch.rand(3, generator=g) < 0.5).tolist()
         index = torch.randperm(size * size, generator=g)[: self.samples]
         seed = None
         if self.degradation is not None:  # only then: clean runs draw what they always drew
             seed = int(torch.randint(SEED_BOUND, (1,), generator=g))
-        return CropDraw(image, size, y0, x0, hflip, vflip, transpose, index, seed)
+        return CropDraw(image, size, y0, x0, hflip, vflip, transpose, index, seed,
+                        source if source != size else None)
 
     def build(self, d: CropDraw) -> Sample:
-        """The sample a draw describes: crop, flips, bicubic downscale (then the degradation
-        chain, if the draw has a seed for it), queried pixels."""
+        """The sample a draw describes: crop (shrunk, if the draw says so), flips, bicubic
+        downscale (then the degradation chain, if the draw has a seed for it), queried pixels."""
         size = d.size
-        hr = self.images[d.image][d.y0:d.y0 + size, d.x0:d.x0 + size]
+        source = d.source or size
+        hr = self.images[d.image][d.y0:d.y0 + source, d.x0:d.x0 + source]
+        if source != size:
+            hr = bicubic_resize(np.ascontiguousarray(hr), (size, size))
         if d.hflip:
             hr = hr[:, ::-1]
         if d.vflip:

@@ -130,6 +130,46 @@ def test_sampler_is_deterministic_and_covers_scales(data_dir: Path) -> None:
     assert min(sizes) <= 10 and max(sizes) >= 30 and sizes <= set(range(8, 33))
 
 
+def test_sampler_shrinks_photo_regions_when_asked(data_dir: Path) -> None:
+    """shrink_max > 1: each HR crop is a photo region up to shrink_max times its side,
+    shrunk to it with the antialiased bicubic (then flipped as usual), drawn
+    deterministically; shrink_max 1 draws exactly the paper's samples."""
+    images, _, _ = dataset.load_images([data_dir], 64)
+    plain = CropSampler(images, crop=16, samples=64)
+    same = CropSampler(images, crop=16, samples=64, shrink_max=1.0)
+    a = plain.batch(4, torch.Generator().manual_seed(3))
+    b = same.batch(4, torch.Generator().manual_seed(3))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    sampler = CropSampler(images, crop=16, samples=64, shrink_max=2.0)
+    g = torch.Generator().manual_seed(7)
+    ratios = []
+    for _ in range(60):
+        d = sampler.draw(g)
+        source = d.source or d.size
+        h, w = images[d.image].shape[:2]
+        assert d.size <= source <= min(round(d.size * 2.0), h, w)
+        ratios.append(source / d.size)
+        s = sampler.build(d)
+        region = images[d.image][d.y0:d.y0 + source, d.x0:d.x0 + source]
+        expect = dataset.bicubic_resize(np.ascontiguousarray(region), (d.size, d.size))
+        if d.hflip:
+            expect = expect[:, ::-1]
+        if d.vflip:
+            expect = expect[::-1]
+        if d.transpose:
+            expect = expect.transpose(1, 0, 2)
+        assert np.array_equal(s.hr, expect)
+        assert s.hr.shape == (d.size, d.size, 3) and s.inp.shape == (3, 16, 16)
+    assert min(ratios) < 1.2 and max(ratios) > 1.7  # the whole range is drawn
+    again = CropSampler(images, crop=16, samples=64, shrink_max=2.0)
+    a = sampler.batch(3, torch.Generator().manual_seed(9))
+    b = again.batch(3, torch.Generator().manual_seed(9))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = again.batch(3, torch.Generator().manual_seed(10))
+    assert not torch.equal(a["gt"], c["gt"])
+
+
 def test_fast_decoder_gradients_match_reference() -> None:
     """The training loss path (project_latents + query_rgb) has the reference's gradients."""
     torch.manual_seed(0)
@@ -491,6 +531,9 @@ def test_bad_run_dir_and_resume_errors(data_dir: Path, tmp_path: Path) -> None:
         run_training(tiny_config(data_dir, tmp_path / "x", lr_schedule="linear"))
     with pytest.raises(LiifError, match="samples per crop"):
         run_training(tiny_config(data_dir, tmp_path / "x", samples=65))
+    for bad in (0.5, 9.0):
+        with pytest.raises(LiifError, match=r"shrink_max must be in \[1, 8\]"):
+            run_training(tiny_config(data_dir, tmp_path / "x", shrink_max=bad))
 
 
 # --------------------------------------------------------------------------- the CLI
@@ -730,6 +773,25 @@ def test_degraded_training_records_its_ranges_and_resumes_bit_for_bit(
     run_training(tiny_config(data_dir, tmp_path / "c", steps=2), collect(plain))
     assert "degradation" not in checkpoint.load(tmp_path / "c" / "last.pth").metadata
     assert step_losses(plain)[1] != step_losses(full)[1]
+
+
+def test_shrunk_crops_are_recorded_and_resume_bit_for_bit(data_dir: Path,
+                                                           tmp_path: Path) -> None:
+    full: list = []
+    run_training(tiny_config(data_dir, tmp_path / "a", steps=4, shrink_max=1.5), collect(full))
+    assert checkpoint.load(tmp_path / "a" / "last.pth").metadata["shrink_max"] == 1.5
+    first: list = []
+    stop = threading.Event()
+    run_training(tiny_config(data_dir, tmp_path / "b", steps=4, shrink_max=1.5),
+                 collect(first, stop_at=2, stop=stop), stop=stop)
+    rest: list = []
+    resumed = run_training(tiny_config(data_dir, tmp_path / "b", resume=True, steps=4),
+                           collect(rest))  # the run keeps its own shrink_max
+    assert resumed.step == 4
+    assert {**step_losses(first), **step_losses(rest)} == step_losses(full)  # bit-for-bit
+    plain: list = []
+    run_training(tiny_config(data_dir, tmp_path / "c", steps=1), collect(plain))
+    assert step_losses(plain)[1] != step_losses(full)[1]  # other crops than the paper's
 
 
 def test_runs_from_before_degradation_resume_clean(data_dir: Path, tmp_path: Path) -> None:

@@ -26,7 +26,8 @@ METRICS_NAME = "metrics.jsonl"
 # `steps` may be raised on resume to extend a run (see resume_config); `extensions` records that.
 RUN_FIELDS = ("data", "encoder", "model", "init", "steps", "time_budget", "batch_size", "lr",
               "lr_schedule", "seed", "ema",
-              "crop", "samples", "scale_min", "scale_max", "amp", "degradation", "extensions")
+              "crop", "samples", "scale_min", "scale_max", "shrink_max", "amp", "degradation",
+              "extensions")
 DEFAULT_STEPS = 100_000
 AMP_MODES = ("auto", "bf16", "off")
 
@@ -56,6 +57,9 @@ class TrainConfig:
     samples: int = 2304  # HR pixels queried per crop (must be <= crop**2)
     scale_min: float = 1.0
     scale_max: float = 4.0
+    # Each HR crop is cut from its photo shrunk by a random factor in [1, shrink_max]
+    # (antialiased bicubic): more detail per pixel than the photos hold. 1: off (the paper).
+    shrink_max: float = 1.0
     val_scales: list[int] = field(default_factory=lambda: [2, 4, 8])
     val_crop: int | None = None  # centre-crop val HR images to at most this many px a side
     # Also validate on degraded LR inputs: `liif bench --degrade` specs, e.g. ['jpeg:75'];
@@ -159,6 +163,8 @@ class TrainConfig:
         if not 1.0 <= self.scale_min <= self.scale_max:
             bad(f"scale range must satisfy 1 <= min <= max (got {self.scale_min}, "
                 f"{self.scale_max})")
+        if not 1.0 <= self.shrink_max <= 8.0:
+            bad(f"shrink_max must be in [1, 8] (got {self.shrink_max})")
         if any(int(s) < 1 for s in self.val_scales):
             bad(f"validation scales must be >= 1 (got {self.val_scales})")
         for spec in self.val_degrade:

@@ -299,7 +299,8 @@ class _Run:
             (self.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
         self.sampler = CropSampler(images, config.crop, config.samples, config.scale_min,
-                                   config.scale_max, config.degradation_config())
+                                   config.scale_max, config.degradation_config(),
+                                   shrink_max=config.shrink_max)
         self.amp = device.type if config.amp == "bf16" else None  # resolved by _setup
         self.ddp = None
         if self.world > 1:

@@ -110,6 +110,7 @@ def checkpoint_metadata(config: TrainConfig, step: int, last_val: dict[str, Any]
         "crop": config.crop,
         "samples": config.samples,
         "scale_range": [config.scale_min, config.scale_max],
+        "shrink_max": config.shrink_max,
         "val_set": str(config.val) if config.val else None,
         "val_psnr": (last_val or {}).get("psnr"),
         "val_bicubic_psnr": (last_val or {}).get("bicubic_psnr"),
