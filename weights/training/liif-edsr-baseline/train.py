@@ -214,6 +214,13 @@ phase10 = TrainConfig(
 # (runs/p8-5000.pth): phase 8 ended above both its control (phase 9) and its start on
 # Kodak24, so more of it, at phase 7's peak lr over phase 7's length. About 2.5 steps/s
 # alone on this CPU: 40,000 steps are about 4.5 h, resumed over several sittings.
+# Kodak24 x2/x4/x8: 33.477/28.394/25.707 at step 4,000, 33.476/28.397/25.718 at 8,000
+# (phase 8's end: 33.484/28.396/25.705). Stopped at step 8,167 (3,158 s, about 2.7 steps/s on
+# two threads) to be continued: its checkpoint with training state is
+# weights/training/liif-edsr-baseline/last.pth; config, log and metrics in phase11/.
+#     mkdir -p runs/phase11 && cp weights/liif-edsr-baseline.pth runs/p8-5000.pth
+#     cp weights/training/liif-edsr-baseline/last.pth runs/phase11/
+#     PHASE=11 RESUME=1 nohup .venv/bin/python $RECIPE >> runs/phase11/train.log 2>&1 &
 phase11 = TrainConfig(
     **{**phase8.to_dict(), "out": "runs/phase11", "init": "runs/p8-5000.pth",
        "steps": 40_000, "lr": 5e-5, "val_every": 4000, "checkpoint_every": 1000}
