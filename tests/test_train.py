@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -151,15 +152,15 @@ def test_sampler_shrinks_photo_regions_when_asked(data_dir: Path) -> None:
         assert d.size <= source <= min(round(d.size * 2.0), h, w)
         ratios.append(source / d.size)
         s = sampler.build(d)
+        # The same draw, unshrunk, from the region shrunk beforehand: the paper's path does
+        # the flips, downscale and queries.
         region = images[d.image][d.y0:d.y0 + source, d.x0:d.x0 + source]
-        expect = dataset.bicubic_resize(np.ascontiguousarray(region), (d.size, d.size))
-        if d.hflip:
-            expect = expect[:, ::-1]
-        if d.vflip:
-            expect = expect[::-1]
-        if d.transpose:
-            expect = expect.transpose(1, 0, 2)
-        assert np.array_equal(s.hr, expect)
+        shrunk = dataset.bicubic_resize(np.ascontiguousarray(region), (d.size, d.size))
+        expect = CropSampler([shrunk], crop=16, samples=64).build(
+            dataclasses.replace(d, image=0, y0=0, x0=0, source=None))
+        assert np.array_equal(s.hr, expect.hr)
+        assert all(torch.equal(getattr(s, k), getattr(expect, k))
+                   for k in ("inp", "coord", "cell", "gt"))
         assert s.hr.shape == (d.size, d.size, 3) and s.inp.shape == (3, 16, 16)
     assert min(ratios) < 1.2 and max(ratios) > 1.7  # the whole range is drawn
     again = CropSampler(images, crop=16, samples=64, shrink_max=2.0)
