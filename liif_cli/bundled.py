@@ -32,9 +32,9 @@ DEFAULT = MODELS[0].name
 # `--weights auto`, what upscale and resize use unless told otherwise: per input, the model
 # for visibly compressed sources (JPEG up to quality AUTO_MAX_QUALITY, lossy WebP) or the one
 # for the rest. Measured at x4 on Set5 / Set14 (weights/MODEL_CARD-real.md), real minus
-# default: JPEG 75 +1.00 / +0.64 dB, JPEG 90 +0.31 / +0.21, JPEG 92 +0.21 / +0.11, JPEG 93
-# +0.13 / +0.07, JPEG 94 +0.06 / -0.00, JPEG 95 -0.01 / -0.04, lossy WebP 80 +0.24 / +0.15,
-# clean -0.26 / -0.20: the real-photo model is at least level up to quality 94.
+# default: JPEG 75 +1.01 / +0.65 dB, JPEG 90 +0.29 / +0.22, JPEG 92 +0.20 / +0.11, JPEG 93
+# +0.13 / +0.07, JPEG 94 +0.05 / -0.00, JPEG 95 -0.02 / -0.04, lossy WebP 80 +0.24 / +0.15,
+# clean -0.30 / -0.22: the real-photo model is at least level up to quality 94.
 AUTO = "auto"
 AUTO_LOSSY, AUTO_OTHER = "real", "default"
 AUTO_MAX_QUALITY = 94

@@ -68,12 +68,14 @@ phase 3's step 8,074, the default before, at every scale of Set5 and Set14) unti
 moving average at step 40,281 beat them at every scale, step 54,366 beat step 40,281 and
 step 64,000 beat step 54,366 the same way, phase 7's step 28,000 beat step 64,000, and
 phase 7's end (step 60,000) beat step 28,000 at 11 of 12 points (level at Set14 x12, -0.003
-dB), and phase 8's end beat phase 7's end at 8 of 12 points and was level within 0.0015 dB at
-the other four (Set5 x4 31.766 against 31.752); the shipped weights are that export of
-phase 8's last.pth (runs/p8-5000.pth), benchmarked in bench.json beside this file (phase
-7's end: phase7/bench_step60000.json). Phase 4's config, log, metrics and
-benches (fp32 and bf16) are in phase4/; phase3/ holds the benches of phase 3's step 8,074
-(bench.json), step 22,656 (x4), step 40,281, step 54,366, step 64,000 and step 71,457.
+dB), phase 8's end beat phase 7's end at 8 of 12 points and was level within 0.0015 dB at the
+other four (Set5 x4 31.766 against 31.752), and phase 11's step 31,431 beat phase 8's end at
+all 12 points (+0.014 to +0.059 dB; Set5 x4 31.803); the shipped weights are the export of
+phase 11's last.pth at step 31,431, benchmarked in bench.json beside this file (phase 8's
+end: phase8/bench.json; phase 7's end: phase7/bench_step60000.json). Phase 4's config,
+log, metrics and benches (fp32 and bf16) are in phase4/; phase3/ holds the benches of
+phase 3's step 8,074 (bench.json), step 22,656 (x4), step 40,281, step 54,366, step 64,000
+and step 71,457.
 Phases 6 and 7 (run folders runs/phase6, runs/phase7) start from phase 3's moving average
 at step 71,457:
     git show 140553c:weights/training/liif-edsr-baseline/last.pth > runs/p3-71457-state.pth
@@ -98,7 +100,8 @@ the default weights of SHA-256 0ea4507f..., in git at commit 3e83f43):
     mkdir -p runs/phase8
     PHASE=8 ADAPTIVE=0 nohup .venv/bin/python $RECIPE > runs/phase8/train.log 2>&1 &
 Phase 11 starts from phase 8's end: liif export runs/phase8/last.pth runs/p8-5000.pth (or
-take weights/liif-edsr-baseline.pth, the same file).
+take the default weights of SHA-256 75ef8e93..., in git at commit 436e17a:
+git show 436e17a:weights/liif-edsr-baseline.pth > runs/p8-5000.pth).
 Then: liif export runs/<run>/last.pth weights/liif-edsr-baseline.pth --overwrite
 
 On a shared 2-core box, 2 oneDNN threads collapse (10x slower) when another process runs;
@@ -214,11 +217,16 @@ phase10 = TrainConfig(
 # (runs/p8-5000.pth): phase 8 ended above both its control (phase 9) and its start on
 # Kodak24, so more of it, at phase 7's peak lr over phase 7's length. About 2.5 steps/s
 # alone on this CPU: 40,000 steps are about 4.5 h, resumed over several sittings.
-# Kodak24 x2/x4/x8: 33.477/28.394/25.707 at step 4,000, 33.476/28.397/25.718 at 8,000
-# (phase 8's end: 33.484/28.396/25.705). Stopped at step 8,167 (3,158 s, about 2.7 steps/s on
-# two threads) to be continued: its checkpoint with training state is
+# Kodak24 x2/x4/x8 (phase 8's end: 33.484/28.396/25.705):
+#   step 4,000 33.477/28.394/25.707, 8,000 33.476/28.397/25.718, 12,000 33.487/28.405/25.709,
+#   16,000 33.493/28.398/25.719, 20,000 33.501/28.404/25.722, 24,000 33.509/28.406/25.722,
+#   28,000 33.516/28.413/25.719.
+# It ran alone on two threads (about 2.6 to 2.9 steps/s) and was stopped at step 31,431 (lr
+# 5.6e-6, 11,436 s), whose moving average, benchmarked, beat phase 8's end at all 12 points
+# and shipped. To be continued to its end: its checkpoint with training state is
 # weights/training/liif-edsr-baseline/last.pth; config, log and metrics in phase11/.
-#     mkdir -p runs/phase11 && cp weights/liif-edsr-baseline.pth runs/p8-5000.pth
+#     mkdir -p runs/phase11
+#     git show 436e17a:weights/liif-edsr-baseline.pth > runs/p8-5000.pth
 #     cp weights/training/liif-edsr-baseline/last.pth runs/phase11/
 #     PHASE=11 RESUME=1 nohup .venv/bin/python $RECIPE >> runs/phase11/train.log 2>&1 &
 phase11 = TrainConfig(
