@@ -220,10 +220,11 @@ phase10 = TrainConfig(
 # Kodak24 x2/x4/x8 (phase 8's end: 33.484/28.396/25.705):
 #   step 4,000 33.477/28.394/25.707, 8,000 33.476/28.397/25.718, 12,000 33.487/28.405/25.709,
 #   16,000 33.493/28.398/25.719, 20,000 33.501/28.404/25.722, 24,000 33.509/28.406/25.722,
-#   28,000 33.516/28.413/25.719.
-# It ran alone on two threads (about 2.6 to 2.9 steps/s) and was stopped at step 31,431 (lr
-# 5.6e-6, 11,436 s), whose moving average, benchmarked, beat phase 8's end at all 12 points
-# and shipped. To be continued to its end: its checkpoint with training state is
+#   28,000 33.516/28.413/25.719, 32,000 33.514/28.410/25.726.
+# It ran alone on two threads (about 2.6 to 2.9 steps/s). Its moving average at step 31,431
+# (lr 5.6e-6, 11,436 s), benchmarked, beat phase 8's end at all 12 points and shipped; the
+# run went on to step 34,465 (lr 2.3e-6). To be continued to its end: its checkpoint with
+# training state (step 34,465) is
 # weights/training/liif-edsr-baseline/last.pth; config, log and metrics in phase11/.
 #     mkdir -p runs/phase11
 #     git show 436e17a:weights/liif-edsr-baseline.pth > runs/p8-5000.pth
