@@ -91,7 +91,7 @@ camera2 and camera-clean start from camera's weights (commit 686f958):
 from-default starts from the default model of commit 543d9b6:
     git show 543d9b6:weights/liif-edsr-baseline.pth > runs/default-40k.pth
 from-phase7 starts from the default model whose SHA-256 begins 0ea4507f (phase 7's end):
-    cp weights/liif-edsr-baseline.pth runs/default-p7.pth
+    git show 3e83f43:weights/liif-edsr-baseline.pth > runs/default-p7.pth
 jpeg-heavier starts from runs/p3-71457.pth, made as the default model's recipe shows for its
 phases 6 and 7.
 Then: liif export runs/real-<variant>/last.pth weights/liif-edsr-baseline-real.pth

@@ -94,7 +94,7 @@ Benchmarked against phase 3's step 64,000: step 24,000 below at Set5 x8 (-0.006 
 Against step 28,000, steps 48,000 and 60,000 were above at 11 of 12 points and level at
 Set14 x12 (-0.003 dB); the end of the schedule, step 60,000 (Set5 x4 31.752, Set14 x4
 28.337), shipped (phase7/bench_step*.json). Its config, log and metrics are in phase7/.
-Phases 8-11 start from phase 7's end (runs/default-p7.pth: `liif export` of its last.pth,
+Phases 8-10 start from phase 7's end (runs/default-p7.pth: `liif export` of its last.pth,
 the default weights of SHA-256 0ea4507f..., in git at commit 3e83f43):
     git show 3e83f43:weights/liif-edsr-baseline.pth > runs/default-p7.pth
     mkdir -p runs/phase8
@@ -224,8 +224,8 @@ phase10 = TrainConfig(
 # It ran alone on two threads (about 2.6 to 2.9 steps/s). Its moving average at step 31,431
 # (lr 5.6e-6, 11,436 s), benchmarked, beat phase 8's end at all 12 points and shipped; the
 # run went on to step 34,465 (lr 2.3e-6). To be continued to its end: its checkpoint with
-# training state (step 34,465) is
-# weights/training/liif-edsr-baseline/last.pth; config, log and metrics in phase11/.
+# training state at step 34,465 is weights/training/liif-edsr-baseline/last.pth; config,
+# log and metrics in phase11/.
 #     mkdir -p runs/phase11
 #     git show 436e17a:weights/liif-edsr-baseline.pth > runs/p8-5000.pth
 #     cp weights/training/liif-edsr-baseline/last.pth runs/phase11/
