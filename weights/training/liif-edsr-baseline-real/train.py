@@ -111,6 +111,10 @@ CAMERA_CLEAN = ("real:blur_prob=0.05,blur_sigma=0.2-0.8,resize_prob=0.05,"
                 "resize_scale=0.85-1.15,noise_prob=0.4,noise_sigma=1-10,poisson_prob=0.3,"
                 "gray_noise_prob=0.3,poisson_scale=0.05-0.8,jpeg_prob=0.4,"
                 "jpeg_quality=50-95,second_pass_prob=0.05")
+JPEG_NOISE = ("real:blur_prob=0.05,blur_sigma=0.2-0.8,resize_prob=0.05,"
+              "resize_scale=0.85-1.15,noise_prob={noise},noise_sigma=1-10,poisson_prob=0.2,"
+              "gray_noise_prob=0.3,poisson_scale=0.05-0.8,jpeg_prob={jpeg},"
+              "jpeg_quality=60-90,second_pass_prob=0.05")
 VARIANTS = {
     "full": ("real", 7_800.0, DEFAULT, 1e-4),
     "moderate": ("real:blur_prob=0.3,blur_sigma=0.2-1.0,resize_prob=0.3,"
@@ -156,9 +160,20 @@ VARIANTS = {
     # from-default again, from the default model at the end of its phase 7 (Kodak24 x4 28.39
     # against 28.32 for from-default's start).
     "from-phase7": (CAMERA_CLEAN, None, "runs/default-p7.pth", 1e-4),
+    # From the default model of commit 3a480b1 (phase 11 at step 31,431), the conditions the
+    # model is judged on more often and untouched crops less often, spending clean-input
+    # fidelity on JPEG and noise. jpeg-noise: JPEG 60% of passes at qualities 60-90, noise
+    # 50% (Gaussian 80% of it), untouched first passes about 18% (camera-clean: 31%);
+    # jpeg-noise-more: JPEG 70%, noise 60%, untouched about 11%.
+    "jpeg-noise": (JPEG_NOISE.format(jpeg=0.6, noise=0.5), None, "runs/default-p11.pth", 1e-4),
+    "jpeg-noise-more": (JPEG_NOISE.format(jpeg=0.7, noise=0.6), None, "runs/default-p11.pth",
+                        1e-4),
 }
 # The rest: 40,000 steps, with their time budget ending first.
-STEPS = {"from-default": 15_000, "jpeg-heavier": 15_000, "from-phase7": 15_000}
+STEPS = {"from-default": 15_000, "jpeg-heavier": 15_000, "from-phase7": 15_000,
+         "jpeg-noise": 20_000, "jpeg-noise-more": 20_000}
+# The rest: every 1,500 steps.
+VAL_EVERY = {"jpeg-noise": 3_000, "jpeg-noise-more": 3_000}
 variant = os.environ.get("VARIANT", "moderate")
 degradation, time_budget, init, lr = VARIANTS[variant]
 config = TrainConfig(
@@ -167,7 +182,7 @@ config = TrainConfig(
     val="../shared/data/val/Kodak24",
     val_scales=[4],
     val_degrade=["jpeg:75", "noise:5"],
-    val_every=1500,
+    val_every=VAL_EVERY.get(variant, 1500),
     init=init,
     degradation=degradation,
     encoder="edsr-baseline",
