@@ -74,6 +74,24 @@ alone. Kodak24 x4 Y-PSNR, clean / JPEG 75 / noise 5 (the default model: 28.22 / 
               Its config, log and metrics are in from-phase7/; its checkpoint with
               training state at step 9,619 is weights/training/liif-edsr-baseline-real/
               last.pth at commit c26029b.
+    jpeg-noise, jpeg-noise-more  from the default model of commit 3a480b1 (phase 11 at
+              step 31,431), the conditions the model is judged on more often and untouched
+              crops less often (see VARIANTS), a cosine from 1e-4 over 20,000 steps, side by
+              side at 1 thread each (about 3.1 steps/s each). Step 3,000 (from-phase7 at
+              3,000: 28.20 / 26.97 / 27.78): jpeg-noise 28.09 / 27.04 / 27.78, jpeg-noise-more
+              27.96 / 27.06 / 27.73 -- its further 0.02 dB on JPEG 75 cost 0.13 dB clean and
+              0.05 dB noise 5, a trade that the clean-input allowance cannot pay for; stopped at
+              step 3,480, and jpeg-noise-64 took its place. jpeg-noise went on: step 6,000
+              28.14 / 27.07 / 27.79, 9,000 28.18 / 27.08 / 27.79, 12,000 28.20 / 27.08 /
+              27.79 (from-phase7 at 12,000: 28.26 / 27.04 / 27.81; the default model it
+              started from: 28.41 / 26.62 / 27.38). +0.04 dB on JPEG 75 for -0.06 clean and
+              -0.02 noise 5: less JPEG gain than the bar needs and a loss on noise, so it was
+              stopped at step 12,362 (lr 3.4e-5) for the probes below.
+    jpeg-noise-64  jpeg-noise's mix on 64 px crops (4,096 queries), a cosine from 1e-4 over
+              8,000 steps, 1 thread beside jpeg-noise (about 1.6 steps/s). Step 2,000: 28.11 /
+              27.02 / 27.80; step 4,000: 28.13 / 27.06 / 27.80, level with jpeg-noise at its
+              steps 3,000-6,000 on clean and JPEG 75, +0.01 dB on noise 5, at half the steps
+              per second; stopped at step 4,957.
 A variant starts with:
     mkdir -p runs/real-<v>
     VARIANT=<v> ADAPTIVE=0 nohup .venv/bin/python $RECIPE > runs/real-<v>/train.log 2>&1 &
@@ -168,12 +186,28 @@ VARIANTS = {
     "jpeg-noise": (JPEG_NOISE.format(jpeg=0.6, noise=0.5), None, "runs/default-p11.pth", 1e-4),
     "jpeg-noise-more": (JPEG_NOISE.format(jpeg=0.7, noise=0.6), None, "runs/default-p11.pth",
                         1e-4),
+    # jpeg-noise on 64 px LR crops with 4,096 queries (the default model's phase 11 gained
+    # from them), over 8,000 steps.
+    "jpeg-noise-64": (JPEG_NOISE.format(jpeg=0.6, noise=0.5), None, "runs/default-p11.pth",
+                      1e-4),
+    # Probes of what this network can reach on each judged condition alone: every crop
+    # JPEG'd at exactly quality 75, or given Gaussian colour noise of sigma exactly 5.
+    "probe-jpeg75": ("real:blur_prob=0,resize_prob=0,noise_prob=0,jpeg_prob=1,"
+                     "jpeg_quality=75-75,second_pass_prob=0", None, "runs/default-p11.pth",
+                     1e-4),
+    "probe-noise5": ("real:blur_prob=0,resize_prob=0,noise_prob=1,poisson_prob=0,"
+                     "gray_noise_prob=0,noise_sigma=5-5,jpeg_prob=0,second_pass_prob=0", None,
+                     "runs/default-p11.pth", 1e-4),
 }
 # The rest: 40,000 steps, with their time budget ending first.
 STEPS = {"from-default": 15_000, "jpeg-heavier": 15_000, "from-phase7": 15_000,
-         "jpeg-noise": 20_000, "jpeg-noise-more": 20_000}
+         "jpeg-noise": 20_000, "jpeg-noise-more": 20_000, "jpeg-noise-64": 8_000,
+         "probe-jpeg75": 6_000, "probe-noise5": 6_000}
 # The rest: every 1,500 steps.
-VAL_EVERY = {"jpeg-noise": 3_000, "jpeg-noise-more": 3_000}
+VAL_EVERY = {"jpeg-noise": 3_000, "jpeg-noise-more": 3_000, "jpeg-noise-64": 2_000,
+             "probe-jpeg75": 2_000, "probe-noise5": 2_000}
+# The rest: 48 px LR crops with 2,304 queries.
+CROPS = {"jpeg-noise-64": {"crop": 64, "samples": 4096}}
 variant = os.environ.get("VARIANT", "moderate")
 degradation, time_budget, init, lr = VARIANTS[variant]
 config = TrainConfig(
@@ -198,6 +232,7 @@ config = TrainConfig(
     workers=0,  # threads are managed by AdaptiveThreads
     seed=0,
     resume=bool(os.environ.get("RESUME")),
+    **CROPS.get(variant, {}),
 )
 
 result = run_training(config, recipe_progress())
