@@ -92,6 +92,18 @@ alone. Kodak24 x4 Y-PSNR, clean / JPEG 75 / noise 5 (the default model: 28.22 / 
               27.02 / 27.80; step 4,000: 28.13 / 27.06 / 27.80, level with jpeg-noise at its
               steps 3,000-6,000 on clean and JPEG 75, +0.01 dB on noise 5, at half the steps
               per second; stopped at step 4,957.
+    probe-jpeg75, probe-noise5  what this network reaches on one judged condition when it
+              trains on nothing else: every LR crop JPEG'd at exactly quality 75, or given
+              Gaussian colour noise of sigma exactly 5; from the same start, a cosine from
+              1e-4 over 6,000 steps, side by side at 1 thread each (about 3.0 steps/s, 2,180 s).
+              Kodak24 clean / JPEG 75 / noise 5 at steps 2,000, 4,000, 6,000:
+                probe-jpeg75  27.89 / 27.09 / 27.64, 27.76 / 27.13 / 27.57, 27.72 / 27.13 / 27.55
+                probe-noise5  28.16 / 26.87 / 27.92, 28.10 / 26.88 / 27.93, 28.09 / 26.88 / 27.93
+              Not candidates for shipping (each fails the other conditions), but bounds:
+              benchmarked at x4 (bench/probe-*), the JPEG-75 specialist is +1.16 dB above the
+              default model on Set5 and +0.74 on Set14 under JPEG 75 (the shipped model: +1.01
+              / +0.65), at -1.63 / -0.98 dB on clean inputs; the noise specialist is +0.81 /
+              +0.50 under noise 5 (shipped: +0.59 / +0.38), at -0.57 / -0.33 clean.
 A variant starts with:
     mkdir -p runs/real-<v>
     VARIANT=<v> ADAPTIVE=0 nohup .venv/bin/python $RECIPE > runs/real-<v>/train.log 2>&1 &
