@@ -159,13 +159,22 @@ class AutoUpscaler(_Resampler):
     Takes Upscaler's options (device, precision, tile, chunk, min_side).
     """
 
-    def __init__(self, **options: Any):
-        self.upscalers = {name: Upscaler.from_pretrained(name, **options)
-                          for name in (bundled.AUTO_OTHER, bundled.AUTO_LOSSY)}
+    def __init__(self, *, device: str | torch.device = "auto", precision: str = "auto",
+                 **options: Any):
+        # Check device and precision now, so that a bad one fails before any image is read;
+        # each model loads when the first image that needs it comes (a run of PNGs never
+        # reads the real-photo weights).
+        device = resolve_device(device) if isinstance(device, str) else device
+        precision_name(precision, device)
+        self.options = dict(device=device, precision=precision, **options)
+        self.upscalers: dict[str, Upscaler] = {}  # name -> loaded model
 
     def model_for(self, picture: Picture) -> Upscaler:
         """The Upscaler for `picture`: its `name` says which model it is."""
-        return self.upscalers[bundled.auto_choice(picture.lossy, picture.quality)]
+        name = bundled.auto_choice(picture.lossy, picture.quality)
+        if name not in self.upscalers:
+            self.upscalers[name] = Upscaler.from_pretrained(name, **self.options)
+        return self.upscalers[name]
 
     def resample(self, picture: Picture, size: tuple[int, int],
                  progress: Progress | None = None) -> Picture:

@@ -467,3 +467,23 @@ def test_auto_upscaler_picks_by_how_the_source_was_stored(tiny_bundle, tmp_path)
     array_out = auto.upscale(pixels, scale=2)  # arrays count as uncompressed
     assert np.array_equal(array_out, named["default"].upscale(pixels, scale=2))
     assert not np.array_equal(array_out, named["real"].upscale(pixels, scale=2))
+
+
+def test_auto_upscaler_loads_each_model_when_first_needed(tiny_bundle, tmp_path):
+    auto = api.AutoUpscaler(device="cpu", precision="fp32")
+    assert auto.upscalers == {}
+    pixels = RNG.integers(0, 256, (9, 12, 3), dtype=np.uint8)
+    auto.upscale(pixels, scale=2)
+    assert set(auto.upscalers) == {"default"}
+    Image.fromarray(pixels).save(tmp_path / "photo.jpg")
+    with Image.open(tmp_path / "photo.jpg") as photo:
+        auto.upscale(photo, scale=2)
+    assert set(auto.upscalers) == {"default", "real"}
+    assert auto.upscalers["real"].precision == "fp32"
+
+
+def test_auto_upscaler_rejects_bad_options_before_loading(tiny_bundle):
+    with pytest.raises(LiifError, match="fp16 needs a GPU"):
+        api.AutoUpscaler(device="cpu", precision="fp16")
+    with pytest.raises(LiifError, match="unknown precision"):
+        api.AutoUpscaler(device="cpu", precision="fp64")
