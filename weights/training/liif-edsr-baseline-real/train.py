@@ -122,6 +122,9 @@ from-default starts from the default model of commit 543d9b6:
     git show 543d9b6:weights/liif-edsr-baseline.pth > runs/default-40k.pth
 from-phase7 starts from the default model whose SHA-256 begins 0ea4507f (phase 7's end):
     git show 3e83f43:weights/liif-edsr-baseline.pth > runs/default-p7.pth
+jpeg-noise, jpeg-noise-more, jpeg-noise-64 and the probes start from the default model of
+commit 3a480b1 (sha256 6e4d6a0c...):
+    git show 3a480b1:weights/liif-edsr-baseline.pth > runs/default-p11.pth
 jpeg-heavier starts from runs/p3-71457.pth, made as the default model's recipe shows for its
 phases 6 and 7.
 Then: liif export runs/real-<variant>/last.pth weights/liif-edsr-baseline-real.pth
