@@ -77,9 +77,8 @@ class Upscaler(_Resampler):
                  precision: str = "auto", tile: int | None = None, chunk: int | None = None,
                  name: str = "custom", metadata: dict[str, Any] | None = None,
                  min_side: int = MIN_SIDE):
-        self.device = resolve_device(device) if isinstance(device, str) else device
         # 'auto' becomes bf16 or fp32 here; errors (e.g. fp16 on the CPU) surface early.
-        self.precision = precision_name(precision, self.device)
+        self.device, self.precision = _device_and_precision(device, precision)
         self.model = model.eval().to(self.device)
         # None: the device's and precision's defaults (engine.default_tile_chunk).
         self.tile, self.chunk = resolve_tile_chunk(self.device, tile, chunk,
@@ -164,8 +163,7 @@ class AutoUpscaler(_Resampler):
         # Check device and precision now, so that a bad one fails before any image is read;
         # each model loads when the first image that needs it comes (a run of PNGs never
         # reads the real-photo weights).
-        device = resolve_device(device) if isinstance(device, str) else device
-        precision_name(precision, device)
+        device, precision = _device_and_precision(device, precision)
         self.options = dict(device=device, precision=precision, **options)
         self.upscalers: dict[str, Upscaler] = {}  # name -> loaded model
 
@@ -180,6 +178,13 @@ class AutoUpscaler(_Resampler):
                  progress: Progress | None = None) -> Picture:
         """Upscaler.resample with the model picked for `picture`."""
         return self.model_for(picture).resample(picture, size, progress)
+
+
+def _device_and_precision(device: str | torch.device, precision: str) -> tuple[torch.device, str]:
+    """The device and the precision name (auto resolved) an Upscaler renders with; a bad
+    name raises LiifError."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    return device, precision_name(precision, device)
 
 
 def edge_padding(n_in: int, n_out: int, min_side: int = MIN_SIDE) -> int:
