@@ -406,7 +406,8 @@ def resize(
     from .batch import already_written, fit_rule, make_output_folder, resize_jobs
     from .files import remove_stale_temps
 
-    distributed.init_from_env(device.value)  # no-op unless started by torchrun
+    with user_errors():  # each rank that cannot join says why
+        distributed.init_from_env(device.value)  # no-op unless started by torchrun
     try:
         main, world = distributed.is_main(), distributed.world_size()
         ignored: Counter[str] = Counter()
@@ -667,7 +668,8 @@ def train(
     from . import distributed
     from .train import run_training, train_with_console
 
-    distributed.init_from_env(device.value)  # no-op unless started by torchrun
+    with user_errors():  # each rank that cannot join says why
+        distributed.init_from_env(device.value)  # no-op unless started by torchrun
     try:
         main = distributed.is_main()
         with user_errors(report=main):  # errors are raised on every rank; rank 0 says why

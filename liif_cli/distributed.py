@@ -55,6 +55,11 @@ def init_from_env(device: str = "auto") -> bool:
     if dist.is_initialized():
         return True
     if uses_cuda(device):
+        gpus = torch.cuda.device_count()
+        if local_rank() >= gpus:
+            raise LiifError(f"rank {os.environ['RANK']} needs GPU {local_rank()}, but this "
+                            f"machine has {gpus}: start at most {gpus} ranks per machine "
+                            "(--nproc-per-node), or use --device cpu")
         torch.cuda.set_device(local_rank())
         backend = "cpu:gloo,cuda:nccl"
     else:

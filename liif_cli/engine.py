@@ -197,13 +197,22 @@ def _spans(n_in: int, n_out: int, tile: int, halo: int, ensemble: bool,
 # --------------------------------------------------------------------------- rendering
 
 
-def _true_fp32(device: torch.device) -> AbstractContextManager[Any]:
-    """On CUDA, fp32 means fp32: cuDNN's TF32 convolutions (on by default) are switched off."""
+def true_fp32(device: torch.device) -> AbstractContextManager[Any]:
+    """On CUDA, fp32 means fp32: cuDNN's TF32 convolutions (on by default) are switched off.
+
+    A new context manager per call: cuDNN's flags context can be entered only once."""
     if device.type != "cuda":
         return nullcontext()
     cudnn = torch.backends.cudnn
     return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
                        deterministic=cudnn.deterministic, allow_tf32=False)
+
+
+def _compute_context(device: torch.device, dtype: torch.dtype) -> AbstractContextManager[Any]:
+    """The arithmetic of one tile's encoding: autocast to `dtype`, or true fp32. New per tile."""
+    if dtype == torch.float32:
+        return true_fp32(device)
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def _clock(device: torch.device) -> Callable[[], float]:
@@ -247,8 +256,6 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int | Non
     out = torch.empty(3, last - first, right - left)
     row_centres, col_centres = axis_centres(size[0]), axis_centres(size[1])
     cell = make_cells(size, 1).to(device)  # (1, 2)
-    autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32
-                else _true_fp32(device))
     decode = Decoder(model, dtype)  # the MLP's weights in `dtype`, cast once per render
 
     clock = _clock(device) if times is not None else None
@@ -257,7 +264,7 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int | Non
         started = clock() if clock else 0.0
         window = image[:, rows.in_start:rows.in_stop, cols.in_start:cols.in_stop]
         window = normalise(window, device)
-        with autocast:
+        with _compute_context(device, dtype):
             proj = model.project_latents(model.encode(window), grid_size=in_size,
                                          offset=(rows.in_start, cols.in_start))
         encoded = clock() if clock else 0.0
@@ -308,10 +315,11 @@ def render_reference(model: LIIF, image: Tensor, size: tuple[int, int], *, chunk
     first, last = out_rows or (0, size[0])
     coords = make_coords(size)[first * size[1]:last * size[1]].to(device)
     cells = make_cells(size, coords.shape[0]).to(device)
-    feat = features if features is not None else model.encode(normalise(image, device))
-    pieces = [model.query_rgb_reference(feat, coords[None, i:i + chunk],
-                                        cells[None, i:i + chunk])[0]
-              for i in range(0, coords.shape[0], chunk)]
+    with true_fp32(device):
+        feat = features if features is not None else model.encode(normalise(image, device))
+        pieces = [model.query_rgb_reference(feat, coords[None, i:i + chunk],
+                                            cells[None, i:i + chunk])[0]
+                  for i in range(0, coords.shape[0], chunk)]
     rgb = torch.cat(pieces).view(last - first, size[1], 3)
     return (rgb * 0.5 + 0.5).clamp_(0, 1).permute(2, 0, 1).cpu()
 

@@ -73,6 +73,21 @@ def test_without_torchrun_everything_is_a_plain_process(monkeypatch: pytest.Monk
     assert distributed.init_from_env() is False
 
 
+def test_more_ranks_than_gpus_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank 1 of two on a machine with one GPU: a LiifError naming the fix, before any
+    process group is joined (not CUDA's 'invalid device ordinal')."""
+    for var in LAUNCH_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(LiifError, match=r"rank 1 needs GPU 1, but this machine has 1.*cpu"):
+        distributed.init_from_env("auto")
+    assert not distributed.is_distributed()
+
+
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
 def test_shard_splits_items_exactly_once(monkeypatch: pytest.MonkeyPatch, world: int) -> None:
     items = [f"f{i}" for i in range(7)]
@@ -282,7 +297,8 @@ def test_two_rank_resize_writes_each_file_once_and_bit_for_bit(tiny_weights: Pat
         pixels = rng.integers(0, 256, (8 + i, 10, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(src / name)
     (src / "broken.png").write_bytes(b"not an image")
-    args = ["resize", src, "--size", "24x24", "-o", None, "-w", tiny_weights, "-r", "-q"]
+    args = ["resize", src, "--size", "24x24", "-o", None, "-w", tiny_weights, "-r", "-q",
+            "--device", "cpu"]  # two CPU ranks (a GPU machine may have one GPU)
 
     def with_output(out: Path) -> list[str]:
         return [str(out if a is None else a) for a in args]

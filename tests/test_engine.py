@@ -3,6 +3,7 @@ renderer and itself under any tiling/chunking), plans cover the output, devices/
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,31 @@ def test_tiled_equals_untiled(model, tile, in_hw, scale):
     assert max_err(tiled, whole) <= TOL
     if 0 < tile < min(in_hw):
         assert len(plan_tiles(model, in_hw, size, tile)) > 1  # really tiled
+
+
+def test_each_tile_encodes_in_a_fresh_precision_context(model, monkeypatch):
+    """On CUDA, fp32's context (cuDNN flags without TF32) can be entered only once: a tiled
+    render must make one per tile. Stood in for here by a single-use context manager."""
+    entered = []
+
+    @contextlib.contextmanager
+    def single_use(device):
+        entered.append(device)
+        yield
+
+    monkeypatch.setattr(engine, "true_fp32", single_use)
+    img, size = image(13, 17, seed=2), (40, 52)
+    tiled = render(model, img, size, tile=5)
+    assert len(entered) == len(plan_tiles(model, (13, 17), size, 5)) > 1
+    assert max_err(tiled, render(model, img, size, tile=0)) <= TOL
+
+
+def test_true_fp32_switches_tf32_off_for_cuda_and_can_be_made_again():
+    before = torch.backends.cudnn.allow_tf32
+    for _ in range(2):
+        with engine.true_fp32(torch.device("cuda")):
+            assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cudnn.allow_tf32 == before
 
 
 @pytest.mark.parametrize("flags", FLAG_SETS[1:], ids=lambda f: ",".join(f))

@@ -217,14 +217,14 @@ def _time_reference(model: LIIF, image: torch.Tensor, out_size: tuple[int, int],
     For a band, the paper's code would encode the whole image once for all output rows, so
     the band is charged its share of one encoding: encoding and decoding are timed apart.
     """
-    from ..engine import normalise, render_reference
+    from ..engine import normalise, render_reference, true_fp32
 
     if not region:
         def run_whole() -> torch.Tensor:
             return render_reference(model, image, out_size, device=device)
         return _time_renders(run_whole, device, warmup, repeats, pixels)
 
-    with torch.no_grad():
+    with torch.no_grad(), true_fp32(device):
         encode, features = _time_renders(lambda: model.encode(normalise(image, device)),
                                          device, warmup, repeats, pixels)
 
