@@ -241,7 +241,13 @@ phase11 = TrainConfig(
 # queries. From 48 to 64 px, phase 8 gained +0.017 dB at x4 on Kodak24 over its control; at
 # 96 px, 56% of the latents lie within the encoder's reach of the crop's zero padding
 # instead of 75% at 64 px. Photos under 384 px a side (36 of 338) are too small for x4 at
-# this crop and are skipped. Alone on two threads.
+# this crop and are skipped. Alone on two threads, about 1.33 steps/s.
+# Result: no gain. Kodak24 x2/x4/x8 (bf16, liif_cli.train.validation.validate of the
+# exported weights; the shipped weights: 33.5117/28.4105/25.7269): step 1,250
+# 33.517/28.413/25.725, 2,500 33.516/28.410/25.726, 3,750 33.515/28.411/25.723, and the
+# moving average at step 3,865 (lr 2.4e-6, where the run was stopped) 33.5158/28.4110/25.7239.
+# Phase 11's long run on 64 px crops had already taken what larger crops give. Config, log
+# and metrics in phase12/; not shipped.
 #     mkdir -p runs/phase12
 #     git show eb5dc26:weights/liif-edsr-baseline.pth > runs/default-p11.pth
 #     PHASE=12 nohup .venv/bin/python $RECIPE > runs/phase12/train.log 2>&1 &
