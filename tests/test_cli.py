@@ -6,6 +6,7 @@ They run the real commands through typer's CliRunner with a tiny random checkpoi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -1187,6 +1188,20 @@ def test_rendering_commands_keep_freed_memory(work, tiny_weights, monkeypatch):
     assert run("resize", src, "--size", "20x20", "-o", work / "out", "-w", tiny_weights,
                "-q").exit_code == 0
     assert len(calls) == 2
+
+
+def test_speed_bench_keeps_freed_memory_as_upscale_does(work, tiny_weights, monkeypatch):
+    """bench --speed times the engine as upscale runs it, and its protocol says so."""
+    from liif_cli import runtime
+
+    calls = []
+    monkeypatch.setattr(runtime, "retain_freed_memory", lambda: calls.append(1) or True)
+    out = work / "speed.json"
+    result = run("bench", "--speed", "-w", tiny_weights, "--size", "16x12", "--scales", "2",
+                 "--repeats", "1", "--no-reference", "--device", "cpu", "--json", out)
+    assert result.exit_code == 0, result.output
+    assert calls == [1]
+    assert "freed memory kept in the process" in json.loads(out.read_text())["protocol"]
 
 
 # ------------------------------------------------------------------- --weights auto
