@@ -28,7 +28,7 @@ from .engine import (
 )
 from .errors import LiifError, is_out_of_memory
 from .images import Picture, compression, pil_pixels, quantise
-from .model import LIIF
+from .model import ImplicitImage
 from .sizing import target_size
 
 # The encoder pads its input with zeros (as the paper's code does), which darkens and
@@ -73,7 +73,7 @@ class Upscaler(_Resampler):
     (see MIN_SIDE; 0 turns this off); the output covers exactly the original image.
     """
 
-    def __init__(self, model: LIIF, *, device: str | torch.device = "auto",
+    def __init__(self, model: ImplicitImage, *, device: str | torch.device = "auto",
                  precision: str = "auto", tile: int | None = None, chunk: int | None = None,
                  name: str = "custom", metadata: dict[str, Any] | None = None,
                  min_side: int = MIN_SIDE):
@@ -82,7 +82,8 @@ class Upscaler(_Resampler):
         self.model = model.eval().to(self.device)
         # None: the device's and precision's defaults (engine.default_tile_chunk).
         self.tile, self.chunk = resolve_tile_chunk(self.device, tile, chunk,
-                                                   PRECISIONS[self.precision])
+                                                   PRECISIONS[self.precision],
+                                                   model.spec.decoder)
         self.min_side = min_side
         self.name, self.metadata = name, dict(metadata or {})
 
@@ -155,21 +156,23 @@ class AutoUpscaler(_Resampler):
     `Picture.lossy` and `Picture.quality`), the default model for the rest
     (bundled.auto_choice). Numpy arrays count as uncompressed.
 
+    fast: choose between the fast models instead (`--fast`: fast-real and fast).
     Takes Upscaler's options (device, precision, tile, chunk, min_side).
     """
 
     def __init__(self, *, device: str | torch.device = "auto", precision: str = "auto",
-                 **options: Any):
+                 fast: bool = False, **options: Any):
         # Check device and precision now, so that a bad one fails before any image is read;
         # each model loads when the first image that needs it comes (a run of PNGs never
         # reads the real-photo weights).
         device, precision = _device_and_precision(device, precision)
         self.options = dict(device=device, precision=precision, **options)
         self.upscalers: dict[str, Upscaler] = {}  # name -> loaded model
+        self.fast = fast
 
     def model_for(self, picture: Picture) -> Upscaler:
         """The Upscaler for `picture`: its `name` says which model it is."""
-        name = bundled.auto_choice(picture.lossy, picture.quality)
+        name = bundled.auto_choice(picture.lossy, picture.quality, self.fast)
         if name not in self.upscalers:
             self.upscalers[name] = Upscaler.from_pretrained(name, **self.options)
         return self.upscalers[name]

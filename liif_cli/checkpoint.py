@@ -23,7 +23,7 @@ import torch
 
 from .errors import LiifError
 from .files import create_temp
-from .model import LIIF, RDN_CONFIGS, ModelSpec, build_model
+from .model import DECODERS, RDN_CONFIGS, ImplicitImage, ModelSpec, build_model
 
 FORMAT_NAME = "liif"
 FORMAT_VERSION = 1
@@ -39,14 +39,15 @@ class Checkpoint:
     source_format: str = FORMAT_NAME
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. "train_state"
 
-    def build(self) -> LIIF:
+    def build(self) -> ImplicitImage:
         """The model with these weights loaded, in eval mode."""
         model = build_model(self.spec)
         model.load_state_dict(self.state_dict)
         return model.eval()
 
 
-def to_dict(model: LIIF, metadata: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+def to_dict(model: ImplicitImage, metadata: dict[str, Any] | None = None,
+            **extra: Any) -> dict[str, Any]:
     """The project-format dict for a model (tensors moved to CPU, in the standard layout
     whatever layout training used)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -179,7 +180,7 @@ _INT_ARGS = {"n_resblocks": (0, 256), "n_feats": (1, 1024), "G0": (1, 1024),
 _ENCODER_ARGS = {"edsr-baseline": {"n_resblocks", "n_feats", "res_scale", "n_colors"},
                  "edsr": {"n_resblocks", "n_feats", "res_scale", "n_colors"},
                  "rdn": {"G0", "RDNkSize", "RDNconfig", "n_colors"}}
-_MAX_HIDDEN_LAYERS, _MAX_HIDDEN_WIDTH = 32, 4096
+_MAX_HIDDEN_LAYERS, _MAX_HIDDEN_WIDTH, _MAX_RENDER_WIDTH = 32, 4096, 1024
 
 
 def check_spec(spec: ModelSpec) -> None:
@@ -216,6 +217,20 @@ def check_spec(spec: ModelSpec) -> None:
     for flag in ("feat_unfold", "local_ensemble", "cell_decode"):
         if not isinstance(getattr(spec, flag), bool):
             raise bad(f"{flag} = {getattr(spec, flag)!r}, expected true or false")
+    if spec.decoder not in DECODERS:
+        raise bad(f"unknown decoder {spec.decoder!r} (known: {', '.join(DECODERS)})")
+    latent = spec.latent_hidden
+    if not isinstance(latent, (list, tuple)) or len(latent) > _MAX_HIDDEN_LAYERS:
+        raise bad(f"latent_hidden = {latent!r}, expected a list of at most "
+                  f"{_MAX_HIDDEN_LAYERS} widths")
+    for width in latent:
+        if not _is_int(width) or not 1 <= width <= _MAX_HIDDEN_WIDTH:
+            raise bad(f"latent MLP width {width!r}, expected a whole number from 1 to "
+                      f"{_MAX_HIDDEN_WIDTH}")
+    for key, high in (("render_width", _MAX_RENDER_WIDTH), ("render_depth", _MAX_HIDDEN_LAYERS)):
+        value = getattr(spec, key)
+        if not _is_int(value) or not 1 <= value <= high:
+            raise bad(f"{key} = {value!r}, expected a whole number from 1 to {high}")
 
 
 def _is_int(value: Any) -> bool:

@@ -77,6 +77,10 @@ WeightsOpt = Annotated[str | None, typer.Option(
 # upscale and resize read image files, so they can also pick a bundled model per file.
 AutoWeightsOpt = Annotated[str | None, typer.Option(
     "--weights", "-w", help=bundled.AUTO_WEIGHTS_HELP, show_default=False)]
+FastOpt = Annotated[bool, typer.Option(
+    "--fast", help=f"The fast models, per image as --weights auto picks: {bundled.FAST_LOSSY} "
+    f"for the JPEGs and lossy WebP that auto gives {bundled.AUTO_LOSSY}, {bundled.FAST_OTHER} "
+    "for the rest (many times faster, a little less sharp).", metavar=FLAG)]
 DeviceOpt = Annotated[Device, typer.Option(help="Where to run: auto picks cuda, mps, then cpu.")]
 MIN_TILE = 32  # smaller tiles re-encode their halo (~35 pixels each side) over and over
 TileOpt = Annotated[int | None, typer.Option(
@@ -174,20 +178,24 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def check_weights(weights: str | None) -> None:
-    """LiifError for a `--weights` of upscale or resize (None: auto) that names nothing;
-    torch-free, so a wrong name answers at once."""
+def check_weights(weights: str | None, fast: bool = False) -> None:
+    """LiifError for a `--weights` of upscale or resize (None: auto) that names nothing, or
+    that names a model beside `--fast`; torch-free, so a wrong name answers at once."""
     if bundled.is_auto(weights):
-        for name in (bundled.AUTO_OTHER, bundled.AUTO_LOSSY):
+        for name in bundled.auto_pair(fast):
             bundled.resolve_weights(name)
+    elif fast:
+        raise LiifError(f"--fast picks a fast model per image; to name one, use --weights "
+                        f"{bundled.FAST_OTHER} or --weights {bundled.FAST_LOSSY} without --fast")
     else:
         bundled.resolve_weights(weights)
 
 
 def load_upscaler(weights: str | None, device: Device | str, precision: Precision,
-                  tile: int | None, chunk: int | None):
-    """The Upscaler for `--weights`, or for auto (None) an AutoUpscaler."""
-    check_weights(weights)
+                  tile: int | None, chunk: int | None, fast: bool = False):
+    """The Upscaler for `--weights`, or for auto (None) an AutoUpscaler (of the fast pair
+    with `fast`)."""
+    check_weights(weights, fast)
     from . import runtime
     from .api import AutoUpscaler, Upscaler
 
@@ -197,7 +205,7 @@ def load_upscaler(weights: str | None, device: Device | str, precision: Precisio
     options = dict(device=device.value if isinstance(device, Device) else device,
                    precision=precision.value, tile=tile, chunk=chunk)
     if bundled.is_auto(weights):
-        return AutoUpscaler(**options)
+        return AutoUpscaler(fast=fast, **options)
     return Upscaler.from_pretrained(weights, **options)
 
 
@@ -283,6 +291,7 @@ def upscale(
         "ending in /); a missing folder is created.",
         show_default="<stem>_x<scale>.<ext> beside the input")] = None,
     weights: AutoWeightsOpt = None,
+    fast: FastOpt = False,
     device: DeviceOpt = Device.auto,
     tile: TileOpt = None,
     chunk: ChunkOpt = None,
@@ -334,7 +343,7 @@ def upscale(
         jobs = upscale_jobs(inputs, output, label)
         check_upscale_output(inputs, output)
         # Weights, device and precision that cannot work are usage errors too.
-        upscaler = load_upscaler(weights, device, precision, tile, chunk)
+        upscaler = load_upscaler(weights, device, precision, tile, chunk, fast)
         if output is not None and output_is_folder(inputs, output):
             make_output_folder(Path(output))
     with user_errors():
@@ -373,6 +382,7 @@ def resize(
                                             help="Descend into sub-folders.")] = False,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.keep,
     weights: AutoWeightsOpt = None,
+    fast: FastOpt = False,
     device: DeviceOpt = Device.auto,
     tile: TileOpt = None,
     chunk: ChunkOpt = None,
@@ -399,7 +409,7 @@ def resize(
             check_max_pixels(parse_size(size), max_pixels)
             parse_colour(background)
             check_tile(tile)
-            check_weights(weights)
+            check_weights(weights, fast)
     from collections import Counter
 
     from . import distributed
@@ -426,7 +436,7 @@ def resize(
             raise typer.Exit(1)
         with user_errors(code=2, report=main), distributed.agreed_errors():
             upscaler = load_upscaler(weights, distributed.device_name(device.value), precision,
-                                     tile, chunk)
+                                     tile, chunk, fast)
             make_output_folder(output)
             for folder in sorted({job.target.parent for job in jobs}):
                 remove_stale_temps(folder)  # left by a run killed mid-write (kill -9)
@@ -443,7 +453,7 @@ def resize(
                              overwrite=overwrite, max_pixels=max_pixels, quality=quality,
                              crop_to=crop_to, make_dirs=True, strip_metadata=strip_metadata,
                              background=background, shared=True)
-        picks = (bundled.AUTO_OTHER, bundled.AUTO_LOSSY)
+        picks = bundled.auto_pair(fast)[::-1]  # (other, lossy)
         used = Counter(model for model, _ in tally.models.values())
         failed, existing, claimed, *picked = (int(n) for n in distributed.all_sum(
             [tally.failed, tally.existing, tally.claimed] + [used[name] for name in picks]))
@@ -605,6 +615,18 @@ def train(
     val: Annotated[Path | None, typer.Option(help="Folder of HR images to validate on.")]
     = None,
     encoder: Annotated[str, typer.Option(help="edsr-baseline or rdn.")] = "edsr-baseline",
+    decoder: Annotated[str, typer.Option(
+        help="liif (the paper's MLP) or lmf (the fast model: latent-modulated, about a 40th "
+        "of the arithmetic per pixel); with --init from the other family, its encoder is "
+        "taken.")] = "liif",
+    teacher: Annotated[str | None, typer.Option(
+        help="Distil from these weights (bundled name or file): their RGB at the same "
+        "queries is a second target, weighted by --distill.")] = None,
+    distill: Annotated[float, typer.Option(
+        help="Weight of the teacher's L1 in the loss (the ground truth's is 1 - this).")] = 0.0,
+    freeze_encoder: Annotated[bool, typer.Option(
+        "--freeze-encoder", help="Train the decoder alone (the encoder keeps its --init "
+        "weights).", metavar=FLAG)] = False,
     init: Annotated[str | None, typer.Option(
         help="Fine-tune: start from these weights (bundled name or file; their architecture, "
         "a fresh optimiser and lr schedule).")] = None,
@@ -653,7 +675,9 @@ def train(
     from .train import TrainConfig
 
     config = TrainConfig(data=[str(d) for d in data or []], out=str(out_dir),
-                         val=str(val) if val else None, encoder=encoder, steps=steps,
+                         val=str(val) if val else None, encoder=encoder, decoder=decoder,
+                         teacher=teacher, distill=distill, freeze_encoder=freeze_encoder,
+                         steps=steps,
                          time_budget=time_budget, batch_size=batch_size, lr=lr,
                          lr_schedule=lr_schedule,
                          checkpoint_every=checkpoint_every, val_every=val_every,

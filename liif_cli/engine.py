@@ -22,8 +22,8 @@ from torch import Tensor
 from .errors import LiifError
 from .model import (
     EPS_SHIFT,
-    LIIF,
-    Decoder,
+    GridDecoder,
+    ImplicitImage,
     axis_centres,
     ensemble_shifts,
     make_cells,
@@ -40,6 +40,10 @@ DEFAULT_TILE = 256  # input pixels per tile side (CPU)
 CPU_CHUNKS = {torch.float32: 4096, torch.bfloat16: 8192}
 DEFAULT_CHUNK = CPU_CHUNKS[torch.float32]
 CUDA_CHUNK = 1 << 18  # queries decoded at once on a GPU: enough work to keep it busy
+# The fast model (LMF) decodes whole bands of rows and keeps only 16-wide activations: about
+# 1 KB a query in all. Bands of 32,768 to 100,000 queries ran fastest on the CPU (a 2-core
+# AMD EPYC with AVX512-BF16); smaller ones pad more of their blocks.
+FAST_CHUNK, FAST_CUDA_CHUNK = 1 << 16, 1 << 20
 CUDA_MAX_TILE = 2048
 # Rough working memory, float32: per query (4 neighbours x 256 hidden x a few live buffers)
 # and per encoded input pixel (encoder activations and the 256-channel latent projection).
@@ -85,25 +89,28 @@ def precision_name(name: str, device: torch.device) -> str:
     return name
 
 
-def default_tile_chunk(device: torch.device,
-                       dtype: torch.dtype = torch.float32) -> tuple[int, int]:
-    """Tile and chunk sizes for a device and compute dtype. CPU: the chunk measured fastest
-    for the dtype (CPU_CHUNKS). CUDA: chunks of 2^18 queries and the largest tile (up to
-    2048) whose working memory fits in half of the GPU's free memory, so one render keeps
-    the GPU busy without running out."""
+def default_tile_chunk(device: torch.device, dtype: torch.dtype = torch.float32,
+                       decoder: str = "liif") -> tuple[int, int]:
+    """Tile and chunk sizes for a device, compute dtype and decoder family. CPU: the chunk
+    measured fastest for the dtype (CPU_CHUNKS; FAST_CHUNK for the fast model). CUDA: chunks
+    of 2^18 queries (2^20 for the fast model) and the largest tile (up to 2048) whose working
+    memory fits in half of the GPU's free memory, so one render keeps the GPU busy without
+    running out."""
+    fast = decoder == "lmf"
     if device.type != "cuda":
-        return DEFAULT_TILE, CPU_CHUNKS.get(dtype, DEFAULT_CHUNK)
+        return DEFAULT_TILE, FAST_CHUNK if fast else CPU_CHUNKS.get(dtype, DEFAULT_CHUNK)
     free, _ = torch.cuda.mem_get_info(device)
     budget = max(0, free // 2 - CUDA_CHUNK * QUERY_BYTES)
     tile = min(CUDA_MAX_TILE, int((budget / PIXEL_BYTES) ** 0.5) // 64 * 64)
-    return max(DEFAULT_TILE, tile), CUDA_CHUNK
+    return max(DEFAULT_TILE, tile), FAST_CUDA_CHUNK if fast else CUDA_CHUNK
 
 
 def resolve_tile_chunk(device: torch.device, tile: int | None, chunk: int | None,
-                       dtype: torch.dtype = torch.float32) -> tuple[int, int]:
-    """`tile` and `chunk` as given, each None replaced by the default for the device and
-    compute dtype."""
-    auto_tile, auto_chunk = default_tile_chunk(device, dtype)
+                       dtype: torch.dtype = torch.float32,
+                       decoder: str = "liif") -> tuple[int, int]:
+    """`tile` and `chunk` as given, each None replaced by the default for the device,
+    compute dtype and decoder family."""
+    auto_tile, auto_chunk = default_tile_chunk(device, dtype, decoder)
     return (auto_tile if tile is None else tile), (auto_chunk if chunk is None else chunk)
 
 
@@ -159,7 +166,7 @@ class RenderTimes:
     encoded_pixels: int = 0
 
 
-def plan_tiles(model: LIIF, in_size: tuple[int, int], out_size: tuple[int, int],
+def plan_tiles(model: ImplicitImage, in_size: tuple[int, int], out_size: tuple[int, int],
                tile: int = DEFAULT_TILE, out_rows: tuple[int, int] | None = None,
                out_cols: tuple[int, int] | None = None) -> TilePlan:
     """Split the output into tiles of about `tile` input pixels a side (0: one tile).
@@ -232,7 +239,7 @@ def normalise(image: Tensor, device: torch.device | str = "cpu") -> Tensor:
 
 
 @torch.no_grad()
-def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int | None = None,
+def render(model: ImplicitImage, image: Tensor, size: tuple[int, int], *, tile: int | None = None,
            chunk: int | None = None, device: torch.device | str = "cpu",
            precision: str = "fp32", out_rows: tuple[int, int] | None = None,
            out_cols: tuple[int, int] | None = None, progress: Progress | None = None,
@@ -246,7 +253,7 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int | Non
     """
     device = torch.device(device)
     dtype = resolve_precision(precision, device)
-    tile, chunk = resolve_tile_chunk(device, tile, chunk, dtype)
+    tile, chunk = resolve_tile_chunk(device, tile, chunk, dtype, model.spec.decoder)
     _check_render_args(image, size, chunk)
     model = model.to(device)
     in_size = (image.shape[1], image.shape[2])
@@ -256,7 +263,7 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int | Non
     out = torch.empty(3, last - first, right - left)
     row_centres, col_centres = axis_centres(size[0]), axis_centres(size[1])
     cell = make_cells(size, 1).to(device)  # (1, 2)
-    decode = Decoder(model, dtype)  # the MLP's weights in `dtype`, cast once per render
+    decode = model.renderer(dtype)  # the decoder's weights in `dtype`, cast once per render
 
     clock = _clock(device) if times is not None else None
     done, total = 0, (last - first) * (right - left)  # output pixels, for `progress`
@@ -268,19 +275,30 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int | Non
             proj = model.project_latents(model.encode(window), grid_size=in_size,
                                          offset=(rows.in_start, cols.in_start))
         encoded = clock() if clock else 0.0
-        coords = torch.stack(torch.meshgrid(row_centres[rows.out_start:rows.out_stop],
-                                            col_centres[cols.out_start:cols.out_stop],
-                                            indexing="ij"), dim=-1).view(-1, 2).to(device)
-        tile_rgb = torch.empty(coords.shape[0], 3, device=device)  # (Q_tile, 3)
-        cells = cell.expand(1, min(chunk, coords.shape[0]), 2)  # (1, Q, 2)
-        for begin in range(0, coords.shape[0], chunk):
-            query = coords[begin:begin + chunk].unsqueeze(0)  # (1, Q, 2)
-            # (The decoder skips the window check: plan_tiles sized the window from these
-            # very queries.)
-            tile_rgb[begin:begin + chunk] = decode(proj, query, cells[:, :query.shape[1]])[0]
-            done += query.shape[1]
-            if progress:
-                progress(done, total)
+        tile_rows = row_centres[rows.out_start:rows.out_stop]
+        tile_cols = col_centres[cols.out_start:cols.out_stop]
+        tile_rgb = torch.empty(len(tile_rows) * len(tile_cols), 3, device=device)  # (Q_tile, 3)
+        # (The decoders skip the window check: plan_tiles sized the window from these very
+        # queries.)
+        if isinstance(decode, GridDecoder):  # bands of whole rows, about `chunk` queries each
+            band = max(1, chunk // len(tile_cols))
+            for begin in range(0, len(tile_rows), band):
+                part = decode(proj, tile_rows[begin:begin + band], tile_cols, cell[0])
+                tile_rgb[begin * len(tile_cols):(begin + band) * len(tile_cols)] = \
+                    part.view(-1, 3)
+                done += part.shape[0] * part.shape[1]
+                if progress:
+                    progress(done, total)
+        else:  # chunks of `chunk` queries in row-major order
+            coords = torch.stack(torch.meshgrid(tile_rows, tile_cols, indexing="ij"),
+                                 dim=-1).view(-1, 2).to(device)
+            cells = cell.expand(1, min(chunk, coords.shape[0]), 2)  # (1, Q, 2)
+            for begin in range(0, coords.shape[0], chunk):
+                query = coords[begin:begin + chunk].unsqueeze(0)  # (1, Q, 2)
+                tile_rgb[begin:begin + chunk] = decode(proj, query, cells[:, :query.shape[1]])[0]
+                done += query.shape[1]
+                if progress:
+                    progress(done, total)
         if not bool(torch.isfinite(tile_rgb).all()):  # clamping would hide it as black
             raise LiifError("the model produced NaN or infinite values: its weights are broken"
                             + ("" if dtype == torch.float32 else
@@ -298,7 +316,8 @@ def render(model: LIIF, image: Tensor, size: tuple[int, int], *, tile: int | Non
 
 
 @torch.no_grad()
-def render_reference(model: LIIF, image: Tensor, size: tuple[int, int], *, chunk: int = 30000,
+def render_reference(model: ImplicitImage, image: Tensor, size: tuple[int, int], *,
+                     chunk: int = 30000,
                      device: torch.device | str = "cpu",
                      out_rows: tuple[int, int] | None = None,
                      features: Tensor | None = None) -> Tensor:

@@ -24,11 +24,20 @@ def checkpoint_record(path: Path) -> dict[str, Any]:
     metadata = {key: _without_absolute_paths(value) if shipped else value
                 for key, value in ckpt.metadata.items()
                 if spec.get(key, object()) != value}  # e.g. 'encoder', shown with the spec
+    model = ckpt.build()
     return json_safe({
         "file": f"bundled weights {path.stem!r}" if shipped else str(path),
         "for": f"{model_info.use} (--weights {model_info.short})" if model_info else None,
-        "sha256": checkpoint.file_sha256(path), "format": ckpt.source_format, "spec": spec,
-        "parameters": count_parameters(ckpt.build()), "metadata": metadata})
+        "sha256": checkpoint.file_sha256(path), "format": ckpt.source_format,
+        "family": FAMILY_NAMES[ckpt.spec.decoder], "spec": spec,
+        "parameters": count_parameters(model),
+        "decoder_macs_per_pixel": {f"x{s}": round(model.decoder_macs(s)) for s in MAC_SCALES},
+        "metadata": metadata})
+
+
+# What `liif info` calls each decoder family, and the scales it counts the decoder's work at.
+FAMILY_NAMES = {"liif": "LIIF (MLP decoder)", "lmf": "fast (latent-modulated decoder, LMF)"}
+MAC_SCALES = (2, 4, 12)
 
 
 def readable_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
@@ -36,9 +45,12 @@ def readable_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [("file", record["file"])]
     if record["for"]:
         rows.append(("for", record["for"]))
-    rows += [("sha256", record["sha256"]), ("format", record["format"])]
+    rows += [("sha256", record["sha256"]), ("format", record["format"]),
+             ("family", record["family"])]
     rows += [(key, readable(key, value)) for key, value in record["spec"].items()]
     rows.append(("parameters", f"{record['parameters']:,}"))
+    rows.append(("decoder multiply-adds per pixel",
+                 ", ".join(f"{k} {v:,}" for k, v in record["decoder_macs_per_pixel"].items())))
     rows += [(key, readable(key, value)) for key, value in record["metadata"].items()]
     return rows
 

@@ -219,9 +219,17 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
+DECODERS = ("liif", "lmf")
+
+
 @dataclass
 class ModelSpec:
-    """Everything needed to rebuild a LIIF model (stored in checkpoints)."""
+    """Everything needed to rebuild a model (stored in checkpoints).
+
+    `decoder` names the family: 'liif', the paper's MLP (`hidden` widths), or 'lmf', the
+    latent-modulated fast decoder (`latent_hidden`, `render_width`, `render_depth`; see LMF).
+    Checkpoints from before the field existed are LIIF.
+    """
 
     encoder: str = "edsr-baseline"
     encoder_args: dict[str, Any] = field(default_factory=dict)
@@ -229,9 +237,17 @@ class ModelSpec:
     feat_unfold: bool = True
     local_ensemble: bool = True
     cell_decode: bool = True
+    decoder: str = "liif"
+    latent_hidden: list[int] = field(default_factory=lambda: [256, 256])
+    render_width: int = 16
+    render_depth: int = 5
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The spec as a plain dict, with only the fields of its own decoder family."""
+        raw = asdict(self)
+        unused = ("hidden",) if self.decoder == "lmf" else (
+            "decoder", "latent_hidden", "render_width", "render_depth")
+        return {k: v for k, v in raw.items() if k not in unused}
 
 
 @dataclass
@@ -258,8 +274,13 @@ class Neighbours:
     weights: Tensor | None  # (n, B, Q): local-ensemble weights; None without the ensemble
 
 
-class LIIF(nn.Module):
-    """Encoder + local implicit image function: RGB at any coordinate of any image."""
+class ImplicitImage(nn.Module):
+    """What both decoder families share: the encoder, and how a query finds its latents.
+
+    A subclass turns a feature map into per-latent state (`project_latents`, run once per
+    input pixel) and decodes queries from that state (`query_rgb`, differentiable, for
+    training; `renderer`, for the engine).
+    """
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
@@ -267,10 +288,8 @@ class LIIF(nn.Module):
             raise ValueError(f"unknown encoder {spec.encoder!r}; choose from {sorted(ENCODERS)}")
         self.spec = spec
         self.encoder = ENCODERS[spec.encoder](**spec.encoder_args)
-        latent_dim = self.encoder.out_dim * (9 if spec.feat_unfold else 1)
-        in_dim = latent_dim + 2 + (2 if spec.cell_decode else 0)
-        self.imnet = MLP(in_dim, 3, list(spec.hidden))
-        self.latent_dim = latent_dim
+        self.latent_dim = self.encoder.out_dim * (9 if spec.feat_unfold else 1)
+        self.query_dim = 2 + (2 if spec.cell_decode else 0)  # offset (and cell) per query
 
     @property
     def context_radius(self) -> int:
@@ -278,6 +297,11 @@ class LIIF(nn.Module):
         unfold = 1 if self.spec.feat_unfold else 0
         ensemble = 1  # a neighbouring latent may be picked, whether ensembling or not
         return self.encoder.receptive_radius + unfold + ensemble
+
+    @property
+    def n_neighbours(self) -> int:
+        """Latents each query reads: 4 with the local ensemble, else 1."""
+        return len(ensemble_shifts(self.spec.local_ensemble))
 
     def encode(self, image: Tensor) -> Tensor:
         """(B, 3, H, W) normalised image -> (B, C, H, W) feature map."""
@@ -287,22 +311,24 @@ class LIIF(nn.Module):
         """Normalised image, (B, Q, 2) coordinates and cells -> (B, Q, 3) normalised RGB."""
         return self.query_rgb(self.project_latents(self.encode(image)), coord, cell)
 
-    # ---------------------------------------------------------------- fast decoder
+    def decoder_macs(self, scale: float) -> float:
+        """Multiply-adds of the decoder per output pixel at `scale` (encoder excluded): the
+        per-query work, plus the per-latent work shared by the scale^2 pixels of a latent."""
+        return self.macs_per_query() + self.macs_per_latent() / scale ** 2
+
+    def macs_per_latent(self) -> int:
+        raise NotImplementedError
+
+    def macs_per_query(self) -> int:
+        raise NotImplementedError
 
     def project_latents(self, feat: Tensor, offset: tuple[int, int] = (0, 0),
                         grid_size: tuple[int, int] | None = None) -> LatentProjection:
-        """Apply the first MLP layer's latent weights to every latent of `feat` (B, C, h, w).
+        raise NotImplementedError
 
-        With feature unfolding this is a zero-padded 3x3 convolution; the weight layout of
-        F.unfold (channel-major, then kernel row, then kernel column) is exactly a conv kernel.
-        """
-        first = self.imnet.layers[0]
-        b, c, h, w = feat.shape
-        kernel = 3 if self.spec.feat_unfold else 1
-        weight = first.weight[:, : self.latent_dim].reshape(-1, c, kernel, kernel)
-        proj = F.conv2d(feat, weight, first.bias, padding=kernel // 2)  # (B, hidden0, h, w)
-        values = proj.flatten(2).transpose(1, 2).contiguous()  # (B, h*w, hidden0)
-        return LatentProjection(values, (h, w), offset, grid_size or (h, w))
+    def query_rgb(self, proj: LatentProjection, coord: Tensor, cell: Tensor | None,
+                  check_window: bool = True) -> Tensor:
+        raise NotImplementedError
 
     def neighbours(self, proj: LatentProjection, coord: Tensor, cell: Tensor | None,
                    check_window: bool = True) -> Neighbours:
@@ -344,6 +370,46 @@ class LIIF(nn.Module):
                       (cell[..., 1] * big_w).expand(n, b, q)]
         weights = area_weights(rel_y, rel_x) if n > 1 else None  # (n, B, Q)
         return Neighbours(rows, torch.stack(small, dim=-1).view(n * b * q, -1), weights)
+
+
+
+class LIIF(ImplicitImage):
+    """Encoder + local implicit image function (the paper's MLP decoder): RGB at any
+    coordinate of any image."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__(spec)
+        self.imnet = MLP(self.latent_dim + self.query_dim, 3, list(spec.hidden))
+
+    def macs_per_latent(self) -> int:
+        return self.imnet.layers[0].weight.shape[0] * self.latent_dim
+
+    def macs_per_query(self) -> int:
+        linears = [m for m in self.imnet.layers if isinstance(m, nn.Linear)]
+        per_neighbour = (linears[0].weight.shape[0] * self.query_dim
+                         + sum(m.weight.numel() for m in linears[1:]))
+        return self.n_neighbours * per_neighbour
+
+    def renderer(self, dtype: torch.dtype = torch.float32) -> Decoder:
+        """The engine's decoder for this model, its weights cast to `dtype` once."""
+        return Decoder(self, dtype)
+
+    # ---------------------------------------------------------------- fast decoder
+
+    def project_latents(self, feat: Tensor, offset: tuple[int, int] = (0, 0),
+                        grid_size: tuple[int, int] | None = None) -> LatentProjection:
+        """Apply the first MLP layer's latent weights to every latent of `feat` (B, C, h, w).
+
+        With feature unfolding this is a zero-padded 3x3 convolution; the weight layout of
+        F.unfold (channel-major, then kernel row, then kernel column) is exactly a conv kernel.
+        """
+        first = self.imnet.layers[0]
+        b, c, h, w = feat.shape
+        kernel = 3 if self.spec.feat_unfold else 1
+        weight = first.weight[:, : self.latent_dim].reshape(-1, c, kernel, kernel)
+        proj = F.conv2d(feat, weight, first.bias, padding=kernel // 2)  # (B, hidden0, h, w)
+        values = proj.flatten(2).transpose(1, 2).contiguous()  # (B, h*w, hidden0)
+        return LatentProjection(values, (h, w), offset, grid_size or (h, w))
 
     def query_rgb(self, proj: LatentProjection, coord: Tensor, cell: Tensor | None,
                   check_window: bool = True) -> Tensor:
@@ -483,11 +549,248 @@ def _neighbour_axis(coord: Tensor, steps: Tensor, size: int,
     return index, (coord - _centre(index, size)) * size
 
 
-def build_model(spec: ModelSpec | dict[str, Any]) -> LIIF:
-    """A randomly initialised LIIF from a spec (or its dict form)."""
+# --------------------------------------------------------------------------- fast model
+
+
+class LMF(ImplicitImage):
+    """LIIF with a latent-modulated decoder (after He & Jin, "Latent Modulated Function for
+    Computational Optimal Continuous Image Representation", CVPR 2024): the fast model.
+
+    The wide part of the decoder runs once per latent instead of once per query. A latent
+    MLP (a 3x3 convolution over the feature map, which is feature unfolding followed by a
+    linear layer, then 1x1 convolutions of `latent_hidden` widths) turns each latent into
+    modulations: the first render layer's latent term, and a scale and shift for each
+    deeper one. Per query and ensemble neighbour only a narrow render MLP runs
+    (`render_width` wide, `render_depth` layers, then RGB):
+
+        h1 = relu(m0 + W1 q)                      q = (offset, cell), in latent units
+        hk = relu((Wk h(k-1)) * (1 + sk) + tk)    k = 2 .. render_depth
+        rgb = Wout h + bout
+
+    where (m0, s2, t2, ...) are the modulations of the latent the query reads. Local
+    ensemble and cell decoding are as in LIIF.
+    """
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__(spec)
+        width, depth = spec.render_width, spec.render_depth
+        self.mod_dim = width * (2 * depth - 1)  # m0, then a scale and a shift per deeper layer
+        kernel = 3 if spec.feat_unfold else 1
+        widths = [self.encoder.out_dim, *spec.latent_hidden]
+        layers: list[nn.Module] = []
+        for k, (a, b) in enumerate(zip(widths, widths[1:], strict=False)):
+            size = kernel if k == 0 else 1
+            layers += [nn.Conv2d(a, b, size, padding=size // 2), nn.ReLU(inplace=True)]
+        size = kernel if len(widths) == 1 else 1
+        layers.append(nn.Conv2d(widths[-1], self.mod_dim, size, padding=size // 2))
+        self.latent_mlp = nn.Sequential(*layers)
+        self.query_in = nn.Linear(self.query_dim, width, bias=False)  # W1 (m0 is its bias)
+        self.hidden = nn.ModuleList([nn.Linear(width, width, bias=False)
+                                     for _ in range(depth - 1)])  # W2 .. W_depth
+        self.to_rgb = nn.Linear(width, 3)
+
+    def macs_per_latent(self) -> int:
+        return sum(m.weight.numel() for m in self.latent_mlp if isinstance(m, nn.Conv2d))
+
+    def macs_per_query(self) -> int:
+        per_neighbour = sum(m.weight.numel() for m in (self.query_in, *self.hidden, self.to_rgb))
+        return self.n_neighbours * per_neighbour
+
+    def renderer(self, dtype: torch.dtype = torch.float32) -> GridDecoder:
+        """The engine's decoder for this model, its weights cast to `dtype` once."""
+        return GridDecoder(self, dtype)
+
+    def project_latents(self, feat: Tensor, offset: tuple[int, int] = (0, 0),
+                        grid_size: tuple[int, int] | None = None) -> LatentProjection:
+        """The latent MLP over every latent of `feat` (B, C, h, w): its modulations."""
+        _, _, h, w = feat.shape
+        mods = self.latent_mlp(feat)  # (B, mod_dim, h, w)
+        values = mods.flatten(2).transpose(1, 2).contiguous()  # (B, h*w, mod_dim)
+        return LatentProjection(values, (h, w), offset, grid_size or (h, w))
+
+    def query_rgb(self, proj: LatentProjection, coord: Tensor, cell: Tensor | None,
+                  check_window: bool = True) -> Tensor:
+        """(B, Q, 2) global coordinates and cells -> (B, Q, 3) normalised RGB, for any
+        coordinates. Differentiable (training uses it) and autocast-aware; the engine's
+        `GridDecoder` computes the same for grids of pixel centres. check_window: see
+        `neighbours`."""
+        b, q, _ = coord.shape
+        width = self.spec.render_width
+        nb = self.neighbours(proj, coord, cell, check_window)
+        mods = proj.values.reshape(-1, self.mod_dim).index_select(0, nb.rows)  # (n*B*Q, M)
+        hidden = torch.relu(mods[:, :width] + self.query_in(nb.small.to(mods.dtype)))
+        for k, layer in enumerate(self.hidden):
+            scale, shift = mods[:, width * (2 * k + 1):width * (2 * k + 3)].chunk(2, dim=1)
+            hidden = torch.relu(layer(hidden) * (1 + scale) + shift)
+        out = self.to_rgb(hidden).view(-1, b, q, 3)  # (n, B, Q, 3)
+        return _blend(out, nb.weights)
+
+    def query_rgb_reference(self, feat: Tensor, coord: Tensor, cell: Tensor | None) -> Tensor:
+        """The straightforward decoder, the yardstick of `liif bench --speed`: the latent MLP
+        over the whole feature map, then query_rgb; (B, Q, 2) -> (B, Q, 3)."""
+        return self.query_rgb(self.project_latents(feat), coord, cell)
+
+    def init_from_liif(self, liif: LIIF) -> None:
+        """Start from a trained LIIF: its encoder, and its first layer's latent part as the
+        latent MLP's first convolution (the same 3x3 projection of the unfolded latent), where
+        the widths allow."""
+        self.encoder.load_state_dict(liif.encoder.state_dict())
+        first, conv = liif.imnet.layers[0], self.latent_mlp[0]
+        if self.spec.latent_hidden and conv.out_channels == first.out_features \
+                and self.spec.feat_unfold == liif.spec.feat_unfold:
+            with torch.no_grad():
+                conv.weight.copy_(first.weight[:, :liif.latent_dim].reshape(conv.weight.shape))
+                conv.bias.copy_(first.bias)
+
+
+@dataclass
+class AxisLayout:
+    """How a grid's queries along one axis group by the latent they read, for each
+    ensemble step along the axis (2 with the local ensemble, else 1).
+
+    Queries reading the same latent with the same step form a run of consecutive pixels (a
+    block); each block is padded to `block` slots. Slot `slot[v, i]` of step v holds query
+    i, at offset `rel[v, i]` from its latent; `latent[v, j]` is block j's latent (index in
+    the window); `slot_rel[v, j * block + p]` the offset of the query in slot p of block j
+    (0 for padding).
+    """
+
+    block: int
+    latent: Tensor  # (n_steps, n_blocks) long
+    slot: Tensor  # (n_steps, n_queries) long
+    rel: Tensor  # (n_steps, n_queries)
+    slot_rel: Tensor  # (n_steps, n_blocks * block)
+
+
+def axis_layout(coord: Tensor, size: int, offset: int, local_ensemble: bool) -> AxisLayout:
+    """The AxisLayout of (n,) sorted global coordinates along an axis of `size` latents whose
+    window starts at latent `offset`. Indices and offsets are computed exactly as
+    `ImplicitImage.neighbours` computes them; blocks split wherever the latent changes or a
+    coordinate reaches the square's edge, so a block is never longer than about the scale."""
+    n_steps = 2 if local_ensemble else 1
+    steps = torch.tensor([-1.0, 1.0] if local_ensemble else [0.0], dtype=torch.float64)
+    eps = EPS_SHIFT if local_ensemble else 0.0
+    index, rel = _neighbour_axis(coord.view(1, -1), steps, size, eps)  # (n_steps, 1, n)
+    index, rel = index[:, 0], rel[:, 0]
+    shift = (steps / size + eps).to(coord.dtype).view(-1, 1)
+    edge = ((coord + shift) <= -1 + 1e-6).long() - ((coord + shift) >= 1 - 1e-6).long()
+    starts = torch.ones_like(index, dtype=torch.bool)
+    starts[:, 1:] = (index[:, 1:] != index[:, :-1]) | (edge[:, 1:] != edge[:, :-1])
+    block_of = starts.long().cumsum(1) - 1  # (n_steps, n): the block of each query
+    n_blocks = int(block_of[:, -1].max()) + 1
+    first = torch.zeros(n_steps, n_blocks, dtype=torch.long)  # first query of each block
+    latent = torch.zeros(n_steps, n_blocks, dtype=torch.long)
+    position = torch.arange(coord.shape[0]).expand(n_steps, -1)
+    for v in range(n_steps):
+        first[v, :int(block_of[v, -1]) + 1] = position[v][starts[v]]
+        latent[v, :int(block_of[v, -1]) + 1] = index[v][starts[v]] - offset
+    within = position - first.gather(1, block_of)  # (n_steps, n)
+    block = int(within.max()) + 1
+    slot = block_of * block + within
+    slot_rel = torch.zeros(n_steps, n_blocks * block, dtype=rel.dtype)
+    slot_rel.scatter_(1, slot, rel)
+    return AxisLayout(block, latent, slot, rel, slot_rel)
+
+
+class GridDecoder:
+    """`LMF.query_rgb` for the engine: a (rows x columns) grid of pixel centres at once,
+    without autograd.
+
+    A grid's queries that read the same latent form a rectangle of about scale x scale
+    pixels, and their offsets split into a row part and a column part. So instead of
+    gathering every query's modulations (2 * render_depth * width values each), each
+    ensemble neighbour's queries are laid out block by block, (rows of blocks, rows in a
+    block, columns of blocks, columns in a block, width), and each block's modulations are
+    read once and broadcast over it. The first layer is the latent's term plus a row term
+    plus a column term; each deeper layer one matrix product over all slots and an in-place
+    scale, shift and ReLU. Same arithmetic as query_rgb up to float rounding (the sums of
+    the first layer are taken in another order); weights cast to `dtype` once.
+    """
+
+    def __init__(self, model: LMF, dtype: torch.dtype = torch.float32):
+        def cast(t: Tensor) -> Tensor:
+            return t.detach().to(dtype).contiguous()
+
+        self.model, self.dtype = model, dtype
+        spec = model.spec
+        self.width = spec.render_width
+        self.query_weight = cast(model.query_in.weight.T)  # (2 or 4, width)
+        self.hidden = [cast(m.weight.T) for m in model.hidden]  # (width, width) each
+        self.rgb_weight, self.rgb_bias = cast(model.to_rgb.weight.T), cast(model.to_rgb.bias)
+
+    @torch.no_grad()
+    def __call__(self, proj: LatentProjection, rows: Tensor, cols: Tensor,
+                 cell: Tensor | None) -> Tensor:
+        """(R,) row and (C,) column coordinates (sorted, global, on the CPU) and the (2,)
+        cell -> (R, C, 3) float32 normalised RGB on the projection's device. The window must
+        cover the queries (the engine's tile plan sees to it)."""
+        spec = self.model.spec
+        device = proj.values.device
+        (big_h, big_w), (_, win_w) = proj.grid_size, proj.window
+        ly = axis_layout(rows, big_h, proj.offset[0], spec.local_ensemble)
+        lx = axis_layout(cols, big_w, proj.offset[1], spec.local_ensemble)
+        ly_latent, ly_slot = ly.latent.to(device), ly.slot.to(device)
+        lx_latent, lx_slot = lx.latent.to(device), lx.slot.to(device)
+        # The first layer's query terms per slot: the row offset (and the cell) along rows,
+        # the column offset along columns.
+        w_query = self.query_weight
+        row_term = ly.slot_rel.to(device, self.dtype)[..., None] * w_query[0]  # (ny, Sy, W)
+        col_term = lx.slot_rel.to(device, self.dtype)[..., None] * w_query[1]  # (nx, Sx, W)
+        if spec.cell_decode:
+            if cell is None:
+                raise ValueError("this model decodes cells: pass the queries' cell")
+            cell_units = cell.to(device, torch.float32) * cell.new_tensor([big_h, big_w]).to(
+                device)
+            row_term = row_term + (cell_units.to(self.dtype) @ w_query[2:4])
+        # Local-ensemble weights, (n, R, C): the area opposite each neighbour, normalised.
+        steps = [(vy, vx) for vy in range(ly.slot.shape[0]) for vx in range(lx.slot.shape[0])]
+        values = proj.values[0].to(self.dtype)  # (h*w, M)
+        rgb = None
+        if len(steps) > 1:
+            ry, rx = ly.rel.to(device), lx.rel.to(device)
+            areas = torch.stack([(ry[vy][:, None] * rx[vx][None, :]).abs() + AREA_EPS
+                                 for vy, vx in steps])  # (n, R, C)
+            weights = areas.flip(0) / areas.sum(0)
+        for k, (vy, vx) in enumerate(steps):
+            out = self._neighbour(values, ly_latent[vy], lx_latent[vx], win_w, ly.block,
+                                  lx.block, row_term[vy], col_term[vx])  # (Sy, Sx, 3)
+            out = out.index_select(0, ly_slot[vy]).index_select(1, lx_slot[vx])  # (R, C, 3)
+            if len(steps) == 1:
+                return out.float()
+            part = out.float() * weights[k, ..., None]
+            rgb = part if rgb is None else rgb.add_(part)
+        return rgb
+
+    def _neighbour(self, values: Tensor, lat_y: Tensor, lat_x: Tensor, win_w: int,
+                   block_y: int, block_x: int, row_term: Tensor, col_term: Tensor) -> Tensor:
+        """One ensemble neighbour's RGB at every slot: (ny * block_y, nx * block_x, 3)."""
+        width = self.width
+        ny, nx = lat_y.shape[0], lat_x.shape[0]
+        mods = values.index_select(0, (lat_y[:, None] * win_w + lat_x[None, :]).view(-1))
+        mods = mods.view(ny, 1, nx, 1, -1)  # one row of modulations per block
+        hidden = (mods[..., :width]
+                  + row_term.view(ny, block_y, 1, 1, width)
+                  + col_term.view(1, 1, nx, block_x, width)).relu_()  # (ny, By, nx, Bx, W)
+        for k, weight in enumerate(self.hidden):
+            scale = mods[..., width * (2 * k + 1):width * (2 * k + 2)] + 1
+            shift = mods[..., width * (2 * k + 2):width * (2 * k + 3)]
+            hidden = (hidden.view(-1, width) @ weight).view(hidden.shape)
+            hidden.mul_(scale).add_(shift).relu_()
+        out = torch.addmm(self.rgb_bias, hidden.view(-1, width), self.rgb_weight)
+        return out.view(ny * block_y, nx * block_x, 3)
+
+
+FAMILIES: dict[str, type[ImplicitImage]] = {"liif": LIIF, "lmf": LMF}
+
+
+def build_model(spec: ModelSpec | dict[str, Any]) -> ImplicitImage:
+    """A randomly initialised model of the spec's family (LIIF or LMF), from a spec or its
+    dict form."""
     if isinstance(spec, dict):
         spec = ModelSpec(**spec)
-    return LIIF(spec)
+    if spec.decoder not in FAMILIES:
+        raise ValueError(f"unknown decoder {spec.decoder!r}; choose from {sorted(FAMILIES)}")
+    return FAMILIES[spec.decoder](spec)
 
 
 def count_parameters(model: nn.Module) -> int:

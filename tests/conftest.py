@@ -56,19 +56,23 @@ def one_thread():
 
 @pytest.fixture
 def tiny_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A weights/ folder holding two different tiny checkpoints under the bundled names of
-    the default and the real-photo model, in place of the shipped ones."""
+    """A weights/ folder holding a different tiny checkpoint under each bundled name (LIIF
+    for the default and the real-photo model, the fast family for the fast ones), in place
+    of the shipped ones."""
     import torch
 
     from liif_cli import bundled, checkpoint
     from liif_cli.model import ModelSpec, build_model
 
+    TINY_FAST_SPEC = ModelSpec(encoder_args=dict(n_resblocks=1, n_feats=8), decoder="lmf",
+                               latent_hidden=[16], render_width=4, render_depth=2)
     folder = tmp_path / "bundle"
     folder.mkdir()
     for seed, model in enumerate(bundled.MODELS):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            tiny = build_model(ModelSpec(encoder_args=dict(n_resblocks=1, n_feats=8),
+            tiny = build_model(TINY_FAST_SPEC if model.short.startswith("fast") else
+                               ModelSpec(encoder_args=dict(n_resblocks=1, n_feats=8),
                                          hidden=[16]))
         checkpoint.save(checkpoint.to_dict(tiny, {"note": model.short}),
                         folder / f"{model.name}.pth")

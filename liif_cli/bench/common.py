@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..model import LIIF
+from ..model import ImplicitImage
 
 SCHEMA_VERSION = 1
 # (done, total, label): called after each unit of work (an image rendered, a timing done).
@@ -51,7 +51,8 @@ def engine_kwargs(tile: int | None, chunk: int | None, precision: str) -> dict[s
     return kwargs
 
 
-def common_fields(kind: str, model: LIIF, device: torch.device, *, weights_name: str | None,
+def common_fields(kind: str, model: ImplicitImage, device: torch.device, *,
+                  weights_name: str | None,
                   weights_sha256: str | None, protocol: str,
                   engine_options: dict[str, Any]) -> dict[str, Any]:
     """The top-level fields both benchmark results carry."""

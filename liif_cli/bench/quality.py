@@ -39,7 +39,7 @@ from ..degrade_settings import image_seed
 from ..errors import LiifError
 from ..images import Picture, write_image
 from ..metrics import y_psnr, y_ssim
-from ..model import LIIF
+from ..model import ImplicitImage
 from .common import BenchProgress, common_fields, engine_kwargs, resolve_device
 from .options import format_scale
 from .sets import (
@@ -90,7 +90,7 @@ def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else math.nan
 
 
-def run_quality(plan: QualityPlan, model: LIIF, *, device: torch.device | str = "cpu",
+def run_quality(plan: QualityPlan, model: ImplicitImage, *, device: torch.device | str = "cpu",
                 tile: int | None = None, chunk: int | None = None, precision: str = "fp32",
                 weights_name: str | None = None, weights_sha256: str | None = None,
                 progress: BenchProgress | None = None) -> dict[str, Any]:

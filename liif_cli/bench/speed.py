@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..errors import LiifError
-from ..model import LIIF
+from ..model import ImplicitImage
 from ..sizing import round_size
 from .common import BenchProgress, common_fields, engine_kwargs, resolve_device
 from .options import DEFAULT_SPEED_SCALES, DEFAULT_SPEED_SIZE, format_scale, speed_input_size
@@ -180,7 +180,7 @@ def _time_renders(fn: Callable[[], torch.Tensor], device: torch.device, warmup: 
     return stats, out
 
 
-def _time_engine(model: LIIF, image: torch.Tensor, out_size: tuple[int, int],
+def _time_engine(model: ImplicitImage, image: torch.Tensor, out_size: tuple[int, int],
                  region: dict[str, Any], engine_options: dict[str, Any], device: torch.device,
                  warmup: int, repeats: int, pixels: int) -> tuple[dict[str, Any], torch.Tensor]:
     """Time the engine on the whole output, or on a band of it.
@@ -202,14 +202,15 @@ def _time_engine(model: LIIF, image: torch.Tensor, out_size: tuple[int, int],
     if not region:
         return stats, out
     timed = runs[-repeats:]
-    tile, _ = resolve_tile_chunk(device, engine_options.get("tile"), None)
+    tile, _ = resolve_tile_chunk(device, engine_options.get("tile"), None,
+                                 decoder=model.spec.decoder)
     whole = plan_tiles(model, tuple(image.shape[1:]), out_size, tile).encoded_pixels
     encode = [t.encode_seconds / t.encoded_pixels * whole for t in timed]
     return _band_stats([t.decode_seconds for t in timed], encode, out_size, pixels,
                        stats["peak_memory_mb"]), out
 
 
-def _time_reference(model: LIIF, image: torch.Tensor, out_size: tuple[int, int],
+def _time_reference(model: ImplicitImage, image: torch.Tensor, out_size: tuple[int, int],
                     region: dict[str, Any], device: torch.device, warmup: int, repeats: int,
                     pixels: int) -> tuple[dict[str, Any], torch.Tensor]:
     """Time the reference decoder on the whole output, or on a band of it.
@@ -264,7 +265,7 @@ def band_rows(out_size: tuple[int, int], max_output_mp: float | None) -> tuple[i
     return start, start + rows
 
 
-def run_speed(model: LIIF, size: tuple[int, int] | str = DEFAULT_SPEED_SIZE,
+def run_speed(model: ImplicitImage, size: tuple[int, int] | str = DEFAULT_SPEED_SIZE,
               scales: Sequence[float] = DEFAULT_SPEED_SCALES, *,
               device: torch.device | str = "cpu", repeats: int = 3, warmup: int = 1,
               max_output_mp: float | None = None, reference: bool = True,

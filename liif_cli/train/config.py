@@ -7,7 +7,7 @@ train` checks its options at once."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +24,10 @@ METRICS_NAME = "metrics.jsonl"
 
 # Fields that define a run: on resume they come from the checkpoint, not from the caller.
 # `steps` may be raised on resume to extend a run (see resume_config); `extensions` records that.
-RUN_FIELDS = ("data", "encoder", "model", "init", "steps", "time_budget", "batch_size", "lr",
-              "lr_schedule", "seed", "ema",
+RUN_FIELDS = ("data", "encoder", "decoder", "model", "init", "steps", "time_budget",
+              "batch_size", "lr", "lr_schedule", "seed", "ema",
               "crop", "samples", "scale_min", "scale_max", "shrink_max", "amp", "degradation",
-              "extensions")
+              "teacher", "distill", "freeze_encoder", "extensions")
 DEFAULT_STEPS = 100_000
 AMP_MODES = ("auto", "bf16", "off")
 
@@ -40,6 +40,7 @@ class TrainConfig:
     out: str = "runs/train"  # run dir: last.pth, metrics.jsonl, config.json
     val: str | None = None  # folder of HR images for validation, e.g. Set5/HR
     encoder: str = "edsr-baseline"  # 'edsr-baseline' | 'rdn' (| 'edsr')
+    decoder: str = "liif"  # 'liif' (the paper's MLP) | 'lmf' (the fast, latent-modulated one)
     # None: DEFAULT_STEPS for a new run, the run's own on resume; a larger number on resume
     # extends the run (see resume_config).
     steps: int | None = None
@@ -75,6 +76,11 @@ class TrainConfig:
     # 'real:KEY=LO-HI,...' (see degrade_settings.parse_training_spec), or a DegradationConfig
     # (or its dict). A run stores the full dict, so it keeps its ranges if the defaults change.
     degradation: str | dict[str, Any] | DegradationConfig | None = None
+    # Distillation: a trained model (bundled name or file) whose RGB at the same queries is a
+    # second target; the loss is (1 - distill) * L1(gt) + distill * L1(teacher's RGB).
+    teacher: str | None = None
+    distill: float = 0.0
+    freeze_encoder: bool = False  # train the decoder alone (e.g. on --init's encoder)
     # Each time a resume raised `steps`: [step reached, steps before, steps after].
     extensions: list[list[int]] = field(default_factory=list)
 
@@ -89,7 +95,7 @@ class TrainConfig:
 
         if self.model is not None:
             return ModelSpec(**self.model)
-        return ModelSpec(encoder=self.encoder)
+        return ModelSpec(encoder=self.encoder, decoder=self.decoder)
 
     def degradation_config(self) -> DegradationConfig | None:
         """The degradation ranges `degradation` describes (None: off); LiifError if bad."""
@@ -163,6 +169,12 @@ class TrainConfig:
         if not 1.0 <= self.scale_min <= self.scale_max:
             bad(f"scale range must satisfy 1 <= min <= max (got {self.scale_min}, "
                 f"{self.scale_max})")
+        if self.decoder not in ("liif", "lmf"):
+            bad(f"decoder must be liif or lmf (got {self.decoder!r})")
+        if not 0.0 <= self.distill <= 1.0:
+            bad(f"distill must be in [0, 1] (got {self.distill})")
+        if self.distill > 0 and self.teacher is None:
+            bad("distill needs a teacher (--teacher, e.g. default)")
         if not 1.0 <= self.shrink_max <= 8.0:
             bad(f"shrink_max must be in [1, 8] (got {self.shrink_max})")
         if any(int(s) < 1 for s in self.val_scales):
@@ -173,8 +185,9 @@ class TrainConfig:
             for what, path in [*(("training", d) for d in self.data), ("validation", self.val)]:
                 if path is not None and not Path(path).expanduser().exists():
                     raise LiifError(f"{what} data not found: {path}")
-            if self.init is not None:
-                bundled.resolve_weights(self.init)  # its own one-line LiifError
+            for weights in (self.init, self.teacher):
+                if weights is not None:
+                    bundled.resolve_weights(weights)  # its own one-line LiifError
 
     @property
     def max_crop(self) -> int:
@@ -254,13 +267,21 @@ def _extend(kept: dict[str, Any], steps: int, step: int, elapsed: float) -> str:
 
 
 def init_config(config: TrainConfig, spec: ModelSpec) -> tuple[TrainConfig, list[str]]:
-    """A fine-tuning run trains the architecture of its --init weights (`spec`): adopt it."""
+    """A fine-tuning run trains the architecture of its --init weights (`spec`): adopt it.
+
+    A run of the other decoder family (a fast model started from a LIIF) adopts the encoder
+    and the switches it shares with `spec` and keeps its own decoder."""
     warnings = []
-    if config.spec() != spec:
+    own = config.spec()
+    if own.decoder != spec.decoder:
+        spec = replace(own, encoder=spec.encoder, encoder_args=spec.encoder_args,
+                       feat_unfold=spec.feat_unfold, local_ensemble=spec.local_ensemble,
+                       cell_decode=spec.cell_decode)
+    elif own != spec:
         warnings.append(f"--init: training the architecture of {config.init} "
                         f"({spec.encoder}), not the one the other options describe")
     return TrainConfig.from_dict({**config.to_dict(), "model": spec.to_dict(),
-                                  "encoder": spec.encoder}), warnings
+                                  "encoder": spec.encoder, "decoder": spec.decoder}), warnings
 
 
 def full_degradation(config: TrainConfig) -> TrainConfig:

@@ -21,7 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .. import bundled, checkpoint, distributed
 from ..dataset import CropSampler, load_images
 from ..errors import LiifError
-from ..model import LIIF, build_model
+from ..model import ImplicitImage, build_model
 from ..runtime import cpu_has_fast_bf16, retain_freed_memory
 from .config import (
     CHECKPOINT_NAME,
@@ -231,15 +231,16 @@ class _LossModule(torch.nn.Module):
     """The training loss as a module: DistributedDataParallel synchronises the gradients of
     what runs through its wrapped module's forward."""
 
-    def __init__(self, model: LIIF, amp: str | None):
+    def __init__(self, model: ImplicitImage, amp: str | None, teacher: Teacher | None):
         super().__init__()
         self.model = model
         self.amp = amp
+        self.teacher = teacher
 
     def forward(self, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor,
                 gt: torch.Tensor) -> torch.Tensor:
         batch = {"inp": inp, "coord": coord, "cell": cell, "gt": gt}
-        return training_loss(self.model, batch, self.amp)
+        return training_loss(self.model, batch, self.amp, self.teacher)
 
 
 def _train_loop(config: TrainConfig, start: checkpoint.Checkpoint | None, device: torch.device,
@@ -274,8 +275,16 @@ class _Run:
         self.main = self.rank == 0  # writes the files; in a plain process always True
 
         torch.manual_seed(config.seed)  # model initialisation (the same on every rank)
-        self.model = prepare_for_training(build_model(config.spec()).to(device))
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        model = build_model(config.spec())
+        if start is not None and not config.resume and start.spec.decoder != model.spec.decoder:
+            model.init_from_liif(start.build())  # a fast model from a LIIF's encoder
+            start = None
+        if config.freeze_encoder:
+            model.encoder.requires_grad_(False)
+        self.model = prepare_for_training(model.to(device))
+        self.optimizer = torch.optim.Adam(
+            [p for p in self.model.parameters() if p.requires_grad], lr=config.lr)
+        self.teacher = _load_teacher(config, self.model, device)
         self.generator = torch.Generator()  # data sampling: always on the CPU
         self.generator.manual_seed(config.seed)
         self.step, self.elapsed = 0, 0.0
@@ -307,7 +316,7 @@ class _Run:
             from torch.nn.parallel import DistributedDataParallel
 
             self.ddp = DistributedDataParallel(
-                _LossModule(self.model, self.amp),
+                _LossModule(self.model, self.amp, self.teacher),
                 device_ids=[device] if device.type == "cuda" else None)
         # Losses since the last validation, for its record and the progress events' average.
         self.losses: list[float] = []
@@ -408,7 +417,7 @@ class _Run:
                  for k, v in self.sampler.batch(config.batch_size, self.generator,
                                                 (self.rank, self.world)).items()}
         if self.ddp is None:
-            loss = training_loss(self.model, batch, self.amp)
+            loss = training_loss(self.model, batch, self.amp, self.teacher)
             self.loss_value = float(loss.detach())
             if not math.isfinite(self.loss_value):
                 raise _diverged(self.loss_value, self.step + 1, self.ckpt_path)
@@ -493,23 +502,60 @@ def _diverged(loss: float, step: int, ckpt_path: Path) -> LiifError:
                      "try a lower learning rate")
 
 
-def prepare_for_training(model: LIIF) -> LIIF:
+def prepare_for_training(model: ImplicitImage) -> ImplicitImage:
     """The model in the memory layout training runs fastest in: channels-last convolutions
     (oneDNN and cuDNN pick faster kernels for NHWC). Same values, other strides."""
     return model.to(memory_format=torch.channels_last)
 
 
-def training_loss(model: LIIF, batch: dict[str, torch.Tensor],
-                  amp: str | None = None) -> torch.Tensor:
+@dataclass
+class Teacher:
+    """A trained model whose RGB at the training queries is a second target (distillation).
+
+    shares_encoder: its encoder's weights equal the student's frozen ones, so the student's
+    features serve both."""
+
+    model: ImplicitImage
+    weight: float  # of its L1 term; the ground truth's is 1 - weight
+    shares_encoder: bool
+
+
+def _load_teacher(config: TrainConfig, student: ImplicitImage,
+                  device: torch.device) -> Teacher | None:
+    if config.teacher is None or config.distill <= 0:
+        return None
+    model = checkpoint.load(bundled.resolve_weights(config.teacher)).build().to(device)
+    model.requires_grad_(False)
+    mine, theirs = student.encoder.state_dict(), model.encoder.state_dict()
+    shares = config.freeze_encoder and mine.keys() == theirs.keys() and all(
+        mine[k].shape == theirs[k].shape and torch.equal(mine[k], theirs[k]) for k in mine)
+    return Teacher(model, config.distill, shares)
+
+
+def training_loss(model: ImplicitImage, batch: dict[str, torch.Tensor],
+                  amp: str | None = None, teacher: Teacher | None = None) -> torch.Tensor:
     """L1 loss of the fast decoder path; `amp` = device type to autocast to bf16 on, or None.
 
     Under bf16 autocast the whole decoder runs in bf16, first layer included, exactly as
-    `liif upscale --precision bf16` renders; the loss is taken in float32.
+    `liif upscale --precision bf16` renders; the loss is taken in float32. With a teacher,
+    the L1 to its RGB at the same queries is mixed in (see Teacher).
     """
     inp = batch["inp"].contiguous(memory_format=torch.channels_last)
+    frozen = not any(p.requires_grad for p in model.encoder.parameters())
     with torch.autocast(device_type=amp or "cpu", dtype=torch.bfloat16, enabled=amp is not None):
-        proj = model.project_latents(model.encode(inp))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            feat = model.encode(inp)
+        proj = model.project_latents(feat)
         # The projection covers the whole crop: no window check (it would stall a GPU).
         pred = model.query_rgb(proj, batch["coord"], batch["cell"], check_window=False)
-    return F.l1_loss(pred.float(), batch["gt"])
+        if teacher is not None:
+            with torch.no_grad():
+                tfeat = feat.detach() if teacher.shares_encoder else teacher.model.encode(inp)
+                target = teacher.model.query_rgb(teacher.model.project_latents(tfeat),
+                                                 batch["coord"], batch["cell"],
+                                                 check_window=False)
+    loss = F.l1_loss(pred.float(), batch["gt"])
+    if teacher is None:
+        return loss
+    return (1 - teacher.weight) * loss + teacher.weight * F.l1_loss(pred.float(), target.float())
 

@@ -11,7 +11,7 @@ from ..degrade import apply_spec
 from ..degrade_settings import DegradeSpec, image_seed, parse_spec
 from ..engine import render
 from ..metrics import y_psnr
-from ..model import LIIF
+from ..model import ImplicitImage
 
 
 def _centre_crop(array: np.ndarray, limit: int | None) -> np.ndarray:
@@ -23,7 +23,7 @@ def _centre_crop(array: np.ndarray, limit: int | None) -> np.ndarray:
     return array[y0:y0 + ch, x0:x0 + cw]
 
 
-def validate(model: LIIF, images: list[np.ndarray], scales: list[int],
+def validate(model: ImplicitImage, images: list[np.ndarray], scales: list[int],
              crop: int | None = None, precision: str = "fp32",
              degrades: Sequence[DegradeSpec | str] = ()) -> dict[str, dict[str, float]]:
     """Mean Y-PSNR of LIIF and of bicubic at each scale: {'psnr': {'x2': ..}, 'bicubic_psnr': ..}.
