@@ -729,26 +729,26 @@ class GridDecoder:
         (big_h, big_w), (_, win_w) = proj.grid_size, proj.window
         ly = axis_layout(rows, big_h, proj.offset[0], spec.local_ensemble)
         lx = axis_layout(cols, big_w, proj.offset[1], spec.local_ensemble)
-        ly_latent, ly_slot = ly.latent.to(device), ly.slot.to(device)
-        lx_latent, lx_slot = lx.latent.to(device), lx.slot.to(device)
+        ly_latent, ly_slot, ly_rel, ly_slot_rel = _on(device, ly.latent, ly.slot, ly.rel,
+                                                      ly.slot_rel)
+        lx_latent, lx_slot, lx_rel, lx_slot_rel = _on(device, lx.latent, lx.slot, lx.rel,
+                                                      lx.slot_rel)
         # The first layer's query terms per slot: the row offset (and the cell) along rows,
         # the column offset along columns.
         w_query = self.query_weight
-        row_term = ly.slot_rel.to(device, self.dtype)[..., None] * w_query[0]  # (ny, Sy, W)
-        col_term = lx.slot_rel.to(device, self.dtype)[..., None] * w_query[1]  # (nx, Sx, W)
+        row_term = ly_slot_rel.to(self.dtype)[..., None] * w_query[0]  # (ny, Sy, W)
+        col_term = lx_slot_rel.to(self.dtype)[..., None] * w_query[1]  # (nx, Sx, W)
         if spec.cell_decode:
             if cell is None:
                 raise ValueError("this model decodes cells: pass the queries' cell")
-            cell_units = cell.to(device, torch.float32) * cell.new_tensor([big_h, big_w]).to(
-                device)
+            cell_units = torch.stack([cell[0] * big_h, cell[1] * big_w]).float()  # (2,)
             row_term = row_term + (cell_units.to(self.dtype) @ w_query[2:4])
         # Local-ensemble weights, (n, R, C): the area opposite each neighbour, normalised.
         steps = [(vy, vx) for vy in range(ly.slot.shape[0]) for vx in range(lx.slot.shape[0])]
         values = proj.values[0].to(self.dtype)  # (h*w, M)
         rgb = None
         if len(steps) > 1:
-            ry, rx = ly.rel.to(device), lx.rel.to(device)
-            areas = torch.stack([(ry[vy][:, None] * rx[vx][None, :]).abs() + AREA_EPS
+            areas = torch.stack([(ly_rel[vy][:, None] * lx_rel[vx][None, :]).abs() + AREA_EPS
                                  for vy, vx in steps])  # (n, R, C)
             weights = areas.flip(0) / areas.sum(0)
         for k, (vy, vx) in enumerate(steps):
@@ -778,6 +778,14 @@ class GridDecoder:
             hidden.mul_(scale).add_(shift).relu_()
         out = torch.addmm(self.rgb_bias, hidden.view(-1, width), self.rgb_weight)
         return out.view(ny * block_y, nx * block_x, 3)
+
+
+def _on(device: torch.device, *tensors: Tensor) -> list[Tensor]:
+    """CPU tensors copied to `device`; to a GPU through pinned memory without waiting, so
+    that a render's chunk loop never stalls on a host synchronisation."""
+    if device.type != "cuda":
+        return [t.to(device) for t in tensors]
+    return [t.pin_memory().to(device, non_blocking=True) for t in tensors]
 
 
 FAMILIES: dict[str, type[ImplicitImage]] = {"liif": LIIF, "lmf": LMF}

@@ -278,3 +278,14 @@ def test_grid_decoder_is_what_the_engine_uses_for_the_fast_family() -> None:
     assert isinstance(tiny_fast().renderer(), GridDecoder)
     assert not isinstance(build_model(ModelSpec(encoder_args=TINY_ENCODER)).renderer(),
                           GridDecoder)
+
+
+def test_speed_bench_times_the_fast_model_against_its_straightforward_decoder() -> None:
+    from liif_cli.bench.speed import run_speed
+
+    result = run_speed(tiny_fast(), (16, 20), [2, 4.5], device="cpu", repeats=1, warmup=0)
+    for entry in result["results"]:
+        assert entry["engine"]["mp_per_s"] > 0 and entry["reference"]["mp_per_s"] > 0
+        # The reference is query_rgb on the whole feature map: the same function.
+        assert entry["max_abs_diff"] < 1e-5
+    assert result["model_spec"]["decoder"] == "lmf"

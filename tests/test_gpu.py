@@ -1,5 +1,6 @@
-"""The engine on a CUDA GPU: the same pixels as the CPU's float32 render, and no host
-synchronisation inside the per-chunk loop. Skipped where no CUDA GPU is available.
+"""The engine on a CUDA GPU, for both model families (LIIF and the fast LMF): the same pixels
+as the CPU's float32 render, and no host synchronisation inside the per-chunk loop. Skipped
+where no CUDA GPU is available.
 
 Run on a GPU machine with `pytest -q tests/test_gpu.py`; the tolerances are stated per test.
 """
@@ -11,18 +12,19 @@ import torch
 
 from liif_cli import engine
 from liif_cli.engine import render
-from liif_cli.model import LIIF, Decoder, ModelSpec, build_model
+from liif_cli.model import Decoder, GridDecoder, ImplicitImage, ModelSpec, build_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 CUDA = torch.device("cuda")
 
 
-@pytest.fixture(scope="module")
-def model() -> LIIF:
+@pytest.fixture(scope="module", params=["liif", "lmf"])
+def model(request) -> ImplicitImage:
     torch.manual_seed(0)
     return build_model(ModelSpec(encoder_args=dict(n_resblocks=2, n_feats=16),
-                                 hidden=[64, 64])).eval()
+                                 hidden=[64, 64], decoder=request.param,
+                                 latent_hidden=[64], render_width=8, render_depth=3)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,9 @@ def test_no_host_sync_inside_the_chunk_loop(model, picture, monkeypatch):
     device-to-host synchronisation in the rendering decoder would raise."""
     size = (120, 160)
     calls = [0]
-    real_decode = Decoder.__call__
+    decoder = type(model.renderer())
+    assert decoder in (Decoder, GridDecoder)
+    real_decode = decoder.__call__
 
     def strict_decode(self, *args, **kwargs):
         calls[0] += 1
@@ -71,14 +75,15 @@ def test_no_host_sync_inside_the_chunk_loop(model, picture, monkeypatch):
         finally:
             torch.cuda.set_sync_debug_mode("default")
 
-    monkeypatch.setattr(Decoder, "__call__", strict_decode)
+    monkeypatch.setattr(decoder, "__call__", strict_decode)
     out = render(model, picture, size, device=CUDA, precision="fp32", tile=24, chunk=1000)
     assert out.shape == (3, *size) and calls[0] > 4
 
 
 def test_cuda_defaults_keep_the_gpu_busy():
-    tile, chunk = engine.default_tile_chunk(CUDA)
-    assert chunk >= 100_000 and engine.DEFAULT_TILE <= tile <= engine.CUDA_MAX_TILE
+    for decoder in ("liif", "lmf"):
+        tile, chunk = engine.default_tile_chunk(CUDA, decoder=decoder)
+        assert chunk >= 100_000 and engine.DEFAULT_TILE <= tile <= engine.CUDA_MAX_TILE
 
 
 def test_speed_bench_times_with_cuda_events(model):
