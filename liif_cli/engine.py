@@ -22,15 +22,17 @@ from torch import Tensor
 from .errors import LiifError
 from .model import (
     EPS_SHIFT,
+    Decoder,
     GridDecoder,
     ImplicitImage,
+    LatentProjection,
     axis_centres,
     ensemble_shifts,
     make_cells,
     make_coords,
     nearest_latent_index,
 )
-from .runtime import cpu_has_fast_bf16
+from .runtime import cpu_has_fast_bf16, flush_denormals
 
 DEFAULT_TILE = 256  # input pixels per tile side (CPU)
 # Queries decoded at once on the CPU, per compute dtype: the fastest of 2,048 to 65,536 in a
@@ -267,52 +269,64 @@ def render(model: ImplicitImage, image: Tensor, size: tuple[int, int], *, tile: 
 
     clock = _clock(device) if times is not None else None
     done, total = 0, (last - first) * (right - left)  # output pixels, for `progress`
-    for rows, cols in plan:
-        started = clock() if clock else 0.0
-        window = image[:, rows.in_start:rows.in_stop, cols.in_start:cols.in_stop]
-        window = normalise(window, device)
-        with _compute_context(device, dtype):
-            proj = model.project_latents(model.encode(window), grid_size=in_size,
-                                         offset=(rows.in_start, cols.in_start))
-        encoded = clock() if clock else 0.0
-        tile_rows = row_centres[rows.out_start:rows.out_stop]
-        tile_cols = col_centres[cols.out_start:cols.out_stop]
-        tile_rgb = torch.empty(len(tile_rows) * len(tile_cols), 3, device=device)  # (Q_tile, 3)
-        # (The decoders skip the window check: plan_tiles sized the window from these very
-        # queries.)
-        if isinstance(decode, GridDecoder):  # bands of whole rows, about `chunk` queries each
-            band = max(1, chunk // len(tile_cols))
-            for begin in range(0, len(tile_rows), band):
-                part = decode(proj, tile_rows[begin:begin + band], tile_cols, cell[0])
-                tile_rgb[begin * len(tile_cols):(begin + band) * len(tile_cols)] = \
-                    part.view(-1, 3)
-                done += part.shape[0] * part.shape[1]
-                if progress:
-                    progress(done, total)
-        else:  # chunks of `chunk` queries in row-major order
-            coords = torch.stack(torch.meshgrid(tile_rows, tile_cols, indexing="ij"),
-                                 dim=-1).view(-1, 2).to(device)
-            cells = cell.expand(1, min(chunk, coords.shape[0]), 2)  # (1, Q, 2)
-            for begin in range(0, coords.shape[0], chunk):
-                query = coords[begin:begin + chunk].unsqueeze(0)  # (1, Q, 2)
-                tile_rgb[begin:begin + chunk] = decode(proj, query, cells[:, :query.shape[1]])[0]
-                done += query.shape[1]
-                if progress:
-                    progress(done, total)
-        if not bool(torch.isfinite(tile_rgb).all()):  # clamping would hide it as black
-            raise LiifError("the model produced NaN or infinite values: its weights are broken"
-                            + ("" if dtype == torch.float32 else
-                               f", or {precision} overflowed (try --precision fp32)"))
-        tile_rgb = tile_rgb.mul_(0.5).add_(0.5).clamp_(0, 1).view(
-            rows.out_stop - rows.out_start, cols.out_stop - cols.out_start, 3)
-        out[:, rows.out_start - first:rows.out_stop - first,
-            cols.out_start - left:cols.out_stop - left] = tile_rgb.permute(2, 0, 1)
-        del proj
-        if clock is not None and times is not None:
-            times.encode_seconds += encoded - started
-            times.decode_seconds += clock() - encoded
-            times.encoded_pixels += window.shape[-2] * window.shape[-1]
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, total)
+
+    with flush_denormals():  # see runtime.flush_denormals
+        for rows, cols in plan:
+            started = clock() if clock else 0.0
+            window = image[:, rows.in_start:rows.in_stop, cols.in_start:cols.in_stop]
+            window = normalise(window, device)
+            with _compute_context(device, dtype):
+                proj = model.project_latents(model.encode(window), grid_size=in_size,
+                                             offset=(rows.in_start, cols.in_start))
+            encoded = clock() if clock else 0.0
+            tile_rows = row_centres[rows.out_start:rows.out_stop]
+            tile_cols = col_centres[cols.out_start:cols.out_stop]
+            tile_rgb = _decode_tile(decode, proj, tile_rows, tile_cols, cell, chunk, advance)
+            if not bool(torch.isfinite(tile_rgb).all()):  # clamping would hide it as black
+                raise LiifError("the model produced NaN or infinite values: its weights are broken"
+                                + ("" if dtype == torch.float32 else
+                                   f", or {precision} overflowed (try --precision fp32)"))
+            tile_rgb = tile_rgb.mul_(0.5).add_(0.5).clamp_(0, 1).view(
+                rows.out_stop - rows.out_start, cols.out_stop - cols.out_start, 3)
+            out[:, rows.out_start - first:rows.out_stop - first,
+                cols.out_start - left:cols.out_stop - left] = tile_rgb.permute(2, 0, 1)
+            del proj
+            if clock is not None and times is not None:
+                times.encode_seconds += encoded - started
+                times.decode_seconds += clock() - encoded
+                times.encoded_pixels += window.shape[-2] * window.shape[-1]
     return out
+
+
+def _decode_tile(decode: Decoder | GridDecoder, proj: LatentProjection, rows: Tensor,
+                 cols: Tensor, cell: Tensor, chunk: int,
+                 advance: Callable[[int], None]) -> Tensor:
+    """(R*C, 3) normalised RGB of a tile's (R,) x (C,) pixel centres, decoded about `chunk`
+    queries at a time; `advance(n)` after each chunk of n. The decoders skip the window
+    check: plan_tiles sized the window from these very queries."""
+    device = proj.values.device
+    tile_rgb = torch.empty(len(rows) * len(cols), 3, device=device)  # (Q_tile, 3)
+    if isinstance(decode, GridDecoder):  # bands of whole rows
+        band = max(1, chunk // len(cols))
+        for begin in range(0, len(rows), band):
+            part = decode(proj, rows[begin:begin + band], cols, cell[0])  # (band, C, 3)
+            tile_rgb[begin * len(cols):(begin + band) * len(cols)] = part.view(-1, 3)
+            advance(part.shape[0] * part.shape[1])
+        return tile_rgb
+    coords = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).view(-1, 2)
+    coords = coords.to(device)  # (Q_tile, 2)
+    cells = cell.expand(1, min(chunk, coords.shape[0]), 2)  # (1, Q, 2)
+    for begin in range(0, coords.shape[0], chunk):  # chunks in row-major order
+        query = coords[begin:begin + chunk].unsqueeze(0)  # (1, Q, 2)
+        tile_rgb[begin:begin + chunk] = decode(proj, query, cells[:, :query.shape[1]])[0]
+        advance(query.shape[1])
+    return tile_rgb
 
 
 @torch.no_grad()
