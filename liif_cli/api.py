@@ -5,11 +5,17 @@ Takes and returns PIL images or numpy arrays; the CLI is a thin layer over this 
 Colour goes through the LIIF model; an alpha channel is resampled with a bicubic filter;
 when the target is no larger than the input in both directions the model is not used at all
 (it is made for upscaling) and a Lanczos filter downsamples instead.
+
+Bad arguments raise TypeError (the wrong kind of value) or ArgumentError, a ValueError (and
+a LiifError) whose message names the argument and what it expects, as the CLI refuses the
+same things: animated PIL images, tiles under MIN_TILE, float pixels outside [0, 1]. A PIL
+image's EXIF orientation is applied, as the CLI applies a file's.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +32,10 @@ from .engine import (
     resolve_device,
     resolve_tile_chunk,
 )
-from .errors import LiifError, is_out_of_memory
-from .images import Picture, compression, pil_pixels, quantise
+from .errors import ArgumentError, LiifError, is_out_of_memory
+from .images import Picture, compression, quantise, upright_pixels
 from .model import ImplicitImage
-from .sizing import target_size
+from .sizing import MAX_SIDE, check_scale, check_tile, target_size, uses_model
 
 # The encoder pads its input with zeros (as the paper's code does), which darkens and
 # distorts about PAD_SMALL pixels along each border. Harmless on ordinary images, it dominates
@@ -52,18 +58,28 @@ class _Resampler:
         """Resize a PIL image or numpy array by `scale` or to `size` = (width, height).
 
         Returns the same kind of object: PIL in the same mode (L, LA, RGB, RGBA, I;16, I, F;
-        palette, bilevel, CMYK and YCbCr images come back as L, RGB or RGBA); numpy with the
-        same dtype and channel count (uint8, uint16, or float in [0, 1]).
+        palette, bilevel, CMYK and YCbCr images come back as L, RGB or RGBA), upright as its
+        EXIF orientation says; numpy with the same dtype and channel count (uint8, uint16, or
+        float in [0, 1]). TypeError or ArgumentError (a ValueError) for bad arguments.
         """
-        hw = (size[1], size[0]) if size is not None else None
+        hw = _size_argument(size)
+        if scale is not None:
+            _scale_argument(scale)
+        if (scale is None) == (hw is None):
+            raise ArgumentError("give exactly one of scale= (a factor) and size= (width, height)")
         if isinstance(image, Image.Image):
             picture, mode = _picture_from_pil(image), image.mode
         else:
-            picture, mode = Picture.from_array(np.asarray(image)), None
-        out = self.resample(picture, target_size(picture.size, scale=scale, size=hw), progress)
+            array = _array_argument(image)
+            picture, mode = Picture.from_array(array), None
+        try:
+            target = target_size(picture.size, scale=scale, size=hw)
+        except LiifError as exc:  # e.g. a side too long for any image
+            raise ArgumentError(str(exc)) from None
+        out = self.resample(picture, target, progress)
         if mode is not None:
             return _pil_from_picture(out, mode)
-        return _array_like(out, np.asarray(image))
+        return _array_like(out, array)
 
 
 class Upscaler(_Resampler):
@@ -77,6 +93,7 @@ class Upscaler(_Resampler):
                  precision: str = "auto", tile: int | None = None, chunk: int | None = None,
                  name: str = "custom", metadata: dict[str, Any] | None = None,
                  min_side: int = MIN_SIDE):
+        check_tile(tile, chunk)
         # 'auto' becomes bf16 or fp32 here; errors (e.g. fp16 on the CPU) surface early.
         self.device, self.precision = _device_and_precision(device, precision)
         self.model = model.eval().to(self.device)
@@ -104,7 +121,7 @@ class Upscaler(_Resampler):
     def render_rgb(self, rgb: np.ndarray, size: tuple[int, int],
                    progress: Progress | None = None) -> np.ndarray:
         """(H, W, 3) float RGB in [0, 1] -> (H', W', 3) float32 at `size` = (H', W')."""
-        if size[0] <= rgb.shape[0] and size[1] <= rgb.shape[1]:
+        if not uses_model(rgb.shape[:2], size):
             if progress:
                 progress(size[0] * size[1], size[0] * size[1])
             return np.stack([_resize_plane(rgb[..., c], size, Image.Resampling.LANCZOS)
@@ -129,7 +146,10 @@ class Upscaler(_Resampler):
         """A Picture at `size` (H', W'), keeping its alpha, bit depth and colour profile.
 
         Running out of memory raises LiifError naming the size and what lowers memory use.
+        A downscale is `downscale`'s (no model).
         """
+        if not uses_model(picture.size, size):
+            return downscale(picture, size, progress)
         try:
             rgb = self.render_rgb(picture.rgb, size, progress)
             alpha = None
@@ -144,9 +164,9 @@ class Upscaler(_Resampler):
                 torch.cuda.empty_cache()
             raise LiifError(f"out of memory rendering {size[1]}x{size[0]} "
                             f"({size[0] * size[1] / 1e6:,.1f} MP) on {self.device.type}: "
-                            f"use a smaller --tile (now {self.tile}) or --chunk (now "
-                            f"{self.chunk}), or a smaller output (--max-pixels refuses large "
-                            "ones up front)") from None
+                            f"use a smaller tile (now {self.tile}; --tile, or tile= in Python) "
+                            f"or chunk (now {self.chunk}; --chunk, chunk=), or a smaller output "
+                            "(the CLI's --max-pixels refuses large ones up front)") from None
         return picture.with_pixels(rgb, alpha)
 
 
@@ -162,9 +182,10 @@ class AutoUpscaler(_Resampler):
 
     def __init__(self, *, device: str | torch.device = "auto", precision: str = "auto",
                  fast: bool = False, **options: Any):
-        # Check device and precision now, so that a bad one fails before any image is read;
-        # each model loads when the first image that needs it comes (a run of PNGs never
-        # reads the real-photo weights).
+        # Check the options now, so that a bad one fails before any image is read; each
+        # model loads when the first image that needs it comes (a run of PNGs never reads
+        # the real-photo weights).
+        check_tile(options.get("tile"), options.get("chunk"))
         device, precision = _device_and_precision(device, precision)
         self.options = dict(device=device, precision=precision, **options)
         self.upscalers: dict[str, Upscaler] = {}  # name -> loaded model
@@ -179,8 +200,76 @@ class AutoUpscaler(_Resampler):
 
     def resample(self, picture: Picture, size: tuple[int, int],
                  progress: Progress | None = None) -> Picture:
-        """Upscaler.resample with the model picked for `picture`."""
+        """Upscaler.resample with the model picked for `picture` (none, for a downscale)."""
+        if not uses_model(picture.size, size):
+            return downscale(picture, size, progress)
         return self.model_for(picture).resample(picture, size, progress)
+
+
+def downscale(picture: Picture, size: tuple[int, int],
+              progress: Progress | None = None) -> Picture:
+    """`picture` at a (H', W') `size` no larger along either axis, with a Lanczos filter for
+    colour and alpha: what the upscalers do when the model is not needed (sizing.uses_model)."""
+    if progress:
+        progress(size[0] * size[1], size[0] * size[1])
+    rgb = np.stack([_resize_plane(picture.rgb[..., c], size, Image.Resampling.LANCZOS)
+                    for c in range(3)], axis=-1)
+    alpha = None if picture.alpha is None else _resize_plane(picture.alpha, size,
+                                                             Image.Resampling.LANCZOS)
+    return picture.with_pixels(rgb, alpha)
+
+
+def _size_argument(size: object) -> tuple[int, int] | None:
+    """`size=` (width, height) as (H, W); TypeError or ArgumentError if it is none."""
+    if size is None:
+        return None
+    expected = "size=(width, height), two whole numbers"
+    if isinstance(size, (str, bytes)) or not hasattr(size, "__len__"):
+        raise TypeError(f"{expected}; got {size!r} ({type(size).__name__})")
+    if len(size) != 2:
+        raise ArgumentError(f"{expected}; got {size!r}")
+    for value in size:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{expected}; got {size!r}")
+        if not 1 <= value <= MAX_SIDE:
+            raise ArgumentError(f"{expected} from 1 to {MAX_SIDE:,}; got {size!r}")
+    return int(size[1]), int(size[0])
+
+
+def _scale_argument(scale: object) -> None:
+    """TypeError or ArgumentError for a `scale=` that is not a finite number > 0."""
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale= must be a number > 0, e.g. 4 or 12.5; got {scale!r}")
+    try:
+        check_scale(float(scale))
+    except LiifError:
+        raise ArgumentError(f"scale= must be a finite number > 0; got {scale!r}") from None
+
+
+def _array_argument(image: object) -> np.ndarray:
+    """The pixels of a numpy (or array-like) `image`; TypeError or ArgumentError for what
+    upscale cannot take: no image at all, an empty one, float pixels that are not in [0, 1]
+    (e.g. 8-bit values as floats: divide them by 255) or not finite."""
+    if image is None or isinstance(image, (str, bytes, Path)):
+        hint = "; open a file with PIL.Image.open first" if image is not None else ""
+        raise TypeError(f"image must be a PIL image or a numpy array of shape (H, W) or "
+                        f"(H, W, 1-4); got {type(image).__name__}{hint}")
+    array = np.asarray(image)
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 2, 3, 4)):
+        raise ArgumentError(f"image must have shape (H, W) or (H, W, 1-4); got {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ArgumentError(f"image is empty: shape {array.shape}")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ArgumentError("image holds NaN or infinite values")
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 1:
+            raise ArgumentError(f"a float image must hold values in [0, 1]; this one holds "
+                                f"{low:g} to {high:g} (8-bit values? divide by 255, or pass a "
+                                "uint8 array)")
+    elif array.dtype not in (np.uint8, np.uint16):
+        raise ArgumentError(f"image must be uint8, uint16 or float in [0, 1]; got {array.dtype}")
+    return array
 
 
 def _device_and_precision(device: str | torch.device, precision: str) -> tuple[torch.device, str]:
@@ -208,8 +297,16 @@ def _resize_plane(plane: np.ndarray, size: tuple[int, int], method: Image.Resamp
 
 
 def _picture_from_pil(image: Image.Image) -> Picture:
+    """A PIL image as the CLI reads a file: upright (EXIF orientation), animated images
+    refused; ArgumentError for what cannot be upscaled."""
     image.load()
-    picture = Picture.from_array(pil_pixels(image))
+    try:
+        pixels = upright_pixels(image)
+    except LiifError as exc:
+        raise ArgumentError(str(exc)) from None
+    if pixels.shape[0] == 0 or pixels.shape[1] == 0:
+        raise ArgumentError(f"image is empty: {image.width}x{image.height}")
+    picture = Picture.from_array(pixels)
     picture.lossy, picture.quality = compression(image)
     return picture
 

@@ -19,17 +19,17 @@ from .files import claim, release
 from .images import (
     SUPPORTED_SUFFIXES,
     check_output,
+    check_output_size,
     default_suffix,
     describe_source,
     flatten,
     is_transparent,
-    output_suffix_supported,
     parse_colour,
     read_image,
     stores_alpha,
     write_image,
 )
-from .sizing import centre_crop_box, check_max_pixels, fit_size
+from .sizing import centre_crop_box, check_max_pixels, fit_size, uses_model
 
 if TYPE_CHECKING:  # torch stays unimported until a job runs (usage errors answer at once)
     from .api import AutoUpscaler, Upscaler
@@ -38,6 +38,18 @@ if TYPE_CHECKING:  # torch stays unimported until a job runs (usage errors answe
 SizeRule = Callable[[tuple[int, int]], tuple[int, int]]  # input (H, W) -> output (H, W)
 FORMATS = {"keep": None, "png": ".png", "jpg": ".jpg", "webp": ".webp"}
 NOT_ENTERED = "sub-folders not entered"  # resize_jobs' count of folders skipped without -r
+# What resize_jobs passes over, by reason: how the summary names one, and several.
+IGNORED = {
+    "inside the output folder": ("file inside the output folder",
+                                 "files inside the output folder"),
+    "with no image suffix": ("file with no image suffix", "files with no image suffix"),
+    "hidden file": ("hidden file", "hidden files"),
+    "hidden folder": ("hidden folder, not entered", "hidden folders, not entered"),
+    "dangling link": ("dangling link", "dangling links"),
+    "symlinked folder": ("symlinked folder, not followed", "symlinked folders, not followed"),
+    "special file": ("special file (no regular file)", "special files (no regular files)"),
+    NOT_ENTERED: ("sub-folder, not entered without -r", "sub-folders, not entered without -r"),
+}
 ASPECT_TOLERANCE = 0.01  # a stretch that changes the aspect ratio more than this is reported
 
 
@@ -51,10 +63,10 @@ class Note:
 
 @dataclass
 class JobResult:
-    """What a job did: its notes, the name of the model that resampled it (see Upscaler.name)
-    and how its source was stored (images.describe_source), and why it was skipped, if it
-    was: 'existing' (the output appeared meanwhile, e.g. written by another run) or 'claimed'
-    (another run is writing it)."""
+    """What a job did: its notes, the name of the model that resampled it (see Upscaler.name;
+    None for a downscale, which Lanczos makes) and how its source was stored
+    (images.describe_source), and why it was skipped, if it was: 'existing' (the output
+    appeared meanwhile, e.g. written by another run) or 'claimed' (another run is writing it)."""
 
     notes: list[Note] = field(default_factory=list)
     model: str | None = None
@@ -100,19 +112,25 @@ def upscale_jobs(inputs: Iterable[Path], output: str | Path | None, label: str) 
     return jobs
 
 
-def check_upscale_output(inputs: list[Path], output: str | Path | None) -> None:
-    """LiifError now, before the model loads, if `liif upscale -o output` cannot work: a
-    file name liif cannot write, or a folder name taken by a file."""
-    if output is None:
-        return
-    path = Path(output)
-    if output_is_folder(inputs, output):
+def check_upscale_output(inputs: list[Path], output: str | Path | None, jobs: list[Job],
+                         size: tuple[int, int] | None = None) -> None:
+    """LiifError now, before the model loads, for outputs of `liif upscale` that cannot be
+    written whatever the images hold: a folder name (-o) taken by a file, a file name liif
+    cannot write or the file system cannot hold, a folder that is missing or not writable,
+    and, where the options fix every output's (H, W) `size`, one too large for its format.
+    (An existing output is the job's to report: the other images go on.)"""
+    to_folder = output is not None and output_is_folder(inputs, output)
+    if to_folder:
+        path = Path(output)
         if path.exists() and not path.is_dir():
             raise LiifError(f"output {path} exists and is not a folder"
                             + (f" (with {len(inputs)} inputs, -o names a folder)"
                                if len(inputs) > 1 else ""))
-    elif not output_suffix_supported(path):
-        check_output(path)  # raises, naming the formats liif writes
+    for job in jobs:
+        if to_folder:  # the folder is created later (make_output_folder checks it then)
+            check_output_size(job.target, size)
+        else:
+            check_output(job.target, overwrite=True, size=size)
 
 
 def make_output_folder(folder: Path) -> None:
@@ -140,9 +158,12 @@ def resize_jobs(inputs: Iterable[Path], out_dir: Path, recursive: bool, fmt: str
     the given files, each into `out_dir` with the chosen format's suffix.
 
     Files inside `out_dir` are never inputs (a rerun must not resize its own outputs).
-    `ignored`, if given, counts the files of the scanned folders that were passed over, by
-    reason ('with no image suffix', 'inside the output folder'), and under NOT_ENTERED the
-    sub-folders passed over because `recursive` is off (the output folder aside).
+    `ignored`, if given, counts what the scanned folders held that was passed over, by
+    reason (the keys of IGNORED): files with no image suffix or inside the output folder,
+    hidden files and folders (names starting with '.', e.g. unfinished outputs: a hidden
+    folder is not entered), dangling links, symlinked folders (not followed, so no folder is
+    visited twice), special files, and sub-folders not entered because `recursive` is off
+    (the output folder aside). Symlinks to files are followed.
     """
     if fmt not in FORMATS:
         raise LiifError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -151,21 +172,7 @@ def resize_jobs(inputs: Iterable[Path], out_dir: Path, recursive: bool, fmt: str
     jobs = []
     for item in inputs:
         if item.is_dir():
-            pattern = "**/*" if recursive else "*"
-            found = []
-            for p in sorted(item.glob(pattern)):
-                if p.name.startswith("."):
-                    continue  # hidden files such as unfinished outputs, and hidden folders
-                if not p.is_file():
-                    if not recursive and p.is_dir() and p.resolve() != out_resolved:
-                        ignored[NOT_ENTERED] += 1
-                    continue
-                if p.resolve().is_relative_to(out_resolved):
-                    ignored["inside the output folder"] += 1
-                elif p.suffix.lower() not in SUPPORTED_SUFFIXES:
-                    ignored["with no image suffix"] += 1
-                else:
-                    found.append(p)
+            found = _scan(item, out_resolved, recursive, ignored)
             pairs = [(p, p.relative_to(item)) for p in found]
         elif item.exists():
             pairs = [(item, Path(item.name))]
@@ -176,6 +183,51 @@ def resize_jobs(inputs: Iterable[Path], out_dir: Path, recursive: bool, fmt: str
             jobs.append(Job(src, out_dir / rel.with_suffix(suffix)))
     _check_distinct(jobs)
     return jobs
+
+
+def _scan(folder: Path, out_resolved: Path, recursive: bool, ignored: Counter[str]) -> list[Path]:
+    """The image files in `folder` (and, if `recursive`, below it) in name order, counting
+    in `ignored` what is passed over (see resize_jobs)."""
+    found = []
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError as exc:
+        raise LiifError(f"cannot read folder {folder}: {exc.strerror or one_line(exc)}") from None
+    for entry in entries:
+        path = Path(folder, entry.name)
+        if entry.is_dir(follow_symlinks=False) and path.resolve() == out_resolved:
+            if recursive:  # its files are outputs: counted, never taken as inputs
+                ignored["inside the output folder"] += _count_files(path)
+            continue
+        if entry.name.startswith("."):
+            ignored["hidden folder" if entry.is_dir() else "hidden file"] += 1
+        elif entry.is_symlink() and not os.path.exists(path):
+            ignored["dangling link"] += 1
+        elif entry.is_symlink() and entry.is_dir():
+            ignored["symlinked folder"] += 1
+        elif entry.is_dir():
+            if recursive:
+                found += _scan(path, out_resolved, recursive, ignored)
+            else:
+                ignored[NOT_ENTERED] += 1
+        elif not entry.is_file():
+            ignored["special file"] += 1
+        elif path.resolve().is_relative_to(out_resolved):
+            ignored["inside the output folder"] += 1
+        elif path.suffix.lower() not in SUPPORTED_SUFFIXES:
+            ignored["with no image suffix"] += 1
+        else:
+            found.append(path)
+    return found
+
+
+def _count_files(folder: Path) -> int:
+    """Files below `folder` (hidden ones aside; symlinked folders not followed)."""
+    count = 0
+    for _root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        count += sum(not name.startswith(".") for name in names)
+    return count
 
 
 def _check_distinct(jobs: list[Job]) -> None:
@@ -283,15 +335,20 @@ def _run_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *
                                      "or --fit cover keeps it, --fit stretch silences this"))
     if make_dirs:
         _make_parent(job.target)
-    check_output(job.target, picture, overwrite=overwrite)
-    model = upscaler.model_for(picture)
-    out = model.resample(picture, size, progress)
+    check_output(job.target, picture, overwrite=overwrite, size=crop_to or size)
+    if uses_model(picture.size, size):
+        model = upscaler.model_for(picture)
+        out, name = model.resample(picture, size, progress), model.name
+    else:  # a downscale: Lanczos, as the model's own resample would (no model is loaded)
+        from .api import downscale
+
+        out, name = downscale(picture, size, progress), None
     if crop_to is not None and crop_to != size:
         top, left, bottom, right = centre_crop_box(size, crop_to)
         alpha = None if out.alpha is None else out.alpha[top:bottom, left:right]
         out = out.with_pixels(out.rgb[top:bottom, left:right], alpha)
     write_image(out, job.target, overwrite=overwrite, quality=quality)
-    return JobResult(notes, model=model.name, source=describe_source(picture))
+    return JobResult(notes, model=name, source=describe_source(picture))
 
 
 def aspect_change(in_size: tuple[int, int], out_size: tuple[int, int]) -> float:

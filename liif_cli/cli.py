@@ -1,15 +1,23 @@
 """The `liif` command line: parse options, call the library, report.
 
-Every user error is a LiifError, printed as one red line on stderr with a non-zero exit.
+Every user error is a LiifError, printed as one red line on stderr with a non-zero exit:
+2 for usage errors and unusable inputs found before any work (bad options, missing files,
+unusable weights, device or output folder), 1 for failures during the work; Ctrl-C, SIGTERM
+and SIGHUP stop a command with 130. Errors that Typer finds itself (a value of the wrong
+type, an unknown option) are one line and exit 2 too (LiifGroup). Everything printed goes
+through `printable`, so control characters in file names reach no terminal.
 torch is imported only inside the commands that run a model, so `--help` and usage errors
 answer at once (importing torch takes seconds).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -17,29 +25,95 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 from rich.text import Text
 
 from . import __version__, bundled
-from .errors import LiifError
+from .errors import Interrupted, LiifError, UnusableInput, one_line, printable
+from .sizing import MIN_TILE, check_tile
+
+if TYPE_CHECKING:  # rich.progress and rich.table load when used: --help answers sooner
+    from rich.progress import Progress
+
+FLAG = " "  # metavar of a flag: shows no '<bool>' type in help (a flag takes no value)
+# click's ClickException, from the click this Typer uses (Typer 0.26 and later vendor their own).
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+@contextmanager
+def _one_line_click_errors() -> Iterator[None]:
+    """Errors that click finds while parsing (a value of the wrong type, an unknown option, a
+    missing argument) as one `error:` line with their exit code (2), not Rich's box."""
+    try:
+        yield
+    except _CLICK_ERROR as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `liif` alone: the help, as asked
+            raise
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        fail(one_line(exc.format_message()).rstrip(".") + hint, getattr(exc, "exit_code", 2))
+
+
+def _as_flag(option):
+    """The --help option, shown as a flag (no '<bool>', whatever the Typer version)."""
+    if option is not None:
+        option.metavar = FLAG
+    return option
+
+
+class LiifGroup(typer.core.TyperGroup):
+    """The `liif` command group: one-line usage errors (_one_line_click_errors) for the group's
+    options and each command's, and --help shown as the flag it is."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _one_line_click_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        with _one_line_click_errors():  # where a command's own options are parsed
+            return super().invoke(ctx)
+
+    def get_help_option(self, ctx):
+        return _as_flag(super().get_help_option(ctx))
+
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _as_flag(command.get_help_option(ctx))
+        return command
+
 
 app = typer.Typer(help="Upscale images to any size with a Local Implicit Image Function (LIIF).",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  cls=LiifGroup, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
+
+
+class SafeConsole(Console):
+    """A Console that prints text through `printable`: file names in messages cannot reach
+    the terminal as control sequences (ESC, newlines, ...)."""
+
+    def print(self, *objects, **kwargs) -> None:
+        super().print(*map(_safe, objects), **kwargs)
+
+
+def _safe(thing: object) -> object:
+    """A str or rich Text through `printable` (a Text that needs it loses its inner styles);
+    anything else (tables, ...) as it is."""
+    if isinstance(thing, str):
+        return printable(thing)
+    if isinstance(thing, Text) and not thing.plain.isprintable():
+        return Text(printable(thing.plain), style=thing.style)
+    return thing
+
+
 # Piped or redirected output gets room for the bench tables (Rich would use 80 columns).
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-out = Console(width=None if sys.stdout.isatty() else 160)
+err = SafeConsole(stderr=True, width=None if sys.stderr.isatty() else 160)
+out = SafeConsole(width=None if sys.stdout.isatty() else 160)
 
 
 class Device(str, Enum):
@@ -69,8 +143,6 @@ class Format(str, Enum):
     webp = "webp"
 
 
-FLAG = " "  # metavar of a flag: shows no '<bool>' type in help (a flag takes no value)
-
 # Options shared by the commands that run the model.
 WeightsOpt = Annotated[str | None, typer.Option(
     "--weights", "-w", help=bundled.WEIGHTS_HELP, show_default=False)]
@@ -82,7 +154,6 @@ FastOpt = Annotated[bool, typer.Option(
     f"for the JPEGs and lossy WebP that auto gives {bundled.AUTO_LOSSY}, {bundled.FAST_OTHER} "
     "for the rest (many times faster, a little less sharp).", metavar=FLAG)]
 DeviceOpt = Annotated[Device, typer.Option(help="Where to run: auto picks cuda, mps, then cpu.")]
-MIN_TILE = 32  # smaller tiles re-encode their halo (~35 pixels each side) over and over
 TileOpt = Annotated[int | None, typer.Option(
     help=f"Tile size in input pixels (memory bound), at least {MIN_TILE}; 0 renders in one "
     "piece.", min=0, show_default="256 on the CPU, from free memory on CUDA")]
@@ -114,9 +185,13 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C, SIGTERM or SIGHUP
+
+
 @contextmanager
 def user_errors(code: int = 1, report: bool = True) -> Iterator[None]:
-    """Turn LiifError (and Ctrl-C) into one line and an exit code, never a traceback.
+    """Turn LiifError (and Ctrl-C, SIGTERM, SIGHUP) into one line and an exit code, never a
+    traceback. `code` is that of a LiifError, but an UnusableInput exits 2.
 
     report=False: only the exit code (torchrun ranks other than 0, whose errors rank 0
     reports: see distributed.agreed_errors).
@@ -124,25 +199,63 @@ def user_errors(code: int = 1, report: bool = True) -> Iterator[None]:
     try:
         yield
     except LiifError as exc:
+        code = 2 if isinstance(exc, UnusableInput) else code
         if not report:
             raise typer.Exit(code) from None
         fail(str(exc), code)
-    except KeyboardInterrupt:
-        if not report:
-            raise typer.Exit(130) from None
-        fail("interrupted", 130)
+    except KeyboardInterrupt as exc:
+        stopped(exc, report)
 
 
-def check_tile(tile: int | None) -> None:
-    """Refuse tiles so small that re-encoding each tile's halo would take most of the time
-    (--tile 1 on a 64x48 image ran for 14 minutes)."""
-    if tile is not None and 0 < tile < MIN_TILE:
-        raise LiifError(f"--tile {tile} is too small: each tile also encodes about 35 pixels "
-                        f"around it, so use 0 (one piece) or at least {MIN_TILE}")
+def stopped(exc: KeyboardInterrupt, report: bool = True) -> None:
+    """End a command stopped by Ctrl-C (KeyboardInterrupt) or a signal (Interrupted): remove
+    what is left of this run's temporary and claim files, say so in one line, exit 130."""
+    from .files import remove_own_files
+
+    remove_own_files()
+    if not report:
+        raise typer.Exit(INTERRUPTED) from None
+    how = f"stopped by {exc.name}" if isinstance(exc, Interrupted) else "interrupted"
+    fail(f"{how}; nothing half-written was left", INTERRUPTED)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Make SIGTERM (timeout, docker stop, systemd) and SIGHUP (a closed terminal) stop the
+    command as Ctrl-C does: Interrupted is raised in the main thread, `finally` blocks run
+    and `stopped` ends it. A second signal during that cleanup is ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        for sig in old:
+            signal.signal(sig, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None))
+           if sig is not None}
+    for sig in old:
+        signal.signal(sig, handler)
+    try:
+        yield
+    except KeyboardInterrupt as exc:  # one arriving outside the user_errors blocks
+        stopped(exc)
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
 
 
 def make_progress(quiet: bool) -> Progress:
     """Files done, and the current image's output megapixels with the time left."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[n]}"),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=err,
                     disable=quiet or not err.is_terminal,
@@ -211,14 +324,15 @@ def load_upscaler(weights: str | None, device: Device | str, precision: Precisio
 
 @dataclass
 class JobTally:
-    """What run_jobs did: how many jobs failed or were skipped as 'existing' or 'claimed'
-    (see batch.JobResult), and for each input written the model that resampled it and how
-    the input was stored."""
+    """What run_jobs did: the jobs written, with the model that resampled each (None: a
+    downscale, made with Lanczos) and how its input was stored; the inputs that failed; how
+    many outputs appeared meanwhile ('existing', see batch.JobResult); and the outputs
+    skipped because another run holds their claim ('claimed')."""
 
-    failed: int = 0
+    written: list[tuple[object, str | None, str | None]] = field(default_factory=list)
+    failed: list[Path] = field(default_factory=list)
     existing: int = 0
-    claimed: int = 0
-    models: dict[Path, tuple[str, str]] = field(default_factory=dict)
+    claimed: list[Path] = field(default_factory=list)
 
 
 def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str,
@@ -233,9 +347,10 @@ def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str,
         files = progress.add_task(label, total=len(jobs), n=f"0/{len(jobs)} files")
         pixels = progress.add_task("pixels", total=None, visible=False, n="")
         for job in jobs:
-            progress.update(pixels, description=f"  {job.source.name}", completed=0, total=None,
+            name = printable(job.source.name)
+            progress.update(pixels, description=f"  {escape(name)}", completed=0, total=None,
                             visible=True, n="")
-            lines = PlainProgress(job.source.name) if plain else None
+            lines = PlainProgress(name) if plain else None
 
             def on_tile(done: int, total: int, lines: PlainProgress | None = lines) -> None:
                 progress.update(pixels, completed=done, total=total,
@@ -245,16 +360,18 @@ def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str,
 
             try:
                 result = run_job(upscaler, job, size_rule, progress=on_tile, **job_options)
-                if result.skipped:
-                    setattr(tally, result.skipped, getattr(tally, result.skipped) + 1)
-                elif result.model is not None and result.source is not None:
-                    tally.models[job.source] = (result.model, result.source)
+                if result.skipped == "existing":
+                    tally.existing += 1
+                elif result.skipped == "claimed":
+                    tally.claimed.append(job.target)
+                else:
+                    tally.written.append((job, result.model, result.source))
                 for note in result.notes:
                     if note.level == "warning" or not quiet:
                         progress.console.print(f"[yellow]{note.level}:[/] {escape(note.text)}",
                                                highlight=False, soft_wrap=True)
             except LiifError as exc:
-                tally.failed += 1
+                tally.failed.append(job.source)
                 progress.console.print(f"[bold red]failed:[/] {escape(str(exc))}",
                                        highlight=False, soft_wrap=True)
             progress.advance(files)
@@ -267,10 +384,30 @@ def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str,
     return tally
 
 
+def wrote_line(target: Path, model: str | None, source: str | None, auto: bool) -> str:
+    """'wrote out.png', naming what resampled it: '(Lanczos)' for a downscale, and with
+    --weights auto the model picked and why."""
+    if model is None:
+        return f"wrote {target} (Lanczos)"
+    return f"wrote {target} (model: {model}, for its source: {source})" if auto \
+        else f"wrote {target}"
+
+
 # --------------------------------------------------------------------------- commands
 
 
+def interruptible(command):
+    """Run a command under stop_on_signals (SIGTERM and SIGHUP stop it as Ctrl-C does)."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        with stop_on_signals():
+            return command(*args, **kwargs)
+
+    return run
+
+
 @app.command()
+@interruptible
 def upscale(
     inputs: Annotated[list[Path], typer.Argument(metavar="IMAGE",
         help="Image files to upscale (for a folder, use `liif resize`).")],
@@ -306,7 +443,8 @@ def upscale(
     """Upscale images by a factor or to a size.
 
     Give exactly one of --scale, --size, --width or --height.
-    Exit code 0: all done; 1: an image failed; 2: bad usage.
+    Exit code 0: all done; 1: an image failed; 2: bad usage or an unusable input (found
+    before any work); 130: stopped (Ctrl-C, SIGTERM, SIGHUP).
     """
     from .images import parse_colour
     from .sizing import parse_size, target_size
@@ -318,7 +456,7 @@ def upscale(
             raise LiifError("--fit applies to --size only (--scale, --width and --height keep "
                             "the aspect ratio anyway)")
         parse_colour(background)
-        check_tile(tile)
+        check_tile(tile, cli=True)
         for src in inputs:
             if os.path.isdir(src):
                 raise LiifError(f"{src} is a folder; upscale takes image files: for a folder "
@@ -341,7 +479,9 @@ def upscale(
         else:
             label = f"w{width}" if width is not None else f"h{height}"
         jobs = upscale_jobs(inputs, output, label)
-        check_upscale_output(inputs, output)
+        # --size with stretch or cover fixes the size of every output: check it fits them.
+        fixed = box if box is not None and fit != Fit.contain else None
+        check_upscale_output(inputs, output, jobs, fixed)
         # Weights, device and precision that cannot work are usage errors too.
         upscaler = load_upscaler(weights, device, precision, tile, chunk, fast)
         if output is not None and output_is_folder(inputs, output):
@@ -358,20 +498,19 @@ def upscale(
                          overwrite=overwrite, max_pixels=max_pixels, quality=quality,
                          crop_to=crop_to, strip_metadata=strip_metadata,
                          background=background, warn_stretch=warn_stretch)
+        if not quiet:  # every output written, also when another image failed
+            for job, model, source in tally.written:
+                err.print(wrote_line(job.target, model, source, bundled.is_auto(weights)),
+                          highlight=False, markup=False, soft_wrap=True)
         if tally.failed:
             if len(jobs) == 1:
                 raise typer.Exit(1)  # its one 'failed:' line already says why
-            fail(f"{tally.failed} of {len(jobs)} images failed")
-        if not quiet:
-            auto = bundled.is_auto(weights)
-            for job in jobs:
-                model, source = tally.models.get(job.source, (None, None))
-                picked = f" (model: {model}, for its source: {source})" if auto and model else ""
-                err.print(f"wrote {job.target}{picked}", highlight=False, markup=False,
-                          soft_wrap=True)
+            fail(f"{len(tally.failed)} of {len(jobs)} images failed: "
+                 + ", ".join(str(src) for src in tally.failed))
 
 
 @app.command()
+@interruptible
 def resize(
     inputs: Annotated[list[Path], typer.Argument(help="Image folders and/or files.",
                                                  metavar="FOLDER_OR_IMAGE")],
@@ -397,7 +536,8 @@ def resize(
     """Fit every image to a box; downscaling uses Lanczos, upscaling the model.
 
     Existing outputs are skipped (so an interrupted run resumes) unless --overwrite.
-    Exit code 0: all done; 1: some images failed; 2: bad usage.
+    Exit code 0: all done; 1: some images failed, or outputs another run holds are still
+    missing; 2: bad usage or an unusable input; 130: stopped (Ctrl-C, SIGTERM, SIGHUP).
     Under torchrun every rank takes its share of the files (on its own GPU when there are
     several); rank 0 prints the one summary and all ranks exit with the same code.
     """
@@ -408,13 +548,14 @@ def resize(
         with user_errors(code=2):
             check_max_pixels(parse_size(size), max_pixels)
             parse_colour(background)
-            check_tile(tile)
+            check_tile(tile, cli=True)
             check_weights(weights, fast)
     from collections import Counter
 
     from . import distributed
     from .batch import already_written, fit_rule, make_output_folder, resize_jobs
-    from .files import remove_stale_temps
+    from .files import CLAIM_LEASE_S, remove_stale_temps
+    from .images import check_output_size
 
     with user_errors():  # each rank that cannot join says why
         distributed.init_from_env(device.value)  # no-op unless started by torchrun
@@ -425,10 +566,13 @@ def resize(
             box = parse_size(size)
             check_max_pixels(box, max_pixels)
             parse_colour(background)
-            check_tile(tile)
+            check_tile(tile, cli=True)
             if output.exists() and not output.is_dir():
                 raise LiifError(f"--output {output} exists and is not a folder")
             jobs = resize_jobs(inputs, output, recursive, fmt.value, ignored)
+            if fit != Fit.contain:  # every output is exactly the box: each format must hold it
+                for job in jobs:
+                    check_output_size(job.target, box)
         if not jobs:  # every rank found the same nothing
             if main:
                 fail(f"nothing to do: no images in {', '.join(map(str, inputs))}"
@@ -453,37 +597,47 @@ def resize(
                              overwrite=overwrite, max_pixels=max_pixels, quality=quality,
                              crop_to=crop_to, make_dirs=True, strip_metadata=strip_metadata,
                              background=background, shared=True)
+        # Outputs another run held: done by now, or still missing (this run did not make them).
+        missing = [target for target in tally.claimed if not already_written(target)]
         picks = bundled.auto_pair(fast)[::-1]  # (other, lossy)
-        used = Counter(model for model, _ in tally.models.values())
-        failed, existing, claimed, *picked = (int(n) for n in distributed.all_sum(
-            [tally.failed, tally.existing, tally.claimed] + [used[name] for name in picks]))
+        used = Counter(model for _, model, _ in tally.written)
+        resized, failed, existing, blocked, *picked = (int(n) for n in distributed.all_sum(
+            [len(tally.written), len(tally.failed),
+             tally.existing + len(tally.claimed) - len(missing), len(missing), used[None]]
+            + [used[name] for name in picks]))
+        lanczos, picked = picked[0], picked[1:]
         if main:
             ranks = f" on {world} ranks" if world > 1 else ""
-            others = f", {claimed} being written by another run" if claimed else ""
-            auto = bundled.is_auto(weights)
+            others = f", {blocked} being written by another run" if blocked else ""
+            # Which model made what, for --weights auto; downscales used none (Lanczos).
             models = ", ".join(f"{name} {n}" for name, n in zip(picks, picked, strict=True))
-            err.print(f"resized {len(todo) - failed - existing - claimed}, skipped "
-                      f"{len(jobs) - len(todo) + existing} existing{others}, failed {failed} "
-                      f"(of {len(jobs)} images) into {output}{ranks}"
-                      + (f"; models: {models}" if auto else "")
+            how = (f"; models: {models}" if sum(picked) else "") + \
+                (f"; Lanczos (downscales) {lanczos}" if lanczos else "")
+            err.print(f"resized {resized}, skipped {len(jobs) - len(todo) + existing} "
+                      f"existing{others}, failed {failed} (of {len(jobs)} images) into "
+                      f"{output}{ranks}" + (how if bundled.is_auto(weights) else "")
                       + _ignored_text(ignored, "; ignored {}"),
                       highlight=False, markup=False, soft_wrap=True)
+        if missing:  # each rank names its own
+            err.print(f"[bold red]error:[/] {len(missing)} output"
+                      f"{'s' if len(missing) != 1 else ''} not written: another run holds "
+                      f"{'their claims' if len(missing) != 1 else 'its claim'} (rerun when it "
+                      f"ends; a claim not refreshed for {CLAIM_LEASE_S} s, e.g. of a killed "
+                      f"run, is taken over): {escape(', '.join(map(str, missing)))}",
+                      highlight=False, soft_wrap=True)
         distributed.barrier()  # leave together, after the summary
     finally:
         distributed.cleanup()
-    raise typer.Exit(1 if failed else 0)
+    raise typer.Exit(1 if failed or blocked else 0)
 
 
 def _ignored_text(ignored: dict[str, int], template: str) -> str:
-    """'3 files with no image suffix, 1 file inside the output folder' put into
-    `template`, or '' if nothing was ignored; sub-folders not entered come last."""
-    from .batch import NOT_ENTERED
+    """'3 files with no image suffix, 1 hidden folder, not entered' put into `template`, or
+    '' if nothing was ignored (see batch.IGNORED for the reasons, in the order shown)."""
+    from .batch import IGNORED
 
-    parts = [f"{count} file{'s' if count != 1 else ''} {reason}"
-             for reason, count in sorted(ignored.items()) if count and reason != NOT_ENTERED]
-    if ignored.get(NOT_ENTERED):
-        count = ignored[NOT_ENTERED]
-        parts.append(f"{count} sub-folder{'s' if count != 1 else ''}, not entered without -r")
+    parts = [f"{ignored[reason]} {one if ignored[reason] == 1 else many}"
+             for reason, (one, many) in IGNORED.items() if ignored.get(reason)]
     return template.format(", ".join(parts)) if parts else ""
 
 
@@ -502,15 +656,17 @@ def info(
         path = bundled.resolve_weights(weights)
     from .info import checkpoint_record, readable_rows
 
-    with user_errors():
+    with user_errors(code=2):  # not a (usable) checkpoint: an unusable input
         record = checkpoint_record(path)
     available = bundled.available_weights()
     if as_json:  # plain (no wrapping, no colour) and strict JSON, whatever the metadata holds
         typer.echo(json.dumps(record, indent=2, allow_nan=False))
         return
-    table = Table(title=path.name, show_header=False, title_justify="left")
-    for key, value in readable_rows(record):
-        table.add_row(Text(key), Text(value))  # Text: brackets in metadata are not markup
+    from rich.table import Table
+
+    table = Table(title=Text(printable(path.name)), show_header=False, title_justify="left")
+    for key, value in readable_rows(record):  # Text: brackets in metadata are not markup
+        table.add_row(Text(printable(key)), Text("\n".join(map(printable, value.split("\n")))))
     out.print(table, highlight=False)
     if available:
         out.print("bundled models (--weights NAME):", highlight=False)
@@ -522,16 +678,51 @@ def info(
                   f"{bundled.AUTO_RULE}", highlight=False)
 
 
+class ExportFormat(str, Enum):
+    pth = "pth"
+    onnx = "onnx"
+
+
+# As liif_cli/onnx_export.py's DEFAULT_OPSET and OPSETS (tests/test_onnx.py checks): that
+# module is imported only by an ONNX export, so that --help loads neither it nor numpy.
+EXPORT_FORMAT_HELP = (  # "\\[" keeps Rich from reading "[onnx]" as markup
+    "pth: a slim liif checkpoint; onnx: ONNX graphs of the encoder and decoder, to run "
+    "without PyTorch (needs pip install 'liif\\[onnx]'; examples/onnx_upscale.py runs them).")
+OPSET_HELP = "ONNX opset of the graphs, 13 to 20 (--format onnx only)."
+
+
 @app.command()
 def export(
     source: Annotated[str, typer.Argument(
         help="Checkpoint to export: a run's last.pth, an official LIIF file, or a bundled name.")],
-    target: Annotated[Path, typer.Argument(help="The slim weights file to write.")],
+    target: Annotated[Path, typer.Argument(
+        help="The slim weights file to write; with --format onnx, the folder to write "
+        "encoder.onnx, decoder.onnx and manifest.json into (new or empty).")],
+    kind: Annotated[ExportFormat, typer.Option("--format", help=EXPORT_FORMAT_HELP)]
+    = ExportFormat.pth,
+    opset: Annotated[int | None, typer.Option(help=OPSET_HELP, show_default="17")] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Write an inference-only copy of a checkpoint (training state dropped), ready to share."""
+    """Write an inference-only copy of a checkpoint (training state dropped), ready to share,
+    or ONNX graphs of it (--format onnx)."""
     with user_errors(code=2):  # no such file or bundled name: a usage error
         path = bundled.resolve_weights(source)
+        if kind == ExportFormat.onnx:
+            from .onnx_export import DEFAULT_OPSET, check_opset
+
+            opset = check_opset(DEFAULT_OPSET if opset is None else opset)
+        elif opset is not None:
+            raise LiifError("--opset applies to --format onnx only")
+    if kind == ExportFormat.onnx:
+        from .onnx_export import export_onnx
+
+        with user_errors():
+            done = export_onnx(path, target, opset=opset, overwrite=overwrite)
+        graphs = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in done.sizes.items()
+                           if name.endswith(".onnx"))
+        err.print(f"wrote {target} ({graphs}; {done.family} model, opset {opset})",
+                  highlight=False, markup=False, soft_wrap=True)
+        return
     from . import checkpoint
 
     with user_errors():
@@ -713,7 +904,8 @@ def version_callback(value: bool) -> None:
 @app.callback()
 def main_options(
     version: Annotated[bool, typer.Option("--version", callback=version_callback,
-                                          is_eager=True, help="Show the version.")] = False,
+                                          is_eager=True, help="Show the version.",
+                                          metavar=FLAG)] = False,
 ) -> None:
     """Upscale images to any size with a Local Implicit Image Function (LIIF)."""
     # Pillow's warnings (decompression bomb, corrupt EXIF, ...) are not for users: what

@@ -8,15 +8,24 @@ creates in a folder first removes those whose process, on this host, no longer e
 Concurrent runs (two `liif resize` on the same folders) share the work through claims: before
 rendering an output, a run creates `.<name>.liif-claim` beside it, exclusively (O_EXCL), holding
 its pid and host; another run skips an output claimed by a live process. A claim is removed when
-its output is done or failed; one left by a dead process is removed by the next run that meets it.
+its output is done or failed. A claim is also a lease: while the run holds it, a background thread
+touches it every CLAIM_REFRESH_S seconds, and a claim not touched for CLAIM_LEASE_S seconds is
+taken over by the next run that meets it, whoever wrote it: a run killed with kill -9 in another
+PID namespace, container or host (where its pid cannot be probed) blocks no output for long. One
+left by a dead process of this host is taken over at once.
+
+Every temporary file and claim this process makes is recorded, so that an interrupted run
+(Ctrl-C, SIGTERM) removes whatever the `finally` blocks did not reach: `remove_own_files`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
 import socket
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -26,9 +35,16 @@ from .errors import LiifError, one_line
 TEMP_PREFIX = ".liif-"
 CLAIM_SUFFIX = ".liif-claim"
 _UNWRITTEN_CLAIM_S = 60  # an empty claim older than this lost its writer before it wrote
+CLAIM_LEASE_S = 120  # a claim not refreshed for this long is taken over (its run is gone)
+CLAIM_REFRESH_S = 15  # how often a run refreshes the claims it holds
+_NAME_MAX = 255  # bytes in a file name on nearly every file system (ext4, XFS, APFS, NTFS)
 _TEMP_NAME = re.compile(r"\.liif-(\d+)-([0-9a-f]{8})-[0-9a-f]{16}(\.[^.]*)?")
 _HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"  # same folder, several machines
 _swept: set[Path] = set()  # folders already cleaned by this process
+_temps: set[Path] = set()  # temporary files this process created (some renamed since)
+_held: set[Path] = set()  # claim files this process holds (refreshed by _refresher)
+_held_lock = threading.Lock()
+_refresher: threading.Thread | None = None
 
 
 def create_temp(path: Path) -> tuple[int, Path]:
@@ -41,10 +57,28 @@ def create_temp(path: Path) -> tuple[int, Path]:
                           f"{path.suffix}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     try:
-        return os.open(temp, flags, 0o666), temp
+        fd = os.open(temp, flags, 0o666)
     except OSError as exc:
         raise LiifError(f"{path}: cannot create a file in {path.parent} "
                         f"({one_line(exc)})") from exc
+    if len(_temps) > 256:  # forget those renamed into place or removed since
+        _temps.difference_update([old for old in _temps if not os.path.lexists(old)])
+    _temps.add(temp)
+    return fd, temp
+
+
+def remove_own_files() -> list[Path]:
+    """Remove every temporary file this process created that is still there (not yet renamed
+    into place) and release every claim it holds: the cleanup of an interrupted run, after
+    its `finally` blocks (which a signal may interrupt in turn). Returns what was removed."""
+    removed = [temp for temp in sorted(_temps) if _unlink(temp)]
+    _temps.clear()
+    with _held_lock:
+        held = sorted(_held)
+        _held.clear()
+    removed += [path for path in held if _claim_owner(path) == (os.getpid(), _HOST)
+                and _unlink(path)]
+    return removed
 
 
 def remove_stale_temps(folder: Path, *, again: bool = False) -> list[Path]:
@@ -81,17 +115,24 @@ def remove_stale_temps(folder: Path, *, again: bool = False) -> list[Path]:
 
 
 def claim_path(target: Path) -> Path:
-    """The claim file of an output: hidden, beside it."""
-    return target.with_name(f".{target.name}{CLAIM_SUFFIX}")
+    """The claim file of an output: hidden, beside it; for a name too long to take the
+    claim's prefix and suffix, a digest of the name instead (every run computes the same)."""
+    name = f".{target.name}{CLAIM_SUFFIX}"
+    if len(os.fsencode(name)) > _NAME_MAX:
+        digest = hashlib.sha256(os.fsencode(target.name)).hexdigest()[:32]
+        name = f".{digest}{CLAIM_SUFFIX}"
+    return target.with_name(name)
 
 
 def claim(target: Path) -> bool:
     """Claim `target` for this process before rendering it: True if this process now holds
-    the claim (release it with `release`), False if another live process does.
+    the claim (release it with `release`; it is refreshed until then), False if another run
+    holds it.
 
-    A claim of a dead process of this host is removed and taken over. (Two runs meeting the
-    same stale claim at the same instant may both take it over: the output is then rendered
-    twice, still written atomically, and the second run finds it done.)
+    A claim of a dead process of this host, or one not refreshed for CLAIM_LEASE_S seconds,
+    is removed and taken over. (Two runs meeting the same stale claim at the same instant may
+    both take it over: the output is then rendered twice, still written atomically, and the
+    second run finds it done.)
     """
     path = claim_path(target)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
@@ -106,6 +147,7 @@ def claim(target: Path) -> bool:
         except OSError as exc:
             raise LiifError(f"{target}: cannot create a file in {target.parent} "
                             f"({one_line(exc)})") from exc
+        _hold(path)
         with os.fdopen(fd, "w") as file:
             file.write(f"{os.getpid()} {_HOST}\n")
         return True
@@ -115,8 +157,43 @@ def claim(target: Path) -> bool:
 def release(target: Path) -> None:
     """Remove this process's claim of `target` (see `claim`); never another's."""
     path = claim_path(target)
+    with _held_lock:
+        _held.discard(path)
     if _claim_owner(path) == (os.getpid(), _HOST):
         _unlink(path)
+
+
+def _hold(path: Path) -> None:
+    """Record a claim this process now holds, and make sure the lease refresher runs."""
+    global _refresher
+    with _held_lock:
+        _held.add(path)
+        if _refresher is None:
+            _refresher = threading.Thread(target=_refresh_claims, name="liif-claim-lease",
+                                          daemon=True)
+            _refresher.start()
+
+
+def _refresh_claims() -> None:
+    """Touch every claim held, every CLAIM_REFRESH_S seconds, while there are any (a thread:
+    a render of one big image can take far longer than the lease)."""
+    global _refresher
+    last = time.monotonic()
+    while True:
+        time.sleep(min(1.0, CLAIM_REFRESH_S))  # a second at most: soon after it is released
+        if time.monotonic() - last < CLAIM_REFRESH_S:
+            continue
+        last = time.monotonic()
+        with _held_lock:
+            if not _held:
+                _refresher = None
+                return
+            paths = list(_held)
+        for path in paths:
+            try:
+                os.utime(path)
+            except OSError:
+                pass  # released meanwhile, or taken over after all
 
 
 def _claim_owner(path: Path) -> tuple[int, str] | None:
@@ -129,16 +206,21 @@ def _claim_owner(path: Path) -> tuple[int, str] | None:
 
 
 def _stale_claim(path: Path) -> bool:
-    """Whether the claim at `path` belongs to a process of this host that no longer exists
-    (or was left empty by a writer killed before it wrote, long enough ago)."""
+    """Whether the claim at `path` may be taken over: it belongs to a process of this host
+    that no longer exists, or it was not refreshed for CLAIM_LEASE_S seconds (its run is gone,
+    wherever it ran), or it was left empty by a writer killed before it wrote, long enough ago.
+    Never one this process holds."""
     owner = _claim_owner(path)
+    try:
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        return False  # gone: claim() simply tries again
     if owner is None:
-        try:
-            return time.time() - path.stat().st_mtime > _UNWRITTEN_CLAIM_S
-        except OSError:
-            return False
+        return age > _UNWRITTEN_CLAIM_S
+    if owner == (os.getpid(), _HOST):
+        return False
     pid, host = owner
-    return host == _HOST and not _alive(pid)
+    return (host == _HOST and not _alive(pid)) or age > CLAIM_LEASE_S
 
 
 def _unlink(path: Path) -> bool:

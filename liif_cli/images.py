@@ -14,6 +14,7 @@ raised as a one-line :class:`LiifError` that names the file.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import sys
@@ -30,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 from liif_cli.errors import LiifError, one_line
 from liif_cli.files import create_temp
-from liif_cli.sizing import DEFAULT_MAX_PIXELS
+from liif_cli.sizing import DEFAULT_MAX_PIXELS, MAX_SIDE
 
 _FORMAT_BY_SUFFIX = {
     ".png": "PNG",
@@ -62,6 +63,11 @@ _LAYOUT_TAGS = frozenset({
 })
 _JPEG_MAX_EXIF = 65533  # one APP1 segment
 _EXIF_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})  # where write_image embeds EXIF
+# The longest side each format holds: libjpeg's JPEG_MAX_DIMENSION, WebP's 14-bit sizes, and
+# the 31 bits of PNG's and BMP's (signed) sizes; TIFF's 32-bit sizes go beyond its file size.
+_MAX_SIDE_OF = {"JPEG": 65_500, "WEBP": 16_383, "PNG": MAX_SIDE, "BMP": MAX_SIDE,
+                "TIFF": 2**32 - 1}
+_MAX_FILE_BYTES = 2**32 - 1  # BMP's file size field, and the offsets of classic TIFF files
 _PNG_BAND_BYTES = 1 << 20  # 16-bit PNG rows are filtered and compressed this much at a time
 _TIFF_STRIP_BYTES = 256 << 10  # uncompressed size of one TIFF strip
 
@@ -309,11 +315,7 @@ def _quiet_pillow() -> Iterator[None]:
 def _check_header(image: Image.Image, path: Path, max_pixels: int,
                   check: SizeCheck | None) -> None:
     """Refuse, before decoding, what read_image must not decode (see there)."""
-    # MPO: a camera JPEG whose extra pictures (previews, depth maps) follow the main one.
-    if image.format != "MPO" and getattr(image, "n_frames", 1) > 1:
-        kind = "pages" if image.format == "TIFF" else "frames"
-        raise LiifError(f"{path}: has {image.n_frames} {kind}; liif reads single images only "
-                        "(extract the one you want first)")
+    _check_single_frame(image, str(path))
     width, height = image.size
     if max_pixels > 0 and width * height > max_pixels:
         raise LiifError(f"{path}: input {width}x{height} has {width * height:,} pixels, above "
@@ -325,6 +327,22 @@ def _check_header(image: Image.Image, path: Path, max_pixels: int,
         upright = (width, height) if known and _orientation(image) in (5, 6, 7, 8) \
             else (height, width)
         check(upright)
+
+
+def _check_single_frame(image: Image.Image, name: str) -> None:
+    """Refuse animated and multi-page images rather than reduce them to their first frame."""
+    # MPO: a camera JPEG whose extra pictures (previews, depth maps) follow the main one.
+    if image.format != "MPO" and getattr(image, "n_frames", 1) > 1:
+        kind = "pages" if image.format == "TIFF" else "frames"
+        raise LiifError(f"{name}: has {image.n_frames} {kind}; liif reads single images only "
+                        "(extract the one you want first)")
+
+
+def upright_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
+    """A loaded PIL image's pixels (pil_pixels) as read_image gives a file's: upright as its
+    EXIF orientation says; LiifError for an animated or multi-page image."""
+    _check_single_frame(image, name)
+    return _orient(pil_pixels(image, name), _orientation(image))
 
 
 def _decode_pixels(image: Image.Image, path: Path) -> np.ndarray:
@@ -539,11 +557,14 @@ def default_suffix(source: str | Path) -> str:
 
 
 def check_output(
-    path: str | Path, picture: Picture | None = None, *, overwrite: bool = False
+    path: str | Path, picture: Picture | None = None, *, overwrite: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> Path:
     """Raise LiifError now if writing `picture` to `path` would fail; return the path.
 
-    Cheap, so the CLI can call it before a slow upscale. write_image calls it again.
+    `size`: the (H, W) the output will have, if not the picture's own (it is not rendered
+    yet); checked against the format's limits (check_output_size). Cheap, so the CLI can call
+    it before a slow upscale. write_image calls it again.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -551,6 +572,8 @@ def check_output(
         known = ", ".join(sorted(SUPPORTED_SUFFIXES))
         problem = f"unsupported output format {suffix!r}" if suffix else "no file extension"
         raise LiifError(f"{path}: {problem}; use one of {known}")
+    _check_name_fits(path)
+    check_output_size(path, size, picture)
     if os.path.isdir(path):  # os.path, unlike Path, never raises (e.g. on EACCES)
         raise LiifError(f"{path}: is a folder; give an output file name")
     folder = path.parent
@@ -568,6 +591,49 @@ def check_output(
             f"{path}: {fmt} cannot store transparency; write a .png, .webp or .tif file instead"
         )
     return path
+
+
+def check_output_size(path: str | Path, size: tuple[int, int] | None,
+                      picture: Picture | None = None) -> None:
+    """LiifError if an output of (H, W) `size` (default: the picture's) is too large for the
+    format `path`'s suffix names: over 65,500 px a side for JPEG, 16,383 for WebP, 2^31 - 1
+    for PNG and BMP; a BMP file or a classic TIFF file (whose offsets are 32-bit) over 4 GiB,
+    TIFF counting its pixels uncompressed. Without a picture the smallest layout (8-bit gray)
+    is assumed, so nothing that could be written is refused."""
+    fmt = _FORMAT_BY_SUFFIX.get(Path(path).suffix.lower())
+    size = size if size is not None else (picture.size if picture is not None else None)
+    if fmt is None or size is None:
+        return
+    (height, width), limit = size, _MAX_SIDE_OF[fmt]
+    if max(height, width) > limit:
+        raise LiifError(f"{path}: {width}x{height} is too large for {fmt}, which holds at "
+                        f"most {limit:,} pixels a side; write a .png or .tif instead, or ask "
+                        "for a smaller size")
+    channels, depth = _output_layout(picture, fmt) if picture is not None else (1, 8)
+    if fmt == "BMP":
+        stride = -(-width * channels // 4) * 4  # rows padded to 4 bytes
+        data = stride * height + 14 + 40 + (1024 if channels == 1 else 0)
+    elif fmt == "TIFF":
+        data = height * width * channels * depth // 8
+    else:
+        return
+    if data > _MAX_FILE_BYTES:
+        what = "a BMP file" if fmt == "BMP" else "a TIFF file (liif writes classic TIFF)"
+        raise LiifError(f"{path}: {width}x{height} would need {data / 2**30:,.1f} GiB, more than "
+                        f"the 4 GiB {what} can hold; write a .png instead, or ask for a smaller "
+                        "size")
+
+
+def _check_name_fits(path: Path) -> None:
+    """LiifError if the file system cannot hold a file of this name (too long: ENAMETOOLONG),
+    found now, before a slow render, by asking it about the name."""
+    try:
+        os.lstat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise LiifError(f"{path}: the name is too long for the file system "
+                            f"({len(os.fsencode(path.name))} bytes; most hold at most 255 a "
+                            "name); choose a shorter output name") from None
 
 
 def write_image(
@@ -658,13 +724,25 @@ def is_transparent(picture: Picture) -> bool:
     return picture.alpha is not None and bool(np.any(picture.alpha < 254.5 / 255))
 
 
-def _output_pixels(picture: Picture, fmt: str) -> np.ndarray:
-    """Quantised (H, W, C) pixels in the channel layout and depth `fmt` will be written with."""
+def _layout(picture: Picture, fmt: str) -> tuple[bool, bool, int]:
+    """How `fmt` stores the picture: (grayscale, with alpha, bits per sample)."""
     depth = 16 if picture.bit_depth == 16 and fmt in _DEEP_FORMATS else 8
     keep_alpha = picture.alpha is not None and fmt in _ALPHA_FORMATS
     gray = picture.grayscale and fmt in _GRAY_FORMATS
     if fmt == "TIFF" and depth == 16 and keep_alpha:
         gray = False  # see write_image: 16-bit gray+alpha TIFF goes out as RGBA
+    return gray, keep_alpha, depth
+
+
+def _output_layout(picture: Picture, fmt: str) -> tuple[int, int]:
+    """(channels, bits per sample) of the picture as `fmt` stores it."""
+    gray, keep_alpha, depth = _layout(picture, fmt)
+    return (1 if gray else 3) + keep_alpha, depth
+
+
+def _output_pixels(picture: Picture, fmt: str) -> np.ndarray:
+    """Quantised (H, W, C) pixels in the channel layout and depth `fmt` will be written with."""
+    gray, keep_alpha, depth = _layout(picture, fmt)
     planes = [picture.rgb.mean(axis=2, keepdims=True) if gray else picture.rgb]
     if keep_alpha:
         planes.append(picture.alpha[:, :, None])

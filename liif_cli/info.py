@@ -4,6 +4,7 @@ what its training recorded) as strict-JSON data, and as readable rows for a tabl
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,15 @@ def checkpoint_record(path: Path) -> dict[str, Any]:
     """Everything `liif info` reports of the checkpoint at `path` (LiifError if it is none).
 
     Shipped weights are named, not located (where an installation keeps them is pip's
-    business), and absolute paths in their metadata are cut short.
+    business), absolute paths in their metadata are cut short, and the weights they were
+    trained from (`init`, each earlier phase's `weights`) are named by file name only: where
+    those files lay on the training machine means nothing elsewhere.
     """
     ckpt = checkpoint.load(path)
     shipped = bundled.available_weights().get(path.stem) == path
     model_info = bundled.describe(path.stem) if shipped else None
     spec = ckpt.spec.to_dict()
-    metadata = {key: _without_absolute_paths(value) if shipped else value
+    metadata = {key: _without_machine_paths(key, value) if shipped else value
                 for key, value in ckpt.metadata.items()
                 if spec.get(key, object()) != value}  # e.g. 'encoder', shown with the spec
     model = ckpt.build()
@@ -38,6 +41,11 @@ def checkpoint_record(path: Path) -> dict[str, Any]:
 # What `liif info` calls each decoder family, and the scales it counts the decoder's work at.
 FAMILY_NAMES = {"liif": "LIIF (MLP decoder)", "lmf": "fast (latent-modulated decoder, LMF)"}
 MAC_SCALES = (2, 4, 12)
+# Metadata keys whose name alone would mislead: the readable rows' label, and what it counts.
+LABELS = {"training_images": ("training images used",
+                              "those large enough for the largest crop")}
+# Metadata that names files or folders of the training machine (runs store them absolute).
+PATH_KEYS = frozenset({"training_data", "val_set", "init", "teacher"})
 
 
 def readable_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
@@ -51,8 +59,32 @@ def readable_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
     rows.append(("parameters", f"{record['parameters']:,}"))
     rows.append(("decoder multiply-adds per pixel",
                  ", ".join(f"{k} {v:,}" for k, v in record["decoder_macs_per_pixel"].items())))
-    rows += [(key, readable(key, value)) for key, value in record["metadata"].items()]
+    for key, value in record["metadata"].items():
+        label, note = LABELS.get(key, (key, None))
+        text = readable(key, short_paths(key, value))
+        rows.append((label, f"{text} ({note})" if note and value is not None else text))
     return rows
+
+
+def short_paths(key: str, value: object) -> object:
+    """A metadata value as the readable rows show it: the paths of PATH_KEYS (and of the
+    earlier phases' 'weights' and 'val_set') relative to the working folder when inside it,
+    else with the home folder as '~'; the JSON record keeps them whole."""
+    if key == "history" and isinstance(value, list):
+        return [{k: short_paths("init" if k == "weights" else k, v) for k, v in phase.items()}
+                if isinstance(phase, dict) else phase for phase in value]
+    if key not in PATH_KEYS:
+        return value
+    if isinstance(value, list):
+        return [short_paths(key, item) for item in value]
+    if not isinstance(value, str) or not os.path.isabs(value):
+        return value
+    path = Path(value)
+    for base, shown in ((Path.cwd(), None), (Path.home(), "~")):
+        if path.is_relative_to(base) and path != base:
+            rest = path.relative_to(base)
+            return str(rest) if shown is None else str(Path(shown, rest))
+    return value
 
 
 def json_safe(value: object) -> Any:
@@ -118,13 +150,20 @@ def _phase_line(phase: dict) -> str:
     return line
 
 
-def _without_absolute_paths(value: object) -> object:
-    """Metadata with absolute paths (e.g. where the shipped weights were trained, recorded by
-    older versions) cut to their last two parts: '/home/x/data/Set5/HR' -> 'Set5/HR'."""
+def _without_machine_paths(key: str, value: object) -> object:
+    """Metadata of shipped weights without paths of the machine they were trained on:
+    absolute paths cut to their last two parts ('/home/x/data/Set5/HR' -> 'Set5/HR'), and the
+    weights files they started from ('init', each phase's 'weights') to their file name
+    ('runs/p8-5000.pth' -> 'p8-5000.pth')."""
     if isinstance(value, list):
-        return [_without_absolute_paths(item) for item in value]
+        return [_without_machine_paths(key, item) for item in value]
     if isinstance(value, dict):  # e.g. the earlier phases under 'history'
-        return {key: _without_absolute_paths(item) for key, item in value.items()}
-    if isinstance(value, str) and (value.startswith(("/", "\\")) or value[1:3] == ":\\"):
-        return "/".join(value.replace("\\", "/").rstrip("/").split("/")[-2:])
+        return {k: _without_machine_paths(k, item) for k, item in value.items()}
+    if not isinstance(value, str):
+        return value
+    parts = value.replace("\\", "/").rstrip("/").split("/")
+    if key in ("init", "weights", "teacher"):
+        return parts[-1]
+    if value.startswith(("/", "\\")) or value[1:3] == ":\\":
+        return "/".join(parts[-2:])
     return value

@@ -6,13 +6,15 @@ Internally sizes are (height, width) like tensors; users write WIDTHxHEIGHT like
 from __future__ import annotations
 
 import math
+import numbers
 import re
 
-from .errors import LiifError
+from .errors import ArgumentError, LiifError
 
 DEFAULT_MAX_PIXELS = 250_000_000
 MAX_SIDE = 2**31 - 1  # no image format liif writes can hold a longer side
 FITS = ("contain", "cover", "stretch")
+MIN_TILE = 32  # smaller tiles re-encode their halo (~35 pixels each side) over and over
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -71,6 +73,13 @@ def target_size(in_size: tuple[int, int], *, scale: float | None = None,
     return height, round_size(w * height / h)
 
 
+def uses_model(in_size: tuple[int, int], out_size: tuple[int, int]) -> bool:
+    """Whether resampling (H, W) `in_size` to `out_size` goes through the model: only when
+    the output is larger along some axis (LIIF is made for upscaling); otherwise a Lanczos
+    filter downsamples."""
+    return out_size[0] > in_size[0] or out_size[1] > in_size[1]
+
+
 def fit_size(in_size: tuple[int, int], box: tuple[int, int], fit: str) -> tuple[int, int]:
     """The size to render an image at so it fits `box` (H, W) by `fit`.
 
@@ -104,3 +113,26 @@ def check_max_pixels(size: tuple[int, int], max_pixels: int) -> None:
     if max_pixels > 0 and size[0] * size[1] > max_pixels:
         raise LiifError(f"output {size[1]}x{size[0]} has {size[0] * size[1]:,} pixels, "
                         f"above --max-pixels {max_pixels:,}; raise --max-pixels to allow it")
+
+
+def check_tile(tile: int | None, chunk: int | None = None, *, cli: bool = False) -> None:
+    """Refuse tile and chunk sizes that cannot work: a negative tile, one so small that
+    re-encoding each tile's halo would take most of the time (--tile 1 on a 64x48 image ran
+    for 14 minutes), a chunk below 1; ArgumentError (a LiifError and a ValueError), or
+    TypeError for what is no whole number. None: the default. Messages name the options
+    (`--tile 5`) with `cli`, else the Python API's arguments (`tile=5`)."""
+    def named(arg: str, value: int) -> str:
+        return f"--{arg} {value}" if cli else f"{arg}={value}"
+
+    for arg, value in (("tile", tile), ("chunk", chunk)):
+        if value is not None and (isinstance(value, bool)
+                                  or not isinstance(value, numbers.Integral)):
+            raise TypeError(f"{arg} must be a whole number or None, got {value!r}")
+    if tile is not None and tile < 0:
+        raise ArgumentError(f"{named('tile', tile)} is negative: use 0 (one piece) or at "
+                            f"least {MIN_TILE}")
+    if tile is not None and 0 < tile < MIN_TILE:
+        raise ArgumentError(f"{named('tile', tile)} is too small: each tile also encodes about "
+                            f"35 pixels around it, so use 0 (one piece) or at least {MIN_TILE}")
+    if chunk is not None and chunk < 1:
+        raise ArgumentError(f"{named('chunk', chunk)} is too small: use at least 1")

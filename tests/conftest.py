@@ -10,6 +10,17 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def subprocess_temp_files(tmp_path_factory: pytest.TempPathFactory):
+    """Subprocesses make their temporary files under pytest's own temporary folder, which
+    pytest prunes: torchrun's launcher (tests/test_distributed.py) leaves a
+    /tmp/torchelastic_* log folder behind for every run otherwise."""
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("TMPDIR", str(tmp_path_factory.mktemp("subprocess-tmp")))
+    yield
+    monkeypatch.undo()
+
+
 @pytest.fixture
 def cli_in_fresh_process() -> Callable[[list[str]], tuple[int, bool]]:
     """Run `liif ARGS` in a new Python process: (exit code, whether torch got imported)."""

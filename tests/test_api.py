@@ -8,10 +8,11 @@ import torch
 from PIL import Image
 
 from liif_cli import api, checkpoint, engine
-from liif_cli.api import Upscaler
-from liif_cli.errors import LiifError
+from liif_cli.api import AutoUpscaler, Upscaler
+from liif_cli.errors import ArgumentError, LiifError
 from liif_cli.model import ModelSpec, build_model
 from liif_cli.sizing import (
+    MIN_TILE,
     centre_crop_box,
     check_max_pixels,
     check_scale,
@@ -34,7 +35,8 @@ def model():
 def upscaler(model):
     # min_side=0: these tiny test images go to the engine as they are, so results can be
     # compared with a plain render (edge padding of tiny inputs is tested on its own below).
-    return Upscaler(model, device="cpu", precision="fp32", tile=3, chunk=50, min_side=0)
+    # Tiling itself is tested in test_engine (the API refuses tiles under MIN_TILE).
+    return Upscaler(model, device="cpu", precision="fp32", tile=MIN_TILE, chunk=50, min_side=0)
 
 
 RNG = np.random.default_rng(42)
@@ -304,7 +306,8 @@ def test_out_of_memory_is_one_line_naming_what_lowers_memory(model, monkeypatch)
         up.upscale(rgb8(), size=(300, 200))
     message = str(excinfo.value)
     assert "\n" not in message
-    for word in ("out of memory", "300x200", "--tile", "64", "--chunk", "512", "--max-pixels"):
+    for word in ("out of memory", "300x200", "tile=", "--tile", "64", "chunk=", "512",
+                 "--max-pixels"):
         assert word in message
     monkeypatch.setattr(api, "render", lambda *a, **k: (_ for _ in ()).throw(
         torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")))
@@ -334,8 +337,8 @@ def test_upscaler_options(model):
 def test_from_pretrained_path(model, tmp_path):
     path = tmp_path / "w.pth"
     checkpoint.save(checkpoint.to_dict(model, {"note": "tiny"}), path)
-    up = Upscaler.from_pretrained(str(path), device="cpu", tile=2)
-    assert up.metadata == {"note": "tiny"} and up.tile == 2
+    up = Upscaler.from_pretrained(str(path), device="cpu", tile=40)
+    assert up.metadata == {"note": "tiny"} and up.tile == 40
     pixels = rgb8()
     assert np.array_equal(up.upscale(pixels, scale=2),
                           Upscaler(model, device="cpu").upscale(pixels, scale=2))
@@ -487,3 +490,86 @@ def test_auto_upscaler_rejects_bad_options_before_loading(tiny_bundle):
         api.AutoUpscaler(device="cpu", precision="fp16")
     with pytest.raises(LiifError, match="unknown precision"):
         api.AutoUpscaler(device="cpu", precision="fp64")
+
+
+# --------------------------------------------------------------------- bad arguments
+
+
+@pytest.mark.parametrize(("image", "kwargs", "error", "words"), [
+    (RNG.random((20, 24, 3)) * 255, {"scale": 2}, ArgumentError, ["[0, 1]", "divide by 255"]),
+    (np.full((4, 4, 3), np.nan), {"scale": 2}, ArgumentError, ["NaN"]),
+    (np.zeros((0, 0, 3), np.uint8), {"scale": 2}, ArgumentError, ["empty"]),
+    (np.zeros((4, 4, 5), np.uint8), {"scale": 2}, ArgumentError, ["(H, W, 1-4)"]),
+    (np.zeros((4, 4, 3), np.int64), {"scale": 2}, ArgumentError, ["uint8, uint16 or float"]),
+    (None, {"scale": 2}, TypeError, ["PIL image or a numpy array", "NoneType"]),
+    ("photo.png", {"scale": 2}, TypeError, ["Image.open"]),
+    (np.zeros((4, 4, 3), np.uint8), {"size": (10,)}, ArgumentError, ["size=(width, height)"]),
+    (np.zeros((4, 4, 3), np.uint8), {"size": "40x30"}, TypeError, ["size=(width, height)"]),
+    (np.zeros((4, 4, 3), np.uint8), {"size": (40, 0)}, ArgumentError, ["size=", "from 1"]),
+    (np.zeros((4, 4, 3), np.uint8), {"size": (40.0, 30)}, TypeError, ["whole numbers"]),
+    (np.zeros((4, 4, 3), np.uint8), {"scale": "2"}, TypeError, ["scale="]),
+    (np.zeros((4, 4, 3), np.uint8), {"scale": 0}, ArgumentError, ["scale=", "> 0"]),
+    (np.zeros((4, 4, 3), np.uint8), {}, ArgumentError, ["exactly one of scale= ", "size="]),
+    (np.zeros((4, 4, 3), np.uint8), {"scale": 2, "size": (8, 8)}, ArgumentError,
+     ["exactly one"]),
+    (np.zeros((4, 4, 3), np.uint8), {"scale": 1e12}, ArgumentError, ["too large"]),
+])
+def test_bad_arguments_say_what_was_expected(upscaler, image, kwargs, error, words):
+    with pytest.raises(error) as excinfo:
+        upscaler.upscale(image, **kwargs)
+    message = str(excinfo.value)
+    for word in words:
+        assert word in message, message
+    assert "--" not in message  # API arguments, not CLI flags
+
+
+def test_argument_errors_are_value_errors_and_liif_errors(upscaler):
+    assert issubclass(ArgumentError, ValueError) and issubclass(ArgumentError, LiifError)
+    with pytest.raises(ValueError):
+        upscaler.upscale(RNG.random((4, 4)) * 255, scale=2)
+
+
+def test_float_images_in_unit_range_are_still_taken(upscaler):
+    out = upscaler.upscale(RNG.random((H, W, 3)), scale=2)
+    assert out.shape == (2 * H, 2 * W, 3) and out.dtype == np.float64
+
+
+def test_animated_pil_images_are_refused_as_the_cli_refuses_them(upscaler, tmp_path):
+    frames = [Image.fromarray(rgb8()) for _ in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with Image.open(tmp_path / "anim.gif") as image:
+        with pytest.raises(ArgumentError, match="has 3 frames"):
+            upscaler.upscale(image, scale=2)
+        image.seek(1)
+        assert upscaler.upscale(image.copy(), scale=2).size == (2 * W, 2 * H)  # one frame
+
+
+def test_pil_exif_orientation_is_applied_as_the_cli_applies_it(upscaler, tmp_path):
+    from liif_cli.images import read_image
+
+    image = Image.fromarray(rgb8(6, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    image.save(tmp_path / "turned.jpg", exif=exif.tobytes(), quality=95)
+    with Image.open(tmp_path / "turned.jpg") as opened:
+        out = upscaler.upscale(opened, scale=2)
+    assert out.size == (12, 20)  # upright: 6 wide, 10 high, times 2
+    upright = read_image(tmp_path / "turned.jpg")
+    direct = upscaler.upscale(to8(upright.rgb), scale=2)
+    assert np.array_equal(np.asarray(out), direct)
+
+
+@pytest.mark.parametrize(("options", "error", "words"), [
+    ({"tile": 5}, ArgumentError, ["tile=5", "at least 32"]),
+    ({"tile": -5}, ArgumentError, ["tile=-5", "negative"]),
+    ({"chunk": 0}, ArgumentError, ["chunk=0"]),
+    ({"tile": 64.0}, TypeError, ["tile", "whole number"]),
+])
+def test_tiles_the_cli_refuses_are_refused(model, tiny_bundle, options, error, words):
+    for make in (lambda: Upscaler(model, device="cpu", **options),
+                 lambda: AutoUpscaler(device="cpu", **options)):
+        with pytest.raises(error) as excinfo:
+            make()
+        for word in words:
+            assert word in str(excinfo.value)
+    assert Upscaler(model, device="cpu", tile=0).tile == 0  # one piece

@@ -1083,11 +1083,12 @@ def test_resize_without_r_counts_the_sub_folders_it_did_not_enter(work, tiny_wei
     make_image(work / "in" / "a.png", 8, 6)
     make_image(work / "in" / "2023" / "b.png", 8, 6)
     make_image(work / "in" / "2024" / "c.png", 8, 6)
-    (work / "in" / ".thumbnails").mkdir()  # hidden: not counted
+    (work / "in" / ".thumbnails").mkdir()  # hidden: counted apart
     out = work / "in" / "small"  # the output folder inside the input: not counted
     result = run("resize", work / "in", "--size", "16x16", "-o", out, "-w", tiny_weights)
     assert result.exit_code == 0, result.output
-    assert "ignored 2 sub-folders, not entered without -r" in " ".join(result.output.split())
+    assert ("ignored 1 hidden folder, not entered, 2 sub-folders, not entered without -r"
+            in " ".join(result.output.split()))
     assert files_under(out) == {"a.png"}
     again = run("resize", work / "in", "--size", "16x16", "-o", out, "-w", tiny_weights, "-r")
     assert again.exit_code == 0 and "sub-folder" not in again.output, again.output
@@ -1173,8 +1174,8 @@ def test_help_shows_flags_without_a_bool_type_and_names_the_inputs(command):
     assert not any("<bool>" in line for line in flags)
     assert "{inputs}" not in result.output
     if command in ("upscale", "resize"):
-        # Typer versions differ in braces: {IMAGE}... or IMAGE...
-        assert re.search(r"\b\{?(IMAGE|FOLDER_OR_IMAGE)\}?\.\.\.", result.output)
+        # Typer versions differ in braces and dots: {IMAGE}..., IMAGE... or {IMAGE}
+        assert re.search(r"\b\{?(IMAGE|FOLDER_OR_IMAGE)\}?(\.\.\.)?", result.output)
 
 
 def test_rendering_commands_keep_freed_memory(work, tiny_weights, monkeypatch):
@@ -1248,3 +1249,225 @@ def test_auto_weights_is_a_usage_error_where_one_model_is_needed(work, tiny_bund
     for args in (("upscale", src, "-s", "2"), ("resize", work, "--size", "9x9", "-o", work)):
         assert_one_error_line(run(*args), "weights not found", "real", code=2)
     assert run("upscale", src, "-s", "2", "-w", "default", "-q").exit_code == 0
+
+
+# ------------------------------------------------------------------- second hardening pass
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["upscale", "IN", "--scale", "2x"], ["invalid value", "--scale"]),
+    (["upscale", "IN", "--width", "1.5"], ["invalid value", "--width"]),
+    (["upscale", "IN", "-s", "2", "--chunk", "0"], ["--chunk"]),
+    (["upscale", "IN", "-s", "2", "--quality", "101"], ["--quality"]),
+    (["upscale", "IN", "-s", "2", "--bogus"], ["no such option", "--bogus"]),
+    (["resize", "IN", "--size", "9x9"], ["missing option", "--output"]),
+    (["upscale"], ["missing argument", "IMAGE"]),
+    (["--bogus"], ["no such option", "--bogus"]),
+])
+def test_errors_typer_finds_are_one_line_too(work, args, words):
+    """Typer/click's own checks (types, ranges, unknown options) used to print a Rich box."""
+    src = make_image(work / "a.png", 8, 6)
+    result = run(*[src if a == "IN" else a for a in args])
+    line = assert_one_error_line(result, "error:", *words, code=2)
+    assert "╭" not in result.output and line.startswith("error:")
+
+
+def test_help_renders_flags_as_flags_everywhere():
+    """No '<bool>' after --help, --version or any other flag, in every command's help."""
+    for command in ([], ["upscale"], ["resize"], ["info"], ["export"], ["bench"], ["train"]):
+        result = RUNNER.invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+        assert result.exit_code == 0, result.output
+        assert "--help" in result.output
+        assert "<bool>" not in result.output, command
+    assert "--version" in RUNNER.invoke(app, ["--help"]).output
+
+
+def test_help_imports_no_pydantic(cli_in_fresh_process):
+    """Typer 0.29 imports pydantic at start-up (+0.1 s to every --help): pyproject.toml keeps
+    Typer below it; an environment that has it anyway cannot run this check."""
+    import typer
+
+    if tuple(int(part) for part in typer.__version__.split(".")[:2]) >= (0, 29):
+        pytest.skip(f"typer {typer.__version__} is outside pyproject.toml's bound")
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom liif_cli.cli import app\n"
+            "CliRunner().invoke(app, ['upscale', '--help'])\nprint('pydantic' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_pyproject_bounds_typer_below_the_pydantic_versions():
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parent.parent
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(d.replace(" ", "").startswith("typer>=0.12,<0.29") for d in deps), deps
+
+
+def test_several_inputs_report_every_output_written_then_the_failures(work, tiny_weights):
+    good = [make_image(work / "a.png", 8, 6), make_image(work / "c.png", 8, 6)]
+    broken = work / "b.png"
+    broken.write_text("not a png")
+    result = run("upscale", good[0], broken, good[1], "-s", "2", "-o", work / "out",
+                 "-w", tiny_weights)
+    assert result.exit_code == 1, result.output
+    found = lines(result)
+    assert found[0].startswith("failed:") and "b.png" in found[0]
+    assert found[1:3] == [f"wrote {work / 'out' / name}" for name in ("a_x2.png", "c_x2.png")]
+    assert found[3] == f"error: 1 of 3 images failed: {broken}"
+    assert files_under(work / "out") == {"a_x2.png", "c_x2.png"}
+
+
+def test_downscales_say_lanczos_and_count_under_no_model(work, tiny_bundle):
+    src = make_image(work / "big.png", 40, 30)
+    result = run("upscale", src, "-s", "0.5")
+    assert result.exit_code == 0, result.output
+    assert lines(result) == [f"wrote {work / 'big_x0.5.png'} (Lanczos)"]
+    make_image(work / "in" / "big.png", 40, 30)
+    make_image(work / "in" / "big2.jpg", 40, 30)
+    down = run("resize", work / "in", "--size", "20x20", "-o", work / "down")
+    assert down.exit_code == 0, down.output
+    text = " ".join(down.output.split())
+    assert "models:" not in text and "; Lanczos (downscales) 2" in text
+    make_image(work / "in" / "small.png", 10, 10)
+    mixed = run("resize", work / "in", "--size", "20x20", "-o", work / "mixed")
+    text = " ".join(mixed.output.split())
+    assert "models: default 1, real 0; Lanczos (downscales) 2" in text, text
+
+
+def test_control_characters_in_names_reach_no_terminal(work, tiny_weights):
+    src = make_image(work / "bad\x1b[2Jclear.png", 8, 6)
+    broken = work / "new\nline.png"
+    broken.write_text("not a png")
+    wrote = run("upscale", src, "-s", "2", "-w", tiny_weights)
+    assert lines(wrote) == [f"wrote {work}/bad\\x1b[2Jclear_x2.png"]
+    failed = run("upscale", broken, "-s", "2", "-w", tiny_weights)
+    assert_one_error_line(failed, "new\\nline.png", code=1)
+    summary = run("resize", work, "--size", "16x16", "-o", work / "out", "-w", tiny_weights)
+    assert "\x1b" not in summary.output and "new\\nline.png" in summary.output
+    assert all("\x1b" not in line for line in summary.output.splitlines())
+
+
+def test_resize_skips_and_counts_hidden_links_and_symlinked_folders(work, tiny_weights):
+    src = work / "in"
+    make_image(src / "a.png", 8, 6)
+    make_image(src / ".hidden.png", 8, 6)
+    make_image(src / ".cache" / "inside_hidden.png", 8, 6)
+    make_image(src / "sub" / "b.png", 8, 6)
+    make_image(work / "elsewhere" / "c.png", 8, 6)
+    (src / "linked").symlink_to(work / "elsewhere", target_is_directory=True)
+    (src / "dangling.png").symlink_to(work / "nowhere.png")
+    (src / "alias.png").symlink_to(src / "a.png")  # a link to a file is followed
+    result = run("resize", src, "-r", "--size", "16x16", "-o", work / "out", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert files_under(work / "out") == {"a.png", "alias.png", "sub/b.png"}
+    text = " ".join(result.output.split())
+    assert ("ignored 1 hidden file, 1 hidden folder, not entered, 1 dangling link, "
+            "1 symlinked folder, not followed") in text, text
+
+
+def test_output_too_large_for_its_format_is_refused_before_rendering(work, tiny_weights,
+                                                                     monkeypatch):
+    import liif_cli.api
+
+    def no_render(*args, **kwargs):
+        raise AssertionError("rendered")
+
+    monkeypatch.setattr(liif_cli.api, "render", no_render)
+    src = make_image(work / "a.png", 8, 6)
+    for size, out, limit in (("70000x2", "big.jpg", "65,500"), ("16384x2", "big.webp", "16,383")):
+        result = run("upscale", src, "--size", size, "-o", work / out, "-w", tiny_weights,
+                     "--max-pixels", "0")
+        assert_one_error_line(result, out, "too large", limit, code=2)
+    result = run("resize", src, "--size", "16384x16384", "--fit", "cover", "--format", "webp",
+                 "-o", work / "r", "-w", tiny_weights, "--max-pixels", "0")
+    assert_one_error_line(result, "16,383", code=2)
+    # Known only once the image is read: that image fails (exit 1), still before rendering.
+    result = run("upscale", src, "--scale", "3000", "-o", work / "big.webp", "-w", tiny_weights,
+                 "--max-pixels", "0")
+    assert result.exit_code == 1 and "16,383" in result.output, result.output
+    assert files_under(work) == {"a.png"}
+
+
+def test_output_name_too_long_for_the_file_system_is_refused_up_front(work, tiny_weights):
+    src = make_image(work / ("n" * 250 + ".png"), 8, 6)  # the output's 257 bytes do not fit
+    result = run("upscale", src, "-s", "2", "-w", tiny_weights)
+    assert_one_error_line(result, "name is too long", code=2)
+    result = run("upscale", src, "-s", "2", "-o", work / ("o" * 300 + ".png"),
+                 "-w", tiny_weights)
+    assert_one_error_line(result, "name is too long", code=2)
+    assert files_under(work) == {src.name}
+
+
+def test_one_exit_code_rule(work, tiny_weights, monkeypatch):
+    """2: usage or inputs unusable before any work; 1: failures during the work."""
+    bad = work / "bad.pth"
+    bad.write_text("not a checkpoint")
+    src = make_image(work / "a.png", 8, 6)
+    for args in (["info", bad], ["upscale", src, "-s", "2", "-w", bad],
+                 ["resize", src, "--size", "9x9", "-o", work / "r", "-w", bad],
+                 ["train", "--out", work / "run", "--data", work, "--init", bad]):
+        assert_one_error_line(run(*args), "not a LIIF checkpoint", code=2)
+    if not torch_cuda_available():
+        assert_one_error_line(run("train", "--out", work / "run", "--data", work,
+                                  "--device", "cuda"), "cuda", code=2)
+    assert not (work / "run").exists()
+    locked = work / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access",  # root may write anywhere: pretend it may not here
+                        lambda path, mode: Path(path) != locked and real_access(path, mode))
+    for output in (f"{locked}/", locked / "out.png"):
+        result = run("upscale", src, "-s", "2", "-o", output, "-w", tiny_weights)
+        assert_one_error_line(result, "no permission", "locked", code=2)
+    assert files_under(locked) == set()
+
+
+def test_info_of_a_run_shows_its_absolute_paths_short(work, monkeypatch):
+    from liif_cli import checkpoint
+    from liif_cli.model import ModelSpec, build_model
+
+    model = build_model(ModelSpec(encoder_args=dict(n_resblocks=1, n_feats=8), hidden=[16]))
+    data = work / "photos"
+    path = work / "run.pth"
+    checkpoint.save(checkpoint.to_dict(model, {"training_data": [str(data)],
+                                               "init": str(work / "start.pth")}), path)
+    monkeypatch.chdir(work)
+    shown = run("info", path)
+    assert shown.exit_code == 0, shown.output
+    rows = {cells[1].strip(): cells[2].strip() for cells in
+            (line.split("│") for line in shown.stdout.splitlines()) if len(cells) > 3}
+    assert rows["training_data"] == "photos" and rows["init"] == "start.pth"
+    record = json.loads(run("info", path, "--json").stdout)  # whole, for scripts
+    assert record["metadata"]["training_data"] == [str(data)]
+
+
+def test_info_of_bundled_weights_explains_its_numbers():
+    result = run("info", "default")
+    assert result.exit_code == 0, result.output
+    rows = {cells[1].strip(): cells[2].strip() for cells in
+            (line.split("│") for line in result.stdout.splitlines()) if len(cells) > 3}
+    assert "/" not in rows["init"]  # a file of the training machine, by name only
+    assert rows["training images used"].endswith("(those large enough for the largest crop)")
+
+
+def test_git_ignores_no_tracked_file_and_the_quickstart_output():
+    root = Path(__file__).resolve().parent.parent
+    try:
+        done = subprocess.run(["git", "ls-files", "-ci", "--exclude-standard"], cwd=root,
+                              capture_output=True, text=True, timeout=60)
+        ignored = subprocess.run(["git", "check-ignore", "-q", "sample_x4.png"], cwd=root,
+                                 timeout=60)
+    except OSError:
+        pytest.skip("no git")
+    if done.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert done.stdout == ""  # .gitignore names no tracked file
+    assert ignored.returncode == 0  # the README Quickstart's output
+
+
+def test_subprocesses_keep_their_temporary_files_in_pytests_folder(tmp_path_factory):
+    """torchrun's launcher makes a /tmp/torchelastic_* folder per run and leaves it; the
+    conftest fixture points every subprocess's TMPDIR into pytest's pruned folder."""
+    done = subprocess.run([sys.executable, "-c", "import tempfile; print(tempfile.gettempdir())"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert Path(done.stdout.strip()).is_relative_to(tmp_path_factory.getbasetemp())

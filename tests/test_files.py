@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -146,9 +147,12 @@ def test_resize_skips_outputs_another_live_run_has_claimed(tmp_path, tiny_weight
     try:
         files.claim_path(out / "a.png").write_text(f"{sleeper.pid} {files._HOST}\n")
         result = run_resize(src, "--size", "16x16", "-o", out, "-w", tiny_weights)
-        assert result.exit_code == 0, result.output
+        # Its output is still missing when this run ends: not done, and it says which.
+        assert result.exit_code == 1, result.output
         text = " ".join(result.output.split())
         assert "resized 1, skipped 0 existing, 1 being written by another run" in text
+        assert "error: 1 output not written: another run holds its claim" in text
+        assert text.endswith(f"{out / 'a.png'}")
         assert not (out / "a.png").exists() and (out / "b.png").exists()
         assert files.claim_path(out / "a.png").exists()  # the other run's, untouched
         assert not files.claim_path(out / "b.png").exists()  # ours, released
@@ -190,3 +194,167 @@ def test_resize_output_written_meanwhile_by_another_run_counts_as_done(
     assert (out / "a.png").read_bytes() == b"the other run's a.png"
     assert (out / "b.png").read_bytes() == b"the other run's b.png"
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]  # no claims left
+
+
+# ------------------------------------------------------------------------ claims are leases
+
+
+def test_a_claim_is_a_lease_its_run_refreshes(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "CLAIM_REFRESH_S", 0.05)
+    target = tmp_path / "a.png"
+    assert files.claim(target)
+    path = files.claim_path(target)
+    try:
+        old = time.time() - 1000
+        os.utime(path, (old, old))
+        deadline = time.monotonic() + 10
+        while path.stat().st_mtime < old + 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert path.stat().st_mtime > time.time() - 60  # touched again by the refresher
+    finally:
+        files.release(target)
+    assert not path.exists()
+
+
+def test_an_unrefreshed_claim_of_any_host_is_taken_over(tmp_path):
+    target = tmp_path / "a.png"
+    path = files.claim_path(target)
+    path.write_text("1 00000000\n")  # another machine's (or PID namespace's) run
+    assert not files.claim(target)  # fresh: its run may be working on it
+    stale = time.time() - files.CLAIM_LEASE_S - 5
+    os.utime(path, (stale, stale))
+    assert files.claim(target) and path.read_text().split()[0] == str(os.getpid())
+    files.release(target)
+
+
+def test_claims_of_names_too_long_for_their_prefix_use_a_digest(tmp_path):
+    target = tmp_path / ("n" * 248 + ".png")  # 252 bytes: the claim's 265 would not fit
+    path = files.claim_path(target)
+    assert len(path.name) <= 255 and path.name.endswith(files.CLAIM_SUFFIX)
+    assert path == files.claim_path(target) != files.claim_path(tmp_path / ("m" * 248 + ".png"))
+    assert files.claim(target) and path.exists()
+    files.release(target)
+    assert not path.exists()
+
+
+def can_unshare() -> bool:
+    try:
+        return subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
+                              capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+# `liif ARGS` in a process whose model renders slowly: it prints `rendering` first (or
+# `writing` once it has begun to write the output file, with `slow_write`), so a test can
+# signal it mid-render or mid-write.
+SLOW_LIIF = """
+import sys, time
+from liif_cli import api, images
+which = sys.argv.pop(1)
+
+def slow_render(self, *args, **kwargs):
+    print("rendering", flush=True)
+    time.sleep(60)
+
+def slow_write(file, *args, **kwargs):
+    file.write(b"half an image")
+    file.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+
+if which == "render":
+    api.Upscaler.render_rgb = slow_render
+else:
+    images._save_with_pillow = slow_write
+from liif_cli.cli import main
+sys.argv = ["liif", *sys.argv[1:]]
+main()
+"""
+
+
+def start_slow_liif(which: str, *args, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+    """Start SLOW_LIIF and wait until it renders (or writes)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    proc = subprocess.Popen([*prefix, sys.executable, "-c", SLOW_LIIF, which, *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    line = proc.stdout.readline()
+    if line.strip() not in ("rendering", "writing"):
+        proc.kill()
+        raise AssertionError(f"{line!r} {proc.communicate()}")
+    return proc
+
+
+def hidden_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob(".*"))
+
+
+@pytest.mark.parametrize(("command", "which", "sig"), [
+    ("upscale", "render", signal.SIGTERM), ("upscale", "write", signal.SIGTERM),
+    ("resize", "render", signal.SIGTERM), ("resize", "write", signal.SIGHUP)])
+def test_sigterm_and_sighup_stop_like_ctrl_c_and_leave_nothing(tmp_path, tiny_weights,
+                                                                command, which, sig):
+    """What `timeout`, `docker stop` and systemd send (SIGTERM), and a closed terminal (SIGHUP):
+    the run stops, removes its temporary file and its claim, says so in one line, exits 130."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(src / "a.png")
+    args = (["upscale", src / "a.png", "-s", "2", "-o", out / "a.png"] if command == "upscale"
+            else ["resize", src, "--size", "16x16", "-o", out])
+    proc = start_slow_liif(which, *args, "-w", tiny_weights)
+    try:
+        if which == "write":
+            assert any(name.startswith(files.TEMP_PREFIX) for name in hidden_files(out))
+        if command == "resize":
+            assert files.claim_path(out / "a.png").exists()
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines == [f"error: stopped by {signal.Signals(sig).name}; nothing half-written "
+                     "was left"], stderr
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == []  # no output, temp file or claim
+
+
+def test_ctrl_c_exits_as_sigterm_does(tmp_path, tiny_weights):
+    src = tmp_path / "a.png"
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(src)
+    proc = start_slow_liif("write", "upscale", src, "-s", "2", "-w", tiny_weights)
+    try:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "error: interrupted; nothing half-written" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+@pytest.mark.skipif(not can_unshare(), reason="needs unshare of a PID namespace (root)")
+def test_a_claim_of_a_run_killed_in_another_pid_namespace_is_taken_over(tmp_path, tiny_weights):
+    """A `liif resize` killed with -9 in a container: its claim names pid 1 (its namespace's),
+    which is alive out here; only the lease can tell the claim is dead."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(src / "a.png")
+    proc = start_slow_liif("render", "resize", src, "--size", "16x16", "-o", out, "-w",
+                           tiny_weights, prefix=("unshare", "--pid", "--fork", "--mount-proc",
+                                                 "--kill-child=SIGKILL"))
+    proc.kill()  # unshare, and with it (SIGKILL) the run it forked
+    proc.communicate(timeout=60)
+    claim = files.claim_path(out / "a.png")
+    deadline = time.monotonic() + 10  # the run inside is gone once its parent is
+    while time.monotonic() < deadline and claim.read_text().split()[0] != "1":
+        time.sleep(0.05)
+    assert claim.read_text().split()[0] == "1"  # pid 1: its own namespace's init
+    args = (src, "--size", "16x16", "-o", out, "-w", tiny_weights, "--overwrite")
+    held = run_resize(*args)
+    assert held.exit_code == 1 and "not written: another run holds its claim" in held.output
+    stale = time.time() - files.CLAIM_LEASE_S - 5  # as if CLAIM_LEASE_S had passed
+    os.utime(claim, (stale, stale))
+    done = run_resize(*args)
+    assert done.exit_code == 0, done.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]

@@ -19,6 +19,7 @@ from liif_cli.images import (
     SUPPORTED_SUFFIXES,
     Picture,
     check_output,
+    check_output_size,
     jpeg_quality,
     output_suffix_supported,
     read_image,
@@ -927,3 +928,41 @@ def test_jpeg_quality_is_read_back_from_the_tables(tmp_path, quality):
     Image.fromarray(pixels).save(tmp_path / "q.png")
     with Image.open(tmp_path / "q.png") as image:
         assert jpeg_quality(image) is None
+
+
+# ----------------------------------------------------------------- format limits, up front
+
+
+@pytest.mark.parametrize(("name", "size", "fits"), [
+    ("a.jpg", (2, 65_500), True), ("a.jpg", (65_501, 2), False),
+    ("a.webp", (16_383, 2), True), ("a.webp", (2, 16_384), False),
+    ("a.png", (2, 2**31 - 1), True), ("a.png", (2, 2**31), False),
+    ("a.bmp", (65_000, 65_000), True),  # 8-bit gray: 4.2e9 bytes, under 4 GiB
+    ("a.tif", (65_536, 65_535), True), ("a.tif", (65_536, 65_537), False),  # 4 GiB of gray
+])
+def test_output_size_limits_of_each_format(name, size, fits):
+    if fits:
+        check_output_size(name, size)
+    else:
+        with pytest.raises(LiifError, match="too large|4 GiB"):
+            check_output_size(name, size)
+
+
+def test_output_size_limits_count_the_channels_written(tmp_path):
+    colour = Picture.from_array(np.zeros((2, 2, 3), np.uint8))
+    gray16 = Picture.from_array(np.zeros((2, 2), np.uint16))
+    check_output_size("a.bmp", (40_000, 35_000), gray16)  # 1.4 GB of 8-bit gray
+    with pytest.raises(LiifError, match="BMP file"):
+        check_output_size("a.bmp", (40_000, 36_000), colour)  # 4.3 GB of RGB
+    with pytest.raises(LiifError, match="classic TIFF"):
+        check_output_size("a.tif", (50_000, 50_000), gray16)  # 2.5 G samples of 2 bytes
+    check_output_size("a.tif", (50_000, 50_000), Picture.from_array(np.zeros((2, 2), np.uint8)))
+    with pytest.raises(LiifError, match="16,383"):  # write_image checks too, before encoding
+        write_image(Picture.from_array(np.zeros((1, 16_384, 3), np.uint8)), tmp_path / "w.webp")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_name_too_long_for_the_file_system_is_refused_before_writing(tmp_path):
+    with pytest.raises(LiifError, match="name is too long"):
+        check_output(tmp_path / ("x" * 256 + ".png"))
+    check_output(tmp_path / ("x" * 251 + ".png"))  # 255 bytes: fits

@@ -567,8 +567,8 @@ def test_cli_train_end_to_end_and_bad_input(data_dir: Path, tmp_path: Path) -> N
     assert extended.exit_code == 0, extended.output
     assert "extended the run from 2 to 3 steps" in " ".join(extended.output.split())
     assert checkpoint.load(run_dir / "last.pth").extra["train_state"]["step"] == 3
-    shorter = liif("--out", run_dir, "--resume", "--steps", "1")
-    assert shorter.exit_code == 1 and "fewer than the run's 3" in shorter.output
+    shorter = liif("--out", run_dir, "--resume", "--steps", "1")  # refused before any work
+    assert shorter.exit_code == 2 and "fewer than the run's 3" in shorter.output
     no_data = liif("--out", tmp_path / "new-run")  # a new run does need --data
     assert no_data.exit_code == 2 and "--data is required" in no_data.output
     assert not (tmp_path / "new-run").exists()
@@ -874,3 +874,54 @@ def test_validation_on_degraded_inputs(data_dir: Path, val_dir: Path, tmp_path: 
     assert set(record["psnr"]) == {"x2", "x2 jpeg:50"}
     with pytest.raises(LiifError, match="bad --degrade"):
         run_training(tiny_config(data_dir, tmp_path / "bad", val_degrade=["jpeg:500"]))
+
+
+# ---------------------------------------------------------------- paths of a resumed run
+
+
+def test_a_run_resumes_from_any_folder_and_follows_its_moved_data(data_dir: Path,
+                                                                   tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """`liif train --out RUN --resume` from another working folder once failed with
+    'training data not found: six': the run stored its data folder as typed."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from liif_cli.cli import app
+
+    shutil.copytree(data_dir, tmp_path / "six")
+    monkeypatch.chdir(tmp_path)
+    run_training(tiny_config(Path("six"), Path("run"), steps=2))
+    saved = checkpoint.load(tmp_path / "run" / "last.pth").extra["train_state"]["config"]
+    assert saved["data"] == [str(tmp_path / "six")]  # absolute
+
+    def resume(*args: object):
+        return CliRunner().invoke(app, ["train", "--out", tmp_path / "run", "--resume",
+                                        "--device", "cpu", "--workers", "1", *map(str, args)])
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = resume("--steps", "3")
+    assert result.exit_code == 0, result.output
+    (tmp_path / "six").rename(tmp_path / "moved")
+    lost = resume("--steps", "4")
+    assert lost.exit_code == 2, lost.output
+    assert "give --data" in lost.output and len(lost.output.strip().splitlines()) == 1
+    moved = resume("--steps", "4", "--data", "../moved")
+    assert moved.exit_code == 0, moved.output
+    assert "resuming on the --data given" in " ".join(moved.output.split())
+    state = checkpoint.load(tmp_path / "run" / "last.pth").extra["train_state"]
+    assert state["step"] == 4 and state["config"]["data"] == [str(tmp_path / "moved")]
+
+
+def test_run_configs_store_files_absolute_and_bundled_names_as_names(tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    (tmp_path / "start.pth").write_bytes(b"weights")
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(data=["photos", "~/more"], val="val", init="start.pth",
+                         teacher="default").absolute_paths()
+    assert config.data == [str(tmp_path / "photos"), str(Path.home() / "more")]
+    assert config.val == str(tmp_path / "val")
+    assert config.init == str(tmp_path / "start.pth")
+    assert config.teacher == "default"  # a bundled name stays a name

@@ -7,6 +7,7 @@ train` checks its options at once."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,6 +110,14 @@ class TrainConfig:
         raise LiifError(f"bad training option: degradation must be none, 'real' or a dict of "
                         f"ranges (got {type(value).__name__})")
 
+    def absolute_paths(self) -> TrainConfig:
+        """A copy with `data`, `val` and the `init` and `teacher` files as absolute paths
+        (`~` expanded), so that the run resumes from any working folder; bundled weights
+        names (`default`, `real`, ...) stay names."""
+        return replace(self, data=[_absolute(d) for d in self.data],
+                       val=None if self.val is None else _absolute(self.val),
+                       init=_absolute_weights(self.init), teacher=_absolute_weights(self.teacher))
+
     def to_dict(self) -> dict[str, Any]:
         raw = asdict(self)
         degradation = self.degradation
@@ -195,6 +204,18 @@ class TrainConfig:
         return round(self.crop * self.scale_max)
 
 
+def _absolute(path: str) -> str:
+    """`path` absolute and normalised ('a/../b' -> 'b'; symlinks kept, unlike resolve)."""
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _absolute_weights(weights: str | None) -> str | None:
+    """A weights file as an absolute path; a bundled name (or None) as given."""
+    if weights is None or bundled.file_stem(weights) in bundled.available_weights():
+        return weights
+    return _absolute(weights) if Path(weights).expanduser().is_file() else weights
+
+
 def progress_fraction(config: TrainConfig, step: int, elapsed: float = 0.0) -> float:
     """How far through the run we are, in [0, 1]: step / steps, or the share of
     `time_budget` spent (run time, validation included) if that is further along."""
@@ -226,15 +247,23 @@ def resume_config(config: TrainConfig, saved: dict[str, Any], step: int = 0,
     """The config of a resumed run: run-defining fields from the checkpoint, the rest given.
 
     A run-defining field that the checkpoint lacks is newer than the run, which therefore
-    ran with its default (e.g. no degradation). The one exception is `steps`: a larger number
-    than the run's extends it (also a finished run; `step` and `elapsed` are where it stands),
-    with a warning, since the lr schedule then follows the new length; a smaller one is an
-    error. Left out (None), or the same, the run resumes bit-for-bit.
+    ran with its default (e.g. no degradation). There are two exceptions. `steps`: a larger
+    number than the run's extends it (also a finished run; `step` and `elapsed` are where it
+    stands), with a warning, since the lr schedule then follows the new length; a smaller one
+    is an error. Left out (None), or the same, the run resumes bit-for-bit. And `data`: given
+    (`--data`), it replaces the folders the run recorded, with a warning (a run whose data
+    moved; the same images in the same folders resume it bit-for-bit).
     """
     defaults = TrainConfig()
     kept = {k: saved.get(k, getattr(defaults, k)) for k in RUN_FIELDS}
     kept["steps"] = int(kept["steps"] if kept["steps"] is not None else DEFAULT_STEPS)
     warnings = []
+    recorded = [str(d) for d in kept["data"] or []]
+    if config.data:
+        if [_absolute(d) for d in config.data] != [_absolute(d) for d in recorded]:
+            warnings.append(f"resuming on the --data given, {', '.join(config.data)}, instead "
+                            f"of the run's {', '.join(recorded) or 'none'}")
+        kept["data"] = list(config.data)
     if config.steps is not None and config.steps != kept["steps"]:
         warnings.append(_extend(kept, config.steps, step, elapsed))
     merged = TrainConfig.from_dict({**config.to_dict(), **kept})

@@ -20,7 +20,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import bundled, checkpoint, distributed
 from ..dataset import CropSampler, load_images
-from ..errors import LiifError
+from ..errors import LiifError, UnusableInput
 from ..model import ImplicitImage, build_model
 from ..runtime import cpu_has_fast_bf16, retain_freed_memory
 from .config import (
@@ -176,12 +176,25 @@ def _setup(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | No
     """Resume or fresh start, checks, device and images: everything before the first step.
 
     The checkpoint returned is the one to start from: the run's own when resuming (with its
-    train_state), the --init weights when fine-tuning, else None.
+    train_state), the --init weights when fine-tuning, else None. Its errors are
+    UnusableInput (found before any work: the CLI exits 2 for them, as for usage errors).
     """
+    try:
+        return _start(config)
+    except UnusableInput:
+        raise
+    except LiifError as exc:
+        raise UnusableInput(str(exc)) from exc
+
+
+def _start(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | None,
+                                         torch.device, list[np.ndarray], list[str],
+                                         list[np.ndarray], list[str]]:
+    """_setup's work. Paths are made absolute first, so the run resumes from any folder."""
     out = Path(config.out).expanduser()
     ckpt_path = out / CHECKPOINT_NAME
     warnings: list[str] = []
-    config = full_degradation(config)
+    config = full_degradation(config).absolute_paths()
 
     # ---- resume, fine-tune or fresh start
     start = None
@@ -195,6 +208,10 @@ def _setup(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | No
         config, more = resume_config(config, state["config"], int(state.get("step", 0)),
                                      float(state.get("elapsed_s", 0.0)))
         warnings += more
+        for folder in config.data:
+            if not Path(folder).expanduser().exists():  # e.g. relative, from an older run
+                raise LiifError(f"the run's training data {folder} is not found; give --data "
+                                "to point the run at its data")
     elif ckpt_path.exists():
         raise LiifError(f"{out} already holds a run ({CHECKPOINT_NAME}); "
                         "resume it or choose another output folder")
@@ -205,6 +222,8 @@ def _setup(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | No
     if config.steps is None:
         config.steps = DEFAULT_STEPS
     config.validate()
+    if config.teacher is not None and config.distill > 0:  # a damaged file: refused up front
+        checkpoint.load(bundled.resolve_weights(config.teacher))
     world = distributed.world_size()
     if config.batch_size % world:
         raise LiifError(f"bad training option: batch size {config.batch_size} does not split "
