@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .errors import LiifError
+from .errors import LiifError, UnusableInput
 from .files import create_temp
 from .model import DECODERS, RDN_CONFIGS, ImplicitImage, ModelSpec, build_model
 
@@ -94,14 +94,15 @@ def export(source: str | Path, target: str | Path, overwrite: bool = False,
 
 
 def load(path: str | Path) -> Checkpoint:
-    """Read a checkpoint file of either format; LiifError if it is not one."""
+    """Read a checkpoint file of either format; UnusableInput (a LiifError: exit 2 in the
+    CLI) if it is not one."""
     path = Path(path)
     if not path.is_file():
-        raise LiifError(f"weights file not found: {path}")
+        raise UnusableInput(f"weights file not found: {path}")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and weights-only errors all mean "not a checkpoint"
-        raise LiifError(f"not a LIIF checkpoint: {path} ({type(exc).__name__})") from None
+        raise UnusableInput(f"not a LIIF checkpoint: {path} ({type(exc).__name__})") from None
     return from_dict(raw, name=str(path))
 
 
@@ -110,10 +111,10 @@ def from_dict(raw: Any, name: str = "checkpoint") -> Checkpoint:
     if isinstance(raw, dict) and raw.get("format") == FORMAT_NAME:
         version = raw.get("format_version", 0)
         if not isinstance(version, int) or isinstance(version, bool):
-            raise LiifError(f"{name}: malformed liif checkpoint (format_version {version!r} is "
+            raise UnusableInput(f"{name}: malformed liif checkpoint (format_version {version!r} is "
                             "not a whole number)")
         if version > FORMAT_VERSION:
-            raise LiifError(f"{name}: checkpoint format version {version} is newer "
+            raise UnusableInput(f"{name}: checkpoint format version {version} is newer "
                             f"than this liif understands ({FORMAT_VERSION}); upgrade liif")
         extra = {k: v for k, v in raw.items()
                  if k not in ("format", "format_version", "spec", "state_dict", "metadata")}
@@ -125,17 +126,17 @@ def from_dict(raw: Any, name: str = "checkpoint") -> Checkpoint:
             if not isinstance(metadata, dict):
                 raise TypeError("metadata is not a dict")
         except (KeyError, TypeError) as exc:
-            raise LiifError(f"{name}: malformed liif checkpoint ({type(exc).__name__}: {exc})") \
-                from None
+            raise UnusableInput(f"{name}: malformed liif checkpoint "
+                                f"({type(exc).__name__}: {exc})") from None
         ckpt = Checkpoint(spec, state, dict(metadata), FORMAT_NAME, extra)
     elif isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "sd" in raw["model"]:
         try:
             ckpt = _from_official(raw, name)
         except (AttributeError, TypeError, ValueError) as exc:
-            raise LiifError(f"{name}: malformed official LIIF checkpoint "
+            raise UnusableInput(f"{name}: malformed official LIIF checkpoint "
                             f"({type(exc).__name__}: {exc})") from None
     else:
-        raise LiifError(f"not a LIIF checkpoint: {name} (no 'format' or 'model' entry)")
+        raise UnusableInput(f"not a LIIF checkpoint: {name} (no 'format' or 'model' entry)")
     _check_weights_fit(ckpt, name)
     return ckpt
 
@@ -144,13 +145,13 @@ def _from_official(raw: dict[str, Any], name: str) -> Checkpoint:
     """Translate the paper's checkpoint layout into a Checkpoint."""
     model = raw["model"]
     if model.get("name") != "liif":
-        raise LiifError(f"{name}: official checkpoint holds model {model.get('name')!r}, "
+        raise UnusableInput(f"{name}: official checkpoint holds model {model.get('name')!r}, "
                         "not 'liif'")
     args = model.get("args", {})
     enc = args.get("encoder_spec", {})
     enc_name, enc_args = enc.get("name"), dict(enc.get("args", {}))
     if not enc_args.pop("no_upsampling", False):
-        raise LiifError(f"{name}: the encoder must be built with no_upsampling=True")
+        raise UnusableInput(f"{name}: the encoder must be built with no_upsampling=True")
     for unused in ("scale", "rgb_range", "n_colors"):
         enc_args.pop(unused, None)
     imnet = args.get("imnet_spec", {}).get("args", {})
@@ -160,7 +161,7 @@ def _from_official(raw: dict[str, Any], name: str) -> Checkpoint:
         feat_unfold=args.get("feat_unfold", True), local_ensemble=args.get("local_ensemble", True),
         cell_decode=args.get("cell_decode", True))
     if imnet.get("out_dim", 3) != 3:
-        raise LiifError(f"{name}: decoder must output 3 channels")
+        raise UnusableInput(f"{name}: decoder must output 3 channels")
     state = {}
     for key, value in model["sd"].items():
         key = key.removeprefix("module.")
@@ -186,7 +187,7 @@ _MAX_HIDDEN_LAYERS, _MAX_HIDDEN_WIDTH, _MAX_RENDER_WIDTH = 32, 4096, 1024
 def check_spec(spec: ModelSpec) -> None:
     """Raise LiifError unless every field of `spec` is of the right type and in a sane range."""
     def bad(problem: str) -> LiifError:
-        return LiifError(f"bad model spec: {problem}")
+        return UnusableInput(f"bad model spec: {problem}")
 
     if spec.encoder not in _ENCODER_ARGS:
         raise bad(f"unknown encoder {spec.encoder!r} (known: {', '.join(_ENCODER_ARGS)})")
@@ -250,26 +251,26 @@ def _check_weights_fit(ckpt: Checkpoint, name: str) -> None:
     try:
         check_spec(ckpt.spec)
     except LiifError as exc:
-        raise LiifError(f"{name}: {exc}") from None
+        raise UnusableInput(f"{name}: {exc}") from None
     try:
         with torch.device("meta"):
             expected = build_model(ckpt.spec).state_dict()
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
-        raise LiifError(f"{name}: bad model spec ({exc})") from None
+        raise UnusableInput(f"{name}: bad model spec ({exc})") from None
     missing = sorted(set(expected) - set(ckpt.state_dict))
     unexpected = sorted(set(ckpt.state_dict) - set(expected))
     if missing or unexpected:
-        raise LiifError(f"{name}: weights do not fit the model "
+        raise UnusableInput(f"{name}: weights do not fit the model "
                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     for key, value in expected.items():
         weight = ckpt.state_dict[key]
         if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
-            raise LiifError(f"{name}: weight {key} is not a floating-point tensor")
+            raise UnusableInput(f"{name}: weight {key} is not a floating-point tensor")
         if tuple(weight.shape) != tuple(value.shape):
-            raise LiifError(f"{name}: weight {key} has shape "
+            raise UnusableInput(f"{name}: weight {key} has shape "
                             f"{tuple(weight.shape)}, expected {tuple(value.shape)}")
         if not bool(torch.isfinite(weight).all()):
-            raise LiifError(f"{name}: weight {key} holds NaN or infinite values "
+            raise UnusableInput(f"{name}: weight {key} holds NaN or infinite values "
                             "(a diverged or damaged checkpoint)")
 
 

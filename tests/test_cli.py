@@ -1405,7 +1405,9 @@ def test_one_exit_code_rule(work, tiny_weights, monkeypatch):
     src = make_image(work / "a.png", 8, 6)
     for args in (["info", bad], ["upscale", src, "-s", "2", "-w", bad],
                  ["resize", src, "--size", "9x9", "-o", work / "r", "-w", bad],
-                 ["train", "--out", work / "run", "--data", work, "--init", bad]):
+                 ["train", "--out", work / "run", "--data", work, "--init", bad],
+                 ["export", bad, work / "slim.pth"],
+                 ["export", bad, work / "graphs", "--format", "onnx"]):
         assert_one_error_line(run(*args), "not a LIIF checkpoint", code=2)
     if not torch_cuda_available():
         assert_one_error_line(run("train", "--out", work / "run", "--data", work,

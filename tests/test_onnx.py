@@ -428,7 +428,7 @@ def test_cli_export_bad_input_is_one_line_and_writes_nothing(weights, tmp_path):
     fake = tmp_path / "fake.pth"
     fake.write_bytes(b"not a checkpoint")
     one_error_line(run("export", fake, tmp_path / "a", "--format", "onnx"),
-                   "not a LIIF checkpoint", "fake.pth")
+                   "not a LIIF checkpoint", "fake.pth", code=2)
     for opset in (OPSETS[0] - 1, OPSETS[1] + 1):
         one_error_line(run("export", weights["liif"], tmp_path / "b", "--format", "onnx",
                            "--opset", opset), f"--opset {opset}", f"{OPSETS[0]} to {OPSETS[1]}",
