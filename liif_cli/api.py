@@ -81,6 +81,30 @@ class _Resampler:
             return _pil_from_picture(out, mode)
         return _array_like(out, array)
 
+    def upscale_video(self, src: str | Path, dst: str | Path, *, scale: float | None = None,
+                      size: tuple[int, int] | None = None, crf: int = 18,
+                      overwrite: bool = False,
+                      progress: Progress | None = None) -> list[str]:
+        """Upscale every frame of the video file `src` by `scale` or to `size` = (width,
+        height) and write it to `dst` (.mp4, .mov, .mkv: H.264; .webm: VP9), atomically.
+
+        Frame count, rate and timestamps are the source's; audio is copied unchanged where
+        the container holds it; an odd side is rounded to even. `progress(frames done,
+        total)`. Returns the notes (e.g. the even rounding); needs `pip install
+        'liif[video]'`. LiifError for a damaged or frameless video or an unwritable `dst`.
+        """
+        from . import video
+
+        hw = _size_argument(size)
+        if scale is not None:
+            _scale_argument(scale)
+        if (scale is None) == (hw is None):
+            raise ArgumentError("give exactly one of scale= (a factor) and size= (width, height)")
+        return video.upscale_video(
+            lambda picture, out_size: self.resample(picture, out_size), src, dst,
+            lambda in_size: target_size(in_size, scale=scale, size=hw), crf=crf,
+            overwrite=overwrite, progress=progress)
+
 
 class Upscaler(_Resampler):
     """A loaded model plus how to run it (device, precision, tile and chunk sizes).

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import animation, video
 from .errors import LiifError, is_out_of_memory, one_line
 from .files import claim, release
 from .images import (
     SUPPORTED_SUFFIXES,
+    Picture,
     check_output,
     check_output_size,
     default_suffix,
@@ -50,6 +52,8 @@ IGNORED = {
     "special file": ("special file (no regular file)", "special files (no regular files)"),
     NOT_ENTERED: ("sub-folder, not entered without -r", "sub-folders, not entered without -r"),
 }
+# What `liif resize` takes from a folder: images, animations (GIF, APNG) and videos.
+MEDIA_SUFFIXES = SUPPORTED_SUFFIXES | animation.READ_SUFFIXES | video.READ_SUFFIXES
 ASPECT_TOLERANCE = 0.01  # a stretch that changes the aspect ratio more than this is reported
 
 
@@ -100,7 +104,7 @@ def upscale_jobs(inputs: Iterable[Path], output: str | Path | None, label: str) 
     output = None if output is None else Path(output)
     jobs = []
     for src in inputs:
-        name = f"{src.stem}_{label}{default_suffix(src)}"
+        name = f"{src.stem}_{label}{output_suffix(src)}"
         if output is None:
             target = src.with_name(name)
         elif to_folder:
@@ -110,6 +114,33 @@ def upscale_jobs(inputs: Iterable[Path], output: str | Path | None, label: str) 
         jobs.append(Job(src, target))
     _check_distinct(jobs)
     return jobs
+
+
+def output_suffix(source: Path) -> str:
+    """The suffix of an output made from `source` when the user names none: a video keeps
+    its container (.mp4 for one liif cannot write, e.g. .avi), an animation its format (an
+    animated GIF stays a GIF), a still image as images.default_suffix says."""
+    suffix = source.suffix.lower()
+    if video.is_video(source):
+        return source.suffix if suffix in video.WRITE_SUFFIXES else ".mp4"
+    if suffix in animation.WRITE_SUFFIXES and animation.is_animated(source):
+        return source.suffix
+    return default_suffix(source)
+
+
+def check_target(source: Path, target: Path, *, overwrite: bool,
+                 size: tuple[int, int] | None = None) -> None:
+    """LiifError if `source`'s output cannot be written to `target`: as check_output for a
+    still image; for a video, a suffix no encoder writes; for an animation, a still format."""
+    if video.is_video(source):
+        video.check_video_output(target, overwrite=overwrite)
+    elif target.suffix.lower() in video.WRITE_SUFFIXES:
+        raise LiifError(f"{target}: an image cannot be written as a video; choose an image "
+                        "suffix")
+    elif animation.is_animated(source):
+        animation.check_animation_output(target, overwrite=overwrite)
+    else:
+        check_output(target, overwrite=overwrite, size=size)
 
 
 def check_upscale_output(inputs: list[Path], output: str | Path | None, jobs: list[Job],
@@ -129,8 +160,10 @@ def check_upscale_output(inputs: list[Path], output: str | Path | None, jobs: li
     for job in jobs:
         if to_folder:  # the folder is created later (make_output_folder checks it then)
             check_output_size(job.target, size)
+            if video.is_video(job.source):
+                video.check_video_suffix(job.target)
         else:
-            check_output(job.target, overwrite=True, size=size)
+            check_target(job.source, job.target, overwrite=True, size=size)
 
 
 def make_output_folder(folder: Path) -> None:
@@ -179,7 +212,9 @@ def resize_jobs(inputs: Iterable[Path], out_dir: Path, recursive: bool, fmt: str
         else:
             raise LiifError(f"input not found: {item}")
         for src, rel in pairs:
-            suffix = FORMATS[fmt] or default_suffix(src)
+            # Videos keep their container: --format names an image format.
+            suffix = (output_suffix(src) if video.is_video(src) else
+                      FORMATS[fmt] or output_suffix(src))
             jobs.append(Job(src, out_dir / rel.with_suffix(suffix)))
     _check_distinct(jobs)
     return jobs
@@ -214,7 +249,7 @@ def _scan(folder: Path, out_resolved: Path, recursive: bool, ignored: Counter[st
             ignored["special file"] += 1
         elif path.resolve().is_relative_to(out_resolved):
             ignored["inside the output folder"] += 1
-        elif path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        elif path.suffix.lower() not in MEDIA_SUFFIXES:
             ignored["with no image suffix"] += 1
         else:
             found.append(path)
@@ -248,7 +283,9 @@ def run_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *,
             crop_to: tuple[int, int] | None = None, make_dirs: bool = False,
             progress: Progress | None = None,
             strip_metadata: bool = False, background: str | None = None,
-            warn_stretch: str | None = None, shared: bool = False) -> JobResult:
+            warn_stretch: str | None = None, shared: bool = False,
+            crf: int = video.DEFAULT_CRF,
+            frames: Callable[[int, int], None] | None = None) -> JobResult:
     """Read, resample, optionally centre-crop to `crop_to` (H, W), and write one image;
     returns what the user should be told.
 
@@ -278,7 +315,8 @@ def run_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *,
         return _run_job(upscaler, job, size_rule, overwrite=overwrite, max_pixels=max_pixels,
                         quality=quality, crop_to=crop_to, make_dirs=make_dirs,
                         progress=progress, strip_metadata=strip_metadata,
-                        background=background, warn_stretch=warn_stretch)
+                        background=background, warn_stretch=warn_stretch, crf=crf,
+                        frames=frames)
     except LiifError as exc:
         if shared and not overwrite and already_written(job.target):
             return JobResult(skipped="existing")  # another run finished it first
@@ -313,7 +351,13 @@ def _make_parent(target: Path) -> None:
 def _run_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *,
              overwrite: bool, max_pixels: int, quality: int, crop_to: tuple[int, int] | None,
              make_dirs: bool, progress: Progress | None, strip_metadata: bool,
-             background: str | None, warn_stretch: str | None) -> JobResult:
+             background: str | None, warn_stretch: str | None, crf: int = video.DEFAULT_CRF,
+             frames: Callable[[int, int], None] | None = None) -> JobResult:
+    if video.is_video(job.source) or animation.is_animated(job.source):
+        return _run_media_job(upscaler, job, size_rule, overwrite=overwrite,
+                              max_pixels=max_pixels, quality=quality, crop_to=crop_to,
+                              make_dirs=make_dirs, crf=crf, frames=frames)
+
     def check_size(in_size: tuple[int, int]) -> None:  # from the header, before decoding
         check_max_pixels(size_rule(in_size), max_pixels)
 
@@ -349,6 +393,43 @@ def _run_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *
         out = out.with_pixels(out.rgb[top:bottom, left:right], alpha)
     write_image(out, job.target, overwrite=overwrite, quality=quality)
     return JobResult(notes, model=name, source=describe_source(picture))
+
+
+def _run_media_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *,
+                   overwrite: bool, max_pixels: int, quality: int,
+                   crop_to: tuple[int, int] | None, make_dirs: bool, crf: int,
+                   frames: Callable[[int, int], None] | None) -> JobResult:
+    """A video or animation job: every frame through the upscaler's `resample`, as a
+    still's; `frames` hears (frames done, total)."""
+    if make_dirs:
+        _make_parent(job.target)
+    check_target(job.source, job.target, overwrite=overwrite)
+    used: list[str | None] = []
+
+    def resample(picture: Picture, size: tuple[int, int]) -> Picture:
+        if not uses_model(picture.size, size):
+            from .api import downscale
+
+            used.append(None)
+            return downscale(picture, size)
+        model = upscaler.model_for(picture)
+        used.append(model.name)
+        return model.resample(picture, size)
+
+    if video.is_video(job.source):
+        info = video.probe(job.source)
+        texts = video.upscale_video(resample, job.source, job.target, size_rule, crf=crf,
+                                    overwrite=overwrite, max_pixels=max_pixels,
+                                    crop_to=crop_to, progress=frames, info=info)
+        source = f"{'lossy' if info.lossy else 'lossless'} {info.codec} video"
+    else:
+        texts = animation.upscale_animation(resample, job.source, job.target, size_rule,
+                                            overwrite=overwrite, max_pixels=max_pixels,
+                                            quality=quality, crop_to=crop_to,
+                                            progress=frames)
+        source = "animation"
+    notes = [Note("note", text) for text in texts]
+    return JobResult(notes, model=used[0] if used else None, source=source)
 
 
 def aspect_change(in_size: tuple[int, int], out_size: tuple[int, int]) -> float:

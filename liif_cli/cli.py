@@ -174,6 +174,9 @@ BackgroundOpt = Annotated[str, typer.Option(
     help="Colour to flatten transparency onto when the output format has none (JPEG, BMP): "
     "a name such as white or black, or #RRGGBB.")]
 FIT_HELP = "contain: inside the box; cover: fill and centre-crop; stretch: exactly the box."
+CrfOpt = Annotated[int, typer.Option(
+    help="Video quality in CRF terms (0-51 for H.264, 0-63 for VP9; lower is better and "
+    "larger); images ignore it.", min=0, max=63)]
 StripMetadataOpt = Annotated[bool, typer.Option(
     "--strip-metadata", help="Drop the EXIF metadata (camera, date, GPS position) from the "
     "outputs; the colour profile is kept.", metavar=FLAG)]
@@ -286,6 +289,21 @@ class PlainProgress:
                   f"{_duration(left)} left", highlight=False, markup=False, soft_wrap=True)
 
 
+    def frames(self, done: int, total: int, rate: float) -> None:
+        """The same for a video or animation, counted in frames."""
+        now = time.monotonic()
+        if self.start is None:
+            self.start = now
+        due = (now - self.start >= self.first_s if self.last is None
+               else now - self.last >= self.every_s)
+        if not due or done >= total:
+            return
+        self.last = now
+        err.print(f"{self.name}: {done}/{total} frames, {rate:.2f} fps, about "
+                  f"{_duration((total - done) / max(rate, 1e-9))} left", highlight=False,
+                  markup=False, soft_wrap=True)
+
+
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
@@ -358,8 +376,19 @@ def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str,
                 if lines:
                     lines(done, total)
 
+            started = time.monotonic()
+
+            def on_frame(done: int, total: int, lines: PlainProgress | None = lines,
+                         started: float = started) -> None:
+                rate = done / max(time.monotonic() - started, 1e-9)
+                progress.update(pixels, completed=done, total=total,
+                                n=f"{done}/{total} frames, {rate:.2f} fps")
+                if lines:
+                    lines.frames(done, total, rate)
+
             try:
-                result = run_job(upscaler, job, size_rule, progress=on_tile, **job_options)
+                result = run_job(upscaler, job, size_rule, progress=on_tile, frames=on_frame,
+                                 **job_options)
                 if result.skipped == "existing":
                     tally.existing += 1
                 elif result.skipped == "claimed":
@@ -410,7 +439,8 @@ def interruptible(command):
 @interruptible
 def upscale(
     inputs: Annotated[list[Path], typer.Argument(metavar="IMAGE",
-        help="Image files to upscale (for a folder, use `liif resize`).")],
+        help="Image, animation (GIF, WebP, APNG, multi-page TIFF) or video files (.mp4, .mov, "
+        ".mkv, .webm, .avi) to upscale (for a folder, use `liif resize`).")],
     scale: Annotated[float | None, typer.Option("--scale", "-s", help="Any factor > 0, e.g. 12.5.")]
     = None,
     size: Annotated[str | None, typer.Option(
@@ -437,10 +467,11 @@ def upscale(
     quality: QualityOpt = 95,
     background: BackgroundOpt = "white",
     strip_metadata: StripMetadataOpt = False,
+    crf: CrfOpt = 18,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Upscale images by a factor or to a size.
+    """Upscale images, animations and videos by a factor or to a size.
 
     Give exactly one of --scale, --size, --width or --height.
     Exit code 0: all done; 1: an image failed; 2: bad usage or an unusable input (found
@@ -497,7 +528,7 @@ def upscale(
         tally = run_jobs(upscaler, jobs, size_rule, quiet=quiet, label="upscale",
                          overwrite=overwrite, max_pixels=max_pixels, quality=quality,
                          crop_to=crop_to, strip_metadata=strip_metadata,
-                         background=background, warn_stretch=warn_stretch)
+                         background=background, warn_stretch=warn_stretch, crf=crf)
         if not quiet:  # every output written, also when another image failed
             for job, model, source in tally.written:
                 err.print(wrote_line(job.target, model, source, bundled.is_auto(weights)),
@@ -530,6 +561,7 @@ def resize(
     quality: QualityOpt = 95,
     background: BackgroundOpt = "white",
     strip_metadata: StripMetadataOpt = False,
+    crf: CrfOpt = 18,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -596,7 +628,7 @@ def resize(
                              label="resize" if world == 1 else f"resize (rank 0 of {world})",
                              overwrite=overwrite, max_pixels=max_pixels, quality=quality,
                              crop_to=crop_to, make_dirs=True, strip_metadata=strip_metadata,
-                             background=background, shared=True)
+                             background=background, shared=True, crf=crf)
         # Outputs another run held: done by now, or still missing (this run did not make them).
         missing = [target for target in tally.claimed if not already_written(target)]
         picks = bundled.auto_pair(fast)[::-1]  # (other, lossy)

@@ -190,7 +190,8 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     `max_pixels` pixels (0: no limit) is refused (this replaces Pillow's own decompression-bomb
     limit), and `check`, if given, may raise LiifError for a size the caller cannot handle
     (e.g. an output that would be too large). Animated and multi-page files are refused rather
-    than silently reduced to their first frame. Pillow's warnings (e.g. about corrupt EXIF data)
+    than silently reduced to their first frame (liif_cli.animation upscales every frame).
+    Pillow's warnings (e.g. about corrupt EXIF data)
     are not passed on: what matters is raised as LiifError.
     """
     path = Path(path)
@@ -334,8 +335,8 @@ def _check_single_frame(image: Image.Image, name: str) -> None:
     # MPO: a camera JPEG whose extra pictures (previews, depth maps) follow the main one.
     if image.format != "MPO" and getattr(image, "n_frames", 1) > 1:
         kind = "pages" if image.format == "TIFF" else "frames"
-        raise LiifError(f"{name}: has {image.n_frames} {kind}; liif reads single images only "
-                        "(extract the one you want first)")
+        raise LiifError(f"{name}: has {image.n_frames} {kind}; this reads single images "
+                        "only (`liif upscale` and `liif resize` upscale every frame of a file)")
 
 
 def upright_pixels(image: Image.Image, name: str = "image") -> np.ndarray:

@@ -1,0 +1,148 @@
+"""Animated GIF, animated WebP, APNG and multi-page TIFF: every frame (page) upscaled.
+
+Each frame goes through the still-image path (`resample` on its Picture, alpha included).
+Pillow decodes frames one at a time (seek) and gives them composited onto the canvas (the
+source's disposal and blending already applied), so every output frame is a full frame;
+its duration, the loop count and (GIF) the disposal method are carried over. Pillow's
+writers take the frames after the first as a list, so the output frames are held in memory
+(8-bit, as the formats store them); the source frames are not. Pages of a multi-page TIFF are
+read at 8 bits per channel (16-bit gray stays 16-bit). Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import LiifError, one_line
+from .files import create_temp
+from .images import Picture, _move_into_place, _quiet_pillow, compression, pil_pixels, quantise
+
+# Output suffix -> Pillow format of an animation.
+_WRITERS = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG", ".apng": "PNG", ".tif": "TIFF",
+            ".tiff": "TIFF"}
+WRITE_SUFFIXES = frozenset(_WRITERS)
+READ_SUFFIXES = frozenset({".gif", ".webp", ".png", ".apng", ".tif", ".tiff"})
+Resample = Callable[[Picture, tuple[int, int]], Picture]
+SizeRule = Callable[[tuple[int, int]], tuple[int, int]]
+
+
+def frame_count(path: str | Path) -> int:
+    """How many frames (pages) the image file at `path` holds; 1 for a still, an MPO (a
+    camera JPEG with previews) or anything Pillow cannot open (read_image then says why)."""
+    if Path(path).suffix.lower() not in READ_SUFFIXES:
+        return 1
+    try:
+        with _quiet_pillow(), Image.open(path) as image:
+            return 1 if image.format == "MPO" else int(getattr(image, "n_frames", 1))
+    except Exception:
+        return 1
+
+
+def is_animated(path: str | Path) -> bool:
+    """Whether `path` is an animation or multi-page file (more than one frame)."""
+    return frame_count(path) > 1
+
+
+def check_animation_output(path: Path, *, overwrite: bool = False) -> None:
+    """LiifError if an animation cannot be written to `path`: a still-only format (JPEG,
+    BMP), an existing file (without `overwrite`), a missing or read-only folder."""
+    if path.suffix.lower() not in _WRITERS:
+        raise LiifError(f"{path}: {path.suffix or 'no suffix'} holds one picture only; write "
+                        f"an animation as {', '.join(sorted(_WRITERS))}")
+    if os.path.isdir(path):
+        raise LiifError(f"{path}: is a folder; give an output file name")
+    if not os.path.isdir(path.parent):
+        raise LiifError(f"{path}: output folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise LiifError(f"{path}: no permission to write in folder {path.parent}")
+    if os.path.lexists(path) and not overwrite:
+        raise LiifError(f"{path}: already exists; use --overwrite to replace it")
+
+
+def upscale_animation(resample: Resample, src: str | Path, dst: str | Path,
+                      size_rule: SizeRule, *, overwrite: bool = False, max_pixels: int = 0,
+                      quality: int = 95, crop_to: tuple[int, int] | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> list[str]:
+    """Upscale every frame of the animation or multi-page file `src` into `dst` (format
+    from its suffix), atomically; returns notes. Problems are one-line LiifErrors."""
+    from .sizing import centre_crop_box, check_max_pixels
+
+    src, dst = Path(src), Path(dst)
+    check_animation_output(dst, overwrite=overwrite)
+    fmt = _WRITERS[dst.suffix.lower()]
+    frames: list[Image.Image] = []
+    durations: list[int] = []
+    disposals: list[int] = []
+    try:
+        with _quiet_pillow(), Image.open(src) as image:
+            total = int(getattr(image, "n_frames", 1))
+            width, height = image.size
+            check_max_pixels(size_rule((height, width)), max_pixels)
+            info = dict(image.info)
+            lossy, quality_in = compression(image)
+            for index in range(total):
+                image.seek(index)
+                image.load()
+                picture = Picture.from_array(pil_pixels(image, str(src)))
+                picture.lossy, picture.quality = lossy, quality_in
+                size = size_rule(picture.size)
+                check_max_pixels(size, max_pixels)
+                out = resample(picture, size)
+                if crop_to is not None and tuple(crop_to) != tuple(size):
+                    top, left, bottom, right = centre_crop_box(size, crop_to)
+                    alpha = None if out.alpha is None else out.alpha[top:bottom, left:right]
+                    out = out.with_pixels(out.rgb[top:bottom, left:right], alpha)
+                frames.append(_pil_frame(out, fmt))
+                durations.append(int(image.info.get("duration", info.get("duration", 0)) or 0))
+                disposals.append(int(getattr(image, "disposal_method", 0) or 0))
+                if progress:
+                    progress(index + 1, total)
+    except LiifError:
+        raise
+    except (OSError, ValueError, EOFError, SyntaxError) as exc:
+        raise LiifError(f"{src}: damaged or unreadable image ({one_line(exc)})") from None
+    options: dict[str, object] = {"save_all": True, "append_images": frames[1:]}
+    if fmt in ("GIF", "WEBP", "PNG"):
+        options.update(duration=durations, loop=int(info.get("loop", 0) or 0))
+    if fmt == "GIF":
+        options["disposal"] = disposals
+    elif fmt == "WEBP":
+        # Pillow's lossy animated WebP drops the alpha channel: transparent ones go lossless.
+        transparent = any(frame.mode == "RGBA" for frame in frames)
+        options.update(quality=quality, lossless=not lossy or transparent)
+    elif fmt == "PNG":
+        options.update(disposal=0, blend=0)  # full frames, each replacing the last
+    elif fmt == "TIFF":
+        options["compression"] = "tiff_deflate"
+    fd, temp = create_temp(dst)
+    try:
+        os.close(fd)
+        frames[0].save(temp, format=fmt, **options)  # by name: TIFF's writer reads back
+        with open(temp, "rb+") as file:
+            os.fsync(file.fileno())
+        _move_into_place(temp, dst, overwrite)
+    except LiifError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise LiifError(f"{dst}: could not write the animation ({one_line(exc)})") from None
+    finally:
+        temp.unlink(missing_ok=True)
+    return [f"{src}: {total} {'pages' if fmt == 'TIFF' else 'frames'} upscaled"]
+
+
+def _pil_frame(picture: Picture, fmt: str) -> Image.Image:
+    """An 8-bit PIL frame of `picture` for a `fmt` animation: RGBA when transparent (GIF:
+    each pixel fully transparent or opaque, as GIF stores it), else RGB (L for gray)."""
+    rgb = quantise(picture.rgb, 8)
+    if picture.alpha is not None and float(picture.alpha.min()) < 1:
+        alpha = picture.alpha
+        if fmt == "GIF":
+            alpha = (alpha >= 0.5).astype(np.float32)
+        return Image.fromarray(np.dstack([rgb, quantise(alpha, 8)]), mode="RGBA")
+    image = Image.fromarray(rgb, mode="RGB")
+    return image.convert("L") if picture.grayscale and fmt != "WEBP" else image
