@@ -19,7 +19,7 @@ from liif_cli.api import Upscaler
 
 HERE = Path(__file__).resolve().parent
 SCALES = (4, 12)
-REGION = (36, 24, 60, 48)  # (left, top, right, bottom) of the input to show: 24 px square
+REGION = (40, 2, 64, 26)  # (left, top, right, bottom) of the input to show: 24 px square
 PANEL = 288  # pixels a side of each panel: the x12 region as rendered, the x4 one enlarged x3
 LABEL_HEIGHT = 28
 

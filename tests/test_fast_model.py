@@ -289,3 +289,14 @@ def test_speed_bench_times_the_fast_model_against_its_straightforward_decoder() 
         # The reference is query_rgb on the whole feature map: the same function.
         assert entry["max_abs_diff"] < 1e-5
     assert result["model_spec"]["decoder"] == "lmf"
+
+
+def test_auto_precision_is_fp32_for_the_fast_model_on_the_cpu(monkeypatch) -> None:
+    from liif_cli.api import Upscaler
+
+    monkeypatch.setattr(engine, "cpu_has_fast_bf16", lambda: True)
+    cpu = torch.device("cpu")
+    assert engine.precision_name("auto", cpu) == "bf16"
+    assert engine.precision_name("auto", cpu, "lmf") == "fp32"
+    assert Upscaler(tiny_fast(), device="cpu").precision == "fp32"
+    assert Upscaler(tiny_fast(), device="cpu", precision="bf16").precision == "bf16"
