@@ -275,15 +275,22 @@ class PlainProgress:
         self.start: float | None = None
         self.last: float | None = None
 
-    def __call__(self, done: int, total: int) -> None:
+    def _due(self, done: int, total: int) -> float | None:
+        """The time now if a line is due (and the work not finished), else None."""
         now = time.monotonic()
         if self.start is None:
             self.start = now
         due = (now - self.start >= self.first_s if self.last is None
                else now - self.last >= self.every_s)
         if not due or done >= total:
-            return
+            return None
         self.last = now
+        return now
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self._due(done, total)
+        if now is None:
+            return
         left = (now - self.start) * (total - done) / max(done, 1)
         err.print(f"{self.name}: {100 * done / total:.0f}% of {total / 1e6:.2f} MP, about "
                   f"{_duration(left)} left", highlight=False, markup=False, soft_wrap=True)
@@ -291,14 +298,8 @@ class PlainProgress:
 
     def frames(self, done: int, total: int, rate: float) -> None:
         """The same for a video or animation, counted in frames."""
-        now = time.monotonic()
-        if self.start is None:
-            self.start = now
-        due = (now - self.start >= self.first_s if self.last is None
-               else now - self.last >= self.every_s)
-        if not due or done >= total:
+        if self._due(done, total) is None:
             return
-        self.last = now
         err.print(f"{self.name}: {done}/{total} frames, {rate:.2f} fps, about "
                   f"{_duration((total - done) / max(rate, 1e-9))} left", highlight=False,
                   markup=False, soft_wrap=True)
