@@ -575,6 +575,19 @@ def check_output(
         raise LiifError(f"{path}: {problem}; use one of {known}")
     _check_name_fits(path)
     check_output_size(path, size, picture)
+    check_output_place(path, overwrite)
+    fmt = _FORMAT_BY_SUFFIX[suffix]
+    if picture is not None and fmt not in _ALPHA_FORMATS and is_transparent(picture):
+        raise LiifError(
+            f"{path}: {fmt} cannot store transparency; write a .png, .webp or .tif file instead"
+        )
+    return path
+
+
+def check_output_place(path: Path, overwrite: bool = False) -> None:
+    """LiifError unless a file can be written at `path`: not a folder there, an existing
+    writable folder around it, and no file there already unless `overwrite`. Shared by
+    still and video outputs."""
     if os.path.isdir(path):  # os.path, unlike Path, never raises (e.g. on EACCES)
         raise LiifError(f"{path}: is a folder; give an output file name")
     folder = path.parent
@@ -586,12 +599,6 @@ def check_output(
         raise LiifError(f"{path}: no permission to write in folder {folder}")
     if os.path.lexists(path) and not overwrite:
         raise LiifError(f"{path}: already exists; use --overwrite to replace it")
-    fmt = _FORMAT_BY_SUFFIX[suffix]
-    if picture is not None and fmt not in _ALPHA_FORMATS and is_transparent(picture):
-        raise LiifError(
-            f"{path}: {fmt} cannot store transparency; write a .png, .webp or .tif file instead"
-        )
-    return path
 
 
 def check_output_size(path: str | Path, size: tuple[int, int] | None,

@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import LiifError, one_line
 from .files import create_temp
-from .images import Picture, quantise
+from .images import Picture, check_output_place, quantise
 
 READ_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
 # Output suffix -> (container format, video encoders to try in order, audio re-encoder).
@@ -73,15 +73,7 @@ def check_video_output(path: Path, *, overwrite: bool = False) -> None:
     encoder here writes, an existing file (without `overwrite`), a folder in its place, a
     missing or read-only folder."""
     check_video_suffix(path)
-    if os.path.isdir(path):
-        raise LiifError(f"{path}: is a folder; give an output file name")
-    folder = path.parent
-    if not os.path.isdir(folder):
-        raise LiifError(f"{path}: output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise LiifError(f"{path}: no permission to write in folder {folder}")
-    if os.path.lexists(path) and not overwrite:
-        raise LiifError(f"{path}: already exists; use --overwrite to replace it")
+    check_output_place(path, overwrite)
 
 
 def check_video_suffix(path: Path) -> None:
