@@ -2,6 +2,9 @@
 `AutoUpscaler().upscale(image, scale=4)`, which picks a bundled model per image.
 
 Takes and returns PIL images or numpy arrays; the CLI is a thin layer over this module.
+8- and 16-bit results are rendered straight into that depth, tile by tile (`resample_into`,
+as the CLI renders files), so the output is never held in float; float results come from
+`resample`, the float32 path.
 Colour goes through the LIIF model; an alpha channel is resampled with a bicubic filter;
 when the target is no larger than the input in both directions the model is not used at all
 (it is made for upscaling) and a Lanczos filter downsamples instead.
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +33,12 @@ from .engine import (
     PRECISIONS,
     Progress,
     precision_name,
-    render,
+    render_tiles,
     resolve_device,
     resolve_tile_chunk,
 )
-from .errors import ArgumentError, LiifError, is_out_of_memory
-from .images import Picture, compression, quantise, upright_pixels
+from .errors import ArgumentError, LiifError, OutOfMemory, is_out_of_memory
+from .images import Layout, Picture, StoredPicture, compression, quantise, upright_pixels
 from .model import ImplicitImage
 from .sizing import MAX_SIDE, check_scale, check_tile, target_size, uses_model
 
@@ -43,13 +48,23 @@ from .sizing import MAX_SIDE, check_scale, check_tile, target_size, uses_model
 # shorter than MIN_SIDE the input is first extended by repeating its edge pixels.
 MIN_SIDE = 16
 PAD_SMALL = 8
+_ALPHA_BAND = 1 << 20  # output alpha values resized at a time (8 MB of float64)
+
+# Where Upscaler.render_into puts a finished tile: (output rows, output columns, (rows,
+# cols, 3) float32 RGB in [0, 1]).
+RgbSink = Callable[[slice, slice, np.ndarray], None]
 
 
 class _Resampler:
     """What Upscaler and AutoUpscaler share: `upscale` on top of their `resample`."""
 
     def resample(self, picture: Picture, size: tuple[int, int],
-                 progress: Progress | None = None) -> Picture:
+                 progress: Progress | None = None, *, name: str | None = None) -> Picture:
+        raise NotImplementedError
+
+    def resample_into(self, picture: Picture, out: StoredPicture,
+                      progress: Progress | None = None, *,
+                      name: str | None = None) -> StoredPicture:
         raise NotImplementedError
 
     def upscale(self, image: Image.Image | np.ndarray, *, scale: float | None = None,
@@ -76,7 +91,17 @@ class _Resampler:
             target = target_size(picture.size, scale=scale, size=hw)
         except LiifError as exc:  # e.g. a side too long for any image
             raise ArgumentError(str(exc)) from None
-        out = self.resample(picture, target, progress)
+        if mode is not None and mode != "F":
+            # Rendered straight into the 8- or 16-bit result, as the CLI renders a file.
+            layout, pillow = _pil_layout(picture, mode)
+            stored = StoredPicture(target, layout, pillow=pillow)
+            return _pil_from_stored(self.resample_into(picture, stored, progress), mode,
+                                    picture.grayscale)
+        if mode is None and array.dtype in (np.uint8, np.uint16):
+            stored = StoredPicture(target, _array_layout(array))
+            pixels = self.resample_into(picture, stored, progress).pixels
+            return pixels[:, :, 0] if array.ndim == 2 else pixels
+        out = self.resample(picture, target, progress)  # float results: the float path
         if mode is not None:
             return _pil_from_picture(out, mode)
         return _array_like(out, array)
@@ -151,6 +176,20 @@ class Upscaler(_Resampler):
                 progress(size[0] * size[1], size[0] * size[1])
             return np.stack([_resize_plane(rgb[..., c], size, Image.Resampling.LANCZOS)
                              for c in range(3)], axis=-1)
+        out = np.empty((*size, 3), np.float32)
+
+        def put(rows: slice, cols: slice, tile: np.ndarray) -> None:
+            out[rows, cols] = tile
+
+        self.render_into(rgb, size, put, progress)
+        return out
+
+    def render_into(self, rgb: np.ndarray, size: tuple[int, int], sink: RgbSink,
+                    progress: Progress | None = None) -> None:
+        """Render (H, W, 3) float RGB in [0, 1] with the model at `size` = (H', W'), handing
+        each finished tile to `sink(rows, cols, tile)`: output rows and columns (slices) and
+        (rows, cols, 3) float32 RGB, the values render_rgb returns there. Only the tile being
+        rendered is held in float (engine.render_tiles)."""
         (h, w), (out_h, out_w) = rgb.shape[:2], size
         pad_h, pad_w = edge_padding(h, out_h, self.min_side), edge_padding(w, out_w, self.min_side)
         region: dict[str, tuple[int, int]] = {}
@@ -162,37 +201,68 @@ class Upscaler(_Resampler):
             size = (out_h + 2 * top, out_w + 2 * left)
             region = {"out_rows": (top, top + out_h), "out_cols": (left, left + out_w)}
         image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))
-        out = render(self.model, image, size, tile=self.tile, chunk=self.chunk,
+
+        def put(rows: slice, cols: slice, tile: torch.Tensor) -> None:
+            sink(rows, cols, tile.numpy())
+
+        render_tiles(self.model, image, size, put, tile=self.tile, chunk=self.chunk,
                      device=self.device, precision=self.precision, progress=progress, **region)
-        return out.permute(1, 2, 0).numpy()
 
     def resample(self, picture: Picture, size: tuple[int, int],
-                 progress: Progress | None = None) -> Picture:
-        """A Picture at `size` (H', W'), keeping its alpha, bit depth and colour profile.
+                 progress: Progress | None = None, *, name: str | None = None) -> Picture:
+        """A Picture at `size` (H', W'), keeping its alpha, bit depth and colour profile, in
+        float (resample_into renders straight into the stored bit depth).
 
-        Running out of memory raises LiifError naming the size and what lowers memory use.
-        A downscale is `downscale`'s (no model).
+        Running out of memory raises OutOfMemory (a LiifError) naming `name` (what is being
+        rendered, e.g. the output file), the size and what lowers memory use. A downscale is
+        `downscale`'s (no model).
         """
         if not uses_model(picture.size, size):
             return downscale(picture, size, progress)
-        try:
+        with self._memory_errors(size, name):
             rgb = self.render_rgb(picture.rgb, size, progress)
             alpha = None
-            if picture.alpha is not None:
-                grows = size[0] > picture.size[0] or size[1] > picture.size[1]
-                alpha = _resize_plane(picture.alpha, size, Image.Resampling.BICUBIC if grows
-                                      else Image.Resampling.LANCZOS)
+            if picture.alpha is not None:  # bicubic: uses_model means it grows
+                alpha = _resize_plane(picture.alpha, size, Image.Resampling.BICUBIC)
+        return picture.with_pixels(rgb, alpha)
+
+    def resample_into(self, picture: Picture, out: StoredPicture,
+                      progress: Progress | None = None, *,
+                      name: str | None = None) -> StoredPicture:
+        """Resample `picture` to `out.size` into `out` and return it: as `resample`, but each
+        tile is quantised into the output's stored depth as it is rendered (alpha likewise,
+        in bands of rows), so memory holds the output at that depth, not in float. The same
+        values as `store(resample(picture, out.size), out.layout)`; errors as `resample`'s.
+        """
+        size = out.size
+        if not uses_model(picture.size, size):
+            return out.fill(downscale(picture, size, progress))
+        with self._memory_errors(size, name):
+            self.render_into(picture.rgb, size, out.put_rgb, progress)
+            if out.layout.alpha:
+                if picture.alpha is None:
+                    raise ValueError("the output has an alpha channel and the picture has none")
+                for rows, band in resized_bands(picture.alpha, size):
+                    out.put_alpha(rows, band)
+        return out
+
+    @contextmanager
+    def _memory_errors(self, size: tuple[int, int], name: str | None) -> Iterator[None]:
+        """Turn running out of memory in the block into one OutOfMemory error."""
+        try:
+            yield
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            raise LiifError(f"out of memory rendering {size[1]}x{size[0]} "
-                            f"({size[0] * size[1] / 1e6:,.1f} MP) on {self.device.type}: "
-                            f"use a smaller tile (now {self.tile}; --tile, or tile= in Python) "
-                            f"or chunk (now {self.chunk}; --chunk, chunk=), or a smaller output "
-                            "(the CLI's --max-pixels refuses large ones up front)") from None
-        return picture.with_pixels(rgb, alpha)
+            what = f"{name} at " if name else ""
+            raise OutOfMemory(f"out of memory rendering {what}{size[1]}x{size[0]} "
+                              f"({size[0] * size[1] / 1e6:,.1f} MP) on {self.device.type}: "
+                              f"use a smaller tile (now {self.tile}; --tile, or tile= in "
+                              f"Python) or chunk (now {self.chunk}; --chunk, chunk=), or a "
+                              "smaller output (the CLI's --max-pixels refuses large ones up "
+                              "front)") from None
 
 
 class AutoUpscaler(_Resampler):
@@ -225,11 +295,19 @@ class AutoUpscaler(_Resampler):
         return self.upscalers[name]
 
     def resample(self, picture: Picture, size: tuple[int, int],
-                 progress: Progress | None = None) -> Picture:
+                 progress: Progress | None = None, *, name: str | None = None) -> Picture:
         """Upscaler.resample with the model picked for `picture` (none, for a downscale)."""
         if not uses_model(picture.size, size):
             return downscale(picture, size, progress)
-        return self.model_for(picture).resample(picture, size, progress)
+        return self.model_for(picture).resample(picture, size, progress, name=name)
+
+    def resample_into(self, picture: Picture, out: StoredPicture,
+                      progress: Progress | None = None, *,
+                      name: str | None = None) -> StoredPicture:
+        """Upscaler.resample_into with the model picked for `picture` (none, to downscale)."""
+        if not uses_model(picture.size, out.size):
+            return out.fill(downscale(picture, out.size, progress))
+        return self.model_for(picture).resample_into(picture, out, progress, name=name)
 
 
 def downscale(picture: Picture, size: tuple[int, int],
@@ -243,6 +321,105 @@ def downscale(picture: Picture, size: tuple[int, int],
     alpha = None if picture.alpha is None else _resize_plane(picture.alpha, size,
                                                              Image.Resampling.LANCZOS)
     return picture.with_pixels(rgb, alpha)
+
+
+def _bicubic_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pillow's bicubic filter for resampling an axis of `n_in` samples to `n_out`, computed
+    with the same double-precision operations in the same order as Pillow's C code (its
+    precompute_coeffs), so that sums over them give Pillow's results to the bit: for each
+    output sample the input samples it reads, (n_out, taps), and their weights, zero past
+    the ones it has (whose indices, clipped to the axis, stay valid)."""
+    scale = n_in / n_out
+    filterscale = max(scale, 1.0)
+    support = 2.0 * filterscale  # the bicubic filter's support, widened when shrinking
+    taps = math.ceil(support) * 2 + 1
+    centre = (np.arange(n_out) + 0.5) * scale
+    first = np.maximum((centre - support + 0.5).astype(np.int64), 0)  # C truncation
+    count = np.minimum((centre + support + 0.5).astype(np.int64), n_in) - first
+    index = first[:, None] + np.arange(taps)  # (n_out, taps)
+    x = np.abs((index - centre[:, None] + 0.5) * (1.0 / filterscale))
+    # Keys' cubic with a = -0.5, written as Pillow writes it.
+    weights = np.where(x < 1.0, ((1.5 * x - 2.5) * x) * x + 1,
+                       np.where(x < 2.0, (((x - 5) * x + 8) * x - 4) * -0.5, 0.0))
+    weights[np.arange(taps) >= count[:, None]] = 0.0
+    total = np.zeros(n_out)
+    for tap in range(taps):  # summed in order, as Pillow does
+        total += weights[:, tap]
+    weights = np.divide(weights, total[:, None], out=weights, where=total[:, None] != 0.0)
+    return np.minimum(index, n_in - 1), weights
+
+
+def _filter_columns(rows: np.ndarray, index: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(R, W) float32 -> (R, W') float32 through taps from _bicubic_taps: each sum in float64,
+    tap by tap, rounded to float32 at the end, as Pillow's 'F' mode resampling does."""
+    total = np.zeros((rows.shape[0], index.shape[0]))
+    for tap in range(index.shape[1]):
+        total += rows[:, index[:, tap]] * weights[:, tap]
+    return total.astype(np.float32)
+
+
+def resized_bands(plane: np.ndarray, size: tuple[int, int]) -> Iterator[tuple[slice, np.ndarray]]:
+    """A float plane in [0, 1] resized to (H', W') `size` with the bicubic filter, in bands of
+    output rows: (rows, (rows, W') float32 clipped to [0, 1]), top to bottom, equal to those
+    rows of `_resize_plane(plane, size, BICUBIC)` (Pillow resampling the whole plane in
+    float) to the bit. Where the height does not shrink, only a band is ever held: Pillow's
+    two passes, columns first, band by band. An upscale that shrinks the height (a stretch)
+    is rare, and there Pillow picks the order of its passes by a rule of its own: the whole
+    plane goes through Pillow, then."""
+    plane = np.ascontiguousarray(plane, dtype=np.float32)
+    (h, w), (out_h, out_w) = plane.shape, size
+    band = max(1, _ALPHA_BAND // out_w)
+    if out_h < h:
+        whole = _resize_plane(plane, size, Image.Resampling.BICUBIC)
+        for top in range(0, out_h, band):
+            yield slice(top, min(top + band, out_h)), whole[top:top + band]
+        return
+    columns = _bicubic_taps(w, out_w) if out_w != w else None
+    rows_taps = _bicubic_taps(h, out_h) if out_h != h else None
+    for top in range(0, out_h, band):
+        rows = slice(top, min(top + band, out_h))
+        if rows_taps is None:  # only the width changes
+            part = plane[rows]
+            yield rows, np.clip(part if columns is None else _filter_columns(part, *columns),
+                                0.0, 1.0)
+            continue
+        index, weights = rows_taps[0][rows], rows_taps[1][rows]
+        source = slice(int(index.min()), int(index.max()) + 1)  # the input rows it reads
+        part = plane[source] if columns is None else _filter_columns(plane[source], *columns)
+        total = np.zeros((rows.stop - rows.start, out_w))
+        for tap in range(index.shape[1]):
+            total += part[index[:, tap] - source.start] * weights[:, tap, None]
+        yield rows, np.clip(total.astype(np.float32), 0.0, 1.0)
+
+
+def _array_layout(array: np.ndarray) -> Layout:
+    """The layout of a uint8/uint16 (H, W) or (H, W, 1-4) array, as upscale returns it."""
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    return Layout(gray=channels <= 2, alpha=channels in (2, 4),
+                  depth=16 if array.dtype == np.uint16 else 8)
+
+
+def _pil_layout(picture: Picture, mode: str) -> tuple[Layout, bool]:
+    """The layout to render a picture from a PIL image of `mode` in (not 'F'), and whether in
+    a PIL image (pillow=): as _pil_from_picture stores it, 16-bit gray for I;16 and I, else
+    8-bit RGB or RGBA (made L or LA after, for a grayscale picture)."""
+    if mode.startswith("I;16") or mode == "I":
+        return Layout(gray=True, alpha=False, depth=16), False
+    alpha = picture.alpha is not None
+    return Layout(gray=False, alpha=alpha, depth=8), not alpha
+
+
+def _pil_from_stored(stored: StoredPicture, mode: str, grayscale: bool) -> Image.Image:
+    """A StoredPicture from _pil_layout as the PIL image _pil_from_picture makes."""
+    if mode.startswith("I;16") or mode == "I":
+        deep = stored.pixels[:, :, 0]
+        # No mode argument: Pillow 13 refuses mode="I;16"; little-endian uint16 gives I;16.
+        return Image.fromarray(deep.astype(np.int32) if mode == "I"
+                               else deep.astype("<u2", copy=False))
+    image = stored.pil_image()
+    if grayscale:
+        image = image.convert("LA" if stored.layout.alpha else "L")
+    return image
 
 
 def _size_argument(size: object) -> tuple[int, int] | None:

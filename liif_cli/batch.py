@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from . import animation, video
-from .errors import LiifError, is_out_of_memory, one_line
+from .errors import LiifError, OutOfMemory, is_out_of_memory, one_line
 from .files import claim, release
 from .images import (
     SUPPORTED_SUFFIXES,
     Picture,
+    StoredPicture,
     check_output,
     check_output_size,
     default_suffix,
@@ -28,6 +31,7 @@ from .images import (
     is_transparent,
     parse_colour,
     read_image,
+    stored_output,
     stores_alpha,
     write_image,
 )
@@ -285,7 +289,8 @@ def run_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *,
             strip_metadata: bool = False, background: str | None = None,
             warn_stretch: str | None = None, shared: bool = False,
             crf: int = video.DEFAULT_CRF,
-            frames: Callable[[int, int], None] | None = None) -> JobResult:
+            frames: Callable[[int, int], None] | None = None,
+            estimate: Callable[[video.Estimate], None] | None = None) -> JobResult:
     """Read, resample, optionally centre-crop to `crop_to` (H, W), and write one image;
     returns what the user should be told.
 
@@ -316,7 +321,7 @@ def run_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *,
                         quality=quality, crop_to=crop_to, make_dirs=make_dirs,
                         progress=progress, strip_metadata=strip_metadata,
                         background=background, warn_stretch=warn_stretch, crf=crf,
-                        frames=frames)
+                        frames=frames, estimate=estimate)
     except LiifError as exc:
         if shared and not overwrite and already_written(job.target):
             return JobResult(skipped="existing")  # another run finished it first
@@ -326,8 +331,9 @@ def run_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *,
     except Exception as exc:  # e.g. numpy running out of memory while writing
         if not is_out_of_memory(exc):
             raise
-        raise LiifError(f"{job.source}: out of memory ({one_line(exc)}); ask for a smaller "
-                        "output (--max-pixels refuses large ones up front)") from None
+        raise LiifError(f"{job.source}: out of memory making {job.target} ({one_line(exc)}); "
+                        "ask for a smaller output (--max-pixels refuses large ones up "
+                        "front)") from None
     finally:
         if claimed:
             release(job.target)
@@ -352,11 +358,12 @@ def _run_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *
              overwrite: bool, max_pixels: int, quality: int, crop_to: tuple[int, int] | None,
              make_dirs: bool, progress: Progress | None, strip_metadata: bool,
              background: str | None, warn_stretch: str | None, crf: int = video.DEFAULT_CRF,
-             frames: Callable[[int, int], None] | None = None) -> JobResult:
+             frames: Callable[[int, int], None] | None = None,
+             estimate: Callable[[video.Estimate], None] | None = None) -> JobResult:
     if video.is_video(job.source) or animation.is_animated(job.source):
         return _run_media_job(upscaler, job, size_rule, overwrite=overwrite,
                               max_pixels=max_pixels, quality=quality, crop_to=crop_to,
-                              make_dirs=make_dirs, crf=crf, frames=frames)
+                              make_dirs=make_dirs, crf=crf, frames=frames, estimate=estimate)
 
     def check_size(in_size: tuple[int, int]) -> None:  # from the header, before decoding
         check_max_pixels(size_rule(in_size), max_pixels)
@@ -380,17 +387,28 @@ def _run_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *
     if make_dirs:
         _make_parent(job.target)
     check_output(job.target, picture, overwrite=overwrite, size=crop_to or size)
+    out: Picture | StoredPicture
     if uses_model(picture.size, size):
+        # Rendered tile by tile straight into the file's bit depth and layout: the output
+        # is never held in float.
         model = upscaler.model_for(picture)
-        out, name = model.resample(picture, size, progress), model.name
+        name = model.name
+        try:
+            out = model.resample_into(picture, stored_output(picture, size, job.target),
+                                      progress, name=str(job.target))
+        except OutOfMemory as exc:
+            raise OutOfMemory(f"{job.source}: {exc}") from None
     else:  # a downscale: Lanczos, as the model's own resample would (no model is loaded)
         from .api import downscale
 
         out, name = downscale(picture, size, progress), None
     if crop_to is not None and crop_to != size:
         top, left, bottom, right = centre_crop_box(size, crop_to)
-        alpha = None if out.alpha is None else out.alpha[top:bottom, left:right]
-        out = out.with_pixels(out.rgb[top:bottom, left:right], alpha)
+        if isinstance(out, StoredPicture):
+            out = out.crop(top, left, bottom, right)
+        else:
+            alpha = None if out.alpha is None else out.alpha[top:bottom, left:right]
+            out = out.with_pixels(out.rgb[top:bottom, left:right], alpha)
     write_image(out, job.target, overwrite=overwrite, quality=quality)
     return JobResult(notes, model=name, source=describe_source(picture))
 
@@ -398,9 +416,11 @@ def _run_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *
 def _run_media_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *,
                    overwrite: bool, max_pixels: int, quality: int,
                    crop_to: tuple[int, int] | None, make_dirs: bool, crf: int,
-                   frames: Callable[[int, int], None] | None) -> JobResult:
+                   frames: Callable[[int, int], None] | None,
+                   estimate: Callable[[video.Estimate], None] | None = None) -> JobResult:
     """A video or animation job: every frame through the upscaler's `resample`, as a
-    still's; `frames` hears (frames done, total)."""
+    still's; `frames` hears (frames done, total), `estimate` (videos) the first frame's
+    time."""
     if make_dirs:
         _make_parent(job.target)
     check_target(job.source, job.target, overwrite=overwrite)
@@ -418,9 +438,16 @@ def _run_media_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeR
 
     if video.is_video(job.source):
         info = video.probe(job.source)
+        size = size_rule(info.size)
+        check_max_pixels(size, max_pixels)
+        if uses_model(info.size, size):  # load the model now: the first frame is timed
+            stand_in = Picture.from_array(np.zeros((1, 1, 3), np.uint8))
+            stand_in.lossy = info.lossy
+            upscaler.model_for(stand_in)
         texts = video.upscale_video(resample, job.source, job.target, size_rule, crf=crf,
                                     overwrite=overwrite, max_pixels=max_pixels,
-                                    crop_to=crop_to, progress=frames, info=info)
+                                    crop_to=crop_to, progress=frames, info=info,
+                                    estimate=estimate)
         source = f"{'lossy' if info.lossy else 'lossless'} {info.codec} video"
     else:
         texts = animation.upscale_animation(resample, job.source, job.target, size_rule,

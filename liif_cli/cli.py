@@ -387,9 +387,14 @@ def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str,
                 if lines:
                     lines.frames(done, total, rate)
 
+            def on_estimate(estimate, name: str = name) -> None:
+                if not quiet and estimate.seconds >= ESTIMATE_MIN_S:
+                    progress.console.print(estimate_line(name, estimate), highlight=False,
+                                           markup=False, soft_wrap=True)
+
             try:
                 result = run_job(upscaler, job, size_rule, progress=on_tile, frames=on_frame,
-                                 **job_options)
+                                 estimate=on_estimate, **job_options)
                 if result.skipped == "existing":
                     tally.existing += 1
                 elif result.skipped == "claimed":
@@ -412,6 +417,18 @@ def run_jobs(upscaler, jobs, size_rule, *, quiet: bool, label: str,
                           highlight=False, markup=False, soft_wrap=True)
         progress.update(pixels, visible=False)
     return tally
+
+
+ESTIMATE_MIN_S = 10.0  # a video expected to take longer gets a one-line estimate first
+
+
+def estimate_line(name: str, estimate) -> str:
+    """'clip.mp4: 250 frames of 1920x1080 (518.4 MP) at 0.52 MP/s (the first frame's rate):
+    about 0:16:37' (a video.Estimate; with no frame count, no estimate is made)."""
+    (h, w), rate = estimate.size, estimate.rate
+    return (f"estimate: {name}: {estimate.frames} frames of {w}x{h} "
+            f"({estimate.megapixels:.1f} MP) at {rate:.2f} MP/s (the first frame's rate): "
+            f"about {_duration(estimate.seconds)}")
 
 
 def wrote_line(target: Path, model: str | None, source: str | None, auto: bool) -> str:

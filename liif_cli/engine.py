@@ -5,7 +5,9 @@ large input is split into tiles of the *output*; each tile encodes just the wind
 input it needs (its latents plus a halo for the encoder's receptive field and the 3x3
 unfold), queries its own pixel centres in bounded chunks, and writes them into place.
 Latents are addressed by global index, so the tiled result equals the untiled one.
-Peak memory depends on the tile and chunk sizes, not on the image size.
+Peak memory depends on the tile and chunk sizes, not on the image size: `render_tiles` hands
+each finished tile to its caller (which stores the output at its own bit depth), and `render`
+is that collected into one float32 image, the reference.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ PIXEL_BYTES = 4 * 1024
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 Progress = Callable[[int, int], None]  # (output pixels done, output pixels in all)
+# Where render_tiles puts a finished tile: (output rows, output columns, (rows, cols, 3) RGB).
+TileSink = Callable[[slice, slice, Tensor], None]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -250,12 +254,42 @@ def render(model: ImplicitImage, image: Tensor, size: tuple[int, int], *, tile: 
            precision: str = "fp32", out_rows: tuple[int, int] | None = None,
            out_cols: tuple[int, int] | None = None, progress: Progress | None = None,
            times: RenderTimes | None = None) -> Tensor:
-    """Upscale (or resample) an image to `size` with the fast decoder.
+    """Upscale (or resample) an image to `size` with the fast decoder: the float32 reference.
 
     image: (3, H, W) float RGB in [0, 1]. Returns (3, H', W') float32 in [0, 1] on the CPU,
     or only output rows `out_rows` = (start, stop) and columns `out_cols` of it. `times`, if
     given, is added to. `tile` and `chunk` default to the device's and precision's
-    (default_tile_chunk).
+    (default_tile_chunk). `render_tiles` renders the same pixels without building the
+    whole float image.
+    """
+    first, last = out_rows or (0, size[0])
+    left, right = out_cols or (0, size[1])
+    out = torch.empty(3, last - first, right - left)
+
+    def put(rows: slice, cols: slice, rgb: Tensor) -> None:
+        out[:, rows, cols] = rgb.permute(2, 0, 1)
+
+    render_tiles(model, image, size, put, tile=tile, chunk=chunk, device=device,
+                 precision=precision, out_rows=out_rows, out_cols=out_cols, progress=progress,
+                 times=times)
+    return out
+
+
+@torch.no_grad()
+def render_tiles(model: ImplicitImage, image: Tensor, size: tuple[int, int], sink: TileSink, *,
+                 tile: int | None = None, chunk: int | None = None,
+                 device: torch.device | str = "cpu", precision: str = "fp32",
+                 out_rows: tuple[int, int] | None = None,
+                 out_cols: tuple[int, int] | None = None, progress: Progress | None = None,
+                 times: RenderTimes | None = None) -> None:
+    """`render`, tile by tile: each finished tile goes to `sink(rows, cols, rgb)` instead of
+    into one float image, so a caller can store it at the output's own bit depth at once and
+    never hold the whole output in float32 (`api.Upscaler.render_into`).
+
+    rows, cols: the tile's output rows and columns, as slices of the rendered region
+    (`out_rows` x `out_cols`, by default the whole output); rgb: (rows, cols, 3) float32 in
+    [0, 1] on the CPU, the values `render` puts there; the sink may change it. The tiles
+    cover the region exactly once. Other arguments as for `render`.
     """
     device = torch.device(device)
     dtype = resolve_precision(precision, device, model.spec.decoder)
@@ -266,7 +300,6 @@ def render(model: ImplicitImage, image: Tensor, size: tuple[int, int], *, tile: 
     plan = plan_tiles(model, in_size, size, tile, out_rows, out_cols)
     first, last = out_rows or (0, size[0])
     left, right = out_cols or (0, size[1])
-    out = torch.empty(3, last - first, right - left)
     row_centres, col_centres = axis_centres(size[0]), axis_centres(size[1])
     cell = make_cells(size, 1).to(device)  # (1, 2)
     decode = model.renderer(dtype)  # the decoder's weights in `dtype`, cast once per render
@@ -280,8 +313,8 @@ def render(model: ImplicitImage, image: Tensor, size: tuple[int, int], *, tile: 
         if progress:
             progress(done, total)
 
-    with flush_denormals():  # see runtime.flush_denormals
-        for rows, cols in plan:
+    for rows, cols in plan:
+        with flush_denormals():  # see runtime.flush_denormals; not around the sink
             started = clock() if clock else 0.0
             window = image[:, rows.in_start:rows.in_stop, cols.in_start:cols.in_stop]
             window = normalise(window, device)
@@ -292,20 +325,19 @@ def render(model: ImplicitImage, image: Tensor, size: tuple[int, int], *, tile: 
             tile_rows = row_centres[rows.out_start:rows.out_stop]
             tile_cols = col_centres[cols.out_start:cols.out_stop]
             tile_rgb = _decode_tile(decode, proj, tile_rows, tile_cols, cell, chunk, advance)
+            del proj
             if not bool(torch.isfinite(tile_rgb).all()):  # clamping would hide it as black
                 raise LiifError("the model produced NaN or infinite values: its weights are broken"
                                 + ("" if dtype == torch.float32 else
                                    f", or {precision} overflowed (try --precision fp32)"))
             tile_rgb = tile_rgb.mul_(0.5).add_(0.5).clamp_(0, 1).view(
-                rows.out_stop - rows.out_start, cols.out_stop - cols.out_start, 3)
-            out[:, rows.out_start - first:rows.out_stop - first,
-                cols.out_start - left:cols.out_stop - left] = tile_rgb.permute(2, 0, 1)
-            del proj
+                rows.out_stop - rows.out_start, cols.out_stop - cols.out_start, 3).cpu()
             if clock is not None and times is not None:
                 times.encode_seconds += encoded - started
                 times.decode_seconds += clock() - encoded
                 times.encoded_pixels += window.shape[-2] * window.shape[-1]
-    return out
+        sink(slice(rows.out_start - first, rows.out_stop - first),
+             slice(cols.out_start - left, cols.out_stop - left), tile_rgb)
 
 
 def _decode_tile(decode: Decoder | GridDecoder, proj: LatentProjection, rows: Tensor,

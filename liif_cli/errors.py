@@ -23,6 +23,10 @@ class ArgumentError(LiifError, ValueError):
     ValueError around a call raising LiifError would then rewrap liif's own messages.)"""
 
 
+class OutOfMemory(LiifError):
+    """Rendering an output ran out of memory (the message says what lowers memory use)."""
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised in the main thread as Ctrl-C raises KeyboardInterrupt, so the
     run stops the same way: cleanup in `finally` blocks, one line, exit 130."""

@@ -6,7 +6,9 @@ applied to the pixels, so the model sees the picture upright: the EXIF carried t
 orientation 1 (upright) and gives the output's pixel size.
 
 Writing is atomic: the output file appears complete or not at all, and an existing file is only
-replaced when asked to.
+replaced when asked to. An upscale is written from a StoredPicture, which holds it at the depth
+the file stores (filled tile by tile as it is rendered: no float copy of the output is made);
+a float Picture is quantised the same way, band by band, as it is written.
 
 Every problem the user can cause (missing, damaged or unsupported files, unwritable outputs) is
 raised as a one-line :class:`LiifError` that names the file.
@@ -14,6 +16,7 @@ raised as a one-line :class:`LiifError` that names the file.
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import struct
@@ -174,6 +177,141 @@ class Picture:
             icc_profile=icc_profile,
             format=format,
         )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an image's samples are stored (in a file, or a uint8/uint16 array): one colour
+    channel (`gray`: the mean of R, G and B) or three, then alpha or not, at 8 or 16 bits."""
+
+    gray: bool
+    alpha: bool
+    depth: int  # bits per sample: 8 or 16
+
+    @property
+    def channels(self) -> int:
+        return (1 if self.gray else 3) + self.alpha
+
+    @property
+    def dtype(self) -> type[np.unsignedinteger]:
+        return np.uint16 if self.depth == 16 else np.uint8
+
+
+_RGB8 = Layout(gray=False, alpha=False, depth=8)
+
+
+class StoredPicture:
+    """A picture at the depth and in the channel layout it is stored with (`layout`): what
+    write_image writes, filled tile by tile as the output is rendered (`put_rgb`,
+    `put_alpha`) and quantised as `quantise` rounds, so it holds exactly what write_image
+    would store for the float picture, without a full-size float copy ever being made.
+
+    8-bit RGB bound for Pillow (`pillow=True`: a PNG, JPEG, WebP or BMP file, or a PIL image
+    for the Python API) lives in a PIL image, which Pillow keeps at 4 bytes a pixel and
+    encodes as it is; everything else in an (H, W, channels) uint8 or uint16 array, which
+    Pillow shares where it can (`pil_image`). `icc_profile` and `exif` as in Picture.
+    """
+
+    def __init__(self, size: tuple[int, int], layout: Layout, *, pillow: bool = False,
+                 icc_profile: bytes | None = None, exif: bytes | None = None):
+        height, width = size
+        self.size, self.layout = (height, width), layout
+        self.icc_profile, self.exif = icc_profile, exif
+        self._image: Image.Image | None = None
+        self._array: np.ndarray | None = None
+        if pillow and layout == _RGB8:
+            self._image = Image.new("RGB", (width, height))
+        else:
+            self._array = np.empty((height, width, layout.channels), layout.dtype)
+
+    def put_rgb(self, rows: slice, cols: slice, rgb: np.ndarray) -> None:
+        """Store (h, w, 3) float RGB in [0, 1] at output rows x cols (slices); gray layouts
+        take the mean of R, G and B, as write_image reduces a colour picture to gray."""
+        colour = rgb.mean(axis=2, keepdims=True) if self.layout.gray else rgb
+        if self._image is not None:
+            tile = Image.fromarray(quantise(colour, 8))
+            self._image.paste(tile, (cols.start or 0, rows.start or 0))
+        else:
+            quantise(colour, self.layout.depth, self.pixels[rows, cols, :colour.shape[2]])
+
+    def put_alpha(self, rows: slice, alpha: np.ndarray) -> None:
+        """Store (h, W) float alpha in [0, 1] at output rows `rows` (whole rows)."""
+        if not self.layout.alpha:
+            raise ValueError("this picture's layout has no alpha channel")
+        quantise(alpha, self.layout.depth, self.pixels[rows, :, -1])
+
+    def fill(self, picture: Picture) -> StoredPicture:
+        """Store all of `picture` (of this size), in bands of rows, so that no full-size
+        float copy is made; returns self."""
+        if picture.size != self.size:
+            raise ValueError(f"picture of size {picture.size} for a StoredPicture of {self.size}")
+        if self.layout.alpha and picture.alpha is None:
+            raise ValueError("the layout has an alpha channel and the picture has none")
+        height, width = self.size
+        band = max(1, _QUANTISE_BLOCK // (3 * width))
+        for top in range(0, height, band):
+            rows = slice(top, min(top + band, height))
+            self.put_rgb(rows, slice(0, width), picture.rgb[rows])
+            if self.layout.alpha:
+                assert picture.alpha is not None
+                self.put_alpha(rows, picture.alpha[rows])
+        return self
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The (H, W, channels) samples (a copy where a PIL image holds them)."""
+        if self._array is not None:
+            return self._array
+        assert self._image is not None
+        return np.asarray(self._image)
+
+    def pil_image(self) -> Image.Image:
+        """The samples as a PIL image (L, LA, RGB, RGBA or, for 16-bit gray, I;16): the one
+        that holds 8-bit RGB for Pillow, else one sharing the array's memory where Pillow
+        can (L, RGBA, I;16: read-only, copied on a first write) or a copy (LA, RGB).
+        16-bit colour has no PIL mode."""
+        if self._image is not None:
+            return self._image
+        array = self.pixels
+        if self.layout.depth == 16 and self.layout.channels > 1:
+            raise ValueError("Pillow has no mode for 16-bit colour or gray+alpha")
+        if array.shape[2] == 1:
+            # No mode argument: Pillow 13 refuses mode="I;16" here; little-endian uint16 is I;16.
+            return Image.fromarray(array[:, :, 0].astype("<u2", copy=False)
+                                   if self.layout.depth == 16 else array[:, :, 0])
+        return Image.fromarray(array)
+
+    def crop(self, top: int, left: int, bottom: int, right: int) -> StoredPicture:
+        """Rows [top, bottom) and columns [left, right) of it, as a new StoredPicture."""
+        out = copy.copy(self)  # the layout and metadata; the samples follow
+        out.size = (bottom - top, right - left)
+        out._image = None if self._image is None else self._image.crop((left, top, right, bottom))
+        out._array = None if self._array is None else np.ascontiguousarray(
+            self._array[top:bottom, left:right])
+        return out
+
+
+def output_layout(picture: Picture, path: str | Path) -> Layout:
+    """How write_image stores `picture` (or an upscale of it) in the format `path`'s suffix
+    names; LiifError for a suffix it does not write."""
+    fmt = _format_of(Path(path))
+    return _layout(picture, fmt)
+
+
+def stored_output(picture: Picture, size: tuple[int, int], path: str | Path) -> StoredPicture:
+    """An empty StoredPicture of (H, W) `size` in which to render `picture`'s upscale for
+    writing to `path`: the layout, ICC profile and EXIF write_image would store it with."""
+    fmt = _format_of(Path(path))
+    layout = _layout(picture, fmt)
+    return StoredPicture(size, layout, pillow=_through_pillow(fmt, layout),
+                         icc_profile=picture.icc_profile, exif=picture.exif)
+
+
+def store(picture: Picture, layout: Layout, *, pillow: bool = False) -> StoredPicture:
+    """`picture` quantised into `layout` (StoredPicture.fill), with its ICC profile and EXIF;
+    in a PIL image if `pillow` (see StoredPicture)."""
+    return StoredPicture(picture.size, layout, pillow=pillow, icc_profile=picture.icc_profile,
+                         exif=picture.exif).fill(picture)
 
 
 # --------------------------------------------------------------------------------------- reading
@@ -557,9 +695,20 @@ def default_suffix(source: str | Path) -> str:
         return ".png"
 
 
+def _format_of(path: Path) -> str:
+    """The format write_image writes at `path` (PIL's name), from its suffix; LiifError for a
+    suffix it does not write."""
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        known = ", ".join(sorted(SUPPORTED_SUFFIXES))
+        problem = f"unsupported output format {suffix!r}" if suffix else "no file extension"
+        raise LiifError(f"{path}: {problem}; use one of {known}")
+    return _FORMAT_BY_SUFFIX[suffix]
+
+
 def check_output(
-    path: str | Path, picture: Picture | None = None, *, overwrite: bool = False,
-    size: tuple[int, int] | None = None,
+    path: str | Path, picture: Picture | StoredPicture | None = None, *,
+    overwrite: bool = False, size: tuple[int, int] | None = None,
 ) -> Path:
     """Raise LiifError now if writing `picture` to `path` would fail; return the path.
 
@@ -568,16 +717,11 @@ def check_output(
     it before a slow upscale. write_image calls it again.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        known = ", ".join(sorted(SUPPORTED_SUFFIXES))
-        problem = f"unsupported output format {suffix!r}" if suffix else "no file extension"
-        raise LiifError(f"{path}: {problem}; use one of {known}")
+    fmt = _format_of(path)
     _check_name_fits(path)
     check_output_size(path, size, picture)
     check_output_place(path, overwrite)
-    fmt = _FORMAT_BY_SUFFIX[suffix]
-    if picture is not None and fmt not in _ALPHA_FORMATS and is_transparent(picture):
+    if isinstance(picture, Picture) and fmt not in _ALPHA_FORMATS and is_transparent(picture):
         raise LiifError(
             f"{path}: {fmt} cannot store transparency; write a .png, .webp or .tif file instead"
         )
@@ -602,7 +746,7 @@ def check_output_place(path: Path, overwrite: bool = False) -> None:
 
 
 def check_output_size(path: str | Path, size: tuple[int, int] | None,
-                      picture: Picture | None = None) -> None:
+                      picture: Picture | StoredPicture | None = None) -> None:
     """LiifError if an output of (H, W) `size` (default: the picture's) is too large for the
     format `path`'s suffix names: over 65,500 px a side for JPEG, 16,383 for WebP, 2^31 - 1
     for PNG and BMP; a BMP file or a classic TIFF file (whose offsets are 32-bit) over 4 GiB,
@@ -617,7 +761,11 @@ def check_output_size(path: str | Path, size: tuple[int, int] | None,
         raise LiifError(f"{path}: {width}x{height} is too large for {fmt}, which holds at "
                         f"most {limit:,} pixels a side; write a .png or .tif instead, or ask "
                         "for a smaller size")
-    channels, depth = _output_layout(picture, fmt) if picture is not None else (1, 8)
+    if picture is None:
+        channels, depth = 1, 8
+    else:
+        layout = picture.layout if isinstance(picture, StoredPicture) else _layout(picture, fmt)
+        channels, depth = layout.channels, layout.depth
     if fmt == "BMP":
         stride = -(-width * channels // 4) * 4  # rows padded to 4 bytes
         data = stride * height + 14 + 40 + (1024 if channels == 1 else 0)
@@ -645,9 +793,13 @@ def _check_name_fits(path: Path) -> None:
 
 
 def write_image(
-    picture: Picture, path: str | Path, *, overwrite: bool = False, quality: int = 95
+    picture: Picture | StoredPicture, path: str | Path, *, overwrite: bool = False,
+    quality: int = 95,
 ) -> None:
     """Write `picture` to `path`, in the format its suffix names, atomically.
+
+    A StoredPicture (from `stored_output` for this path, or `store`) is written as it is; a
+    Picture is quantised for the format first, as below.
 
     - 16-bit pictures stay 16-bit in PNG and TIFF; JPEG, WebP and BMP are 8-bit.
     - Grayscale stays grayscale (except WebP, which has no grayscale; and 16-bit gray+alpha TIFF,
@@ -666,22 +818,27 @@ def write_image(
     path = check_output(path, picture, overwrite=overwrite)
     if not 1 <= quality <= 100:
         raise LiifError(f"{path}: quality must be between 1 and 100, got {quality}")
-    fmt = _FORMAT_BY_SUFFIX[path.suffix.lower()]
-    pixels = _output_pixels(picture, fmt)
-    icc_profile = picture.icc_profile
-    if fmt not in _ICC_FORMATS or not _icc_fits(icc_profile, pixels.shape[2]):
+    fmt = _format_of(path)
+    if isinstance(picture, StoredPicture):
+        stored = picture
+        _check_storable(stored.layout, fmt)
+    else:
+        layout = _layout(picture, fmt)
+        stored = store(picture, layout, pillow=_through_pillow(fmt, layout))
+    icc_profile = stored.icc_profile
+    if fmt not in _ICC_FORMATS or not _icc_fits(icc_profile, stored.layout.channels):
         icc_profile = None
-    exif = _output_exif(picture.exif, fmt, picture.size)
+    exif = _output_exif(stored.exif, fmt, stored.size)
 
     fd, temp = create_temp(path)
     try:
         with os.fdopen(fd, "wb") as file:
             if fmt == "TIFF":
-                _write_tiff(file, pixels, icc_profile)
-            elif fmt == "PNG" and pixels.dtype == np.uint16:
-                _write_png16(file, pixels, icc_profile, exif)
+                _write_tiff(file, stored.pixels, icc_profile)
+            elif fmt == "PNG" and stored.layout.depth == 16:
+                _write_png16(file, stored.pixels, icc_profile, exif)
             else:
-                _save_with_pillow(file, pixels, fmt, icc_profile, quality, exif)
+                _save_with_pillow(file, stored.pil_image(), fmt, icc_profile, quality, exif)
             file.flush()
             os.fsync(file.fileno())
         _move_into_place(temp, path, overwrite)
@@ -732,35 +889,29 @@ def is_transparent(picture: Picture) -> bool:
     return picture.alpha is not None and bool(np.any(picture.alpha < 254.5 / 255))
 
 
-def _layout(picture: Picture, fmt: str) -> tuple[bool, bool, int]:
-    """How `fmt` stores the picture: (grayscale, with alpha, bits per sample)."""
+def _layout(picture: Picture, fmt: str) -> Layout:
+    """How `fmt` stores the picture: grayscale or not, with alpha or not, bits per sample."""
     depth = 16 if picture.bit_depth == 16 and fmt in _DEEP_FORMATS else 8
     keep_alpha = picture.alpha is not None and fmt in _ALPHA_FORMATS
     gray = picture.grayscale and fmt in _GRAY_FORMATS
     if fmt == "TIFF" and depth == 16 and keep_alpha:
         gray = False  # see write_image: 16-bit gray+alpha TIFF goes out as RGBA
-    return gray, keep_alpha, depth
+    return Layout(gray, keep_alpha, depth)
 
 
-def _output_layout(picture: Picture, fmt: str) -> tuple[int, int]:
-    """(channels, bits per sample) of the picture as `fmt` stores it."""
-    gray, keep_alpha, depth = _layout(picture, fmt)
-    return (1 if gray else 3) + keep_alpha, depth
+def _check_storable(layout: Layout, fmt: str) -> None:
+    """ValueError unless `fmt` stores samples in `layout` (one that _layout can give it)."""
+    if ((layout.depth == 16 and fmt not in _DEEP_FORMATS)
+            or (layout.alpha and fmt not in _ALPHA_FORMATS)
+            or (layout.gray and fmt not in _GRAY_FORMATS)
+            or (fmt == "TIFF" and layout.depth == 16 and layout.gray and layout.alpha)):
+        raise ValueError(f"{fmt} cannot store {layout}: make the picture for this output")
 
 
-def _output_pixels(picture: Picture, fmt: str) -> np.ndarray:
-    """Quantised (H, W, C) pixels in the channel layout and depth `fmt` will be written with."""
-    gray, keep_alpha, depth = _layout(picture, fmt)
-    planes = [picture.rgb.mean(axis=2, keepdims=True) if gray else picture.rgb]
-    if keep_alpha:
-        planes.append(picture.alpha[:, :, None])
-    channels = sum(plane.shape[2] for plane in planes)
-    out = np.empty((*picture.size, channels), np.uint16 if depth == 16 else np.uint8)
-    first = 0
-    for plane in planes:  # straight into the output: no full-size float copy
-        quantise(plane, depth, out[:, :, first:first + plane.shape[2]])
-        first += plane.shape[2]
-    return out
+def _through_pillow(fmt: str, layout: Layout) -> bool:
+    """Whether write_image writes `layout` in `fmt` with a Pillow encoder (all 8-bit formats
+    but TIFF), rather than with its own PNG or TIFF writer."""
+    return fmt != "TIFF" and layout.depth == 8
 
 
 def quantise(values: np.ndarray, depth: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -813,11 +964,10 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _save_with_pillow(
-    file: BinaryIO, pixels: np.ndarray, fmt: str, icc_profile: bytes | None, quality: int,
+    file: BinaryIO, image: Image.Image, fmt: str, icc_profile: bytes | None, quality: int,
     exif: bytes | None = None,
 ) -> None:
     """8-bit PNG, JPEG, WebP and BMP through Pillow's encoders."""
-    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
     options: dict[str, object] = {}
     if fmt == "JPEG":
         options.update(quality=quality, subsampling=0)
@@ -839,7 +989,7 @@ def _write_png16(file: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None,
     """
     height, width, channels = pixels.shape
     colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]  # gray, gray+alpha, RGB, RGBA
-    rows = pixels.astype(">u2").reshape(height, -1).view(np.uint8)  # PNG samples are big-endian
+    row_bytes = width * channels * 2
 
     file.write(b"\x89PNG\r\n\x1a\n")
     _png_chunk(file, b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))
@@ -848,10 +998,12 @@ def _write_png16(file: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None,
     if exif:
         _png_chunk(file, b"eXIf", exif.removeprefix(b"Exif\x00\x00"))
     compressor = zlib.compressobj(6)
-    band = max(1, _PNG_BAND_BYTES // rows.shape[1])
-    previous = np.zeros((1, rows.shape[1]), dtype=np.uint8)  # 'above' the first row is zeros
+    band = max(1, _PNG_BAND_BYTES // row_bytes)
+    previous = np.zeros((1, row_bytes), dtype=np.uint8)  # 'above' the first row is zeros
     for top in range(0, height, band):
-        current = rows[top : top + band]
+        # PNG samples are big-endian; converted band by band, so no full-size copy is made.
+        current = pixels[top : top + band].astype(">u2").reshape(-1, row_bytes // 2)
+        current = current.view(np.uint8)
         filtered = current - np.vstack([previous, current[:-1]])  # uint8: wraps modulo 256
         previous = current[-1:]
         filter_bytes = np.full((len(current), 1), 2, dtype=np.uint8)  # 2 = Up
@@ -880,17 +1032,18 @@ def _write_tiff(file: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None) -
     height, width, channels = pixels.shape
     sample_bytes = pixels.dtype.itemsize
     rows_per_strip = max(1, _TIFF_STRIP_BYTES // (width * channels * sample_bytes))
-    differences = pixels.copy()
-    differences[:, 1:] -= pixels[:, :-1]  # predictor 2: wraps modulo 2**bits, as TIFF wants
-    samples = differences.astype(f"<u{sample_bytes}", copy=False)
-    strips = [
-        zlib.compress(samples[top : top + rows_per_strip].tobytes(), 6)
-        for top in range(0, height, rows_per_strip)
-    ]
-    offsets, position = [], 8
-    for strip in strips:
+    start = file.tell()
+    file.write(b"II*\x00\x00\x00\x00\x00")  # the IFD's offset follows, once it is known
+    offsets, counts, position = [], [], 8
+    for top in range(0, height, rows_per_strip):  # strip by strip: no full-size copy
+        strip = pixels[top : top + rows_per_strip]
+        differences = strip.copy()
+        differences[:, 1:] -= strip[:, :-1]  # predictor 2: wraps modulo 2**bits, as TIFF wants
+        data = zlib.compress(differences.astype(f"<u{sample_bytes}", copy=False).tobytes(), 6)
+        file.write(data)
         offsets.append(position)
-        position += len(strip)
+        counts.append(len(data))
+        position += len(data)
     ifd_offset = position + position % 2  # the IFD must start on a word boundary
 
     tags = [
@@ -902,7 +1055,7 @@ def _write_tiff(file: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None) -
         (273, _TIFF_LONG, offsets),
         (277, _TIFF_SHORT, [channels]),
         (278, _TIFF_LONG, [rows_per_strip]),
-        (279, _TIFF_LONG, [len(strip) for strip in strips]),
+        (279, _TIFF_LONG, counts),
         (282, _TIFF_RATIONAL, [72, 1]),
         (283, _TIFF_RATIONAL, [72, 1]),
         (284, _TIFF_SHORT, [1]),  # chunky (interleaved) samples
@@ -914,11 +1067,12 @@ def _write_tiff(file: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None) -
     if icc_profile:
         tags.append((34675, _TIFF_UNDEFINED, icc_profile))
 
-    file.write(b"II*\x00" + struct.pack("<I", ifd_offset))
-    for strip in strips:
-        file.write(strip)
     file.write(b"\x00" * (ifd_offset - position))
     file.write(_tiff_ifd(tags, ifd_offset))
+    end = file.tell()
+    file.seek(start + 4)
+    file.write(struct.pack("<I", ifd_offset))
+    file.seek(end)
 
 
 def _tiff_ifd(tags: list[tuple[int, int, object]], offset: int) -> bytes:

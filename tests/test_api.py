@@ -9,7 +9,8 @@ from PIL import Image
 
 from liif_cli import api, checkpoint, engine
 from liif_cli.api import AutoUpscaler, Upscaler
-from liif_cli.errors import ArgumentError, LiifError
+from liif_cli.errors import ArgumentError, LiifError, OutOfMemory
+from liif_cli.images import Layout, Picture, StoredPicture, store
 from liif_cli.model import ModelSpec, build_model
 from liif_cli.sizing import (
     MIN_TILE,
@@ -208,7 +209,7 @@ def no_model(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model must not run when downscaling")
 
-    monkeypatch.setattr(api, "render", refuse)
+    monkeypatch.setattr(api, "render_tiles", refuse)
 
 
 def test_downscale_uses_lanczos_without_the_model(upscaler, no_model):
@@ -237,6 +238,95 @@ def test_growing_along_one_axis_uses_the_model(model, upscaler):
     pixels = rgb8()
     out = upscaler.upscale(pixels, size=(W + 3, H - 2))
     assert np.array_equal(out, to8(model_rgb(model, pixels / np.float32(255), (H - 2, W + 3))))
+
+
+# --------------------------------------------------------------- rendering into stored depth
+
+
+def quantised_reference(model, picture, size, layout, tile, chunk):
+    """What the float path wrote for `picture` at (H', W') `size`: the float32 reference
+    render (engine.render, tiled as the Upscaler tiles), alpha resized by Pillow as a whole
+    float plane, gray as the mean of R, G and B, each rounded to nearest by hand."""
+    image = torch.from_numpy(np.ascontiguousarray(picture.rgb.transpose(2, 0, 1)))
+    rgb = engine.render(model, image, size, tile=tile, chunk=chunk).permute(1, 2, 0).numpy()
+    planes = [rgb.mean(axis=2, keepdims=True) if layout.gray else rgb]
+    if layout.alpha:
+        planes.append(pil_resize(picture.alpha, size, Image.Resampling.BICUBIC)[..., None])
+    top = 65535 if layout.depth == 16 else 255
+    values = np.rint(np.clip(np.concatenate(planes, axis=2), 0, 1) * np.float32(top))
+    return values.astype(np.uint16 if layout.depth == 16 else np.uint8)
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+@pytest.mark.parametrize(("gray", "alpha"), [(False, False), (False, True), (True, False),
+                                             (True, True)])
+# x2.3 (3 x 2 tiles), and stretches that shrink the width or the height
+@pytest.mark.parametrize("size", [(83, 121), (97, 40), (30, 121)])
+def test_quantised_tiled_render_equals_quantising_the_float_render(model, depth, gray, alpha,
+                                                                   size):
+    # 36 x 53 input in tiles of 32: tile boundaries cross the output in both directions;
+    # chunks of 50 queries end mid-row.
+    pixels = RNG.integers(0, 2**depth, (36, 53, 4), dtype=np.uint16 if depth == 16 else np.uint8)
+    pixels[:5, :, 3] = 0  # transparent, opaque and in-between alpha
+    pixels[5:12, :, 3] = pixels.max()
+    colour = pixels[..., :1] if gray else pixels[..., :3]
+    picture = Picture.from_array(np.concatenate([colour, pixels[..., 3:]], axis=2) if alpha
+                                 else colour)
+    layout = Layout(gray=gray, alpha=alpha, depth=depth)
+    upscaler = Upscaler(model, device="cpu", precision="fp32", tile=32, chunk=50)
+    expected = quantised_reference(model, picture, size, layout, 32, 50)
+    for pillow in (False, True):  # an array, or for 8-bit RGB a PIL image
+        out = upscaler.resample_into(picture, StoredPicture(size, layout, pillow=pillow))
+        assert out.pixels.dtype == expected.dtype
+        np.testing.assert_array_equal(out.pixels, expected)
+    # ... and the same as the float Picture the float path returns, stored afterwards
+    stored = store(upscaler.resample(picture, size), layout)
+    np.testing.assert_array_equal(stored.pixels, expected)
+
+
+def test_quantised_render_of_a_tiny_padded_input(model):
+    """Inputs shorter than MIN_SIDE are edge-padded: the tiles of the padded render land in
+    the right place of the stored output."""
+    picture = Picture.from_array(RNG.integers(0, 256, (5, 9, 3), dtype=np.uint8))
+    upscaler = Upscaler(model, device="cpu", precision="fp32", tile=32, chunk=64)
+    layout = Layout(gray=False, alpha=False, depth=8)
+    out = upscaler.resample_into(picture, StoredPicture((13, 22), layout))
+    np.testing.assert_array_equal(out.pixels, store(upscaler.resample(picture, (13, 22)),
+                                                    layout).pixels)
+
+
+@pytest.mark.parametrize(("in_size", "out_size"), [
+    ((7, 9), (30, 41)), ((16, 16), (64, 64)), ((13, 11), (13, 50)), ((13, 11), (50, 11)),
+    ((5, 40), (23, 20)), ((40, 9), (20, 23)), ((1, 1), (3, 5)), ((100, 3), (401, 21))])
+def test_alpha_in_bands_equals_pillow_resizing_it_whole(monkeypatch, in_size, out_size):
+    """Bit for bit: the banded bicubic resize is Pillow's arithmetic, and where the height
+    shrinks (Pillow picks its pass order by its own rule) it is Pillow's own resize."""
+    plane = RNG.random(in_size, dtype=np.float32)
+    plane[RNG.random(in_size) < 0.3] = 1.0
+    whole = pil_resize(plane, out_size, Image.Resampling.BICUBIC)
+    for band in (1 << 20, 37):  # one band, and bands of a row or two
+        monkeypatch.setattr(api, "_ALPHA_BAND", band)
+        bands = list(api.resized_bands(plane, out_size))
+        assert [rows.start for rows, _ in bands] == sorted({rows.start for rows, _ in bands})
+        got = np.concatenate([values for _, values in bands])
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, whole)
+
+
+def test_out_of_memory_names_what_was_being_rendered(model, monkeypatch):
+    def exhausted(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate "
+                           "900000000000 bytes.")
+
+    monkeypatch.setattr(api, "render_tiles", exhausted)
+    up = Upscaler(model, device="cpu", tile=64, chunk=512)
+    picture = Picture.from_array(rgb8())
+    out = StoredPicture((30, 40), Layout(gray=False, alpha=False, depth=8))
+    with pytest.raises(OutOfMemory) as excinfo:
+        up.resample_into(picture, out, name="out/big.png")
+    assert "out of memory rendering out/big.png at 40x30" in str(excinfo.value)
+    with pytest.raises(OutOfMemory, match="out of memory rendering 40x30 "):
+        up.resample(picture, (30, 40))
 
 
 # --------------------------------------------------------------------------- tiny inputs
@@ -300,7 +390,7 @@ def test_out_of_memory_is_one_line_naming_what_lowers_memory(model, monkeypatch)
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
                            "not enough memory: you tried to allocate 123456789 bytes.")
 
-    monkeypatch.setattr(api, "render", exhausted)
+    monkeypatch.setattr(api, "render_tiles", exhausted)
     up = Upscaler(model, device="cpu", tile=64, chunk=512)
     with pytest.raises(LiifError) as excinfo:
         up.upscale(rgb8(), size=(300, 200))
@@ -309,11 +399,11 @@ def test_out_of_memory_is_one_line_naming_what_lowers_memory(model, monkeypatch)
     for word in ("out of memory", "300x200", "tile=", "--tile", "64", "chunk=", "512",
                  "--max-pixels"):
         assert word in message
-    monkeypatch.setattr(api, "render", lambda *a, **k: (_ for _ in ()).throw(
+    monkeypatch.setattr(api, "render_tiles", lambda *a, **k: (_ for _ in ()).throw(
         torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")))
     with pytest.raises(LiifError, match="out of memory"):
         up.upscale(rgb8(), size=(300, 200))
-    monkeypatch.setattr(api, "render", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(api, "render_tiles", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):  # other errors are bugs, not memory problems
         up.upscale(rgb8(), size=(300, 200))
 

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from liif_cli import __version__
 from liif_cli.cli import app
 from liif_cli.images import Picture, read_image, write_image
+from liif_cli.sizing import fit_size, target_size
 
 try:
     from PIL import ImageCms
@@ -498,13 +499,13 @@ def test_resize_downscale_uses_no_model(work, tiny_weights, monkeypatch):
     import liif_cli.api
 
     calls = []
-    real_render = liif_cli.api.render
+    real_render = liif_cli.api.render_tiles
 
     def spy(*args, **kwargs):
         calls.append(args)
         return real_render(*args, **kwargs)
 
-    monkeypatch.setattr(liif_cli.api, "render", spy)
+    monkeypatch.setattr(liif_cli.api, "render_tiles", spy)
     src = make_image(work / "big.png", 40, 30)
     result = run("resize", src, "--size", "20x20", "-o", work / "down", "-w", tiny_weights)
     assert result.exit_code == 0, result.output
@@ -994,18 +995,134 @@ def test_checkpoint_with_nan_weights_is_refused(work, tiny_weights):
     assert not (work / "a_x2.png").exists()
 
 
-def test_out_of_memory_is_one_line(work, tiny_weights, monkeypatch):
+def test_out_of_memory_is_one_line_naming_the_output(work, tiny_weights, monkeypatch):
     from liif_cli import api
 
     def exhausted(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate "
                            "900000000000 bytes.")
 
-    monkeypatch.setattr(api, "render", exhausted)
+    monkeypatch.setattr(api, "render_tiles", exhausted)
     src = make_image(work / "a.png", 8, 6)
-    assert_one_error_line(run("upscale", src, "--size", "4000x3000", "-w", tiny_weights),
-                          "out of memory", "4000x3000", "--tile", "--chunk", "--max-pixels",
-                          code=1)
+    line = assert_one_error_line(run("upscale", src, "--size", "4000x3000", "-w", tiny_weights),
+                                 "out of memory", "4000x3000", "--tile", "--chunk",
+                                 "--max-pixels", code=1)
+    assert f"a.png: out of memory rendering {work / 'a_4000x3000.png'} at 4000x3000" in line
+    folder = work / "out"
+    result = run("resize", src, "--size", "4000x3000", "-o", folder, "-w", tiny_weights)
+    assert result.exit_code == 1
+    expected = f"a.png: out of memory rendering {folder / 'a.png'} at 4000x3000"
+    assert "".join(expected.split()) in "".join(result.output.split())  # wrapped lines
+
+
+def float_path_pixels(weights: Path, src: Path, size: tuple[int, int], target: Path,
+                      crop: tuple[int, int] | None = None) -> np.ndarray:
+    """What `liif upscale src` wrote at `target` (for --precision fp32 --tile 32) when it
+    rendered into float: the float Picture of Upscaler.resample (the float32 reference),
+    quantised by hand in the layout the output's format stores, then centre-cropped."""
+    from liif_cli.api import Upscaler
+    from liif_cli.images import output_layout
+    from liif_cli.sizing import centre_crop_box
+
+    picture = read_image(src)
+    layout = output_layout(picture, target)
+    out = Upscaler.from_pretrained(weights, device="cpu", precision="fp32",
+                                   tile=32).resample(picture, size)
+    planes = [out.rgb.mean(axis=2, keepdims=True) if layout.gray else out.rgb]
+    if layout.alpha:
+        planes.append(out.alpha[..., None])
+    top = 65535 if layout.depth == 16 else 255
+    values = np.rint(np.clip(np.concatenate(planes, axis=2), 0, 1) * np.float32(top))
+    if crop is not None:
+        first, left, bottom, right = centre_crop_box(size, crop)
+        values = values[first:bottom, left:right]
+    return values.astype(np.uint16 if layout.depth == 16 else np.uint8)
+
+
+def decoded(path: Path, channels: int, depth: int) -> np.ndarray:
+    """An output file's samples, (H, W, channels), exactly (16-bit too)."""
+    if depth == 8:
+        with Image.open(path) as image:
+            pixels = np.asarray(image)
+        return pixels[..., None] if pixels.ndim == 2 else pixels
+    picture = read_image(path)
+    planes = [picture.rgb[..., :1] if channels <= 2 else picture.rgb]
+    if channels in (2, 4):
+        planes.append(picture.alpha[..., None])
+    return np.rint(np.concatenate(planes, axis=2) * 65535).astype(np.uint16)
+
+
+def deep_image(path: Path, channels: int, width: int, height: int) -> Path:
+    """A 16-bit image (PNG or TIFF by suffix) of random samples, alpha included."""
+    pixels = RNG.integers(0, 65536, (height, width, channels)).astype(np.uint16)
+    if channels in (2, 4):
+        pixels[: height // 3, :, -1] = 0
+        pixels[height // 3: height // 2, :, -1] = 65535
+    write_image(Picture.from_array(pixels), path)
+    return path
+
+
+@pytest.mark.parametrize(("source", "suffix", "options"), [
+    ("RGB", ".png", ()), ("RGBA", ".png", ()), ("L", ".png", ()), ("LA", ".png", ()),
+    ("RGB", ".bmp", ()), ("RGB", ".tif", ()), ("RGBA", ".tif", ()),
+    ("RGB", ".png", ("--size", "90x60", "--fit", "cover")),
+    ("deep RGB", ".png", ()), ("deep RGBA", ".png", ()), ("deep LA", ".tif", ()),
+    ("deep L", ".png", ()),
+])
+def test_outputs_hold_the_values_the_float_path_wrote(work, tiny_weights, source, suffix,
+                                                      options):
+    """Rendered tile by tile into the file's depth: every pixel as quantising the float32
+    render of the whole image gives, in 8 and 16 bits, with alpha and gray, over several
+    tiles (--tile 32 on a 70 x 45 input, a non-square x2.3)."""
+    width, height = 70, 45
+    if source.startswith("deep"):
+        channels = {"deep RGB": 3, "deep RGBA": 4, "deep LA": 2, "deep L": 1}[source]
+        src = deep_image(work / f"in{'.tif' if suffix == '.tif' else '.png'}", channels,
+                         width, height)
+    elif source == "LA":
+        src = work / "in.png"
+        pixels = RNG.integers(0, 256, (height, width, 2)).astype(np.uint8)
+        Image.fromarray(pixels, "LA").save(src)
+    else:
+        src = make_image(work / "in.png", width, height, source)
+    target = work / "out" / f"x{suffix}"
+    target.parent.mkdir()
+    result = run("upscale", src, *(options or ("--scale", "2.3")), "-o", target,
+                 "-w", tiny_weights, "--precision", "fp32", "--tile", "32", "-q")
+    assert result.exit_code == 0, result.output
+    if options:
+        size, crop = fit_size((height, width), (60, 90), "cover"), (60, 90)
+    else:
+        size, crop = target_size((height, width), scale=2.3), None
+    assert size_of(target) == ((crop or size)[1], (crop or size)[0])
+    expected = float_path_pixels(tiny_weights, src, size, target, crop)
+    depth = 16 if expected.dtype == np.uint16 else 8
+    np.testing.assert_array_equal(decoded(target, expected.shape[2], depth), expected)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".webp"])
+def test_lossy_outputs_are_the_float_paths_files(work, tiny_weights, suffix):
+    """JPEG and WebP are lossy: the file decodes to what encoding the float path's pixels
+    decodes to (8-bit and 16-bit sources; one whose alpha is opaque, which JPEG drops and
+    WebP keeps; one with transparency for WebP)."""
+    sources = [make_image(work / "rgb.png", 70, 45), deep_image(work / "deep.png", 3, 70, 45),
+               make_image(work / "opaque.png", 70, 45, "RGBA")]
+    with Image.open(sources[2]) as image:  # every pixel opaque: JPEG can hold it
+        image.putalpha(255)
+        image.save(sources[2])
+    if suffix == ".webp":
+        sources.append(deep_image(work / "clear.png", 4, 70, 45))
+    for src in sources:
+        target = work / f"{src.stem}{suffix}"
+        result = run("upscale", src, "--scale", "2.3", "-o", target, "-w", tiny_weights,
+                     "--precision", "fp32", "--tile", "32", "-q")
+        assert result.exit_code == 0, result.output
+        expected = float_path_pixels(tiny_weights, src, target_size((45, 70), scale=2.3),
+                                     target)
+        reference = work / f"{src.stem}-reference{suffix}"
+        Image.fromarray(expected).save(reference, quality=95, subsampling=0)
+        with Image.open(target) as got, Image.open(reference) as want:
+            assert np.array_equal(np.asarray(got), np.asarray(want))
 
 
 def test_out_of_memory_while_writing_is_one_line(work, tiny_weights, monkeypatch):
@@ -1372,7 +1489,7 @@ def test_output_too_large_for_its_format_is_refused_before_rendering(work, tiny_
     def no_render(*args, **kwargs):
         raise AssertionError("rendered")
 
-    monkeypatch.setattr(liif_cli.api, "render", no_render)
+    monkeypatch.setattr(liif_cli.api, "render_tiles", no_render)
     src = make_image(work / "a.png", 8, 6)
     for size, out, limit in (("70000x2", "big.jpg", "65,500"), ("16384x2", "big.webp", "16,383")):
         result = run("upscale", src, "--size", size, "-o", work / out, "-w", tiny_weights,

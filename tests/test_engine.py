@@ -167,6 +167,28 @@ def test_out_rows_and_cols_window_equals_part_of_full_render(model, rows, cols, 
     assert max_err(window, full[:, rows[0]:rows[1], cols[0]:cols[1]]) <= TOL
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("region", [{}, dict(out_rows=(3, 40), out_cols=(5, 29))])
+def test_render_tiles_hands_over_exactly_what_render_returns(model, precision, region):
+    """render_tiles gives each tile to the sink once (CPU float32 (rows, cols, 3) at its
+    place in the region) and together they are render's output, to the bit."""
+    img, size = image(23, 17), (46, 37)
+    whole = render(model, img, size, tile=8, chunk=37, precision=precision, **region)
+    seen = torch.zeros(whole.shape[1:], dtype=torch.int64)
+    got = torch.full_like(whole, float("nan"))
+
+    def sink(rows: slice, cols: slice, rgb: torch.Tensor) -> None:
+        assert rgb.dtype == torch.float32 and rgb.device.type == "cpu"
+        assert rgb.shape == (rows.stop - rows.start, cols.stop - cols.start, 3)
+        got[:, rows, cols] = rgb.permute(2, 0, 1)
+        seen[rows, cols] += 1
+
+    engine.render_tiles(model, img, size, sink, tile=8, chunk=37, precision=precision,
+                        **region)
+    assert (seen == 1).all() and len(plan_tiles(model, (23, 17), size, 8)) > 4
+    assert torch.equal(got, whole)
+
+
 def test_non_finite_output_is_an_error_not_a_black_image():
     model = tiny_model(seed=7)
     with torch.no_grad():

@@ -264,7 +264,7 @@ def slow_write(file, *args, **kwargs):
     time.sleep(60)
 
 if which == "render":
-    api.Upscaler.render_rgb = slow_render
+    api.Upscaler.render_into = slow_render
 else:
     images._save_with_pillow = slow_write
 from liif_cli.cli import main

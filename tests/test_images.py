@@ -247,6 +247,60 @@ def test_quantise_in_blocks_equals_quantising_at_once(monkeypatch, depth):
     assert np.isnan(values[5, 3, 1])  # the input is left alone
 
 
+# ------------------------------------------------------------------------- stored pictures
+
+
+@pytest.mark.parametrize(("suffix", "channels", "depth"), [
+    (".png", 3, 8), (".png", 4, 8), (".png", 1, 8), (".png", 2, 8), (".png", 3, 16),
+    (".png", 2, 16), (".tif", 3, 8), (".tif", 2, 16), (".tif", 4, 16), (".jpg", 3, 16),
+    (".jpg", 1, 8), (".webp", 4, 8), (".webp", 1, 16), (".bmp", 3, 8)])
+def test_a_stored_picture_is_written_as_the_float_picture_was(tmp_path, suffix, channels,
+                                                              depth):
+    """The same file: rendered into stored_output tile by tile (here: uneven tiles, in any
+    order) or quantised from the whole float picture at write time."""
+    picture = Picture.from_array(random_pixels(17, 23, channels, depth))
+    picture.rgb = np.clip(picture.rgb + RNG.normal(0, 0.01, picture.rgb.shape), 0, 1)  # noise
+    if picture.alpha is not None:
+        picture.alpha[:4] = 1.0  # some opaque rows
+    picture.icc_profile, picture.exif = SRGB, None
+    stored = images.stored_output(picture, picture.size, tmp_path / f"x{suffix}")
+    assert stored.layout == images.output_layout(picture, tmp_path / f"x{suffix}")
+    for rows, cols in [(slice(9, 17), slice(5, 23)), (slice(0, 9), slice(0, 23)),
+                       (slice(9, 17), slice(0, 5))]:
+        stored.put_rgb(rows, cols, picture.rgb[rows, cols])
+    if stored.layout.alpha:
+        stored.put_alpha(slice(0, 17), picture.alpha)
+    write_image(picture, tmp_path / f"float{suffix}")
+    write_image(stored, tmp_path / f"stored{suffix}")
+    assert (tmp_path / f"float{suffix}").read_bytes() == (tmp_path / f"stored{suffix}").read_bytes()
+
+
+def test_stored_pictures_crop_and_hand_pillow_their_memory():
+    layout = images.Layout(gray=False, alpha=True, depth=8)
+    stored = images.StoredPicture((6, 8), layout)
+    stored.pixels[:] = random_pixels(6, 8, 4, 8)
+    image = stored.pil_image()
+    assert image.mode == "RGBA" and image.readonly  # Pillow reads the array in place
+    np.testing.assert_array_equal(np.asarray(image), stored.pixels)
+    part = stored.crop(1, 2, 5, 7)
+    assert part.size == (4, 5) and part.pixels.flags.c_contiguous
+    np.testing.assert_array_equal(part.pixels, stored.pixels[1:5, 2:7])
+    rgb = images.StoredPicture((6, 8), images.Layout(False, False, 8), pillow=True)
+    rgb.put_rgb(slice(0, 6), slice(0, 8), np.full((6, 8, 3), 0.5, np.float32))
+    assert rgb.pil_image().mode == "RGB" and (rgb.pixels == 128).all()
+    np.testing.assert_array_equal(rgb.crop(1, 2, 5, 7).pixels, np.full((4, 5, 3), 128))
+
+
+def test_a_stored_picture_in_a_layout_its_format_cannot_hold_is_a_bug(tmp_path):
+    deep = images.StoredPicture((2, 2), images.Layout(gray=False, alpha=False, depth=16))
+    with pytest.raises(ValueError, match="JPEG cannot store"):
+        write_image(deep, tmp_path / "x.jpg")
+    clear = images.StoredPicture((2, 2), images.Layout(gray=False, alpha=True, depth=8))
+    with pytest.raises(ValueError, match="BMP cannot store"):
+        write_image(clear, tmp_path / "x.bmp")
+    assert list(tmp_path.iterdir()) == []
+
+
 # --------------------------------------------------------------------------------- 16-bit depth
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -328,3 +329,361 @@ def test_core_install_error_names_the_video_extra(monkeypatch, clip, tmp_path):
     monkeypatch.setitem(sys.modules, "av", None)  # import av now fails
     with pytest.raises(LiifError, match=r"pip install 'liif\[video\]'"):
         video.probe(clip)
+
+
+# ------------------------------------------------- rotation, timing, colour, subtitles, chapters
+
+
+def write_clip(path: Path, frames: list[tuple[int, np.ndarray]], *,
+               time_base: Fraction = Fraction(1, RATE), codec: str = "libx264",
+               pix_fmt: str = "yuv420p", options: dict | None = None,
+               rotation: float | None = None, hflip: bool = False,
+               colour: tuple[int, int, int, int] | None = None, subtitles: str | None = None,
+               chapters: bool = False) -> Path:
+    """A clip of (pts, RGB) frames in `time_base`; `rotation`: a display matrix (degrees
+    counter-clockwise, PyAV's sign, then a mirror with `hflip`); `colour`: (range, matrix,
+    primaries, transfer) tags, the pixels converted accordingly; `subtitles`: a stream of
+    two cues in that codec ('fake-dvd': bitmap packets that are never decoded); `chapters`:
+    two, 'One' and 'Two'."""
+    out = av.open(str(path), "w")
+    v = out.add_stream(codec, rate=RATE)
+    v.width, v.height, v.pix_fmt = frames[0][1].shape[1], frames[0][1].shape[0], pix_fmt
+    v.codec_context.time_base = time_base
+    if options:
+        v.codec_context.options = options
+    if rotation is not None:
+        v.set_display_rotation(rotation, hflip=hflip)
+    if colour:
+        context = v.codec_context
+        context.color_range, context.colorspace = colour[0], colour[1]
+        context.color_primaries, context.color_trc = colour[2], colour[3]
+    s = None
+    if subtitles == "fake-dvd":
+        s = out.add_mux_stream("dvd_subtitle")
+    elif subtitles:
+        s = out.add_stream(subtitles)
+        s.codec_context.subtitle_header = (
+            b"[Script Info]\r\nScriptType: v4.00+\r\n\r\n[Events]\r\nFormat: Layer, Start, End, "
+            b"Style, Name, MarginL, MarginR, MarginV, Effect, Text\r\n")
+    if s is not None:
+        s.time_base = Fraction(1, 1000)
+        s.metadata["language"] = "fra"
+    if chapters:
+        out.set_chapters([
+            {"id": 1, "start": 0, "end": 500, "time_base": Fraction(1, 1000),
+             "metadata": {"title": "One"}},
+            {"id": 2, "start": 500, "end": 1000, "time_base": Fraction(1, 1000),
+             "metadata": {"title": "Two"}}])
+    out.metadata["title"] = "A test clip"
+    for index, (pts, rgb) in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if rgb.dtype == np.uint16
+                                           else "rgb24")
+        matrix = {1: "ITU709", 9: "BT2020"}.get(colour[1]) if colour else None
+        frame = frame.reformat(format=pix_fmt, dst_colorspace=matrix,
+                               dst_color_range=colour[0] if colour else None)
+        frame.pts, frame.time_base = pts, time_base
+        for packet in v.encode(frame):
+            out.mux(packet)
+        if s is not None and index in (0, 6):
+            start = round(pts * time_base * 1000)
+            if subtitles == "fake-dvd":
+                packet = av.Packet(b"\x00\x10spu" + bytes([index]) * 12)
+            else:
+                cue = av.subtitles.subtitle.SubtitleSet.create(
+                    f"0,0,Default,,0,0,0,,Cue {index}".encode(), 0, 300)
+                packet = s.codec_context.encode_subtitle(cue)
+            packet.stream, packet.time_base = s, Fraction(1, 1000)
+            packet.pts = packet.dts = start
+            packet.duration = 300
+            out.mux(packet)
+    for packet in v.encode(None):
+        out.mux(packet)
+    out.close()
+    return path
+
+
+def nearest(picture, size):
+    """A stand-in upscaler: nearest-neighbour resampling (exact colours, no torch)."""
+    h, w = picture.size
+    rows, cols = np.arange(size[0]) * h // size[0], np.arange(size[1]) * w // size[1]
+    return picture.with_pixels(picture.rgb[rows][:, cols], None)
+
+
+def double(hw: tuple[int, int]) -> tuple[int, int]:
+    return 2 * hw[0], 2 * hw[1]
+
+
+def upscaled(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """What `nearest` makes of decoded 8-bit pixels."""
+    h, w = pixels.shape[:2]
+    return pixels[np.arange(size[0]) * h // size[0]][:, np.arange(size[1]) * w // size[1]]
+
+
+def _frames(count: int = 6, pts: list[int] | None = None, w: int = W, h: int = H) -> list:
+    return [(p, _pattern(i, w, h)) for i, p in enumerate(pts or range(count))]
+
+
+@pytest.mark.parametrize("degrees, hflip", [(-90, False), (90, False), (180, False),
+                                            (-90, True)])
+def test_a_rotated_clip_is_turned_upright_and_loses_the_tag(tmp_path, degrees, hflip):
+    """The display matrix is applied to the pixels (sizes such as --height are of the
+    picture as shown, and every player shows plain pixels alike); the output has none."""
+    from liif_cli import video
+
+    src = write_clip(tmp_path / "rot.mp4", _frames(3), rotation=degrees, hflip=hflip)
+    dst = tmp_path / "out.mkv"
+    notes = video.upscale_video(nearest, src, dst, double, crf=0)
+    turn = f"turned {-degrees % 360} degrees clockwise"
+    assert notes == [f"{src}: {turn}{' and mirrored' if hflip else ''} for display as its "
+                     "display matrix says; the output's pixels are upright"]
+    with av.open(str(dst)) as out:
+        first = next(out.decode(video=0))
+        assert first.rotation == 0 and first.side_data.get("DISPLAYMATRIX", None) is None
+    for (_, got), (_, coded) in zip(video_frames(dst), video_frames(src), strict=True):
+        shown = np.rot90(coded, degrees // 90)  # PyAV's angle: counter-clockwise
+        if hflip:
+            shown = shown[:, ::-1]
+        expected = upscaled(shown, (2 * shown.shape[0], 2 * shown.shape[1]))
+        assert got.shape == expected.shape
+        assert np.abs(got.astype(int) - expected).mean() < 2
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_a_variable_frame_rate_keeps_every_timestamp_and_says_so(tmp_path, suffix):
+    from liif_cli import video
+
+    pts = [0, 1, 3, 4, 8, 9, 10, 16]  # 1/24 s ticks in MP4; milliseconds x 40 in MKV
+    tb = Fraction(1, 24) if suffix == ".mp4" else Fraction(1, 1000)
+    src = write_clip(tmp_path / f"vfr{suffix}", _frames(pts=[p * (40 if tb.denominator == 1000
+                                                                    else 1) for p in pts]),
+                     time_base=tb)
+    dst = tmp_path / f"out{suffix}"
+    notes = video.upscale_video(nearest, src, dst, double)
+    ours, theirs = video_frames(dst), video_frames(src)
+    assert len(ours) == len(theirs) == len(pts)
+    assert [t for t, _ in ours] == [t for t, _ in theirs]
+    step = float(tb) * (40 if suffix == ".mkv" else 1)
+    low, high, mean = 1 / (6 * step), 1 / step, (len(pts) - 1) / (16 * step)
+    assert notes == [f"{src}: variable frame rate ({low:.3g} to {high:.3g} fps, {mean:.3g} on "
+                     "average): every frame's timestamp kept"]
+
+
+def test_a_constant_frame_rate_gets_no_timing_note(tmp_path):
+    from liif_cli import video
+
+    src = write_clip(tmp_path / "cfr.mkv", _frames(pts=[0, 83, 167, 250, 333]),
+                     time_base=Fraction(1, 1000))  # 12 fps in whole milliseconds
+    assert video.upscale_video(nearest, src, tmp_path / "out.mkv", double) == []
+
+
+@pytest.mark.parametrize("pix_fmt, colour, suffix, written", [
+    ("yuv420p", (1, 1, 1, 1), ".mp4", "yuv420p"),  # BT.709, limited range
+    ("yuv420p", (2, 1, 1, 1), ".mkv", "yuvj420p"),  # full range: H.264 decodes it as yuvj
+    ("yuv420p10le", (1, 9, 9, 14), ".mp4", "yuv420p10le"),  # BT.2020, 10 bits
+    ("yuv444p", (1, 5, 5, 6), ".mkv", "yuv444p"),  # BT.601 (BT470BG matrix), no subsampling
+    ("yuv420p10le", (1, 1, 1, 1), ".webm", "yuv420p"),  # VP9 here has 8 bits only: a note
+])
+def test_pixel_format_and_colour_tags_are_carried_over(tmp_path, pix_fmt, colour, suffix,
+                                                       written):
+    from liif_cli import video
+
+    deep = pix_fmt.endswith("10le")
+    frames = [(p, rgb.astype(np.uint16) * 257 if deep else rgb) for p, rgb in _frames(3)]
+    src = write_clip(tmp_path / "tagged.mkv", frames, pix_fmt=pix_fmt, colour=colour,
+                     options={"crf": "0"})
+    dst = tmp_path / f"out{suffix}"
+    size = (75, 101) if pix_fmt == "yuv444p" else (96, 128)  # 4:4:4 takes odd sides
+    notes = video.upscale_video(nearest, src, dst, lambda hw: size, crf=0)
+    if suffix == ".webm":
+        assert notes == [f"{src}: pixel format {pix_fmt} written as yuv420p (libvpx-vp9 "
+                         "cannot encode it)"]
+    else:
+        assert notes == []
+    with av.open(str(dst)) as out:
+        stream = out.streams.video[0]
+        context = stream.codec_context
+        frame = next(out.decode(video=0))
+        assert (stream.width, stream.height) == (size[1], size[0])
+        assert frame.format.name == written
+        for tagged in (context, frame):
+            assert (tagged.color_range, tagged.colorspace, tagged.color_primaries,
+                    tagged.color_trc) == colour
+    for (_, got), (_, source) in zip(video_frames(dst), video_frames(src), strict=True):
+        # Decoded with the tags, so a range or matrix dropped anywhere shifts every colour.
+        difference = np.abs(got.astype(int) - upscaled(source, size))
+        assert difference.mean() < (3 if written == "yuv420p" and deep else 1.5)
+
+
+def _chapters(path: Path) -> list:
+    with av.open(str(path)) as container:
+        return [(float(c["start"] * c["time_base"]), float(c["end"] * c["time_base"]),
+                 c["metadata"].get("title")) for c in container.chapters()]
+
+
+def _cues(path: Path) -> list:
+    with av.open(str(path)) as container:
+        stream = container.streams.subtitles[0]
+        cues = []
+        for packet in container.demux(stream):
+            if packet.dts is None:
+                continue
+            for subtitle in stream.decode(packet):
+                cues.append((float(packet.pts * packet.time_base),
+                             float(packet.duration * packet.time_base), subtitle.dialogue))
+        return cues
+
+
+@pytest.mark.parametrize("suffix, codec", [(".mkv", "srt"), (".mp4", "mov_text"),
+                                           (".webm", "webvtt")])
+def test_subtitles_and_chapters_are_carried_or_converted(tmp_path, suffix, codec):
+    from liif_cli import video
+
+    src = write_clip(tmp_path / "subs.mkv", _frames(8), subtitles="subrip", chapters=True)
+    dst = tmp_path / f"out{suffix}"
+    notes = video.upscale_video(nearest, src, dst, double)
+    if codec == "srt":
+        assert notes == []
+    else:
+        wanted = {"mov_text": "mov_text", "webvtt": "webvtt"}[codec]
+        name = {".mp4": "MP4", ".webm": "WebM"}[suffix]
+        assert notes == [f"{src}: subtitle stream 1 (srt) converted to {wanted} ({name} "
+                         "cannot hold srt)"]
+    with av.open(str(dst)) as out:
+        stream = out.streams.subtitles[0]
+        assert stream.codec_context.name == codec
+        assert stream.metadata.get("language") == "fra"
+        assert out.metadata.get("title") == "A test clip"
+    assert _cues(dst) == _cues(src) == [(0.0, 0.3, b"Cue 0"), (0.5, 0.3, b"Cue 6")]
+    assert _chapters(dst) == _chapters(src) == [(0.0, 0.5, "One"), (0.5, 1.0, "Two")]
+    if suffix == ".mkv":  # copied packet for packet
+        with av.open(str(dst)) as out, av.open(str(src)) as original:
+            assert [bytes(p) for p in out.demux(subtitles=0) if p.dts is not None] == \
+                [bytes(p) for p in original.demux(subtitles=0) if p.dts is not None]
+
+
+def test_bitmap_subtitles_are_copied_where_they_fit_else_dropped_with_a_note(tmp_path):
+    from liif_cli import video
+
+    src = write_clip(tmp_path / "dvd.mkv", _frames(8), subtitles="fake-dvd")
+    assert video.upscale_video(nearest, src, tmp_path / "out.mkv", double) == []
+    with av.open(str(tmp_path / "out.mkv")) as out, av.open(str(src)) as original:
+        assert [bytes(p) for p in out.demux(subtitles=0) if p.dts is not None] == \
+            [bytes(p) for p in original.demux(subtitles=0) if p.dts is not None]
+    notes = video.upscale_video(nearest, src, tmp_path / "out.webm", double)
+    assert notes == [f"{src}: subtitle stream 1 (dvdsub) dropped (WebM cannot hold it, and "
+                     "only text subtitles can be converted)"]
+    with av.open(str(tmp_path / "out.webm")) as out:
+        assert not out.streams.subtitles
+
+
+class _Writer:
+    """A stand-in for an output container: the real one, with `mux` or `set_chapters`
+    failing as told."""
+
+    def __init__(self, real, full_after: int | None = None, chapters: bool = True):
+        self._real, self._left, self._chapters = real, full_after, chapters
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def mux(self, packet):
+        if self._left is not None:
+            if self._left == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self._left -= 1
+        self._real.mux(packet)
+
+    def set_chapters(self, chapters):
+        if not self._chapters:
+            raise AttributeError("this PyAV cannot write chapters")
+        self._real.set_chapters(chapters)
+
+
+def _failing_writer(monkeypatch, **how):
+    real_open = av.open
+
+    def fake_open(file, mode="r", **options):
+        container = real_open(file, mode, **options)
+        return _Writer(container, **how) if mode == "w" else container
+
+    monkeypatch.setattr(av, "open", fake_open)
+
+
+def test_chapters_that_cannot_be_written_are_dropped_with_a_note(tmp_path, monkeypatch):
+    from liif_cli import video
+
+    src = write_clip(tmp_path / "chapters.mkv", _frames(3), chapters=True)
+    _failing_writer(monkeypatch, chapters=False)
+    notes = video.upscale_video(nearest, src, tmp_path / "out.mp4", double)
+    assert notes == [f"{src}: its 2 chapters dropped (cannot write them to MP4: this PyAV "
+                     "cannot write chapters)"]
+    assert _chapters(tmp_path / "out.mp4") == []
+
+
+def test_the_cli_prints_an_estimate_before_a_long_video(tiny_weights, clip, tmp_path,
+                                                        monkeypatch):
+    from liif_cli import cli
+
+    src = tmp_path / "clip.mp4"
+    src.write_bytes(clip.read_bytes())
+    args = ["upscale", str(src), "--scale", "2", "--weights", str(tiny_weights), "--device",
+            "cpu", "-o", str(tmp_path / "out.mp4")]
+    short = CliRunner().invoke(cli.app, args)
+    assert short.exit_code == 0 and "estimate:" not in short.output  # not a long job
+    monkeypatch.setattr(cli, "ESTIMATE_MIN_S", 0.0)
+    long = CliRunner().invoke(cli.app, [*args, "--overwrite"])
+    assert long.exit_code == 0, long.output
+    lines = [line for line in long.output.splitlines() if line.startswith("estimate:")]
+    assert len(lines) == 1, long.output
+    assert lines[0].startswith(f"estimate: clip.mp4: {N} frames of 128x96 (0.1 MP) at ")
+    assert "MP/s (the first frame's rate): about 0:00:" in lines[0]
+    assert long.output.index("estimate:") < long.output.index("wrote")
+
+
+def test_a_disk_that_fills_during_the_encode_is_one_line_and_leaves_nothing(
+        tiny_weights, clip, tmp_path, monkeypatch):
+    from liif_cli.cli import app
+
+    src = tmp_path / "clip.mp4"
+    src.write_bytes(clip.read_bytes())
+    _failing_writer(monkeypatch, full_after=3)
+    result = CliRunner().invoke(app, ["upscale", str(src), "--scale", "2", "--weights",
+                                      str(tiny_weights), "--device", "cpu", "-q"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (f"failed: {tmp_path / 'clip_x2.mp4'}: could not write "
+                                     "the video: the disk is full (nothing was written)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_a_write_failing_at_the_trailer_leaves_nothing(clip, tmp_path):
+    """A real failed write: the file size limit (RLIMIT_FSIZE) stops the file at 2 KB, which
+    FFmpeg reports only when the output is closed (buffered writes, then MP4's index)."""
+    from liif_cli import video
+
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, hard))
+    try:
+        with pytest.raises(LiifError, match="grew larger than this file system or limit"):
+            video.upscale_video(nearest, clip, tmp_path / "out.mp4", double, crf=0)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("codec, options, suffix", [("ffv1", None, "mkv"),
+                                                    ("libx264", {"crf": "0"}, "mp4")])
+def test_auto_weights_treat_a_lossless_video_as_clean(tiny_bundle, tmp_path, codec, options,
+                                                      suffix):
+    from liif_cli import video
+    from liif_cli.batch import Job, run_job
+    from liif_cli.cli import Precision, load_upscaler
+
+    src = write_clip(tmp_path / f"lossless.{suffix}", _frames(2), codec=codec, options=options)
+    assert not video.probe(src).lossy
+    upscaler = load_upscaler(None, "cpu", Precision.fp32, None, None)
+    result = run_job(upscaler, Job(src, tmp_path / "out.mp4"), lambda hw: (96, 128))
+    assert result.model == "default"
+    assert result.source == f"lossless {'ffv1' if codec == 'ffv1' else 'h264'} video"
