@@ -37,6 +37,9 @@ from .runtime import cpu_has_fast_bf16
 # square by the same margin.
 EPS_SHIFT = 1e-6
 AREA_EPS = 1e-9
+# The fast model's latent MLP runs on bands of this many latent rows when rendering: a band of
+# a 512-wide window holds about 0.1 GB of its 256-wide hidden layers.
+LATENT_BAND_ROWS = 64
 
 
 # --------------------------------------------------------------------------- coordinates
@@ -602,10 +605,24 @@ class LMF(ImplicitImage):
 
     def project_latents(self, feat: Tensor, offset: tuple[int, int] = (0, 0),
                         grid_size: tuple[int, int] | None = None) -> LatentProjection:
-        """The latent MLP over every latent of `feat` (B, C, h, w): its modulations."""
-        _, _, h, w = feat.shape
-        mods = self.latent_mlp(feat)  # (B, mod_dim, h, w)
-        values = mods.flatten(2).transpose(1, 2).contiguous()  # (B, h*w, mod_dim)
+        """The latent MLP over every latent of `feat` (B, C, h, w): its modulations.
+
+        Outside autograd it runs on bands of LATENT_BAND_ROWS rows (plus the first
+        convolution's halo), so its wide hidden layers never hold a whole tile."""
+        b, _, h, w = feat.shape
+        if torch.is_grad_enabled() or h <= LATENT_BAND_ROWS:
+            mods = self.latent_mlp(feat)  # (B, mod_dim, h, w)
+            values = mods.flatten(2).transpose(1, 2).contiguous()  # (B, h*w, mod_dim)
+            return LatentProjection(values, (h, w), offset, grid_size or (h, w))
+        halo = self.latent_mlp[0].padding[0]
+        values = None
+        for top in range(0, h, LATENT_BAND_ROWS):
+            stop = min(h, top + LATENT_BAND_ROWS)
+            low, high = max(0, top - halo), min(h, stop + halo)
+            mods = self.latent_mlp(feat[:, :, low:high])[:, :, top - low:stop - low]
+            if values is None:  # the dtype autocast gives
+                values = mods.new_empty(b, h * w, self.mod_dim)  # (B, h*w, mod_dim)
+            values[:, top * w:stop * w] = mods.flatten(2).transpose(1, 2)
         return LatentProjection(values, (h, w), offset, grid_size or (h, w))
 
     def query_rgb(self, proj: LatentProjection, coord: Tensor, cell: Tensor | None,
@@ -771,11 +788,12 @@ class GridDecoder:
         hidden = (mods[..., :width]
                   + row_term.view(ny, block_y, 1, 1, width)
                   + col_term.view(1, 1, nx, block_x, width)).relu_()  # (ny, By, nx, Bx, W)
+        product = torch.empty_like(hidden)
         for k, weight in enumerate(self.hidden):
             scale = mods[..., width * (2 * k + 1):width * (2 * k + 2)] + 1
             shift = mods[..., width * (2 * k + 2):width * (2 * k + 3)]
-            hidden = (hidden.view(-1, width) @ weight).view(hidden.shape)
-            hidden.mul_(scale).add_(shift).relu_()
+            torch.mm(hidden.view(-1, width), weight, out=product.view(-1, width))
+            torch.addcmul(shift, product, scale, out=hidden).relu_()  # one pass, not three
         out = torch.addmm(self.rgb_bias, hidden.view(-1, width), self.rgb_weight)
         return out.view(ny * block_y, nx * block_x, 3)
 

@@ -99,6 +99,24 @@ def test_grid_decoder_equals_the_training_forward(switches: dict) -> None:
             assert (got - expected[rows, cols]).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("switches", [{}, {"feat_unfold": False}, {"latent_hidden": []}])
+def test_latent_mlp_in_bands_equals_one_pass(monkeypatch: pytest.MonkeyPatch,
+                                             switches: dict) -> None:
+    """Rendering runs the latent MLP on bands of rows (bounded memory): the same modulations
+    as one pass over the whole map, also for bands that do not divide the rows."""
+    from liif_cli import model as model_module
+
+    model = tiny_fast(**switches)
+    feat = model.encode(random_image(23, 9)[None] * 2 - 1).detach()
+    with torch.no_grad():
+        whole = model.project_latents(feat).values
+        for rows in (1, 4, 7):
+            monkeypatch.setattr(model_module, "LATENT_BAND_ROWS", rows)
+            banded = model.project_latents(feat, offset=(2, 3), grid_size=(40, 40))
+            assert banded.values.shape == whole.shape and banded.offset == (2, 3)
+            assert (banded.values - whole).abs().max() < 1e-6
+
+
 def test_axis_layout_blocks_are_runs_of_one_latent_no_longer_than_the_scale() -> None:
     for n_in, n_out in [(10, 40), (10, 125), (7, 9), (10, 10), (10, 4)]:
         coord = axis_centres(n_out)
