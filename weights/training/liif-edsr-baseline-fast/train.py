@@ -87,7 +87,8 @@ fast_real = TrainConfig(
        "degradation": REAL_DEGRADATION, "val_scales": [4], "val_degrade": ["jpeg:75", "noise:5"]}
 )
 
-config = {"fast": fast, "fast-real": fast_real}[os.environ.get("RUN", "fast")]
-os.environ.setdefault("ADAPTIVE", "0")  # two runs side by side, one thread each
-result = run_training(config, recipe_progress())
-print(f"{'interrupted' if result.interrupted else 'done'} at step {result.step}")
+if __name__ == "__main__":
+    config = {"fast": fast, "fast-real": fast_real}[os.environ.get("RUN", "fast")]
+    os.environ.setdefault("ADAPTIVE", "0")  # two runs side by side, one thread each
+    result = run_training(config, recipe_progress())
+    print(f"{'interrupted' if result.interrupted else 'done'} at step {result.step}")
