@@ -318,3 +318,18 @@ def test_auto_precision_is_fp32_for_the_fast_model_on_the_cpu(monkeypatch) -> No
     assert engine.precision_name("auto", cpu, "lmf") == "fp32"
     assert Upscaler(tiny_fast(), device="cpu").precision == "fp32"
     assert Upscaler(tiny_fast(), device="cpu", precision="bf16").precision == "bf16"
+
+
+def test_bf16_on_the_cpu_renders_the_fast_models_layers_in_fp32(monkeypatch) -> None:
+    """--precision bf16 puts the fast model's encoder and latent MLP in bf16 on the CPU but
+    keeps its narrow render layers in fp32 (faster there); LIIF's decoder takes bf16."""
+    asked = []
+    for model in (tiny_fast(), build_model(ModelSpec(encoder_args=TINY_ENCODER,
+                                                     hidden=[16])).eval()):
+        renderer = model.renderer
+        monkeypatch.setattr(model, "renderer", lambda dtype, r=renderer: asked.append(dtype)
+                            or r(dtype))
+        out = engine.render(model, random_image(10, 12), (25, 31), precision="bf16")
+        reference = engine.render(model, random_image(10, 12), (25, 31), precision="fp32")
+        assert (out - reference).abs().max() < 0.05
+    assert asked == [torch.float32, torch.float32, torch.bfloat16, torch.float32]
