@@ -434,7 +434,7 @@ def _run_media_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeR
             return downscale(picture, size)
         model = upscaler.model_for(picture)
         used.append(model.name)
-        return model.resample(picture, size)
+        return model.resample(picture, size, name=str(job.target))
 
     if video.is_video(job.source):
         info = video.probe(job.source)

@@ -1013,6 +1013,12 @@ def test_out_of_memory_is_one_line_naming_the_output(work, tiny_weights, monkeyp
     assert result.exit_code == 1
     expected = f"a.png: out of memory rendering {folder / 'a.png'} at 4000x3000"
     assert "".join(expected.split()) in "".join(result.output.split())  # wrapped lines
+    # Frames of an animation (and of a video) name their output too.
+    frames = [Image.new("RGB", (8, 6), colour) for colour in ("red", "blue")]
+    frames[0].save(work / "b.gif", save_all=True, append_images=frames[1:], duration=100)
+    line = assert_one_error_line(run("upscale", work / "b.gif", "--size", "4000x3000", "-w",
+                                     tiny_weights), "out of memory", code=1)
+    assert f"out of memory rendering {work / 'b_4000x3000.gif'} at 4000x3000" in line
 
 
 def float_path_pixels(weights: Path, src: Path, size: tuple[int, int], target: Path,
