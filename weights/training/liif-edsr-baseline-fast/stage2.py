@@ -13,43 +13,23 @@ from pathlib import Path
 from liif_cli.train import TrainConfig, run_training
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import train as first  # noqa: E402  (the first stage's recipe, beside this file)
 from adaptive_threads import recipe_progress  # noqa: E402
-from train import REAL_DEGRADATION  # noqa: E402  (the first stage's recipe, beside this file)
 
 probe = os.environ.get("PROBE")
-fast = TrainConfig(
-    data=["../shared/data/train"],
-    out="runs/fast2",
-    val="../shared/data/val/Kodak24",
-    decoder="lmf",
-    init="weights/liif-edsr-baseline-fast.pth",
-    teacher="default",
-    distill=0.5,
-    freeze_encoder=False,
-    steps=100_000,
-    time_budget=5400.0,
-    batch_size=4,
-    lr=1e-4,
-    lr_schedule="cosine",
-    ema=0.999,
-    amp="bf16",
-    checkpoint_every=500,
-    val_every=2000,
-    val_scales=[2, 4, 8],
-    device="cpu",
-    workers=1,
-    seed=1,
-    resume=bool(os.environ.get("RESUME")),
-)
+# The first stage's run, changed where the second differs.
+fast = TrainConfig(**{
+    **first.fast.to_dict(), "out": "runs/fast2", "init": "weights/liif-edsr-baseline-fast.pth",
+    "freeze_encoder": False, "time_budget": 5400.0, "lr": 1e-4, "val_every": 2000, "seed": 1,
+    "resume": bool(os.environ.get("RESUME"))})
 if probe:
     fast = TrainConfig(**{**fast.to_dict(), "out": f"runs/probe2-{probe}", "time_budget": 900.0,
                           "val_every": 100_000, "freeze_encoder": probe == "frozen",
                           "lr": 2e-4 if probe == "frozen" else 1e-4})
-fast_real = TrainConfig(
-    **{**fast.to_dict(), "out": "runs/fast2-real",
-       "init": "weights/liif-edsr-baseline-fast-real.pth", "teacher": "real",
-       "degradation": REAL_DEGRADATION, "val_scales": [4], "val_degrade": ["jpeg:75", "noise:5"]}
-)
+fast_real = TrainConfig(**{
+    **fast.to_dict(), "out": "runs/fast2-real", "init": "weights/liif-edsr-baseline-fast-real.pth",
+    "teacher": "real", "degradation": first.REAL_DEGRADATION, "val_scales": [4],
+    "val_degrade": ["jpeg:75", "noise:5"]})
 
 config = {"fast": fast, "fast-real": fast_real}[os.environ.get("RUN", "fast")]
 os.environ.setdefault("ADAPTIVE", "0")  # two runs side by side, one thread each
