@@ -144,8 +144,7 @@ class Upscaler(_Resampler):
                  min_side: int = MIN_SIDE):
         check_tile(tile, chunk)
         # 'auto' becomes bf16 or fp32 here; errors (e.g. fp16 on the CPU) surface early.
-        self.device, self.precision = _device_and_precision(device, precision,
-                                                            model.spec.decoder)
+        self.device, self.precision = _device_and_precision(device, precision)
         self.model = model.eval().to(self.device)
         # None: the device's and precision's defaults (engine.default_tile_chunk).
         self.tile, self.chunk = resolve_tile_chunk(self.device, tile, chunk,
@@ -475,12 +474,12 @@ def _array_argument(image: object) -> np.ndarray:
     return array
 
 
-def _device_and_precision(device: str | torch.device, precision: str,
-                          decoder: str = "liif") -> tuple[torch.device, str]:
-    """The device and the precision name (auto resolved for the decoder family) an Upscaler
-    renders with; a bad name raises LiifError."""
+def _device_and_precision(device: str | torch.device,
+                          precision: str) -> tuple[torch.device, str]:
+    """The device and the precision name (auto resolved) an Upscaler renders with; a bad
+    name raises LiifError."""
     device = resolve_device(device) if isinstance(device, str) else device
-    return device, precision_name(precision, device, decoder)
+    return device, precision_name(precision, device)
 
 
 def edge_padding(n_in: int, n_out: int, min_side: int = MIN_SIDE) -> int:

@@ -83,14 +83,11 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise LiifError(f"unknown device {name!r} (use auto, cpu, cuda or mps)") from None
 
 
-def precision_name(name: str, device: torch.device, decoder: str = "liif") -> str:
-    """The precision `name` means on `device` for a decoder family: 'auto' is bf16 where the
-    device multiplies bf16 in hardware (a CUDA GPU with bf16, a CPU with AMX or AVX512-BF16),
-    else fp32; for the fast model (decoder 'lmf') fp32 on the CPU, where its narrow layers
-    ran slower in bf16 (x12.5 of a 512x384 PNG: 76 s against 40 s, README)."""
+def precision_name(name: str, device: torch.device) -> str:
+    """The precision `name` means on `device`: 'auto' is bf16 where the device multiplies
+    bf16 in hardware (a CUDA GPU with bf16, a CPU with AMX or AVX512-BF16), else fp32. (For
+    the fast model on the CPU bf16 covers its encoder and latent MLP: see render_dtype.)"""
     if name == "auto":
-        if device.type == "cpu" and decoder == "lmf":
-            return "fp32"
         if device.type == "cuda":
             fast = torch.cuda.is_bf16_supported()
         else:
@@ -137,10 +134,10 @@ def resolve_tile_chunk(device: torch.device, tile: int | None, chunk: int | None
     return (auto_tile if tile is None else tile), (auto_chunk if chunk is None else chunk)
 
 
-def resolve_precision(name: str, device: torch.device, decoder: str = "liif") -> torch.dtype:
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     """The dtype to render in: fp32 everywhere, fp16/bf16 where the device computes in
     them, 'auto' as precision_name says."""
-    return PRECISIONS[precision_name(name, device, decoder)]
+    return PRECISIONS[precision_name(name, device)]
 
 
 # --------------------------------------------------------------------------- planning
@@ -305,7 +302,7 @@ def render_tiles(model: ImplicitImage, image: Tensor, size: tuple[int, int], sin
     cover the region exactly once. Other arguments as for `render`.
     """
     device = torch.device(device)
-    dtype = resolve_precision(precision, device, model.spec.decoder)
+    dtype = resolve_precision(precision, device)
     tile, chunk = resolve_tile_chunk(device, tile, chunk, dtype, model.spec.decoder)
     _check_render_args(image, size, chunk)
     # oneDNN's convolutions run fastest on channels-last tensors (the encoder 1.3x, CPU)

@@ -71,6 +71,9 @@ _EXIF_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})  # where write_image embeds E
 _MAX_SIDE_OF = {"JPEG": 65_500, "WEBP": 16_383, "PNG": MAX_SIDE, "BMP": MAX_SIDE,
                 "TIFF": 2**32 - 1}
 _MAX_FILE_BYTES = 2**32 - 1  # BMP's file size field, and the offsets of classic TIFF files
+# zlib level of PNG and TIFF outputs: 3 wrote a 2048x1536 photo PNG in 0.37 s against 1.34 s
+# at Pillow's default 6, 3.5% larger (1 was 0.23 s and 8% larger; 2-core AMD EPYC).
+DEFLATE_LEVEL = 3
 _PNG_BAND_BYTES = 1 << 20  # 16-bit PNG rows are filtered and compressed this much at a time
 _TIFF_STRIP_BYTES = 256 << 10  # uncompressed size of one TIFF strip
 
@@ -973,6 +976,8 @@ def _save_with_pillow(
         options.update(quality=quality, subsampling=0)
     elif fmt == "WEBP":
         options.update(quality=quality)
+    elif fmt == "PNG":
+        options.update(compress_level=DEFLATE_LEVEL)
     if icc_profile:
         options["icc_profile"] = icc_profile
     if exif:
@@ -997,7 +1002,7 @@ def _write_png16(file: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None,
         _png_chunk(file, b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile))
     if exif:
         _png_chunk(file, b"eXIf", exif.removeprefix(b"Exif\x00\x00"))
-    compressor = zlib.compressobj(6)
+    compressor = zlib.compressobj(DEFLATE_LEVEL)
     band = max(1, _PNG_BAND_BYTES // row_bytes)
     previous = np.zeros((1, row_bytes), dtype=np.uint8)  # 'above' the first row is zeros
     for top in range(0, height, band):
@@ -1039,7 +1044,8 @@ def _write_tiff(file: BinaryIO, pixels: np.ndarray, icc_profile: bytes | None) -
         strip = pixels[top : top + rows_per_strip]
         differences = strip.copy()
         differences[:, 1:] -= strip[:, :-1]  # predictor 2: wraps modulo 2**bits, as TIFF wants
-        data = zlib.compress(differences.astype(f"<u{sample_bytes}", copy=False).tobytes(), 6)
+        data = zlib.compress(differences.astype(f"<u{sample_bytes}", copy=False).tobytes(),
+                             DEFLATE_LEVEL)
         file.write(data)
         offsets.append(position)
         counts.append(len(data))

@@ -309,15 +309,15 @@ def test_speed_bench_times_the_fast_model_against_its_straightforward_decoder() 
     assert result["model_spec"]["decoder"] == "lmf"
 
 
-def test_auto_precision_is_fp32_for_the_fast_model_on_the_cpu(monkeypatch) -> None:
+def test_auto_precision_is_the_same_rule_for_both_families(monkeypatch) -> None:
     from liif_cli.api import Upscaler
 
-    monkeypatch.setattr(engine, "cpu_has_fast_bf16", lambda: True)
     cpu = torch.device("cpu")
-    assert engine.precision_name("auto", cpu) == "bf16"
-    assert engine.precision_name("auto", cpu, "lmf") == "fp32"
-    assert Upscaler(tiny_fast(), device="cpu").precision == "fp32"
-    assert Upscaler(tiny_fast(), device="cpu", precision="bf16").precision == "bf16"
+    for has_bf16, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(engine, "cpu_has_fast_bf16", lambda has=has_bf16: has)
+        assert engine.precision_name("auto", cpu) == expected
+        assert Upscaler(tiny_fast(), device="cpu").precision == expected
+    assert Upscaler(tiny_fast(), device="cpu", precision="fp32").precision == "fp32"
 
 
 def test_bf16_on_the_cpu_renders_the_fast_models_layers_in_fp32(monkeypatch) -> None:
