@@ -220,7 +220,7 @@ def test_an_interrupted_encode_leaves_no_partial_output(tiny_weights, tmp_path):
     src = make_clip(tmp_path / "clip.mp4")
     code = ("import sys, time\nfrom liif_cli.cli import main\n"
             "from liif_cli import api\nslow = api.Upscaler.resample\n"
-            "def resample(self, *a):\n    time.sleep(0.5)\n    return slow(self, *a)\n"
+            "def resample(self, *a, **k):\n    time.sleep(0.5)\n    return slow(self, *a, **k)\n"
             "api.Upscaler.resample = resample\n"
             f"sys.argv = ['liif', 'upscale', {str(src)!r}, '--scale', '2', '--weights', "
             f"{str(tiny_weights)!r}, '--device', 'cpu', '-q']\nmain()\n")
