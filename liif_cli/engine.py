@@ -12,6 +12,7 @@ is that collected into one float32 image, the reference.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -360,12 +361,15 @@ def _decode_tile(decode: Decoder | GridDecoder, proj: LatentProjection, rows: Te
     check: plan_tiles sized the window from these very queries."""
     device = proj.values.device
     tile_rgb = torch.empty(len(rows) * len(cols), 3, device=device)  # (Q_tile, 3)
-    if isinstance(decode, GridDecoder):  # bands of whole rows
-        band = max(1, chunk // len(cols))
-        for begin in range(0, len(rows), band):
-            part = decode(proj, rows[begin:begin + band], cols, cell[0])  # (band, C, 3)
-            tile_rgb[begin * len(cols):(begin + band) * len(cols)] = part.view(-1, 3)
-            advance(part.shape[0] * part.shape[1])
+    if isinstance(decode, GridDecoder):  # near-square pieces of about `chunk` queries
+        width = min(len(cols), max(1, math.isqrt(chunk)))
+        band = max(1, chunk // width)
+        grid = tile_rgb.view(len(rows), len(cols), 3)
+        for top in range(0, len(rows), band):
+            for left in range(0, len(cols), width):
+                part = decode(proj, rows[top:top + band], cols[left:left + width], cell[0])
+                grid[top:top + band, left:left + width] = part  # (band, width, 3)
+                advance(part.shape[0] * part.shape[1])
         return tile_rgb
     coords = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).view(-1, 2)
     coords = coords.to(device)  # (Q_tile, 2)
