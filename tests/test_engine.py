@@ -189,10 +189,11 @@ def test_render_tiles_hands_over_exactly_what_render_returns(model, precision, r
     assert torch.equal(got, whole)
 
 
-def test_non_finite_output_is_an_error_not_a_black_image():
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_output_is_an_error_not_a_black_image(bad):
     model = tiny_model(seed=7)
     with torch.no_grad():
-        model.imnet.layers[-1].bias.fill_(float("nan"))
+        model.imnet.layers[-1].bias[1] = bad  # one channel only: green
     with pytest.raises(LiifError, match="NaN or infinite"):
         render(model, image(4, 4), (8, 8))
 
