@@ -734,8 +734,8 @@ class GridDecoder:
         self.query_weight = cast(model.query_in.weight.T)  # (2 or 4, width)
         self.hidden = [cast(m.weight.T) for m in model.hidden]  # (width, width) each
         # The RGB layer padded with zero outputs to `width` columns: a (N, 16) by (16, 16)
-        # product ran 2.5x faster than by (16, 3) (oneDNN, 2-core AMD EPYC), and it can
-        # reuse the hidden layers' buffer. Only the first 3 columns are read.
+        # product ran 2.5x faster than by (16, 3) (oneDNN, 2-core AMD EPYC). Only the
+        # first 3 columns are read.
         to_rgb = model.to_rgb
         rgb_weight = to_rgb.weight.new_zeros(self.width, max(self.width, 3))  # (width, >= 3)
         rgb_weight[:, :3] = to_rgb.weight.detach().T
@@ -802,11 +802,7 @@ class GridDecoder:
             shift = mods[..., width * (2 * k + 2):width * (2 * k + 3)]
             torch.mm(hidden.view(-1, width), weight, out=product.view(-1, width))
             torch.addcmul(shift, product, scale, out=hidden).relu_()  # one pass, not three
-        if self.rgb_weight.shape[1] == width:
-            out = torch.addmm(self.rgb_bias, hidden.view(-1, width), self.rgb_weight,
-                              out=product.view(-1, width))
-        else:  # a render MLP narrower than 3
-            out = torch.addmm(self.rgb_bias, hidden.view(-1, width), self.rgb_weight)
+        out = torch.addmm(self.rgb_bias, hidden.view(-1, width), self.rgb_weight)
         return out.view(ny * block_y, nx * block_x, -1)[..., :3]
 
 
