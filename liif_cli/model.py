@@ -716,9 +716,9 @@ class GridDecoder:
     A grid's queries that read the same latent form a rectangle of about scale x scale
     pixels, and their offsets split into a row part and a column part. So instead of
     gathering every query's modulations (2 * render_depth * width values each), each
-    ensemble neighbour's queries are laid out block by block, (rows of blocks, rows in a
-    block, columns of blocks, columns in a block, width), and each block's modulations are
-    read once and broadcast over it. The first layer is the latent's term plus a row term
+    ensemble neighbour's queries are laid out block by block, (rows of blocks, columns of
+    blocks, rows in a block, columns in a block, width), and each block's modulations are
+    read once and broadcast over its slots. The first layer is the latent's term plus a row term
     plus a column term; each deeper layer one matrix product over all slots and an in-place
     scale, shift and ReLU. Same arithmetic as query_rgb up to float rounding (the sums of
     the first layer are taken in another order); weights cast to `dtype` once.
@@ -778,32 +778,49 @@ class GridDecoder:
             weights = areas.flip(0) / areas.sum(0)
         for k, (vy, vx) in enumerate(steps):
             out = self._neighbour(values, ly_latent[vy], lx_latent[vx], win_w, ly.block,
-                                  lx.block, row_term[vy], col_term[vx])  # (Sy, Sx, 3)
-            out = out.index_select(0, ly_slot[vy]).index_select(1, lx_slot[vx])  # (R, C, 3)
+                                  lx.block, row_term[vy], col_term[vx])  # (slots, 3)
+            # Query (r, c) sits in block (slot_y // By, slot_x // Bx), at (slot_y % By,
+            # slot_x % Bx) inside it: a row part plus a column part of its flat index.
+            sy, sx = ly_slot[vy], lx_slot[vx]
+            n_x, block = lx_latent.shape[1], ly.block * lx.block
+            row_part = (sy // ly.block) * (n_x * block) + (sy % ly.block) * lx.block  # (R,)
+            col_part = (sx // lx.block) * block + sx % lx.block  # (C,)
+            index = (row_part[:, None] + col_part[None, :]).view(-1)
+            out = out.index_select(0, index).view(len(sy), len(sx), 3)  # (R, C, 3)
             if len(steps) == 1:
                 return out.float()
-            part = out.float() * weights[k, ..., None]
-            rgb = part if rgb is None else rgb.add_(part)
+            if rgb is None:
+                rgb = out.float().mul_(weights[k, ..., None])
+            else:
+                rgb.addcmul_(out.float(), weights[k, ..., None])
         return rgb
 
     def _neighbour(self, values: Tensor, lat_y: Tensor, lat_x: Tensor, win_w: int,
                    block_y: int, block_x: int, row_term: Tensor, col_term: Tensor) -> Tensor:
-        """One ensemble neighbour's RGB at every slot: (ny * block_y, nx * block_x, 3)."""
+        """One ensemble neighbour's RGB at every slot, block by block: (ny * nx * block_y *
+        block_x, 3), the slots of block (i, j) at rows (i * nx + j) * block_y * block_x
+        onwards. Blocks outermost, so that a latent's scale and shift broadcast over one
+        run of slots (2.5x faster than over a (rows, columns) layout, oneDNN CPU)."""
         width = self.width
         ny, nx = lat_y.shape[0], lat_x.shape[0]
         mods = values.index_select(0, (lat_y[:, None] * win_w + lat_x[None, :]).view(-1))
-        mods = mods.view(ny, 1, nx, 1, -1)  # one row of modulations per block
-        hidden = (mods[..., :width]
-                  + row_term.view(ny, block_y, 1, 1, width)
-                  + col_term.view(1, 1, nx, block_x, width)).relu_()  # (ny, By, nx, Bx, W)
+        mods = mods.view(ny * nx, 1, -1)  # one row of modulations per block
+        # The first layer: the latent's and the row's terms (a small tensor), plus the column
+        # terms of one row of blocks, made contiguous once (a broadcast over both in one
+        # pass ran half as fast).
+        latent_row = (mods[..., :width].view(ny, nx, 1, 1, width)
+                      + row_term.view(ny, 1, block_y, 1, width))  # (ny, nx, By, 1, W)
+        cols = col_term.view(nx, 1, block_x, width).expand(nx, block_y, block_x, width)
+        hidden = torch.add(latent_row, cols.contiguous()).relu_()  # (ny, nx, By, Bx, W)
+        hidden = hidden.view(ny * nx, block_y * block_x, width)
         product = torch.empty_like(hidden)
         for k, weight in enumerate(self.hidden):
-            scale = mods[..., width * (2 * k + 1):width * (2 * k + 2)] + 1
+            scale = mods[..., width * (2 * k + 1):width * (2 * k + 2)] + 1  # (ny * nx, 1, W)
             shift = mods[..., width * (2 * k + 2):width * (2 * k + 3)]
             torch.mm(hidden.view(-1, width), weight, out=product.view(-1, width))
             torch.addcmul(shift, product, scale, out=hidden).relu_()  # one pass, not three
         out = torch.addmm(self.rgb_bias, hidden.view(-1, width), self.rgb_weight)
-        return out.view(ny * block_y, nx * block_x, -1)[..., :3]
+        return out[:, :3]
 
 
 def _on(device: torch.device, *tensors: Tensor) -> list[Tensor]:
