@@ -11,7 +11,8 @@ Why this stage: the first stage's curve (train.py) was still rising when its cos
 keeping it frozen for the same time. So this stage is the first stage again, from its end,
 with a lower peak (2e-4, as stage 2's frozen probe) and the whole of a sitting's CPU (both
 threads, AdaptiveThreads keeping whichever thread count runs faster), batch 8 so that two
-threads have work enough.
+threads have work enough. Autocast is `auto`: bf16 where the CPU has bf16 units, float32
+where bf16 would be emulated (slower than float32).
 """
 import os
 import sys
@@ -25,7 +26,7 @@ from adaptive_threads import recipe_progress  # noqa: E402
 
 fast = TrainConfig(**{
     **first.fast.to_dict(), "out": "runs/fast3", "init": "weights/liif-edsr-baseline-fast.pth",
-    "freeze_encoder": True, "time_budget": 7800.0, "lr": 2e-4, "batch_size": 8,
+    "freeze_encoder": True, "time_budget": 6600.0, "amp": "auto", "lr": 2e-4, "batch_size": 8,
     "val_every": 3000, "seed": 3, "resume": bool(os.environ.get("RESUME"))})
 
 if __name__ == "__main__":
