@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The measurements behind the fast models' model cards and README tables, on an idle machine,
-# from the repository root after the two runs of train.py ended:
+# from the repository root after the runs ended (fast-real: train.py; fast: train.py, then
+# stage3.py from its weights):
 #     bash weights/training/liif-edsr-baseline-fast/bench.sh
 # It exports both runs' weights into weights/ (the moving average their checkpoints hold),
 # then benchmarks quality (fp32) and whole-process speed into this folder's bench/.
@@ -8,7 +9,7 @@ set -euo pipefail
 here=weights/training/liif-edsr-baseline-fast
 data=../shared/data/bench
 mkdir -p "$here/bench"
-liif export runs/fast/last.pth weights/liif-edsr-baseline-fast.pth --overwrite
+liif export runs/fast3/last.pth weights/liif-edsr-baseline-fast.pth --overwrite
 liif export runs/fast-real/last.pth weights/liif-edsr-baseline-fast-real.pth --overwrite
 for w in fast fast-real; do
   liif bench --data-root $data --sets Set5,Set14 --scales 2,3,4,6,8,12 --weights $w \

@@ -9,7 +9,7 @@ Add RESUME=1 to continue a stopped run.
 Why this stage: the first stage's curve (train.py) was still rising when its cosine reached
 0, and the second stage (stage2.py) showed that training the encoder gains nothing over
 keeping it frozen for the same time. So this stage is the first stage again, from its end,
-with a lower peak (2e-4, as stage 2's frozen probe) and the whole of a sitting's CPU (both
+with a lower peak (2e-4, as stage 2's frozen probe) and the whole of the machine's CPU (both
 threads, AdaptiveThreads keeping whichever thread count runs faster), batch 8 so that two
 threads have work enough. Autocast is `auto`: bf16 where the CPU has bf16 units, float32
 where bf16 would be emulated (slower than float32).

@@ -21,14 +21,15 @@ steps, the teacher alone (distill 1) 31.19/27.14/24.84 in 1,128 steps (the teach
 decoder makes a step 1.55x as long): per step the teacher's targets teach more, per second
 the two are level, so the runs take half of each. Both probes were far below the teacher
 (33.51/28.41/25.73) and still rising quickly: the runs use a higher learning rate (5e-4)
-and as long a schedule as the sitting allows.
+and as long a schedule as the time budget allows.
 
 Both runs ran side by side on a 2-core AMD EPYC (AVX512-BF16), one thread each, bf16
 autocast, a cosine over a 6,000 s time budget of run time (validation included), at times
 sharing the CPU with tests (about 1.5 to 2.5 steps/s each): `fast` ended at step 11,710,
 `fast-real` at 11,739. Their checkpoints hold the moving average of the weights, which is
 what ships (`liif export runs/fast/last.pth weights/liif-edsr-baseline-fast.pth`, likewise
-fast-real); config, log and metrics are in fast/ and fast-real/.
+fast-real; `fast` now ships from a second stage, stage3.py, trained from these weights);
+config, log and metrics are in fast/ and fast-real/.
 Kodak24 (bf16 rendering, the moving average), x2 / x4 / x8:
     fast      step 3,000 30.05 / 26.67 / 24.57, 6,000 32.56 / 27.86 / 25.32,
               9,000 33.23 / 28.22 / 25.57, 11,710 33.28 / 28.25 / 25.59
