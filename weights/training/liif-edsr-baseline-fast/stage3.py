@@ -1,9 +1,10 @@
-"""Third stage of the fast model: one long cosine from the shipped fast weights, the encoder
+"""Third stage of the fast models: one long cosine from the shipped fast weights, the encoder
 frozen, on both cores of the machine.
 
-Run from the repository root, RECIPE=this file:
+Run from the repository root, RECIPE=this file, RUN=fast (runs/fast3) or RUN=fast-real
+(runs/fast-real3):
     mkdir -p runs/fast3
-    nohup .venv/bin/python $RECIPE > runs/fast3/train.log 2>&1 &
+    RUN=fast nohup .venv/bin/python $RECIPE > runs/fast3/train.log 2>&1 &
 Add RESUME=1 to continue a stopped run.
 
 Why this stage: the first stage's curve (train.py) was still rising when its cosine reached
@@ -22,6 +23,18 @@ the default model, its teacher, 33.51 / 28.41 / 25.73. Shipped as
 weights/liif-edsr-baseline-fast.pth (`liif export runs/fast3/last.pth ...`): on Set5 / Set14
 x4 31.53 / 28.22 dB, +0.18 / +0.13 over the first stage, 0.28 / 0.14 below default
 (bench/fast_clean.json). Config, log and metrics in fast3/.
+
+`fast-real` took the same stage from its first stage's weights (train.py's fast_real: the
+real-photo model's degradations, distilled from `real`), on a 2-core AMD EPYC (Zen 3, AVX2
+only, so float32), idle but for a one-thread validation of the starting weights in its first
+ten minutes, both threads (1.0-1.5 s a step, against 1.9-2.5 s on one): 5,007 steps in the
+6,600 s budget. Kodak24 x4 clean / JPEG 75 / noise 5 dB (the moving average, fp32
+rendering): step 3,000 28.15 / 27.00 / 27.74, step 5,007 28.17 / 27.01 / 27.76, from 28.11 /
+26.99 / 27.71 (the first stage's end, also fp32); `real`, its teacher, 28.26 / 27.04 / 27.82
+(bf16 rendering). Shipped as weights/liif-edsr-baseline-fast-real.pth (bench.sh): on Set5 /
+Set14 x4 clean 31.27 / 28.02 dB (+0.14 / +0.09), under noise 5 30.40 / 27.55 (+0.10 /
++0.07), under JPEG 75 28.88 / 26.51 (+0.04 / +0.03); 0.24 / 0.12, 0.16 / 0.08 and 0.05 /
+0.02 below `real` (bench/fast-real_*.json). Config, log and metrics in fast-real3/.
 """
 import os
 import sys
@@ -33,12 +46,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import train as first  # noqa: E402  (the first stage's recipe, beside this file)
 from adaptive_threads import recipe_progress  # noqa: E402
 
-fast = TrainConfig(**{
-    **first.fast.to_dict(), "out": "runs/fast3", "init": "weights/liif-edsr-baseline-fast.pth",
-    "freeze_encoder": True, "time_budget": 6600.0, "amp": "auto", "lr": 2e-4, "batch_size": 8,
-    "val_every": 3000, "seed": 3, "resume": bool(os.environ.get("RESUME"))})
+STAGE3 = {"freeze_encoder": True, "time_budget": 6600.0, "amp": "auto", "lr": 2e-4,
+          "batch_size": 8, "val_every": 3000, "seed": 3, "resume": bool(os.environ.get("RESUME"))}
+fast = TrainConfig(**{**first.fast.to_dict(), **STAGE3, "out": "runs/fast3",
+                      "init": "weights/liif-edsr-baseline-fast.pth"})
+fast_real = TrainConfig(**{**first.fast_real.to_dict(), **STAGE3, "out": "runs/fast-real3",
+                           "init": "weights/liif-edsr-baseline-fast-real.pth"})
 
 if __name__ == "__main__":
+    config = {"fast": fast, "fast-real": fast_real}[os.environ.get("RUN", "fast")]
     os.environ.setdefault("ADAPTIVE", "1")  # the only run on the machine
-    result = run_training(fast, recipe_progress())
+    result = run_training(config, recipe_progress())
     print(f"{'interrupted' if result.interrupted else 'done'} at step {result.step}")
