@@ -28,7 +28,7 @@ autocast, a cosine over a 6,000 s time budget of run time (validation included),
 sharing the CPU with tests (about 1.5 to 2.5 steps/s each): `fast` ended at step 11,710,
 `fast-real` at 11,739. Their checkpoints hold the moving average of the weights, which is
 what ships (`liif export runs/fast/last.pth weights/liif-edsr-baseline-fast.pth`, likewise
-fast-real; `fast` now ships from a second stage, stage3.py, trained from these weights);
+fast-real; both now ship from a second stage, stage3.py, trained from these weights);
 config, log and metrics are in fast/ and fast-real/.
 Kodak24 (bf16 rendering, the moving average), x2 / x4 / x8:
     fast      step 3,000 30.05 / 26.67 / 24.57, 6,000 32.56 / 27.86 / 25.32,
