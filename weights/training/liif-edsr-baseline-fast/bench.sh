@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # The measurements behind the fast models' model cards and README tables, on an idle machine,
 # from the repository root after the runs ended (each model: train.py, then stage3.py from
-# its weights):
+# its weights, once per ROUND):
 #     bash weights/training/liif-edsr-baseline-fast/bench.sh [fast|fast-real ...]
-# For each model named (both when none is), it exports its last run's weights into weights/
+# For each model named (both when none is), it exports the weights of its last round
+# (runs/fast3, runs/fast4, ...: the highest number) into weights/
 # (the moving average the checkpoint holds) and benchmarks quality (fp32) into this folder's
 # bench/; with no model named, whole-process and engine speed too.
 set -euo pipefail
 here=weights/training/liif-edsr-baseline-fast
 data=../shared/data/bench
-declare -A last_run=([fast]=runs/fast3 [fast-real]=runs/fast-real3)
 mkdir -p "$here/bench"
 for w in ${*:-fast fast-real}; do
-  [ -n "${last_run[$w]:-}" ] || { echo "bench.sh: no run for model '$w'" >&2; exit 2; }
-  liif export "${last_run[$w]}/last.pth" "weights/liif-edsr-baseline-$w.pth" --overwrite
+  last_run=$(ls -d runs/"$w"[0-9]* 2>/dev/null | sort -V | tail -n 1)
+  [ -f "$last_run/last.pth" ] || { echo "bench.sh: no run for model '$w' in runs/" >&2; exit 2; }
+  liif export "$last_run/last.pth" "weights/liif-edsr-baseline-$w.pth" --overwrite
   liif bench --data-root $data --sets Set5,Set14 --scales 2,3,4,6,8,12 --weights "$w" \
     --precision fp32 --json "$here/bench/${w}_clean.json" --overwrite
   for spec in jpeg:75 jpeg:90 jpeg:95 webp:80 noise:5; do
