@@ -36,7 +36,14 @@ rendering): step 3,000 28.15 / 27.00 / 27.74, step 5,007 28.17 / 27.01 / 27.76, 
 (bf16 rendering). Shipped as weights/liif-edsr-baseline-fast-real.pth (bench.sh): on Set5 /
 Set14 x4 clean 31.27 / 28.02 dB (+0.14 / +0.09), under noise 5 30.40 / 27.55 (+0.10 /
 +0.07), under JPEG 75 28.88 / 26.51 (+0.04 / +0.03); 0.24 / 0.12, 0.16 / 0.08 and 0.05 /
-0.02 below `real` (bench/fast-real_*.json). Config, log and metrics in fast-real3/.
+0.02 below `real`. Config, log and metrics in fast-real3/.
+
+`fast-real` then took this stage once more from that result (ROUND=4, runs/fast-real4), on
+the same kind of CPU, idle: 4,970 steps. Kodak24 x4 clean / JPEG 75 / noise 5: step 3,000
+28.19 / 27.02 / 27.77, step 4,970 28.19 / 27.02 / 27.78. Shipped (bench.sh fast-real): on
+Set5 / Set14 x4 clean 31.33 / 28.06 dB (+0.07 / +0.04), under noise 5 30.45 / 27.59 (+0.05 /
++0.03), under JPEG 75 28.91 / 26.52 (+0.02 / +0.01); 0.17 / 0.08, 0.11 / 0.05 and 0.03 /
+0.01 below `real` (bench/fast-real_*.json). Config, log and metrics in fast-real4/.
 """
 import os
 import sys
