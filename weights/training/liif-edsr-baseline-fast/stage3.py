@@ -44,6 +44,13 @@ the same kind of CPU, idle: 4,970 steps. Kodak24 x4 clean / JPEG 75 / noise 5: s
 Set5 / Set14 x4 clean 31.33 / 28.06 dB (+0.07 / +0.04), under noise 5 30.45 / 27.59 (+0.05 /
 +0.03), under JPEG 75 28.91 / 26.52 (+0.02 / +0.01); 0.17 / 0.08, 0.11 / 0.05 and 0.03 /
 0.01 below `real` (bench/fast-real_*.json). Config, log and metrics in fast-real4/.
+
+`fast` then took this stage once more from its result (ROUND=4, runs/fast4), on an idle
+2-core AMD EPYC (Zen 3, AVX2 only, so float32), both threads (mostly 1.1-1.3 s a step,
+against 1.9-2.7 s on one): 5,027 steps. Kodak24 x2 / x4 / x8: step 3,000 33.40 / 28.34 /
+25.66, step 5,027 33.41 / 28.35 / 25.67. Shipped (bench.sh fast): on Set5 / Set14 x4 31.62 /
+28.27 dB (+0.09 / +0.05), 0.19 / 0.09 below default; +0.04 to +0.07 and +0.02 to +0.05 at
+the other scales (bench/fast_*.json). Config, log and metrics in fast4/.
 """
 import os
 import sys
