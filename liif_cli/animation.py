@@ -6,12 +6,14 @@ source's disposal and blending already applied), so every output frame is a full
 its duration, the loop count and (GIF) the disposal method are carried over. Pillow's
 writers take the frames after the first as a list, so the output frames are held in memory
 (8-bit, as the formats store them); the source frames are not. Pages of a multi-page TIFF are
-read at 8 bits per channel (16-bit gray stays 16-bit). Nothing here prints.
+read and written at 8 bits per channel, but 16-bit gray pages stay 16-bit. Nothing here
+prints.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,13 +21,18 @@ import numpy as np
 from PIL import Image
 
 from .errors import LiifError, one_line
-from .files import create_temp
-from .images import Picture, _move_into_place, _quiet_pillow, compression, pil_pixels, quantise
+from .files import create_temp, move_into_place
+from .images import _DECODE_ERRORS, Picture, _quiet_pillow, compression, pil_pixels, quantise
+from .sizing import MAX_SIDE, centre_crop_box, check_max_pixels
 
 # Output suffix -> Pillow format of an animation.
 _WRITERS = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG", ".apng": "PNG", ".tif": "TIFF",
             ".tiff": "TIFF"}
 WRITE_SUFFIXES = frozenset(_WRITERS)
+# The longest side each format holds (GIF's 16-bit sizes, WebP's 14-bit ones), and the most
+# bytes of pixels a classic TIFF file (32-bit offsets, as Pillow writes them) can hold.
+_MAX_SIDE_OF = {"GIF": 65_535, "WEBP": 16_383, "PNG": MAX_SIDE, "TIFF": 2**32 - 1}
+_MAX_TIFF_BYTES = 2**32 - 1
 READ_SUFFIXES = frozenset({".gif", ".webp", ".png", ".apng", ".tif", ".tiff"})
 Resample = Callable[[Picture, tuple[int, int]], Picture]
 SizeRule = Callable[[tuple[int, int]], tuple[int, int]]
@@ -48,12 +55,24 @@ def is_animated(path: str | Path) -> bool:
     return frame_count(path) > 1
 
 
-def check_animation_output(path: Path, *, overwrite: bool = False) -> None:
+def check_animation_output(path: Path, *, overwrite: bool = False,
+                           size: tuple[int, int] | None = None, frames: int = 1) -> None:
     """LiifError if an animation cannot be written to `path`: a still-only format (JPEG,
-    BMP), an existing file (without `overwrite`), a missing or read-only folder."""
+    BMP), frames of (H, W) `size` too large for the format (a TIFF of `frames` 8-bit gray
+    pages over 4 GiB), an existing file (without `overwrite`), a missing or read-only folder."""
     if path.suffix.lower() not in _WRITERS:
         raise LiifError(f"{path}: {path.suffix or 'no suffix'} holds one picture only; write "
                         f"an animation as {', '.join(sorted(_WRITERS))}")
+    fmt = _WRITERS[path.suffix.lower()]
+    if size is not None and max(size) > _MAX_SIDE_OF[fmt]:
+        raise LiifError(f"{path}: {size[1]}x{size[0]} frames are too large for {fmt}, which "
+                        f"holds at most {_MAX_SIDE_OF[fmt]:,} pixels a side; ask for a "
+                        "smaller size" + ("" if fmt in ("PNG", "TIFF") else
+                                          " or write an .apng or .tif instead"))
+    if size is not None and fmt == "TIFF" and size[0] * size[1] * frames > _MAX_TIFF_BYTES:
+        raise LiifError(f"{path}: {frames} pages of {size[1]}x{size[0]} are too large for a "
+                        "TIFF file (liif writes classic TIFF, at most 4 GiB); ask for a "
+                        "smaller size")
     if os.path.isdir(path):
         raise LiifError(f"{path}: is a folder; give an output file name")
     if not os.path.isdir(path.parent):
@@ -70,25 +89,28 @@ def upscale_animation(resample: Resample, src: str | Path, dst: str | Path,
                       progress: Callable[[int, int], None] | None = None) -> list[str]:
     """Upscale every frame of the animation or multi-page file `src` into `dst` (format
     from its suffix), atomically; returns notes. Problems are one-line LiifErrors."""
-    from .sizing import centre_crop_box, check_max_pixels
-
     src, dst = Path(src), Path(dst)
     check_animation_output(dst, overwrite=overwrite)
     fmt = _WRITERS[dst.suffix.lower()]
     frames: list[Image.Image] = []
     durations: list[int] = []
     disposals: list[int] = []
-    try:
-        with _quiet_pillow(), Image.open(src) as image:
+    with _quiet_pillow():
+        try:
+            opened = Image.open(src)
+        except _DECODE_ERRORS as exc:
+            raise _unreadable(src, exc) from None
+        with opened as image:
             total = int(getattr(image, "n_frames", 1))
             width, height = image.size
-            check_max_pixels(size_rule((height, width)), max_pixels)
+            first_size = size_rule((height, width))
+            check_max_pixels(first_size, max_pixels)
+            check_animation_output(dst, overwrite=overwrite, size=crop_to or first_size,
+                                   frames=total)  # before any frame is rendered
             info = dict(image.info)
             lossy, quality_in = compression(image)
             for index in range(total):
-                image.seek(index)
-                image.load()
-                picture = Picture.from_array(pil_pixels(image, str(src)))
+                picture = Picture.from_array(_frame_pixels(image, index, src))
                 picture.lossy, picture.quality = lossy, quality_in
                 size = size_rule(picture.size)
                 check_max_pixels(size, max_pixels)
@@ -102,10 +124,6 @@ def upscale_animation(resample: Resample, src: str | Path, dst: str | Path,
                 disposals.append(int(getattr(image, "disposal_method", 0) or 0))
                 if progress:
                     progress(index + 1, total)
-    except LiifError:
-        raise
-    except (OSError, ValueError, EOFError, SyntaxError) as exc:
-        raise LiifError(f"{src}: damaged or unreadable image ({one_line(exc)})") from None
     options: dict[str, object] = {"save_all": True, "append_images": frames[1:]}
     if fmt in ("GIF", "WEBP", "PNG"):
         options.update(duration=durations, loop=int(info.get("loop", 0) or 0))
@@ -125,19 +143,40 @@ def upscale_animation(resample: Resample, src: str | Path, dst: str | Path,
         frames[0].save(temp, format=fmt, **options)  # by name: TIFF's writer reads back
         with open(temp, "rb+") as file:
             os.fsync(file.fileno())
-        _move_into_place(temp, dst, overwrite)
+        move_into_place(temp, dst, overwrite)
     except LiifError:
         raise
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ArithmeticError, struct.error) as exc:
         raise LiifError(f"{dst}: could not write the animation ({one_line(exc)})") from None
     finally:
         temp.unlink(missing_ok=True)
     return [f"{src}: {total} {'pages' if fmt == 'TIFF' else 'frames'} upscaled"]
 
 
+def _frame_pixels(image: Image.Image, index: int, src: Path) -> np.ndarray:
+    """Frame `index` of the open animation `image` as pil_pixels gives it; LiifError if the
+    file is damaged there."""
+    try:
+        image.seek(index)
+        image.load()
+        return pil_pixels(image, str(src))
+    except LiifError:
+        raise
+    except _DECODE_ERRORS as exc:
+        raise _unreadable(src, exc) from None
+
+
+def _unreadable(src: Path, exc: BaseException) -> LiifError:
+    return LiifError(f"{src}: damaged or unreadable image ({one_line(exc)})")
+
+
 def _pil_frame(picture: Picture, fmt: str) -> Image.Image:
-    """An 8-bit PIL frame of `picture` for a `fmt` animation: RGBA when transparent (GIF:
-    each pixel fully transparent or opaque, as GIF stores it), else RGB (L for gray)."""
+    """A PIL frame of `picture` for a `fmt` animation: RGBA when transparent (GIF: each pixel
+    fully transparent or opaque, as GIF stores it), else RGB (L for gray); 8-bit, but 16-bit
+    gray stays 16-bit in a TIFF."""
+    if (fmt == "TIFF" and picture.grayscale and picture.bit_depth == 16
+            and (picture.alpha is None or float(picture.alpha.min()) >= 1)):
+        return Image.fromarray(quantise(picture.rgb[:, :, 0], 16))  # mode I;16
     rgb = quantise(picture.rgb, 8)
     if picture.alpha is not None and float(picture.alpha.min()) < 1:
         alpha = picture.alpha

@@ -135,14 +135,15 @@ def output_suffix(source: Path) -> str:
 def check_target(source: Path, target: Path, *, overwrite: bool,
                  size: tuple[int, int] | None = None) -> None:
     """LiifError if `source`'s output cannot be written to `target`: as check_output for a
-    still image; for a video, a suffix no encoder writes; for an animation, a still format."""
+    still image; for a video, a suffix no encoder writes; for an animation, a still format
+    or frames of `size` too large for its format."""
     if video.is_video(source):
         video.check_video_output(target, overwrite=overwrite)
     elif target.suffix.lower() in video.WRITE_SUFFIXES:
         raise LiifError(f"{target}: an image cannot be written as a video; choose an image "
                         "suffix")
     elif animation.is_animated(source):
-        animation.check_animation_output(target, overwrite=overwrite)
+        animation.check_animation_output(target, overwrite=overwrite, size=size)
     else:
         check_output(target, overwrite=overwrite, size=size)
 
@@ -157,7 +158,7 @@ def check_upscale_output(inputs: list[Path], output: str | Path | None, jobs: li
     to_folder = output is not None and output_is_folder(inputs, output)
     if to_folder:
         path = Path(output)
-        if path.exists() and not path.is_dir():
+        if os.path.lexists(path) and not os.path.isdir(path):
             raise LiifError(f"output {path} exists and is not a folder"
                             + (f" (with {len(inputs)} inputs, -o names a folder)"
                                if len(inputs) > 1 else ""))
@@ -173,7 +174,7 @@ def check_upscale_output(inputs: list[Path], output: str | Path | None, jobs: li
 def make_output_folder(folder: Path) -> None:
     """Create `folder` (and its parents) if missing and check files can be written in it,
     so an unusable output folder is one error up front rather than one per image."""
-    if folder.exists() and not folder.is_dir():
+    if os.path.lexists(folder) and not os.path.isdir(folder):
         raise LiifError(f"output {folder} exists and is not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -208,10 +209,10 @@ def resize_jobs(inputs: Iterable[Path], out_dir: Path, recursive: bool, fmt: str
     out_resolved = out_dir.resolve()
     jobs = []
     for item in inputs:
-        if item.is_dir():
+        if os.path.isdir(item):  # os.path, unlike Path, never raises (e.g. ENAMETOOLONG)
             found = _scan(item, out_resolved, recursive, ignored)
             pairs = [(p, p.relative_to(item)) for p in found]
-        elif item.exists():
+        elif os.path.exists(item):
             pairs = [(item, Path(item.name))]
         else:
             raise LiifError(f"input not found: {item}")

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .errors import LiifError, UnusableInput
-from .files import create_temp
+from .files import create_temp, move_into_place
 from .model import DECODERS, RDN_CONFIGS, ImplicitImage, ModelSpec, build_model
 
 FORMAT_NAME = "liif"
@@ -56,8 +56,9 @@ def to_dict(model: ImplicitImage, metadata: dict[str, Any] | None = None,
             "metadata": dict(metadata or {}), **extra}
 
 
-def save(obj: dict[str, Any], path: str | Path) -> None:
-    """Write a checkpoint dict atomically: a temp file in the same folder, then rename."""
+def save(obj: dict[str, Any], path: str | Path, *, overwrite: bool = True) -> None:
+    """Write a checkpoint dict atomically: a temp file in the same folder, then rename;
+    without `overwrite`, LiifError rather than replace an existing file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = create_temp(path)
@@ -66,10 +67,9 @@ def save(obj: dict[str, Any], path: str | Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        move_into_place(tmp, path, overwrite)
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export(source: str | Path, target: str | Path, overwrite: bool = False,
@@ -81,13 +81,13 @@ def export(source: str | Path, target: str | Path, overwrite: bool = False,
     """
     target = Path(target)
     ckpt = load(source)
-    if target.exists() and not overwrite:
+    if os.path.lexists(target) and not overwrite:  # os.path: never raises (e.g. ENAMETOOLONG)
         raise LiifError(f"{target} already exists (pass --overwrite to replace it)")
     if target.resolve() == Path(source).resolve():
         raise LiifError(f"export would overwrite its source {source}; choose another file")
     meta = {**ckpt.metadata, **(metadata or {})}
     try:
-        save(to_dict(ckpt.build(), meta), target)
+        save(to_dict(ckpt.build(), meta), target, overwrite=overwrite)
     except OSError as exc:
         raise LiifError(f"cannot write {target}: {exc.strerror or exc}") from None
     return load(target)
@@ -97,7 +97,7 @@ def load(path: str | Path) -> Checkpoint:
     """Read a checkpoint file of either format; UnusableInput (a LiifError: exit 2 in the
     CLI) if it is not one."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.isfile(path):
         raise UnusableInput(f"weights file not found: {path}")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)

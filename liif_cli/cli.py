@@ -168,7 +168,8 @@ OverwriteOpt = Annotated[bool, typer.Option(
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.",
                                          metavar=FLAG)]
 MaxPixelsOpt = Annotated[int, typer.Option(
-    help="Refuse outputs larger than this many pixels (0: no limit).", min=0)]
+    help="Refuse inputs and outputs (each frame of a video or animation) larger than this "
+    "many pixels (0: no limit).", min=0)]
 QualityOpt = Annotated[int, typer.Option(help="JPEG/WebP quality.", min=1, max=100)]
 BackgroundOpt = Annotated[str, typer.Option(
     help="Colour to flatten transparency onto when the output format has none (JPEG, BMP): "
@@ -617,7 +618,7 @@ def resize(
             check_max_pixels(box, max_pixels)
             parse_colour(background)
             check_tile(tile, cli=True)
-            if output.exists() and not output.is_dir():
+            if os.path.lexists(output) and not os.path.isdir(output):
                 raise LiifError(f"--output {output} exists and is not a folder")
             jobs = resize_jobs(inputs, output, recursive, fmt.value, ignored)
             if fit != Fit.contain:  # every output is exactly the box: each format must hold it

@@ -20,6 +20,7 @@ always has, so older runs resume bit-for-bit.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -37,7 +38,7 @@ from .model import make_cells, make_coords
 
 
 def _image_files(path: Path) -> list[Path]:
-    if path.is_file():
+    if os.path.isfile(path):
         return [path]
     return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
 
@@ -57,9 +58,9 @@ def load_images(paths: list[str] | list[Path], min_size: int = 1,
     seen_any = False
     for raw in paths:
         path = Path(raw).expanduser()
-        if not path.exists():
+        if not os.path.exists(path):  # os.path: never raises (e.g. ENAMETOOLONG)
             raise LiifError(f"{what} data not found: {path}")
-        if not (path.is_dir() or path.is_file()):
+        if not (os.path.isdir(path) or os.path.isfile(path)):
             raise LiifError(f"{what} data is neither a folder nor a file: {path}")
         try:
             files = _image_files(path)

@@ -67,6 +67,21 @@ def create_temp(path: Path) -> tuple[int, Path]:
     return fd, temp
 
 
+def move_into_place(temp: Path, path: Path, overwrite: bool) -> None:
+    """Rename the finished temp file to `path`; without `overwrite`, never replace a file."""
+    if overwrite:
+        os.replace(temp, path)
+        return
+    try:
+        os.link(temp, path)  # atomic "create only if absent", unlike an exists() check + rename
+    except FileExistsError as exc:
+        raise LiifError(f"{path}: already exists; use --overwrite to replace it") from exc
+    except OSError:  # file system without hard links: check, then rename (tiny race window)
+        if os.path.lexists(path):
+            raise LiifError(f"{path}: already exists; use --overwrite to replace it") from None
+        os.replace(temp, path)
+
+
 def remove_own_files() -> list[Path]:
     """Remove every temporary file this process created that is still there (not yet renamed
     into place) and release every claim it holds: the cleanup of an interrupted run, after

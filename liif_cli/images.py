@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from liif_cli.errors import LiifError, one_line
-from liif_cli.files import create_temp
+from liif_cli.files import create_temp, move_into_place
 from liif_cli.sizing import DEFAULT_MAX_PIXELS, MAX_SIDE
 
 _FORMAT_BY_SUFFIX = {
@@ -844,7 +844,7 @@ def write_image(
                 _save_with_pillow(file, stored.pil_image(), fmt, icc_profile, quality, exif)
             file.flush()
             os.fsync(file.fileno())
-        _move_into_place(temp, path, overwrite)
+        move_into_place(temp, path, overwrite)
     except LiifError:
         raise
     except (OSError, ValueError, struct.error, zlib.error, MemoryError) as exc:
@@ -935,21 +935,6 @@ def quantise(values: np.ndarray, depth: int, out: np.ndarray | None = None) -> n
 
 
 _QUANTISE_BLOCK = 1 << 22  # values per block (16 MB of float32)
-
-
-def _move_into_place(temp: Path, path: Path, overwrite: bool) -> None:
-    """Rename the finished temp file to `path`; without `overwrite`, never replace a file."""
-    if overwrite:
-        os.replace(temp, path)
-        return
-    try:
-        os.link(temp, path)  # atomic "create only if absent", unlike an exists() check + rename
-    except FileExistsError as exc:
-        raise LiifError(f"{path}: already exists; use --overwrite to replace it") from exc
-    except OSError:  # file system without hard links: check, then rename (tiny race window)
-        if os.path.lexists(path):
-            raise LiifError(f"{path}: already exists; use --overwrite to replace it") from None
-        os.replace(temp, path)
 
 
 def _fsync_folder(folder: Path) -> None:

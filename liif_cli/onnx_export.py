@@ -475,10 +475,10 @@ def _check_target(target: Path, overwrite: bool) -> None:
         above = target.absolute().parent
         while not os.path.lexists(above):  # the nearest existing folder must be a folder
             above = above.parent
-        if not above.is_dir():
+        if not os.path.isdir(above):
             raise UnusableInput(f"cannot write {target}: {above} is not a folder")
         return
-    if not target.is_dir() or target.is_symlink():
+    if not os.path.isdir(target) or os.path.islink(target):
         raise UnusableInput(f"{target} exists and is not a folder: an ONNX export is a "
                             f"folder ({', '.join(EXPORT_FILES)}); choose another name")
     try:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .errors import LiifError, one_line
-from .files import create_temp
+from .files import create_temp, move_into_place
 from .images import Picture, check_output_place, quantise
 
 READ_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
@@ -431,9 +431,7 @@ def upscale_video(resample: Resample, src: str | Path, dst: str | Path, size_rul
                 os.fsync(file.fileno())
         except OSError as exc:  # e.g. a full disk that the file system reports only now
             raise _write_failure(dst, exc) from None
-        from .images import _move_into_place
-
-        _move_into_place(temp, dst, overwrite)
+        move_into_place(temp, dst, overwrite)
     finally:
         temp.unlink(missing_ok=True)
     return notes

@@ -109,6 +109,19 @@ def test_failing_save_of_new_file_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+
+def test_save_without_overwrite_never_replaces_a_file(tmp_path):
+    path = tmp_path / "m.pth"
+    checkpoint.save(checkpoint.to_dict(tiny_model()), path)
+    before = path.read_bytes()
+    with pytest.raises(LiifError, match="already exists"):
+        checkpoint.save(checkpoint.to_dict(tiny_model(1)), path, overwrite=False)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pth"]  # no temp file left
+    checkpoint.save(checkpoint.to_dict(tiny_model(1)), tmp_path / "new.pth", overwrite=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pth", "new.pth"]
+
+
 # --------------------------------------------------------------------------- bad files
 
 

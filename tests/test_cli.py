@@ -425,6 +425,21 @@ def test_unwritable_output_folder(work, tiny_weights):
         locked.chmod(0o700)
 
 
+@pytest.mark.parametrize("command", ["resize", "upscale"])
+def test_a_name_too_long_for_the_file_system_is_one_error(work, tiny_weights, command):
+    """Path.exists() raises on ENAMETOOLONG (where os.path.exists says False): one line, not a
+    traceback, whether the too-long name is the input or the output folder."""
+    src = make_image(work / "a.png", 12, 10)
+    size = ["--size", "8x8"] if command == "resize" else ["--scale", "2"]
+    too_long = work / ("n" * 300)
+    result = run(command, too_long.with_suffix(".png"), *size, "-o", work / "out",
+                 "-w", tiny_weights)
+    assert_one_error_line(result, code=2)
+    result = run(command, src, src, *size, "-o", too_long, "-w", tiny_weights)
+    assert_one_error_line(result, str(too_long)[:40], code=2)
+    assert files_under(work) == {"a.png"}
+
+
 def test_markup_like_paths_are_printed_verbatim(work, tiny_weights):
     """A file name such as 'x[/draft].png' is a path, not rich markup: no crash, shown as is."""
     result = run("upscale", work / "x[/draft].png", "--scale", "2", "-w", tiny_weights)

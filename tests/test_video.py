@@ -323,6 +323,55 @@ def test_an_animation_cannot_be_written_as_a_still_format(upscaler, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["anim.gif"]
 
 
+def _no_render(picture, size):
+    raise AssertionError("rendered a frame that cannot be written")
+
+
+@pytest.mark.parametrize("suffix, size", [(".gif", (2, 65_536)), (".webp", (20, 16_384)),
+                                          (".tif", (40_000, 40_000))])
+def test_frames_too_large_for_the_format_are_refused_before_any_is_rendered(tmp_path, suffix,
+                                                                             size):
+    from liif_cli.animation import upscale_animation
+
+    src = tmp_path / "anim.gif"
+    _animation(src)
+    with pytest.raises(LiifError, match="too large for"):
+        upscale_animation(_no_render, src, tmp_path / f"out{suffix}", lambda hw: size)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["anim.gif"]
+
+
+def test_a_damaged_animation_is_a_liif_error_and_writes_nothing(upscaler, tmp_path):
+    from liif_cli.animation import upscale_animation
+
+    src = tmp_path / "anim.gif"
+    _animation(src)
+    data = src.read_bytes()
+    src.write_bytes(data[: len(data) * 2 // 3])  # the last frame cut off
+    with pytest.raises(LiifError, match="damaged or unreadable"):
+        upscale_animation(upscaler.resample, src, tmp_path / "out.gif", lambda hw: (24, 32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["anim.gif"]
+
+
+def test_16_bit_gray_tiff_pages_stay_16_bit(upscaler, tmp_path):
+    from liif_cli.batch import Job, run_job
+
+    src = tmp_path / "stack.tif"
+    ramp = np.arange(12 * 16, dtype=np.uint16).reshape(12, 16) * 300
+    pages = [Image.fromarray(ramp + np.uint16(7 * i)) for i in range(2)]  # mode I;16
+    pages[0].save(src, save_all=True, append_images=pages[1:])
+    dst = tmp_path / "out.tif"
+    run_job(upscaler, Job(src, dst), lambda hw: (24, 32))
+    with Image.open(dst) as out, Image.open(src) as original:
+        assert out.n_frames == 2
+        for index in range(2):
+            out.seek(index)
+            original.seek(index)
+            assert out.mode == "I;16" and out.size == (32, 24)
+            expected = upscaler.resample(_picture(original), (24, 32)).rgb[:, :, 0]
+            got = np.asarray(out).astype(np.float64) / 65535
+            assert np.abs(got - expected).max() <= 0.5 / 65535 + 1e-6
+
+
 def test_core_install_error_names_the_video_extra(monkeypatch, clip, tmp_path):
     from liif_cli import video
 
