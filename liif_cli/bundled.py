@@ -7,6 +7,7 @@ without loading anything.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,7 @@ def resolve_weights(name_or_path: str | Path | None = None) -> Path:
     if stem in shipped:
         return shipped[stem]
     path = Path(choice).expanduser()
-    if path.is_file():
+    if os.path.isfile(path):  # os.path: never raises (e.g. ENAMETOOLONG)
         return path
     names = ", ".join(_with_short_names(shipped)) or "none"
     raise LiifError(f"weights not found: {choice!r} is neither a file nor a bundled name "

@@ -12,6 +12,7 @@ answer at once (importing torch takes seconds).
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -59,6 +60,26 @@ def _one_line_click_errors() -> Iterator[None]:
         fail(one_line(exc.format_message()).rstrip(".") + hint, getattr(exc, "exit_code", 2))
 
 
+# OSError numbers that mean the path given was unusable (exit 2, like any bad input).
+_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ENOENT, errno.ENOTDIR, errno.EISDIR,
+                          errno.EACCES, errno.EPERM, errno.ELOOP})
+
+
+@contextmanager
+def _one_line_os_errors() -> Iterator[None]:
+    """The last net under every command: an OSError that no check turned into a LiifError
+    (say, a path the file system refuses outright) is one line and an exit code, never a
+    traceback, and this run's temporary and claim files are removed."""
+    from .files import remove_own_files
+
+    try:
+        yield
+    except OSError as exc:
+        remove_own_files()
+        where = f"{exc.filename}: " if exc.filename else ""
+        fail(where + (exc.strerror or one_line(exc)), 2 if exc.errno in _PATH_ERRNOS else 1)
+
+
 def _as_flag(option):
     """The --help option, shown as a flag (no '<bool>', whatever the Typer version)."""
     if option is not None:
@@ -75,7 +96,7 @@ class LiifGroup(typer.core.TyperGroup):
             return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx):
-        with _one_line_click_errors():  # where a command's own options are parsed
+        with _one_line_click_errors(), _one_line_os_errors():  # a command's options, its run
             return super().invoke(ctx)
 
     def get_help_option(self, ctx):

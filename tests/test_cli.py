@@ -440,6 +440,23 @@ def test_a_name_too_long_for_the_file_system_is_one_error(work, tiny_weights, co
     assert files_under(work) == {"a.png"}
 
 
+@pytest.mark.parametrize("args", [
+    ["info", "{long}.pth"],
+    ["export", "{long}.pth", "out.pth"],
+    ["train", "--data", "{long}", "--out", "{work}/run", "--steps", "1"],
+    ["train", "--data", "{work}", "--out", "{long}", "--steps", "1"],
+    ["bench", "--data-root", "{long}", "--sets", "Set5", "--scales", "2"],
+])
+def test_every_command_meets_an_unusable_path_with_one_line(work, args):
+    """Whatever a command does with a path the file system refuses (ENAMETOOLONG), the user
+    sees one error line and exit 2, not a traceback."""
+    make_image(work / "a.png", 48, 48)
+    long = work / ("n" * 300)
+    result = run(*(a.format(long=long, work=work) for a in args))
+    assert_one_error_line(result, code=2)
+    assert files_under(work) == {"a.png"}
+
+
 def test_markup_like_paths_are_printed_verbatim(work, tiny_weights):
     """A file name such as 'x[/draft].png' is a path, not rich markup: no crash, shown as is."""
     result = run("upscale", work / "x[/draft].png", "--scale", "2", "-w", tiny_weights)

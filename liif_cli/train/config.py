@@ -192,7 +192,7 @@ class TrainConfig:
             parse_spec(spec)  # its own one-line LiifError
         if not self.resume:  # a resumed run trains on its own data, from its own start
             for what, path in [*(("training", d) for d in self.data), ("validation", self.val)]:
-                if path is not None and not Path(path).expanduser().exists():
+                if path is not None and not os.path.exists(Path(path).expanduser()):
                     raise LiifError(f"{what} data not found: {path}")
             for weights in (self.init, self.teacher):
                 if weights is not None:
@@ -213,7 +213,7 @@ def _absolute_weights(weights: str | None) -> str | None:
     """A weights file as an absolute path; a bundled name (or None) as given."""
     if weights is None or bundled.file_stem(weights) in bundled.available_weights():
         return weights
-    return _absolute(weights) if Path(weights).expanduser().is_file() else weights
+    return _absolute(weights) if os.path.isfile(Path(weights).expanduser()) else weights
 
 
 def progress_fraction(config: TrainConfig, step: int, elapsed: float = 0.0) -> float:
