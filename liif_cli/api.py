@@ -38,7 +38,15 @@ from .engine import (
     resolve_tile_chunk,
 )
 from .errors import ArgumentError, LiifError, OutOfMemory, is_out_of_memory
-from .images import Layout, Picture, StoredPicture, compression, quantise, upright_pixels
+from .images import (
+    Layout,
+    Picture,
+    StoredPicture,
+    compression,
+    icc_fits,
+    quantise,
+    upright_pixels,
+)
 from .model import ImplicitImage
 from .sizing import MAX_SIDE, check_scale, check_tile, target_size, uses_model
 
@@ -72,10 +80,12 @@ class _Resampler:
                 progress: Progress | None = None) -> Image.Image | np.ndarray:
         """Resize a PIL image or numpy array by `scale` or to `size` = (width, height).
 
-        Returns the same kind of object: PIL in the same mode (L, LA, RGB, RGBA, I;16, I, F;
-        palette, bilevel, CMYK and YCbCr images come back as L, RGB or RGBA), upright as its
-        EXIF orientation says; numpy with the same dtype and channel count (uint8, uint16, or
-        float in [0, 1]). TypeError or ArgumentError (a ValueError) for bad arguments.
+        Returns the same kind of object: PIL in the same mode (L, LA, RGB, RGBA, I;16 in
+        either byte order, I, F; palette, bilevel, CMYK and YCbCr images come back as L, RGB
+        or RGBA) with the input's ICC profile where it fits, upright as its EXIF orientation
+        says (the CLI's result for the same pixels); numpy with the same dtype and channel
+        count (uint8, uint16, or float in [0, 1]). TypeError or ArgumentError (a ValueError)
+        for bad arguments.
         """
         hw = _size_argument(size)
         if scale is not None:
@@ -95,15 +105,16 @@ class _Resampler:
             # Rendered straight into the 8- or 16-bit result, as the CLI renders a file.
             layout, pillow = _pil_layout(picture, mode)
             stored = StoredPicture(target, layout, pillow=pillow)
-            return _pil_from_stored(self.resample_into(picture, stored, progress), mode,
-                                    picture.grayscale)
+            return _with_profile(_pil_from_stored(self.resample_into(picture, stored, progress),
+                                                  mode), picture.icc_profile)
         if mode is None and array.dtype in (np.uint8, np.uint16):
             stored = StoredPicture(target, _array_layout(array))
             pixels = self.resample_into(picture, stored, progress).pixels
             return pixels[:, :, 0] if array.ndim == 2 else pixels
         out = self.resample(picture, target, progress)  # float results: the float path
-        if mode is not None:
-            return _pil_from_picture(out, mode)
+        if mode is not None:  # 'F': float gray
+            gray = np.clip(out.rgb.mean(axis=-1), 0.0, 1.0).astype(np.float32)
+            return _with_profile(Image.fromarray(gray), picture.icc_profile)
         return _array_like(out, array)
 
     def upscale_video(self, src: str | Path, dst: str | Path, *, scale: float | None = None,
@@ -170,6 +181,7 @@ class Upscaler(_Resampler):
     def render_rgb(self, rgb: np.ndarray, size: tuple[int, int],
                    progress: Progress | None = None) -> np.ndarray:
         """(H, W, 3) float RGB in [0, 1] -> (H', W', 3) float32 at `size` = (H', W')."""
+        _check_float_rgb(rgb)
         if not uses_model(rgb.shape[:2], size):
             if progress:
                 progress(size[0] * size[1], size[0] * size[1])
@@ -189,6 +201,7 @@ class Upscaler(_Resampler):
         each finished tile to `sink(rows, cols, tile)`: output rows and columns (slices) and
         (rows, cols, 3) float32 RGB, the values render_rgb returns there. Only the tile being
         rendered is held in float (engine.render_tiles)."""
+        _check_float_rgb(rgb)
         (h, w), (out_h, out_w) = rgb.shape[:2], size
         pad_h, pad_w = edge_padding(h, out_h, self.min_side), edge_padding(w, out_w, self.min_side)
         region: dict[str, tuple[int, int]] = {}
@@ -399,25 +412,37 @@ def _array_layout(array: np.ndarray) -> Layout:
 
 
 def _pil_layout(picture: Picture, mode: str) -> tuple[Layout, bool]:
-    """The layout to render a picture from a PIL image of `mode` in (not 'F'), and whether in
-    a PIL image (pillow=): as _pil_from_picture stores it, 16-bit gray for I;16 and I, else
-    8-bit RGB or RGBA (made L or LA after, for a grayscale picture)."""
+    """The layout to render a picture from a PIL image of `mode` (not 'F') in, and whether in
+    a PIL image (pillow=): 16-bit gray for I;16 and I, 8-bit gray (with alpha or not) for a
+    grayscale picture (gray as the CLI writes it: the mean of R, G and B), else 8-bit RGB or
+    RGBA."""
+    alpha = picture.alpha is not None
     if mode.startswith("I;16") or mode == "I":
         return Layout(gray=True, alpha=False, depth=16), False
-    alpha = picture.alpha is not None
+    if picture.grayscale:
+        return Layout(gray=True, alpha=alpha, depth=8), False
     return Layout(gray=False, alpha=alpha, depth=8), not alpha
 
 
-def _pil_from_stored(stored: StoredPicture, mode: str, grayscale: bool) -> Image.Image:
-    """A StoredPicture from _pil_layout as the PIL image _pil_from_picture makes."""
-    if mode.startswith("I;16") or mode == "I":
+def _pil_from_stored(stored: StoredPicture, mode: str) -> Image.Image:
+    """A StoredPicture from _pil_layout as a PIL image: L, LA, RGB, RGBA, or `mode` for
+    deep gray (I;16 in its byte order, or I)."""
+    if mode == "I":
+        return Image.fromarray(stored.pixels[:, :, 0].astype(np.int32))
+    if mode.startswith("I;16"):  # from raw bytes: Pillow's convert() clips I;16B to 255
         deep = stored.pixels[:, :, 0]
-        # No mode argument: Pillow 13 refuses mode="I;16"; little-endian uint16 gives I;16.
-        return Image.fromarray(deep.astype(np.int32) if mode == "I"
-                               else deep.astype("<u2", copy=False))
-    image = stored.pil_image()
-    if grayscale:
-        image = image.convert("LA" if stored.layout.alpha else "L")
+        order = {"I;16B": ">", "I;16N": "="}.get(mode, "<")
+        height, width = deep.shape
+        return Image.frombuffer(mode, (width, height), deep.astype(f"{order}u2").tobytes(),
+                                "raw", mode, 0, 1)
+    return stored.pil_image()
+
+
+def _with_profile(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
+    """`image` carrying `icc_profile` (as Pillow's writers read it) where the profile
+    describes its channels (gray or RGB), as the CLI carries a file's profile."""
+    if icc_fits(icc_profile, len(image.getbands())):
+        image.info["icc_profile"] = icc_profile
     return image
 
 
@@ -474,6 +499,17 @@ def _array_argument(image: object) -> np.ndarray:
     return array
 
 
+def _check_float_rgb(rgb: np.ndarray) -> None:
+    """TypeError or ArgumentError unless `rgb` is a (H, W, 3) float array, as render_rgb
+    takes it (its values are not scanned: that is upscale's job)."""
+    if not isinstance(rgb, np.ndarray) or not np.issubdtype(rgb.dtype, np.floating):
+        raise TypeError(f"rgb must be a float numpy array in [0, 1], got "
+                        f"{getattr(rgb, 'dtype', type(rgb).__name__)} (8-bit pixels? divide "
+                        "by 255, or call upscale, which takes uint8 and uint16)")
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
+        raise ArgumentError(f"rgb must have shape (H, W, 3); got {rgb.shape}")
+
+
 def _device_and_precision(device: str | torch.device,
                           precision: str) -> tuple[torch.device, str]:
     """The device and the precision name (auto resolved) an Upscaler renders with; a bad
@@ -511,27 +547,9 @@ def _picture_from_pil(image: Image.Image) -> Picture:
         raise ArgumentError(f"image is empty: {image.width}x{image.height}")
     picture = Picture.from_array(pixels)
     picture.lossy, picture.quality = compression(image)
+    profile = image.info.get("icc_profile") or None
+    picture.icc_profile = profile if icc_fits(profile, pixels.shape[2]) else None
     return picture
-
-
-def _pil_from_picture(picture: Picture, mode: str) -> Image.Image:
-    """The picture as a PIL image in `mode` where that keeps its values (L, LA, RGB, RGBA,
-    16-bit 'I;16', 32-bit 'I', float 'F'); other modes (palette 'P', bilevel '1', CMYK,
-    YCbCr) as the file writer stores them: L, RGB or RGBA."""
-    if mode.startswith("I;16") or mode in ("I", "F"):  # deep gray
-        gray = picture.rgb.mean(axis=-1)
-        if mode == "F":
-            return Image.fromarray(np.clip(gray, 0.0, 1.0).astype(np.float32))
-        deep = quantise(gray, 16)
-        if mode == "I":
-            return Image.fromarray(deep.astype(np.int32))
-        # No mode argument: Pillow 13 refuses mode="I;16" here; little-endian uint16 gives I;16.
-        return Image.fromarray(deep.astype("<u2"))
-    array = _array_like(picture, np.zeros((1, 1, 4 if picture.alpha is not None else 3), np.uint8))
-    image = Image.fromarray(array, mode="RGBA" if picture.alpha is not None else "RGB")
-    if picture.grayscale:
-        image = image.convert("LA" if picture.alpha is not None else "L")
-    return image
 
 
 def _array_like(picture: Picture, like: np.ndarray) -> np.ndarray:

@@ -103,6 +103,12 @@ def available_weights() -> dict[str, Path]:
     return {p.stem: p for p in paths}
 
 
+def is_bundled(path: str | Path) -> bool:
+    """Whether `path` (relative, absolute or through a link) is a bundled weights file."""
+    shipped = available_weights().get(Path(path).stem)
+    return shipped is not None and os.path.samefile(shipped, path)
+
+
 def resolve_weights(name_or_path: str | Path | None = None) -> Path:
     """The file behind a bundled weights name (or its short name, e.g. 'real') or a path;
     LiifError if neither exists."""

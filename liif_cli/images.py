@@ -361,7 +361,7 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     except _DECODE_ERRORS as exc:
         raise LiifError(f"{path}: damaged or unreadable image ({one_line(exc)})") from exc
 
-    if not _icc_fits(icc_profile, pixels.shape[2]):
+    if not icc_fits(icc_profile, pixels.shape[2]):
         icc_profile = None  # e.g. the CMYK profile of a CMYK JPEG we converted to RGB
     picture = Picture.from_array(
         _orient(pixels, orientation), icc_profile=icc_profile, format=source_format
@@ -662,7 +662,7 @@ def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(np.flip(pixels, flips) if flips else pixels)
 
 
-def _icc_fits(profile: bytes | None, channels: int) -> bool:
+def icc_fits(profile: bytes | None, channels: int) -> bool:
     """Whether an ICC profile describes pixels with this many channels (gray or RGB, +alpha)."""
     if not profile or len(profile) < 20:
         return False
@@ -829,7 +829,7 @@ def write_image(
         layout = _layout(picture, fmt)
         stored = store(picture, layout, pillow=_through_pillow(fmt, layout))
     icc_profile = stored.icc_profile
-    if fmt not in _ICC_FORMATS or not _icc_fits(icc_profile, stored.layout.channels):
+    if fmt not in _ICC_FORMATS or not icc_fits(icc_profile, stored.layout.channels):
         icc_profile = None
     exif = _output_exif(stored.exif, fmt, stored.size)
 

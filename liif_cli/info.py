@@ -21,7 +21,7 @@ def checkpoint_record(path: Path) -> dict[str, Any]:
     those files lay on the training machine means nothing elsewhere.
     """
     ckpt = checkpoint.load(path)
-    shipped = bundled.available_weights().get(path.stem) == path
+    shipped = bundled.is_bundled(path)
     model_info = bundled.describe(path.stem) if shipped else None
     spec = ckpt.spec.to_dict()
     metadata = {key: _without_machine_paths(key, value) if shipped else value

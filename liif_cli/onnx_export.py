@@ -155,8 +155,7 @@ def _licence(ckpt: Checkpoint, source: Path) -> str:
     metadata, or 'unknown'."""
     from . import bundled
 
-    shipped = bundled.available_weights().get(source.stem)
-    if shipped is not None and shipped.resolve() == source.resolve():
+    if bundled.is_bundled(source):
         card = bundled.WEIGHTS_DIR / f"MODEL_CARD{source.stem.removeprefix(bundled.DEFAULT)}.md"
         card = card if card.is_file() else bundled.WEIGHTS_DIR / "MODEL_CARD.md"
         return (f"research use: liif's bundled weights, trained on photographs listed with "

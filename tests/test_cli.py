@@ -1272,6 +1272,17 @@ def test_info_on_bundled_weights_shows_no_absolute_paths():
     assert "  default: clean images" in result.stdout
 
 
+def test_info_names_bundled_weights_however_the_path_is_spelt(monkeypatch):
+    from liif_cli import bundled
+
+    default = bundled.available_weights()[bundled.DEFAULT]
+    monkeypatch.chdir(default.parent.parent)
+    for spelling in (default, Path(default.parent.name) / default.name):
+        result = run("info", spelling, "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["file"] == f"bundled weights {bundled.DEFAULT!r}"
+
+
 def test_pillow_warnings_never_reach_the_user(work, tiny_weights):
     import struct
 
