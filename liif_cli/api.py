@@ -104,11 +104,11 @@ class _Resampler:
         if mode is not None and mode != "F":
             # Rendered straight into the 8- or 16-bit result, as the CLI renders a file.
             layout, pillow = _pil_layout(picture, mode)
-            stored = StoredPicture(target, layout, pillow=pillow)
+            stored = _output_buffer(target, layout, pillow)
             return _with_profile(_pil_from_stored(self.resample_into(picture, stored, progress),
                                                   mode), picture.icc_profile)
         if mode is None and array.dtype in (np.uint8, np.uint16):
-            stored = StoredPicture(target, _array_layout(array))
+            stored = _output_buffer(target, _array_layout(array), False)
             pixels = self.resample_into(picture, stored, progress).pixels
             return pixels[:, :, 0] if array.ndim == 2 else pixels
         out = self.resample(picture, target, progress)  # float results: the float path
@@ -284,18 +284,20 @@ class AutoUpscaler(_Resampler):
     (bundled.auto_choice). Numpy arrays count as uncompressed.
 
     fast: choose between the fast models instead (`--fast`: fast-real and fast).
-    Takes Upscaler's options (device, precision, tile, chunk, min_side).
+    The other options are Upscaler's, for every model.
     """
 
     def __init__(self, *, device: str | torch.device = "auto", precision: str = "auto",
-                 fast: bool = False, **options: Any):
+                 fast: bool = False, tile: int | None = None, chunk: int | None = None,
+                 min_side: int = MIN_SIDE):
         # Check the options now, so that a bad one fails before any image is read; each
         # model loads when the first image that needs it comes (a run of PNGs never reads
         # the real-photo weights).
-        check_tile(options.get("tile"), options.get("chunk"))
+        check_tile(tile, chunk)
         device, _ = _device_and_precision(device, precision)
         # The name as given: 'auto' resolves per model (see engine.precision_name).
-        self.options = dict(device=device, precision=precision, **options)
+        self.options = dict(device=device, precision=precision, tile=tile, chunk=chunk,
+                            min_side=min_side)
         self.upscalers: dict[str, Upscaler] = {}  # name -> loaded model
         self.fast = fast
 
@@ -402,6 +404,16 @@ def resized_bands(plane: np.ndarray, size: tuple[int, int]) -> Iterator[tuple[sl
         for tap in range(index.shape[1]):
             total += part[index[:, tap] - source.start] * weights[:, tap, None]
         yield rows, np.clip(total.astype(np.float32), 0.0, 1.0)
+
+
+def _output_buffer(size: tuple[int, int], layout: Layout, pillow: bool) -> StoredPicture:
+    """An empty StoredPicture for upscale's result; OutOfMemory where memory cannot hold it."""
+    try:
+        return StoredPicture(size, layout, pillow=pillow)
+    except MemoryError:
+        raise OutOfMemory(f"cannot hold a {size[1]}x{size[0]} result "
+                          f"({size[0] * size[1] / 1e6:,.1f} MP) in memory; ask for a smaller "
+                          "size") from None
 
 
 def _array_layout(array: np.ndarray) -> Layout:

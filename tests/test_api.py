@@ -132,6 +132,22 @@ def test_pil_icc_profile_is_carried_where_it_fits(upscaler):
     assert "icc_profile" not in upscaler.upscale(gray, scale=2).info
 
 
+@pytest.mark.parametrize("image", [np.zeros((4, 4, 3), np.uint8), Image.new("RGB", (4, 4)),
+                                   Image.new("L", (4, 4))])
+def test_a_result_too_large_for_memory_is_out_of_memory(upscaler, image, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise MemoryError  # what numpy and Pillow raise for an allocation that cannot be made
+
+    monkeypatch.setattr(api, "StoredPicture", no_memory)  # a real one could be served lazily
+    with pytest.raises(OutOfMemory, match=r"200000x100000 result \(20,000.0 MP\)"):
+        upscaler.upscale(image, size=(200_000, 100_000))
+
+
+def test_auto_upscaler_refuses_an_unknown_option_at_once():
+    with pytest.raises(TypeError, match="tiles"):
+        AutoUpscaler(device="cpu", tiles=64)
+
+
 def test_render_rgb_refuses_8_bit_pixels(upscaler):
     with pytest.raises(TypeError, match="divide by 255"):
         upscaler.render_rgb(rgb8(), (10, 14))
