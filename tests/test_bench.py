@@ -539,3 +539,11 @@ def test_bench_out_of_memory_is_one_line(data, model, tmp_path, monkeypatch):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 1 and len(lines) == 1, result.output
     assert "out of memory" in lines[0] and "--size" in lines[0]
+
+
+def test_thread_counts_are_parsed_each_once_in_order():
+    assert options.parse_threads("2, 1,2") == [2, 1]
+    assert options.parse_threads([1, 1]) == [1]
+    for bad in ("0", "1,x", ""):
+        with pytest.raises(LiifError, match="--threads"):
+            options.parse_threads(bad)

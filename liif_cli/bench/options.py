@@ -70,7 +70,8 @@ def format_scale(scale: float) -> str:
 
 
 def parse_threads(text: str | Sequence[int] | None) -> list[int]:
-    """"1,2" -> [1, 2]; None -> [1, 2] capped at this machine's cores."""
+    """"1,2" -> [1, 2] (each count once, in the order given); None -> [1, 2] capped at this
+    machine's cores."""
     if text is None:
         return sorted({1, min(2, os.cpu_count() or 1)})
     items = text.split(",") if isinstance(text, str) else list(text)
@@ -80,7 +81,7 @@ def parse_threads(text: str | Sequence[int] | None) -> list[int]:
         raise LiifError(f"bad --threads {text!r}: expected e.g. 1,2") from None
     if not counts or min(counts) < 1:
         raise LiifError(f"bad --threads {text!r}: thread counts must be >= 1")
-    return counts
+    return list(dict.fromkeys(counts))
 
 
 def check_json_target(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
