@@ -871,6 +871,7 @@ def bench(
 
 @app.command()
 def train(
+    ctx: typer.Context,
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, metrics.")],
     data: Annotated[list[Path] | None, typer.Option(
         help="Folder of training images (repeatable); not needed with --resume (the run's "
@@ -947,7 +948,7 @@ def train(
                          device=device.value, workers=workers, seed=seed, resume=resume, amp=amp,
                          init=init, ema=ema, val_degrade=list(val_degrade or []),
                          degradation=None if degradation.strip().lower() == "none"
-                         else degradation)
+                         else degradation, given=_given_options(ctx, {"out_dir": "out"}))
     # Bad options are usage errors, answered before torch is imported; every rank finds the
     # same ones (under torchrun), rank 0 says which.
     with user_errors(code=2, report=os.environ.get("RANK", "0") == "0"):
@@ -965,6 +966,15 @@ def train(
         distributed.cleanup()
     if result.interrupted:
         raise typer.Exit(130)
+
+
+def _given_options(ctx: typer.Context, renamed: dict[str, str]) -> list[str]:
+    """The command's parameters set on its command line (or by environment variable), by
+    the name the library calls them (`renamed`: parameter name -> that name)."""
+    # By name: Typer's Click is its own (vendored) copy, whose enum cannot be imported.
+    return [renamed.get(name, name) for name in ctx.params
+            if getattr(ctx.get_parameter_source(name), "name", None)
+            in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")]
 
 
 def version_callback(value: bool) -> None:

@@ -32,6 +32,7 @@ from PIL import Image
 from .degrade import degrade
 from .degrade_settings import DegradationConfig
 from .errors import LiifError
+from .images import pil_pixels
 from .model import make_cells, make_coords
 
 # --------------------------------------------------------------------------- images
@@ -41,6 +42,17 @@ def _image_files(path: Path) -> list[Path]:
     if os.path.isfile(path):
         return [path]
     return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _rgb8(pixels: np.ndarray) -> np.ndarray:
+    """(H, W, C) uint8/uint16 pixels as pil_pixels gives them (C: gray, gray+alpha, RGB or
+    RGBA) as (H, W, 3) uint8 RGB: 16-bit samples rounded to 8 bits (Pillow's own convert
+    would clip them at 255), gray repeated, alpha dropped (the colour under it is kept, as
+    upscaling keeps it)."""
+    if pixels.dtype == np.uint16:
+        pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    colour = pixels[:, :, :3] if pixels.shape[2] >= 3 else pixels[:, :, :1].repeat(3, axis=2)
+    return np.ascontiguousarray(colour)
 
 
 def load_images(paths: list[str] | list[Path], min_size: int = 1,
@@ -71,9 +83,12 @@ def load_images(paths: list[str] | list[Path], min_size: int = 1,
             try:
                 with Image.open(file) as img:
                     img.load()
-                    array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+                    array = _rgb8(pil_pixels(img, file.name))
             except (OSError, ValueError, Image.DecompressionBombError):
                 not_images.append(file.name)
+                continue
+            except LiifError as exc:  # an image of a kind liif does not read (e.g. HDR)
+                not_images.append(f"{file.name} ({exc})".replace(f"{file.name}: ", "", 1))
                 continue
             h, w = array.shape[:2]
             if min(h, w) < min_size:

@@ -82,6 +82,20 @@ def move_into_place(temp: Path, path: Path, overwrite: bool) -> None:
         os.replace(temp, path)
 
 
+def write_text_atomic(path: Path, text: str, *, overwrite: bool = True) -> None:
+    """Write `text` (UTF-8) to `path` through a temporary file and a rename, so a reader or a
+    crash never meets it half-written; without `overwrite`, never replace a file."""
+    fd, temp = create_temp(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        move_into_place(temp, path, overwrite)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
 def remove_own_files() -> list[Path]:
     """Remove every temporary file this process created that is still there (not yet renamed
     into place) and release every claim it holds: the cleanup of an interrupted run, after

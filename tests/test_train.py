@@ -345,6 +345,48 @@ def test_resume_continues_bit_for_bit(data_dir: Path, val_dir: Path, tmp_path: P
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     steps = [json.loads(x)["step"] for x in lines]
     assert steps == [2, 4, 6]
+    # The records are the unbroken run's, the loss averaged since the last one included
+    # (the step before the stop counts in the record after it).
+    records = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    for ours, theirs in zip([json.loads(x) for x in lines], records, strict=True):
+        assert (ours["loss"], ours["psnr"]) == (theirs["loss"], theirs["psnr"])
+
+
+def test_resume_keeps_the_runs_validation_and_names_every_option_it_ignores() -> None:
+    from liif_cli.train.config import resume_config
+
+    saved = TrainConfig(data=["/d"], out="o", val="/v", val_every=2, val_degrade=["jpeg:75"],
+                        checkpoint_every=7, batch_size=1).to_dict()
+    assert "given" not in saved
+    bare = TrainConfig(out="o", resume=True, given=["out", "resume"])
+    merged, warnings = resume_config(bare, saved)
+    assert (merged.val, merged.val_every, merged.val_degrade, merged.checkpoint_every,
+            merged.batch_size) == ("/v", 2, ["jpeg:75"], 7, 1)
+    assert warnings == []
+    again = TrainConfig(out="o", resume=True, val_every=5, batch_size=16,
+                        given=["out", "resume", "val_every", "batch_size"])
+    merged, warnings = resume_config(again, saved)
+    assert (merged.val, merged.val_every, merged.batch_size) == ("/v", 5, 1)
+    assert any("batch_size" in w for w in warnings)
+    # From Python (given=None), a field counts as given where it is not its default.
+    merged, warnings = resume_config(TrainConfig(out="o", resume=True, lr=0.5), saved)
+    assert merged.val == "/v" and any("lr" in w for w in warnings)
+
+
+def test_sixteen_bit_and_gray_training_images_are_read_at_their_values(tmp_path: Path) -> None:
+    from liif_cli.dataset import load_images
+
+    ramp = np.linspace(0, 65535, 64 * 64).astype(np.uint16).reshape(64, 64)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")  # I;16
+    Image.fromarray((ramp >> 8).astype(np.uint8)).save(tmp_path / "gray.png")  # L
+    images, names, _ = load_images([tmp_path], 8)
+    by_name = dict(zip([Path(n).name for n in names], images, strict=True))
+    expected = np.rint(ramp / 257.0).astype(np.uint8)
+    for name in ("deep.png", "gray.png"):
+        got = by_name[name]
+        assert got.shape == (64, 64, 3) and got.dtype == np.uint8
+        assert np.abs(got[..., 0].astype(int) - expected).max() <= 1
+        assert (got[..., 0] == got[..., 2]).all()
 
 
 def test_resume_extends_a_finished_run_with_more_steps(data_dir: Path, tmp_path: Path) -> None:
@@ -562,10 +604,12 @@ def test_cli_train_end_to_end_and_bad_input(data_dir: Path, tmp_path: Path) -> N
     assert checkpoint.load(run_dir / "last.pth").metadata["steps"] == 2
 
     # --resume needs no --data (the run's own) and extends a finished run with more --steps.
+    # An option given again is kept from the run with a warning, even at its default value.
     extended = liif("--out", run_dir, "--resume", "--steps", "3", "--device", "cpu",
-                    "--workers", "1")
+                    "--workers", "1", "--batch-size", "16")
     assert extended.exit_code == 0, extended.output
     assert "extended the run from 2 to 3 steps" in " ".join(extended.output.split())
+    assert "kept the checkpoint's batch_size" in " ".join(extended.output.split())
     assert checkpoint.load(run_dir / "last.pth").extra["train_state"]["step"] == 3
     shorter = liif("--out", run_dir, "--resume", "--steps", "1")  # refused before any work
     assert shorter.exit_code == 2 and "fewer than the run's 3" in shorter.output
@@ -584,7 +628,10 @@ def test_cli_train_end_to_end_and_bad_input(data_dir: Path, tmp_path: Path) -> N
     empty.mkdir()
     for bad in (("--data", empty, "--out", tmp_path / "r2"),
                 ("--data", data_dir, "--out", tmp_path / "r3", "--time-budget", "-1"),
-                ("--data", data_dir, "--out", tmp_path / "r4", "--init", tmp_path / "no.pth")):
+                ("--data", data_dir, "--out", tmp_path / "r4", "--init", tmp_path / "no.pth"),
+                ("--data", data_dir, "--out", tmp_path / "r5", "--freeze-encoder"),
+                ("--data", data_dir, "--out", tmp_path / "r6", "--teacher", "default"),
+                ("--data", data_dir, "--out", tmp_path / "r7", "--val-degrade", "jpeg:75")):
         result = liif(*bad)
         assert result.exit_code != 0
         lines = [line for line in result.output.splitlines() if line.strip()]

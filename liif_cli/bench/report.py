@@ -12,7 +12,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ..files import create_temp
+from ..files import write_text_atomic
 from .options import check_json_target, format_scale
 from .sets import LR_FILE_SOURCE
 
@@ -44,14 +44,7 @@ def write_json(result: dict[str, Any], path: str | os.PathLike[str],
     """Write a result as JSON (atomically: a temporary file, then a rename)."""
     path = check_json_target(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = create_temp(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(to_json(result))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, to_json(result), overwrite=overwrite)
     return path
 
 

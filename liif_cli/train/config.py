@@ -29,6 +29,9 @@ RUN_FIELDS = ("data", "encoder", "decoder", "model", "init", "steps", "time_budg
               "batch_size", "lr", "lr_schedule", "seed", "ema",
               "crop", "samples", "scale_min", "scale_max", "shrink_max", "amp", "degradation",
               "teacher", "distill", "freeze_encoder", "extensions")
+# Fields that only watch a run (validation, checkpoint interval): on resume they stay the
+# run's own unless given again.
+WATCH_FIELDS = ("val", "val_every", "val_scales", "val_crop", "val_degrade", "checkpoint_every")
 DEFAULT_STEPS = 100_000
 AMP_MODES = ("auto", "bf16", "off")
 
@@ -84,6 +87,15 @@ class TrainConfig:
     freeze_encoder: bool = False  # train the decoder alone (e.g. on --init's encoder)
     # Each time a resume raised `steps`: [step reached, steps before, steps after].
     extensions: list[list[int]] = field(default_factory=list)
+    # The fields the user set (the CLI: the options on its command line), which a resumed
+    # run takes or warns about; None: each field that differs from its default. Not saved.
+    given: list[str] | None = None
+
+    def is_given(self, name: str) -> bool:
+        """Whether the user set field `name` (see `given`)."""
+        if self.given is not None:
+            return name in self.given
+        return getattr(self, name) != getattr(TrainConfig(), name)
 
     @property
     def total_steps(self) -> int:
@@ -120,6 +132,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         raw = asdict(self)
+        raw.pop("given")
         degradation = self.degradation
         if isinstance(degradation, DegradationConfig):  # asdict would keep its tuples
             raw["degradation"] = degradation.to_dict()
@@ -184,6 +197,8 @@ class TrainConfig:
             bad(f"distill must be in [0, 1] (got {self.distill})")
         if self.distill > 0 and self.teacher is None:
             bad("distill needs a teacher (--teacher, e.g. default)")
+        if self.teacher is not None and self.distill == 0:
+            bad("a teacher needs --distill above 0 (the weight of its L1 in the loss)")
         if not 1.0 <= self.shrink_max <= 8.0:
             bad(f"shrink_max must be in [1, 8] (got {self.shrink_max})")
         if any(int(s) < 1 for s in self.val_scales):
@@ -191,6 +206,10 @@ class TrainConfig:
         for spec in self.val_degrade:
             parse_spec(spec)  # its own one-line LiifError
         if not self.resume:  # a resumed run trains on its own data, from its own start
+            if self.freeze_encoder and self.init is None:
+                bad("--freeze-encoder keeps the encoder of --init; give --init (e.g. default)")
+            if self.val_degrade and self.val is None:
+                bad("--val-degrade needs --val (the images to validate on)")
             for what, path in [*(("training", d) for d in self.data), ("validation", self.val)]:
                 if path is not None and not os.path.exists(Path(path).expanduser()):
                     raise LiifError(f"{what} data not found: {path}")
@@ -252,7 +271,8 @@ def resume_config(config: TrainConfig, saved: dict[str, Any], step: int = 0,
     stands), with a warning, since the lr schedule then follows the new length; a smaller one
     is an error. Left out (None), or the same, the run resumes bit-for-bit. And `data`: given
     (`--data`), it replaces the folders the run recorded, with a warning (a run whose data
-    moved; the same images in the same folders resume it bit-for-bit).
+    moved; the same images in the same folders resume it bit-for-bit). The fields that watch
+    the run (WATCH_FIELDS: validation, checkpoint interval) stay the run's unless given.
     """
     defaults = TrainConfig()
     kept = {k: saved.get(k, getattr(defaults, k)) for k in RUN_FIELDS}
@@ -266,9 +286,10 @@ def resume_config(config: TrainConfig, saved: dict[str, Any], step: int = 0,
         kept["data"] = list(config.data)
     if config.steps is not None and config.steps != kept["steps"]:
         warnings.append(_extend(kept, config.steps, step, elapsed))
-    merged = TrainConfig.from_dict({**config.to_dict(), **kept})
+    watch = {k: saved[k] for k in WATCH_FIELDS if k in saved and not config.is_given(k)}
+    merged = TrainConfig.from_dict({**config.to_dict(), **watch, **kept})
     ignored = [k for k in RUN_FIELDS if k != "steps"
-               and getattr(config, k) != kept[k] and getattr(config, k) != getattr(defaults, k)]
+               and config.is_given(k) and getattr(config, k) != kept[k]]
     if ignored:
         warnings.append("resuming: kept the checkpoint's " + ", ".join(ignored)
                         + " (the run's own settings; start a new run to change them)")
@@ -309,14 +330,14 @@ def init_config(config: TrainConfig, spec: ModelSpec) -> tuple[TrainConfig, list
     elif own != spec:
         warnings.append(f"--init: training the architecture of {config.init} "
                         f"({spec.encoder}), not the one the other options describe")
-    return TrainConfig.from_dict({**config.to_dict(), "model": spec.to_dict(),
-                                  "encoder": spec.encoder, "decoder": spec.decoder}), warnings
+    return replace(config, model=spec.to_dict(), encoder=spec.encoder,
+                   decoder=spec.decoder), warnings
 
 
 def full_degradation(config: TrainConfig) -> TrainConfig:
     """A copy of `config` whose degradation is spelled out in full (a DegradationConfig dict,
     or None), as checkpoints record it; LiifError for a bad one."""
     degradation = config.degradation_config()
-    return TrainConfig.from_dict({**config.to_dict(), "degradation":
-                                  degradation.to_dict() if degradation is not None else None})
+    return replace(config, degradation=degradation.to_dict() if degradation is not None
+                   else None)
 

@@ -21,6 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .. import bundled, checkpoint, distributed
 from ..dataset import CropSampler, load_images
 from ..errors import LiifError, UnusableInput
+from ..files import write_text_atomic
 from ..model import ImplicitImage, build_model
 from ..runtime import cpu_has_fast_bf16, retain_freed_memory
 from .config import (
@@ -237,7 +238,9 @@ def _start(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | No
         warnings += more
         val_images: list[np.ndarray] = []
         if config.val:
-            val_images, _, more = load_images([config.val], 2 * max(config.val_scales) + 1,
+            # validate() scores an image at scale s once its sides, cut to multiples of s,
+            # exceed 2s (the border of s pixels is shaved): 3s a side at the largest scale.
+            val_images, _, more = load_images([config.val], 3 * max(config.val_scales),
                                               "validation")
             warnings += more
     except BaseException:
@@ -319,12 +322,17 @@ class _Run:
         self.averaged = (AveragedModel(self.model,
                                        multi_avg_fn=get_ema_multi_avg_fn(config.ema))
                          if config.ema else None)
+        # Sum and count of the losses since the last validation, for its record and the
+        # progress events' average (a checkpoint keeps them, so a resumed run's next record
+        # is an unbroken run's: the sum adds in the same order).
+        self.loss_sum, self.loss_count = 0.0, 0
         if config.resume:
             self._restore(start.extra["train_state"], start.state_dict)
         elif self.main:
             self.metrics_path.unlink(missing_ok=True)
         if self.main:
-            (self.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+            write_text_atomic(self.out / "config.json",
+                                  json.dumps(config.to_dict(), indent=2) + "\n")
 
         self.sampler = CropSampler(images, config.crop, config.samples, config.scale_min,
                                    config.scale_max, config.degradation_config(),
@@ -337,8 +345,6 @@ class _Run:
             self.ddp = DistributedDataParallel(
                 _LossModule(self.model, self.amp, self.teacher),
                 device_ids=[device] if device.type == "cuda" else None)
-        # Losses since the last validation, for its record and the progress events' average.
-        self.losses: list[float] = []
         # In a group, decisions that depend on run time (time_budget: the lr and the end) use
         # rank 0's clock as of the last agreement, so that every rank takes the same ones.
         self.clock, self.stopping = self.elapsed, False
@@ -356,6 +362,8 @@ class _Run:
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed_s", 0.0))
         self.last_val = state.get("last_val")
+        self.loss_sum = float(state.get("loss_sum", 0.0))
+        self.loss_count = int(state.get("loss_count", 0))
         if self.main:
             truncate_metrics(self.metrics_path, self.step)
 
@@ -374,7 +382,7 @@ class _Run:
         rate = ((self.step - self.start_step) / self.session_time if self.session_time > 0
                 else None)
         eta = (config.steps - self.step) / rate if rate else None
-        avg = sum(self.losses) / len(self.losses) if self.losses else None
+        avg = self.loss_sum / self.loss_count if self.loss_count else None
         if config.time_budget and rate:
             eta = min(eta, max(0.0, config.time_budget - self.now()))
         return TrainEvent(kind, self.step, config.steps, self.loss_value, avg,
@@ -460,7 +468,8 @@ class _Run:
             self.loss_value, self.stopping = total / self.world, stops > 0
             if not math.isfinite(self.loss_value):
                 raise _diverged(self.loss_value, self.step, self.ckpt_path)
-        self.losses.append(self.loss_value)
+        self.loss_sum += self.loss_value
+        self.loss_count += 1
         return lr
 
     def _validate(self, lr: float) -> None:
@@ -471,7 +480,7 @@ class _Run:
         weights = self.averaged.module if self.averaged is not None else self.model
         result = validate(weights, self.val_images, config.val_scales, config.val_crop,
                           "bf16" if self.amp == "cpu" else "fp32", config.val_degrade)
-        record = {"step": self.step, "loss": round(sum(self.losses) / len(self.losses), 6),
+        record = {"step": self.step, "loss": round(self.loss_sum / self.loss_count, 6),
                   "lr": lr, **result, "time": round(self.elapsed, 1),
                   "val_s": round(time.perf_counter() - t1, 2),
                   "wall": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -480,7 +489,7 @@ class _Run:
         self.last_val = record
         self.elapsed += time.perf_counter() - self.tick
         self.tick = time.perf_counter()
-        self.losses = []
+        self.loss_sum, self.loss_count = 0.0, 0
 
     def save(self) -> None:
         """Write the checkpoint (rank 0): weights, training state and metadata."""
@@ -502,6 +511,8 @@ class _Run:
             "config": config.to_dict(),
             "elapsed_s": self.elapsed,
             "last_val": self.last_val,
+            "loss_sum": self.loss_sum,
+            "loss_count": self.loss_count,
         }
         weights = self.model
         if self.averaged is not None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import bundled, checkpoint
 from ..errors import LiifError
-from ..files import remove_stale_temps
+from ..files import remove_stale_temps, write_text_atomic
 from .config import TrainConfig
 
 
@@ -146,5 +146,5 @@ def truncate_metrics(path: Path, step: int) -> None:
                 keep.append(line)
         except (ValueError, KeyError, TypeError):
             continue
-    path.write_text("".join(line + "\n" for line in keep))
+    write_text_atomic(path, "".join(line + "\n" for line in keep))
 
