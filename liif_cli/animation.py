@@ -101,7 +101,10 @@ def upscale_animation(resample: Resample, src: str | Path, dst: str | Path,
         except _DECODE_ERRORS as exc:
             raise _unreadable(src, exc) from None
         with opened as image:
-            total = int(getattr(image, "n_frames", 1))
+            try:
+                total = int(getattr(image, "n_frames", 1))  # Pillow may seek every frame
+            except _DECODE_ERRORS as exc:
+                raise _unreadable(src, exc) from None
             width, height = image.size
             first_size = size_rule((height, width))
             check_max_pixels(first_size, max_pixels)
