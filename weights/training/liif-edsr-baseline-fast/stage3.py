@@ -51,6 +51,12 @@ against 1.9-2.7 s on one): 5,027 steps. Kodak24 x2 / x4 / x8: step 3,000 33.40 /
 25.66, step 5,027 33.41 / 28.35 / 25.67. Shipped (bench.sh fast): on Set5 / Set14 x4 31.62 /
 28.27 dB (+0.09 / +0.05), 0.19 / 0.09 below default; +0.04 to +0.07 and +0.02 to +0.05 at
 the other scales (bench/fast_*.json). Config, log and metrics in fast4/.
+
+`fast` took it once more (ROUND=5, runs/fast5), on the same kind of CPU, both threads (the
+machine also ran single-threaded tests for part of the run): 5,096 steps. Kodak24 x2 / x4 /
+x8: step 3,000 33.42 / 28.36 / 25.68, step 5,096 33.43 / 28.36 / 25.68. Shipped (bench.sh
+fast): on Set5 / Set14 x4 31.66 / 28.29 dB (+0.04 / +0.02), 0.15 / 0.07 below default;
++0.01 to +0.03 at the other scales. Config, log and metrics in fast5/.
 """
 import os
 import sys
