@@ -577,4 +577,4 @@ def _array_like(picture: Picture, like: np.ndarray) -> np.ndarray:
         values = values[..., 0]
     if like.dtype in (np.uint8, np.uint16):
         return quantise(values, 16 if like.dtype == np.uint16 else 8)
-    return values.astype(like.dtype)
+    return values.astype(like.dtype, copy=False)
