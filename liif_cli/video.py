@@ -669,6 +669,19 @@ def _copy_chapters(source: Any, out: Any, fmt: str, notes: list[str], src: Path)
                      f"{_CONTAINER_NAMES[fmt]}: {one_line(exc)})")
 
 
+# The standard layout for a channel count, for audio whose layout names no channel order
+# (PCM in Matroska reads as '2 channels'), which the AAC encoder refuses.
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1",
+                    8: "7.1"}
+
+
+def _named_layout(layout: Any) -> Any:
+    """`layout`, or the standard one of its channel count where it has no channel order."""
+    if layout.name.endswith(" channels"):
+        return _DEFAULT_LAYOUTS.get(len(layout.channels), layout)
+    return layout
+
+
 def _audio_streams(av: Any, source: Any, out: Any, fmt: str, audio_encoder: str,
                    notes: list[str], src: Path) -> dict[int, Callable[[Any], None]]:
     """An output stream for each audio stream of `source`, and for each (by input index) a
@@ -688,10 +701,11 @@ def _audio_streams(av: Any, source: Any, out: Any, fmt: str, audio_encoder: str,
         if audio_encoder == "libopus" and rate not in (8000, 12000, 16000, 24000, 48000):
             rate = 48000
         target = out.add_stream(audio_encoder, rate=rate)
-        target.layout = stream.codec_context.layout
+        layout = _named_layout(stream.codec_context.layout)
+        target.layout = layout
         _copy_stream_tags(stream, target, disposition=True)
         resampler = av.AudioResampler(format=target.codec_context.codec.audio_formats[0].name,
-                                      layout=stream.codec_context.layout, rate=rate)
+                                      layout=layout, rate=rate)
         notes.append(f"{src}: audio stream {stream.index} ({codec}) re-encoded as "
                      f"{audio_encoder} (the output's container cannot hold {codec})")
 

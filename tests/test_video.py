@@ -132,6 +132,37 @@ def test_webm_reencodes_aac_audio_with_a_note(upscaler, clip, tmp_path):
     assert len(video_frames(dst)) == N
 
 
+def test_pcm_audio_without_a_channel_order_is_reencoded_for_mp4(upscaler, tmp_path):
+    """PCM in Matroska reads with a layout that names no channel order ('2 channels'), which
+    the AAC encoder refuses: it is given the standard one (stereo)."""
+    src = tmp_path / "pcm.mkv"
+    with av.open(str(src), "w") as out:
+        v = out.add_stream("libx264", rate=RATE)
+        v.width, v.height, v.pix_fmt = W, H, "yuv420p"
+        a = out.add_stream("pcm_s16le", rate=48000)
+        a.layout = "stereo"
+        for i in range(4):
+            frame = av.VideoFrame.from_ndarray(_pattern(i), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, RATE)
+            for packet in v.encode(frame):
+                out.mux(packet)
+        tone = (8000 * np.sin(np.arange(16000) / 10)).astype(np.int16)
+        chunk = av.AudioFrame.from_ndarray(np.stack([tone, tone]).T.reshape(1, -1), format="s16",
+                                           layout="stereo")
+        chunk.sample_rate, chunk.pts, chunk.time_base = 48000, 0, Fraction(1, 48000)
+        for packet in [*a.encode(chunk), *a.encode(None), *v.encode(None)]:
+            out.mux(packet)
+    with av.open(str(src)) as check:
+        assert check.streams.audio[0].codec_context.layout.name == "2 channels"
+    dst = tmp_path / "out.mp4"
+    notes = upscaler.upscale_video(src, dst, scale=1.5)
+    assert any("re-encoded as aac" in note for note in notes)
+    with av.open(str(dst)) as out:
+        assert out.streams.audio[0].codec_context.name == "aac"
+        assert out.streams.audio[0].codec_context.layout.name == "stereo"
+    assert len(audio_packets(dst)) > 5 and len(video_frames(dst)) == 4
+
+
 def test_odd_sizes_are_rounded_to_even_with_a_note(upscaler, clip, tmp_path):
     dst = tmp_path / "odd.mp4"
     notes = upscaler.upscale_video(clip, dst, size=(101, 75))
