@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -63,16 +64,8 @@ def check_animation_output(path: Path, *, overwrite: bool = False,
     if path.suffix.lower() not in _WRITERS:
         raise LiifError(f"{path}: {path.suffix or 'no suffix'} holds one picture only; write "
                         f"an animation as {', '.join(sorted(_WRITERS))}")
-    fmt = _WRITERS[path.suffix.lower()]
-    if size is not None and max(size) > _MAX_SIDE_OF[fmt]:
-        raise LiifError(f"{path}: {size[1]}x{size[0]} frames are too large for {fmt}, which "
-                        f"holds at most {_MAX_SIDE_OF[fmt]:,} pixels a side; ask for a "
-                        "smaller size" + ("" if fmt in ("PNG", "TIFF") else
-                                          " or write an .apng or .tif instead"))
-    if size is not None and fmt == "TIFF" and size[0] * size[1] * frames > _MAX_TIFF_BYTES:
-        raise LiifError(f"{path}: {frames} pages of {size[1]}x{size[0]} are too large for a "
-                        "TIFF file (liif writes classic TIFF, at most 4 GiB); ask for a "
-                        "smaller size")
+    if size is not None:
+        _check_frame_size(path, size, frames)
     if os.path.isdir(path):
         raise LiifError(f"{path}: is a folder; give an output file name")
     if not os.path.isdir(path.parent):
@@ -81,6 +74,21 @@ def check_animation_output(path: Path, *, overwrite: bool = False,
         raise LiifError(f"{path}: no permission to write in folder {path.parent}")
     if os.path.lexists(path) and not overwrite:
         raise LiifError(f"{path}: already exists; use --overwrite to replace it")
+
+
+def _check_frame_size(path: Path, size: tuple[int, int], frames: int) -> None:
+    """LiifError if `frames` frames of (H, W) `size` are too large for `path`'s format (see
+    check_animation_output)."""
+    fmt = _WRITERS[path.suffix.lower()]
+    if max(size) > _MAX_SIDE_OF[fmt]:
+        raise LiifError(f"{path}: {size[1]}x{size[0]} frames are too large for {fmt}, which "
+                        f"holds at most {_MAX_SIDE_OF[fmt]:,} pixels a side; ask for a "
+                        "smaller size" + ("" if fmt in ("PNG", "TIFF") else
+                                          " or write an .apng or .tif instead"))
+    if fmt == "TIFF" and size[0] * size[1] * frames > _MAX_TIFF_BYTES:
+        raise LiifError(f"{path}: {frames} pages of {size[1]}x{size[0]} are too large for a "
+                        "TIFF file (liif writes classic TIFF, at most 4 GiB); ask for a "
+                        "smaller size")
 
 
 def upscale_animation(resample: Resample, src: str | Path, dst: str | Path,
@@ -96,20 +104,15 @@ def upscale_animation(resample: Resample, src: str | Path, dst: str | Path,
     durations: list[int] = []
     disposals: list[int] = []
     with _quiet_pillow():
-        try:
+        with _damage_as_error(src):
             opened = Image.open(src)
-        except _DECODE_ERRORS as exc:
-            raise _unreadable(src, exc) from None
         with opened as image:
-            try:
+            with _damage_as_error(src):
                 total = int(getattr(image, "n_frames", 1))  # Pillow may seek every frame
-            except _DECODE_ERRORS as exc:
-                raise _unreadable(src, exc) from None
             width, height = image.size
             first_size = size_rule((height, width))
             check_max_pixels(first_size, max_pixels)
-            check_animation_output(dst, overwrite=overwrite, size=crop_to or first_size,
-                                   frames=total)  # before any frame is rendered
+            _check_frame_size(dst, crop_to or first_size, total)  # before any is rendered
             info = dict(image.info)
             lossy, quality_in = compression(image)
             for index in range(total):
@@ -159,18 +162,21 @@ def upscale_animation(resample: Resample, src: str | Path, dst: str | Path,
 def _frame_pixels(image: Image.Image, index: int, src: Path) -> np.ndarray:
     """Frame `index` of the open animation `image` as pil_pixels gives it; LiifError if the
     file is damaged there."""
-    try:
+    with _damage_as_error(src):
         image.seek(index)
         image.load()
         return pil_pixels(image, str(src))
+
+
+@contextmanager
+def _damage_as_error(src: Path) -> Iterator[None]:
+    """Turn what Pillow raises on a damaged file (decoding `src`) into one LiifError."""
+    try:
+        yield
     except LiifError:
         raise
     except _DECODE_ERRORS as exc:
-        raise _unreadable(src, exc) from None
-
-
-def _unreadable(src: Path, exc: BaseException) -> LiifError:
-    return LiifError(f"{src}: damaged or unreadable image ({one_line(exc)})")
+        raise LiifError(f"{src}: damaged or unreadable image ({one_line(exc)})") from None
 
 
 def _pil_frame(picture: Picture, fmt: str) -> Image.Image:

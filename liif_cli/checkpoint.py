@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .errors import LiifError, UnusableInput
-from .files import create_temp, move_into_place
+from .files import write_atomic
 from .model import DECODERS, RDN_CONFIGS, ImplicitImage, ModelSpec, build_model
 
 FORMAT_NAME = "liif"
@@ -61,15 +61,7 @@ def save(obj: dict[str, Any], path: str | Path, *, overwrite: bool = True) -> No
     without `overwrite`, LiifError rather than replace an existing file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = create_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        move_into_place(tmp, path, overwrite)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_atomic(path, lambda f: torch.save(obj, f), overwrite=overwrite)
 
 
 def export(source: str | Path, target: str | Path, overwrite: bool = False,

@@ -88,7 +88,7 @@ def load_images(paths: list[str] | list[Path], min_size: int = 1,
                 not_images.append(file.name)
                 continue
             except LiifError as exc:  # an image of a kind liif does not read (e.g. HDR)
-                not_images.append(f"{file.name} ({exc})".replace(f"{file.name}: ", "", 1))
+                not_images.append(f"{file.name} ({str(exc).removeprefix(file.name + ': ')})")
                 continue
             h, w = array.shape[:2]
             if min(h, w) < min_size:

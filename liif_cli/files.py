@@ -28,7 +28,9 @@ import socket
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import LiifError, one_line
 
@@ -82,18 +84,25 @@ def move_into_place(temp: Path, path: Path, overwrite: bool) -> None:
         os.replace(temp, path)
 
 
-def write_text_atomic(path: Path, text: str, *, overwrite: bool = True) -> None:
-    """Write `text` (UTF-8) to `path` through a temporary file and a rename, so a reader or a
-    crash never meets it half-written; without `overwrite`, never replace a file."""
+def write_atomic(path: Path, write: Callable[[BinaryIO], object], *,
+                 overwrite: bool = True) -> None:
+    """Have `write` fill a temporary file beside `path`, then move it into place, so a reader
+    or a crash never meets `path` half-written; without `overwrite`, never replace a file.
+    Whatever `write` raises leaves nothing behind."""
     fd, temp = create_temp(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         move_into_place(temp, path, overwrite)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str, *, overwrite: bool = True) -> None:
+    """Write `text` (UTF-8) to `path` as write_atomic does."""
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")), overwrite=overwrite)
 
 
 def remove_own_files() -> list[Path]:

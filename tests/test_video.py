@@ -326,22 +326,28 @@ def _picture(image: Image.Image):
     return Picture.from_array(pil_pixels(image))
 
 
-def test_multi_page_tiff_upscales_every_page(upscaler, tmp_path):
+def _upscaled_pages(upscaler, tmp_path, pages: list[Image.Image]):
+    """Save `pages` as a multi-page TIFF, upscale it to 32x24 with `liif`'s batch job, and
+    yield each (output page, source page) pair, both seeked to it."""
     from liif_cli.batch import Job, run_job
 
-    src = tmp_path / "pages.tif"
-    pages = [Image.new("RGB", (16, 12), c) for c in ("red", "blue")]
+    src, dst = tmp_path / "pages.tif", tmp_path / "out.tif"
     pages[0].save(src, save_all=True, append_images=pages[1:])
-    dst = tmp_path / "out.tif"
     run_job(upscaler, Job(src, dst), lambda hw: (24, 32))
     with Image.open(dst) as out, Image.open(src) as original:
-        assert out.n_frames == 2
-        for index in range(2):
+        assert out.n_frames == len(pages)
+        for index in range(len(pages)):
             out.seek(index)
             original.seek(index)
             assert out.size == (32, 24)
-            expected = np.rint(upscaler.resample(_picture(original), (24, 32)).rgb * 255)
-            assert np.abs(np.asarray(out.convert("RGB")) - expected).max() <= 1  # deflate
+            yield out, original
+
+
+def test_multi_page_tiff_upscales_every_page(upscaler, tmp_path):
+    pages = [Image.new("RGB", (16, 12), c) for c in ("red", "blue")]
+    for out, original in _upscaled_pages(upscaler, tmp_path, pages):
+        expected = np.rint(upscaler.resample(_picture(original), (24, 32)).rgb * 255)
+        assert np.abs(np.asarray(out.convert("RGB")) - expected).max() <= 1  # deflate
 
 
 def test_an_animation_cannot_be_written_as_a_still_format(upscaler, tmp_path):
@@ -384,23 +390,13 @@ def test_a_damaged_animation_is_a_liif_error_and_writes_nothing(upscaler, tmp_pa
 
 
 def test_16_bit_gray_tiff_pages_stay_16_bit(upscaler, tmp_path):
-    from liif_cli.batch import Job, run_job
-
-    src = tmp_path / "stack.tif"
     ramp = np.arange(12 * 16, dtype=np.uint16).reshape(12, 16) * 300
     pages = [Image.fromarray(ramp + np.uint16(7 * i)) for i in range(2)]  # mode I;16
-    pages[0].save(src, save_all=True, append_images=pages[1:])
-    dst = tmp_path / "out.tif"
-    run_job(upscaler, Job(src, dst), lambda hw: (24, 32))
-    with Image.open(dst) as out, Image.open(src) as original:
-        assert out.n_frames == 2
-        for index in range(2):
-            out.seek(index)
-            original.seek(index)
-            assert out.mode == "I;16" and out.size == (32, 24)
-            expected = upscaler.resample(_picture(original), (24, 32)).rgb[:, :, 0]
-            got = np.asarray(out).astype(np.float64) / 65535
-            assert np.abs(got - expected).max() <= 0.5 / 65535 + 1e-6
+    for out, original in _upscaled_pages(upscaler, tmp_path, pages):
+        assert out.mode == "I;16"
+        expected = upscaler.resample(_picture(original), (24, 32)).rgb[:, :, 0]
+        got = np.asarray(out).astype(np.float64) / 65535
+        assert np.abs(got - expected).max() <= 0.5 / 65535 + 1e-6
 
 
 def test_core_install_error_names_the_video_extra(monkeypatch, clip, tmp_path):

@@ -332,7 +332,7 @@ class _Run:
             self.metrics_path.unlink(missing_ok=True)
         if self.main:
             write_text_atomic(self.out / "config.json",
-                                  json.dumps(config.to_dict(), indent=2) + "\n")
+                              json.dumps(config.to_dict(), indent=2) + "\n")
 
         self.sampler = CropSampler(images, config.crop, config.samples, config.scale_min,
                                    config.scale_max, config.degradation_config(),
