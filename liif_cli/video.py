@@ -150,6 +150,7 @@ class VideoSource:
     orientation: tuple[int, int, int, int] | None = (1, 0, 0, 1)
     pix_fmt: str = PIXEL_FORMAT  # of the decoded frames
     colour: Colour = field(default_factory=Colour)
+    length: float | None = None  # seconds of video, as the container says; None: unknown
 
 
 @dataclass(frozen=True)
@@ -320,9 +321,11 @@ def probe(src: str | Path) -> VideoSource:
         turned = orientation is not None and orientation[0] == 0
         size = (first.width, first.height) if turned else (first.height, first.width)
         rate = vin.average_rate or vin.guessed_rate
+        length = _stated_length(vin)
         frames = int(vin.frames or 0)
-        if frames == 0 and container.duration and rate:  # e.g. Matroska: no count stored
-            frames = round(container.duration / 1_000_000 * float(rate))
+        if frames == 0 and rate:  # e.g. Matroska: no count stored
+            whole = length if length is not None else (container.duration or 0) / 1_000_000
+            frames = round(whole * float(rate))
         codec = vin.codec_context.name
         lossy = codec not in _LOSSLESS
         if codec == "h264" and _h264_lossless(vin.codec_context.extradata):
@@ -331,9 +334,24 @@ def probe(src: str | Path) -> VideoSource:
                         primaries=int(first.color_primaries), trc=int(first.color_trc))
         return VideoSource(size=size, frames=frames, rate=rate, codec=codec, lossy=lossy,
                            rotation=rotation, orientation=orientation,
-                           pix_fmt=first.format.name, colour=colour)
+                           pix_fmt=first.format.name, colour=colour, length=length)
     finally:
         container.close()
+
+
+def _stated_length(stream: Any) -> float | None:
+    """Seconds of video in `stream` as its container states them: the stream's duration
+    (MP4, MOV, AVI), else the DURATION tag FFmpeg's Matroska and WebM muxers write for each
+    track; None where neither is stored. Not the container's duration: audio or subtitles
+    may outlast the video."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = next((v for k, v in stream.metadata.items() if k.upper() == "DURATION"), None)
+    try:
+        hours, minutes, seconds = str(tag).split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:  # no tag (None), or one in a form FFmpeg does not write
+        return None
 
 
 @dataclass(frozen=True)
@@ -487,10 +505,12 @@ class _Timing:
         self.last: int | None = None
         self.steps: list[int] = []  # the smallest and largest step seen
         self.count = 0
+        self.end = 0  # the latest pts + duration seen
 
-    def add(self, pts: int | None) -> None:
+    def add(self, pts: int | None, duration: int | None = None) -> None:
         if pts is None:
             return
+        self.end = max(self.end, pts + (duration or 0))
         if self.last is not None and pts > self.last:
             step = pts - self.last
             self.steps = [min(self.steps[0], step), max(self.steps[1], step)] if self.steps \
@@ -514,6 +534,21 @@ class _Timing:
 
         return (f"{src}: variable frame rate ({fps(high)} to {fps(low)} fps, {fps(mean)} on "
                 f"average): every frame's timestamp kept")
+
+    def cut_short_note(self, src: Path, time_base: Fraction | None,
+                       stated: float | None) -> str | None:
+        """A note when the frames end well before the container says the video does (a
+        Matroska or WebM file cut short decodes cleanly up to its cut): more than half a
+        second, 2% of the stated length and two frame steps missing, a margin no whole file
+        comes near."""
+        if stated is None or time_base is None or self.first is None:
+            return None
+        decoded = float((self.end - min(self.first, 0)) * time_base)
+        longest_step = float(self.steps[1] * time_base) if self.steps else 0.0
+        if stated - decoded <= max(0.5, 0.02 * stated, 2 * longest_step):
+            return None
+        return (f"{src}: its video ends at {decoded:.2f} s of the {stated:.2f} s its container "
+                f"states; the file looks cut short, and the output has only the frames it holds")
 
 
 def _transcode(av: Any, source: Any, temp: Path, dst: Path, src: Path, info: VideoSource,
@@ -579,7 +614,7 @@ def _transcode(av: Any, source: Any, temp: Path, dst: Path, src: Path, info: Vid
             image.pts, image.time_base = frame.pts, frame.time_base or vin.time_base
             if getattr(frame, "duration", None):  # the last frame's, for the container
                 image.duration = frame.duration
-            timing.add(frame.pts)
+            timing.add(frame.pts, getattr(frame, "duration", None))
             for packet in vout.encode(image):
                 out.mux(packet)
             done += 1
@@ -611,9 +646,10 @@ def _transcode(av: Any, source: Any, temp: Path, dst: Path, src: Path, info: Vid
                 out.close()
             except Exception:  # a failed write: the temporary file is removed anyway
                 pass
-    vfr = timing.note(src, vin.time_base)
-    if vfr:
-        notes.append(vfr)
+    for note in (timing.note(src, vin.time_base),
+                 timing.cut_short_note(src, vin.time_base, info.length)):
+        if note:
+            notes.append(note)
 
 
 def _output_colour(av: Any, info: VideoSource, pixels: _Pixels) -> tuple[Colour, bool]:

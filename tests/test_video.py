@@ -552,6 +552,39 @@ def test_a_constant_frame_rate_gets_no_timing_note(tmp_path):
     assert video.upscale_video(nearest, src, tmp_path / "out.mkv", double) == []
 
 
+@pytest.mark.parametrize("suffix", [".mkv", ".webm"])
+def test_a_matroska_file_cut_short_gets_a_note(tmp_path, suffix):
+    """Matroska and WebM decode cleanly up to a cut, so only the length their tracks state
+    shows that frames are missing; the whole file gets no note."""
+    from liif_cli import video
+
+    codec = "libvpx-vp9" if suffix == ".webm" else "libx264"
+    whole = write_clip(tmp_path / f"whole{suffix}", _frames(48), codec=codec)  # 4 s at 12 fps
+    assert video.probe(whole).length == pytest.approx(4.0, abs=0.01)
+    assert video.upscale_video(nearest, whole, tmp_path / f"a{suffix}", double) == []
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 3 // 4])  # past frame 1
+    notes = video.upscale_video(nearest, cut, tmp_path / f"b{suffix}", double)
+    written = video_frames(tmp_path / f"b{suffix}")
+    assert 0 < len(written) < 48
+    end = float(written[-1][0]) + 1 / RATE  # the last frame's time and its one frame step
+    assert [note for note in notes if "cut short" in note] == [
+        f"{cut}: its video ends at {end:.2f} s of the 4.00 s its container states; the file "
+        "looks cut short, and the output has only the frames it holds"]
+
+
+def test_audio_that_outlasts_the_video_is_no_cut_and_not_counted_as_frames(tmp_path):
+    """The frame estimate and the cut check read the video track's own length, not the
+    container's (here a one-second sound under half a second of video)."""
+    from liif_cli import video
+
+    src = make_clip(tmp_path / "short.mkv", frames=N // 2)
+    with av.open(str(src)) as check:
+        assert check.duration / 1e6 == pytest.approx(1.0, abs=0.05)
+    assert video.probe(src).frames == N // 2
+    assert video.upscale_video(nearest, src, tmp_path / "out.mkv", double) == []
+
+
 @pytest.mark.parametrize("pix_fmt, colour, suffix, written", [
     ("yuv420p", (1, 1, 1, 1), ".mp4", "yuv420p"),  # BT.709, limited range
     ("yuv420p", (2, 1, 1, 1), ".mkv", "yuvj420p"),  # full range: H.264 decodes it as yuvj
