@@ -456,7 +456,8 @@ def _run_media_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeR
                                             quality=quality, crop_to=crop_to,
                                             progress=frames)
         source = "animation"
-    notes = [Note("note", text) for text in texts]
+    notes = [Note("warning" if isinstance(text, video.Warn) else "note", text)
+             for text in texts]
     return JobResult(notes, model=used[0] if used else None, source=source)
 
 

@@ -76,6 +76,11 @@ SizeRule = Callable[[tuple[int, int]], tuple[int, int]]
 FrameProgress = Callable[[int, int], None]  # (frames done, total frames; 0: unknown)
 
 
+class Warn(str):
+    """A note that warns (the file itself looks wrong): the CLI shows it even with
+    --quiet."""
+
+
 def is_video(path: str | Path) -> bool:
     """Whether `path` names a video file by its suffix (case-insensitive)."""
     return Path(path).suffix.lower() in READ_SUFFIXES
@@ -547,8 +552,9 @@ class _Timing:
         longest_step = float(self.steps[1] * time_base) if self.steps else 0.0
         if stated - decoded <= max(0.5, 0.02 * stated, 2 * longest_step):
             return None
-        return (f"{src}: its video ends at {decoded:.2f} s of the {stated:.2f} s its container "
-                f"states; the file looks cut short, and the output has only the frames it holds")
+        return Warn(f"{src}: its video ends at {decoded:.2f} s of the {stated:.2f} s its "
+                    "container states; the file looks cut short, and the output has only the "
+                    "frames it holds")
 
 
 def _transcode(av: Any, source: Any, temp: Path, dst: Path, src: Path, info: VideoSource,

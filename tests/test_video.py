@@ -573,6 +573,19 @@ def test_a_matroska_file_cut_short_gets_a_note(tmp_path, suffix):
         "looks cut short, and the output has only the frames it holds"]
 
 
+def test_the_cli_warns_of_a_cut_even_when_quiet(tiny_weights, tmp_path):
+    from liif_cli.cli import app
+
+    whole = write_clip(tmp_path / "whole.mkv", _frames(48))
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 3 // 4])
+    result = CliRunner().invoke(app, ["upscale", str(cut), "--scale", "2", "--quiet",
+                                      "--weights", str(tiny_weights), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "looks cut short" in result.output
+    assert (tmp_path / "cut_x2.mkv").exists()
+
+
 def test_audio_that_outlasts_the_video_is_no_cut_and_not_counted_as_frames(tmp_path):
     """The frame estimate and the cut check read the video track's own length, not the
     container's (here a one-second sound under half a second of video)."""
