@@ -111,8 +111,12 @@ def is_bundled(path: str | Path) -> bool:
 
 def resolve_weights(name_or_path: str | Path | None = None) -> Path:
     """The file behind a bundled weights name (or its short name, e.g. 'real') or a path;
-    LiifError if neither exists."""
-    choice = str(name_or_path or DEFAULT)
+    LiifError if neither exists. None is the default model; an empty name is an error (a
+    script's unset variable, `--weights "$W"`, must not pick a model silently)."""
+    choice = DEFAULT if name_or_path is None else str(name_or_path)
+    if not choice.strip():
+        shorts = ", ".join(m.short for m in MODELS)
+        raise LiifError(f"empty weights name: give a bundled model ({shorts}) or a file")
     if choice == AUTO:
         raise LiifError(f"weights {AUTO!r} picks a model for each input file (liif upscale, "
                         f"liif resize); name one here: {AUTO_OTHER}, {AUTO_LOSSY} or a file")

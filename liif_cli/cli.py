@@ -809,7 +809,8 @@ def export(
 def bench(
     data_root: Annotated[Path | None, typer.Option(
         help="Folder holding the sets (NAME/HR/*.png).", show_default="$LIIF_DATA")] = None,
-    sets: Annotated[str, typer.Option(help="Comma-separated set names.")] = "Set5,Set14",
+    sets: Annotated[str | None, typer.Option(help="Comma-separated set names.",
+                                             show_default="Set5,Set14")] = None,
     scales: Annotated[str | None, typer.Option(
         help="Comma-separated scales.",
         show_default="2,3,4,6,8,12; with --speed 4,12.5")] = None,
@@ -828,11 +829,14 @@ def bench(
     threads: Annotated[str | None, typer.Option(
         help="With --training: comma-separated CPU thread counts.", show_default="1,2")]
     = None,
-    batch_size: Annotated[int, typer.Option(help="With --training: crops per step.")] = 4,
+    batch_size: Annotated[int | None, typer.Option(help="With --training: crops per step.",
+                                                   show_default="4")] = None,
     size: Annotated[str | None, typer.Option(help="Speed input size WIDTHxHEIGHT.",
                                                      show_default="512x512")]
     = None,
-    repeats: Annotated[int, typer.Option(help="Timed repeats (median reported).", min=1)] = 3,
+    repeats: Annotated[int | None, typer.Option(
+        help="With --speed or --training: timed repeats (median reported).", min=1,
+        show_default="3")] = None,
     max_output_mp: Annotated[float | None, typer.Option(
         help="Time a band of about this many output megapixels (0: all).",
         show_default="0.25 on CPU")]

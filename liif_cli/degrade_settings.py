@@ -86,6 +86,8 @@ def _check_range(name: str, value: Any) -> tuple[float, float] | tuple[int, int]
     whole = name in _WHOLE
     expected = (f"a range [lo, hi] of {'whole numbers' if whole else 'numbers'} with "
                 f"{low:g} <= lo <= hi <= {high:g}")
+    if isinstance(value, (str, bytes)):  # '39' would unpack as the range 3-9
+        _bad_setting(name, value, expected)
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):

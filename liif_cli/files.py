@@ -21,6 +21,8 @@ Every temporary file and claim this process makes is recorded, so that an interr
 from __future__ import annotations
 
 import hashlib
+import math
+import numbers
 import os
 import re
 import secrets
@@ -30,7 +32,7 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .errors import LiifError, one_line
 
@@ -103,6 +105,24 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], *,
 def write_text_atomic(path: Path, text: str, *, overwrite: bool = True) -> None:
     """Write `text` (UTF-8) to `path` as write_atomic does."""
     write_atomic(path, lambda f: f.write(text.encode("utf-8")), overwrite=overwrite)
+
+
+def json_safe(value: object) -> Any:
+    """`value` made plain for a strict JSON file: keys as strings, tuples as lists, numpy
+    numbers as Python's, NaN and infinities (a PSNR of identical images) as None, and
+    anything else that is not JSON (a Path, a tensor in a checkpoint's metadata) as its
+    text."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value) if math.isfinite(value) else None
+    return str(value)
 
 
 def remove_own_files() -> list[Path]:

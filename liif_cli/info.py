@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import bundled, checkpoint
+from .files import json_safe
 from .model import count_parameters
 
 
@@ -87,20 +88,6 @@ def short_paths(key: str, value: object) -> object:
     return value
 
 
-def json_safe(value: object) -> Any:
-    """`value` with what strict JSON cannot hold made plain: keys as strings, NaN and
-    infinities as None, anything else that is not JSON as its text."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
-
-
 def readable(key: str, value: object) -> str:
     """A value of the record as `liif info` shows it: numbers with thousands separators, PSNR in
     dB to two decimals, ranges as LO-HI, one line per earlier training phase."""
@@ -112,7 +99,7 @@ def readable(key: str, value: object) -> str:
         return f"{value:,}"
     if isinstance(value, float):
         if key.endswith("time_s") and math.isfinite(value):
-            minutes = round(value / 60)
+            minutes = math.floor(value / 60 + 0.5)  # half up, as round_size
             return f"{value:,.0f} s ({minutes // 60} h {minutes % 60:02d} min)"
         return f"{value:g}"
     if isinstance(value, list):

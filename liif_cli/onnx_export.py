@@ -477,6 +477,11 @@ def _check_target(target: Path, overwrite: bool) -> None:
         if not os.path.isdir(above):
             raise UnusableInput(f"cannot write {target}: {above} is not a folder")
         return
+    here = os.getcwd()
+    if os.path.isdir(target) and os.path.commonpath([here, os.path.realpath(target)]) == \
+            os.path.realpath(target):
+        raise UnusableInput(f"cannot export into {target}: it is the current folder or holds "
+                            "it, and is swapped whole; name a folder inside it instead")
     if not os.path.isdir(target) or os.path.islink(target):
         raise UnusableInput(f"{target} exists and is not a folder: an ONNX export is a "
                             f"folder ({', '.join(EXPORT_FILES)}); choose another name")
@@ -492,6 +497,21 @@ def _check_target(target: Path, overwrite: bool) -> None:
     if not overwrite:
         raise UnusableInput(f"{target} already holds an ONNX export (pass --overwrite to "
                             "replace it)")
+
+
+def _remove_old_export(old: Path, target: Path) -> None:
+    """Delete the export that `target` held before, now at `old`: its files alone, so that
+    anything another program put there since the check is kept (and named)."""
+    for name in EXPORT_FILES:
+        try:
+            os.unlink(old / name)
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(old)
+    except OSError:
+        raise LiifError(f"wrote {target}; files that appeared in the folder it replaced "
+                        f"meanwhile are kept in {old}") from None
 
 
 def _write_folder(target: Path, files: dict[str, bytes]) -> None:
@@ -515,7 +535,7 @@ def _write_folder(target: Path, files: dict[str, bytes]) -> None:
             except OSError:
                 os.rename(old, target)
                 raise
-            shutil.rmtree(old, ignore_errors=True)
+            _remove_old_export(old, target)
         else:
             os.rename(temp, target)
     except OSError as exc:

@@ -22,7 +22,12 @@ def parse_size(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text or "")
     if not match:
         raise LiifError(f"malformed size {text!r}: expected WIDTHxHEIGHT, e.g. 4000x3000")
-    width, height = int(match.group(1)), int(match.group(2))
+    sides = [digits.lstrip("0") or "0" for digits in match.groups()]
+    if max(len(digits) for digits in sides) > len(str(MAX_SIDE)):  # int() refuses 4,300+
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise LiifError(f"size {shown!r} is too large (no image format holds a side over "
+                        f"{MAX_SIDE:,} pixels)")
+    width, height = int(sides[0]), int(sides[1])
     if width < 1 or height < 1:
         raise LiifError(f"size {text!r} must be at least 1x1")
     if max(width, height) > MAX_SIDE:

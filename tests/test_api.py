@@ -492,13 +492,15 @@ def test_from_pretrained_path(model, tmp_path):
     (" 640 X 480 ", (480, 640)),
     ("7×5", (5, 7)),
     ("0010x02", (2, 10)),
+    ("0" * 5000 + "7x5", (5, 7)),  # leading zeros do not count towards the length
 ])
 def test_parse_size_good(text, expected):
     assert parse_size(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "4000", "x3000", "4000x", "0x5", "5x0", "-1x5",
-                                  "4.5x3", "4000x3000x2", "4000*3000", "abc", "4000 3000"])
+                                  "4.5x3", "4000x3000x2", "4000*3000", "abc", "4000 3000",
+                                  "2147483648x1", "1" * 4400 + "x1"])
 def test_parse_size_bad(text):
     with pytest.raises(LiifError):
         parse_size(text)

@@ -94,6 +94,12 @@ def test_parse_options():
             options.speed_input_size(bad)
     with pytest.raises(LiifError):
         options.parse_sets(" , ")
+    # Set folders are found case-insensitively and tables name scales as they print: a set
+    # or scale named twice that way counts once.
+    assert options.parse_sets("Tiny,tiny,TINY, Set5") == ["Tiny", "Set5"]
+    assert options.parse_scales("2,2.0000001,3") == [2.0, 3.0]
+    with pytest.raises(LiifError, match="thread counts must be 1 to 1024"):
+        options.parse_threads("10000000000")
 
 
 # ------------------------------------------------------------------ discovery
@@ -413,18 +419,62 @@ def test_liif_bench_cli_end_to_end_and_errors(data, model, tmp_path):
         assert lines[0].startswith("error:") and words in lines[0], result.output
 
 
+def test_names_that_look_like_markup_print_as_they_are(data, model, tmp_path):
+    """Set, file and weights names are text in the tables, never Rich markup."""
+    (data / "Tiny" / "HR" / "notes[draft].txt").write_text("not an image")
+    weights = tmp_path / "model[final].pth"
+    checkpoint.save(checkpoint.to_dict(model, {}), weights)
+    out = io.StringIO()
+    bench.bench_command(data_root=data, sets="Tiny", scales="2", weights=str(weights),
+                        device="cpu", console=Console(file=out, width=300))
+    assert "notes[draft].txt" in out.getvalue() and "model[final].pth" in out.getvalue()
+
+
+def test_a_set_named_twice_runs_once_and_clashing_names_are_refused(data, model, tmp_path):
+    plan = bench_sets.plan_quality(["Tiny", "tiny"], [2, 2.0000001], data,
+                                   save_images=tmp_path / "saved")
+    assert [name for name, _, _ in plan.sets] == ["Tiny"] and plan.scales == [2.0]
+    _save(_image(40, 40, 5), data / "Tiny" / "HR" / "a.bmp")  # beside a.png
+    with pytest.raises(LiifError, match="a.bmp and a.png share the name 'a'|"
+                                        "a.png and a.bmp share the name 'a'"):
+        bench_sets.plan_quality(["Tiny"], [2], data)
+
+
+def test_json_results_survive_odd_metadata_and_odd_targets(data, model, tmp_path):
+    """Checked before the benchmark: a --json path that is a dangling link or the
+    --save-images folder; and metadata JSON cannot hold (a tensor) is written as text."""
+    from liif_cli.bench.command import prepare_bench
+
+    weights = tmp_path / "meta.pth"
+    checkpoint.save(checkpoint.to_dict(model, {"best_psnr": torch.tensor(33.5)}), weights)
+    base = dict(data_root=data, sets="Tiny", scales="2", weights=str(weights), device="cpu",
+                console=Console(file=io.StringIO()))
+    bench.bench_command(**base, json_path=tmp_path / "q.json")
+    saved = json.loads((tmp_path / "q.json").read_text())
+    assert saved["weights_metadata"] == {"best_psnr": "tensor(33.5000)"}
+    (tmp_path / "dangling.json").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(LiifError, match="dangling.json already exists"):
+        prepare_bench(**base, json_path=tmp_path / "dangling.json")
+    with pytest.raises(LiifError, match="--json and --save-images both name"):
+        prepare_bench(**base, json_path=tmp_path / "same", save_images=tmp_path / "same")
+
+
 def test_training_speed_cli_rejects_bad_options(tmp_path):
     from typer.testing import CliRunner
 
     from liif_cli.cli import app
 
-    for args, words in ((("--threads", "0"), "thread counts must be >= 1"),
+    for args, words in ((("--threads", "0"), "thread counts must be 1 to 1024"),
+                        (("--threads", "10000000000"), "thread counts must be 1 to 1024"),
                         (("--threads", "two"), "bad --threads"),
                         (("--batch-size", "0"), "batch size"),
-                        (("--weights", "real"), "--weights does not apply to --training"),
-                        (("--scales", "4"), "--scales does not apply to --training"),
-                        (("--tile", "64"), "--tile does not apply to --training"),
-                        (("--max-output-mp", "1"), "--max-output-mp does not apply"),
+                        (("--weights", "real"), "--weights applies to the quality "
+                         "benchmark and --speed, not to --training (it times the training"),
+                        (("--scales", "4"), "--scales applies to the quality benchmark and"),
+                        (("--tile", "64"), "--tile applies to the quality benchmark and"),
+                        (("--max-output-mp", "1"), "--max-output-mp applies to --speed, not"),
+                        (("--sets", "Set5"), "--sets applies to the quality benchmark, not"),
+                        (("--no-reference",), "--no-reference applies to --speed, not"),
                         (("--device", "cuda"), "CPU only"),
                         (("--precision", "fp16"), "bf16 (autocast) or fp32")):
         result = CliRunner().invoke(app, ["bench", "--training", *args])
@@ -433,13 +483,29 @@ def test_training_speed_cli_rejects_bad_options(tmp_path):
         assert lines[0].startswith("error:") and words in lines[0], result.output
 
 
-def test_threads_without_training_is_an_error():
+@pytest.mark.parametrize("mode, args, words", [
+    ("--speed", ("--threads", "2"), "--threads applies to --training, not to --speed"),
+    ("--speed", ("--batch-size", "2"), "--batch-size applies to --training, not to --speed"),
+    ("--speed", ("--sets", "Set5"), "--sets applies to the quality benchmark, not to --speed"),
+    ("--speed", ("--data-root", "."), "--data-root applies to the quality benchmark, not"),
+    ("--speed", ("--degrade", "jpeg:75"), "--degrade applies to the quality benchmark, not"),
+    ("--speed", ("--tile", "1"), "--tile 1 is too small"),
+    ("--speed", ("--max-output-mp", "-5"), "bad --max-output-mp -5.0: must be 0"),
+    (None, ("--size", "8x8"), "--size applies to --speed, not to the quality benchmark"),
+    (None, ("--max-output-mp", "1"), "--max-output-mp applies to --speed, not to the quality"),
+    (None, ("--no-reference",), "--no-reference applies to --speed, not to the quality"),
+    (None, ("--repeats", "2"), "--repeats applies to --speed and --training, not to the "),
+    (None, ("--threads", "2"), "--threads applies to --training, not to the quality"),
+])
+def test_options_for_another_benchmark_are_usage_errors(mode, args, words):
+    """An option the chosen benchmark would ignore is refused before anything runs."""
     from typer.testing import CliRunner
 
     from liif_cli.cli import app
 
-    result = CliRunner().invoke(app, ["bench", "--speed", "--threads", "2"])
-    assert result.exit_code == 2 and "--threads applies to --training only" in result.output
+    result = CliRunner().invoke(app, ["bench", *([mode] if mode else []), *args])
+    assert result.exit_code == 2 and words in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_training_speed_follows_precision(monkeypatch):

@@ -916,6 +916,23 @@ def test_unknown_weights_for_info_and_export_exit_2_without_torch(work, cli_in_f
     assert not (work / "x.pth").exists()
 
 
+def test_an_empty_weights_name_is_an_error_not_the_default(work):
+    """`--weights "$W"` with W unset must not quietly pick the default model."""
+    Image.new("RGB", (4, 4)).save(work / "a.png")
+    for args in (("info", ""), ("export", "", work / "x.pth"),
+                 ("upscale", work / "a.png", "--scale", "2", "--weights", ""),
+                 ("bench", "--speed", "--weights", " ")):
+        assert_one_error_line(run(*args), "empty weights name", code=2)
+    assert not (work / "x.pth").exists()
+
+
+def test_training_times_round_half_up_to_the_minute():
+    from liif_cli.info import readable
+
+    assert readable("training_time_s", 150.0) == "150 s (0 h 03 min)"
+    assert readable("training_time_s", 3570.0) == "3,570 s (1 h 00 min)"
+
+
 def test_train_usage_error_is_one_line(work):
     result = run("train", "--out", work / "run", "--data", work, "--lr-schedule", "linear")
     assert_one_error_line(result, "lr schedule", "linear", code=2)

@@ -208,6 +208,7 @@ def test_degradation_config_round_trips_and_rejects_bad_values() -> None:
                        ({"blur_size": (4, 4)}, "odd"),
                        ({"blur_prob": 1.5}, "probability"),
                        ({"resize_scale": 2.0}, "range"),
+                       ({"jpeg_quality": "39"}, "jpeg_quality='39'"),  # not the range 3-9
                        ({"wobble": 1}, "unknown degradation setting 'wobble'")):
         with pytest.raises(LiifError, match=words) as info:
             DegradationConfig.from_dict(bad)

@@ -450,6 +450,30 @@ def test_cli_export_bad_input_is_one_line_and_writes_nothing(weights, tmp_path):
     assert [p.name for p in other.iterdir()] == ["holiday.jpg"] and blocker.read_text() == "x"
 
 
+def test_cli_export_refuses_to_swap_out_the_current_folder(weights, tmp_path, monkeypatch):
+    """An export replaces its folder whole: never the one the user stands in."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for target in (".", str(here), ".."):
+        one_error_line(run("export", weights["liif"], target, "--format", "onnx"),
+                       "current folder", code=2)
+    assert list(here.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["here"]
+
+
+def test_files_that_appear_in_a_replaced_export_are_kept(tmp_path):
+    from liif_cli.errors import LiifError
+    from liif_cli.onnx_export import _remove_old_export
+
+    old = tmp_path / ".old"
+    old.mkdir()
+    for name in (ENCODER_FILE, MANIFEST_FILE, "notes.txt"):
+        (old / name).write_text(name)
+    with pytest.raises(LiifError, match="files that appeared in the folder it replaced"):
+        _remove_old_export(old, tmp_path / "out")
+    assert [p.name for p in old.iterdir()] == ["notes.txt"]
+
+
 def test_cli_export_without_onnx_says_how_to_install(weights, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now raises ImportError
     one_error_line(run("export", weights["liif"], tmp_path / "out", "--format", "onnx"),

@@ -8,6 +8,7 @@ benchmarking.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from rich.console import Console
 from .. import bundled
 from ..degrade_settings import parse_spec
 from ..errors import LiifError, is_out_of_memory, one_line
+from ..sizing import check_tile
 from .options import (
     DEFAULT_QUALITY_SCALES,
     DEFAULT_SPEED_SCALES,
@@ -31,6 +33,19 @@ from .options import (
     speed_input_size,
 )
 from .sets import QualityPlan, plan_quality
+
+# The benchmarks each option applies to: naming one for another benchmark is a usage error,
+# never silently ignored.
+_APPLIES = {
+    "data_root": ("quality",), "sets": ("quality",), "degrade": ("quality",),
+    "save_images": ("quality",),
+    "weights": ("quality", "speed"), "scales": ("quality", "speed"),
+    "tile": ("quality", "speed"), "chunk": ("quality", "speed"),
+    "size": ("speed",), "max_output_mp": ("speed",), "reference": ("speed",),
+    "repeats": ("speed", "training"),
+    "threads": ("training",), "batch_size": ("training",),
+}
+_KIND_NAMES = {"quality": "the quality benchmark", "speed": "--speed", "training": "--training"}
 
 if TYPE_CHECKING:
     import torch
@@ -71,12 +86,12 @@ def prepare_bench(*, data_root: str | os.PathLike[str] | None = None,
                   scales: str | Sequence[float] | None = None, weights: str | None = None,
                   device: str = "auto", json_path: str | os.PathLike[str] | None = None,
                   save_images: str | os.PathLike[str] | None = None, speed: bool = False,
-                  size: str | Sequence[int] | None = None, repeats: int = 3,
+                  size: str | Sequence[int] | None = None, repeats: int | None = None,
                   max_output_mp: float | None = None, reference: bool = True,
                   tile: int | None = None, chunk: int | None = None,
                   precision: str | None = None,
                   overwrite: bool = False, training: bool = False,
-                  threads: str | Sequence[int] | None = None, batch_size: int = 4,
+                  threads: str | Sequence[int] | None = None, batch_size: int | None = None,
                   degrade: str | None = None,
                   console: Console | None = None) -> BenchRequest:
     """Check a `liif bench` command's options, data and weights; LiifError on bad input.
@@ -85,35 +100,40 @@ def prepare_bench(*, data_root: str | os.PathLike[str] | None = None,
     needed). `scales` defaults to 2,3,4,6,8,12 (quality) or 4,12.5 (speed). `size` is
     WIDTHxHEIGHT. `max_output_mp` None means automatic: 0.25 MP bands on the CPU, whole
     outputs elsewhere; 0 renders whole outputs everywhere. `training=True` times training
-    steps of a fresh model instead (CPU; `threads` e.g. "1,2", `batch_size`; `precision` bf16
-    autocast by default, or fp32). `precision` is fp32 by default for quality and speed.
-    `degrade` (quality only) degrades every LR input first, e.g. "jpeg:75" (see
-    liif_cli.degrade_settings.parse_spec).
+    steps of a fresh model instead (CPU; `threads` e.g. "1,2", `batch_size`, default 4;
+    `precision` bf16 autocast by default, or fp32). `repeats` (speed and training) defaults
+    to 3. `precision` is fp32 by default for quality and speed. `degrade` (quality only)
+    degrades every LR input first, e.g. "jpeg:75" (see liif_cli.degrade_settings.parse_spec).
+    An option given for a benchmark it does not apply to is refused.
     """
     console = console or Console()
+    if speed and training:
+        raise LiifError("give one of --speed and --training")
+    kind = "speed" if speed else "training" if training else "quality"
+    _check_options_apply(kind, dict(
+        data_root=data_root, sets=sets, degrade=degrade, save_images=save_images,
+        weights=weights, scales=scales, tile=tile, chunk=chunk, size=size,
+        max_output_mp=max_output_mp, reference=None if reference else False,
+        repeats=repeats, threads=threads, batch_size=batch_size))
+    repeats = 3 if repeats is None else repeats
     if repeats < 1:
         raise LiifError(f"--repeats must be at least 1 (got {repeats})")
-    kinds = [name for name, on in (("--speed", speed), ("--training", training)) if on]
-    if len(kinds) > 1:
-        raise LiifError("give one of --speed and --training")
-    if degrade is not None and kinds:
-        raise LiifError(f"--degrade applies to the quality benchmark, not to {kinds[0]}")
-    if save_images is not None and kinds:
-        raise LiifError(f"--save-images applies to the quality benchmark, not to {kinds[0]}")
     json_file = check_json_target(json_path, overwrite) if json_path is not None else None
     if training:
-        return _training_request(console, json_file, overwrite, repeats, threads, batch_size,
-                                 precision, device, weights=weights, scales=scales, size=size,
-                                 tile=tile, chunk=chunk, max_output_mp=max_output_mp)
-    if threads is not None:
-        raise LiifError("--threads applies to --training only")
+        return _training_request(console, json_file, overwrite, repeats, threads,
+                                 4 if batch_size is None else batch_size, precision, device)
 
-    request = BenchRequest("speed" if speed else "quality", console, json_file, overwrite,
-                           repeats, tile=tile, chunk=chunk, reference=reference)
+    check_tile(tile, chunk, cli=True)
+    request = BenchRequest(kind, console, json_file, overwrite, repeats, tile=tile,
+                           chunk=chunk, reference=reference)
     request.scales = parse_scales(scales, DEFAULT_SPEED_SCALES if speed
                                   else DEFAULT_QUALITY_SCALES)
     if speed:
         request.in_size = speed_input_size(size)
+        if max_output_mp is not None and not (math.isfinite(max_output_mp)
+                                              and max_output_mp >= 0):
+            raise LiifError(f"bad --max-output-mp {max_output_mp}: must be 0 (whole outputs) "
+                            "or a positive number")
     else:
         set_list = parse_sets(sets)
         bad = [s for s in request.scales if s <= 1]
@@ -122,6 +142,8 @@ def prepare_bench(*, data_root: str | os.PathLike[str] | None = None,
                             f"{format_scale(bad[0])}")
         if save_images is not None:
             check_save_folder(save_images)
+            if json_file is not None and _same_place(json_file, Path(save_images)):
+                raise LiifError(f"--json and --save-images both name {json_file}")
         request.plan = plan_quality(set_list, request.scales, data_root,
                                     save_images=save_images, overwrite=overwrite,
                                     degrade=parse_spec(degrade) if degrade is not None else None)
@@ -147,17 +169,27 @@ def prepare_bench(*, data_root: str | os.PathLike[str] | None = None,
     return request
 
 
+def _check_options_apply(kind: str, given: dict[str, Any]) -> None:
+    """LiifError for the first option given (not None) that `kind` of benchmark ignores."""
+    for name, value in given.items():
+        if value is not None and kind not in _APPLIES[name]:
+            flag = "--no-reference" if name == "reference" else "--" + name.replace("_", "-")
+            where = " and ".join(_KIND_NAMES[k] for k in _APPLIES[name])
+            why = (" (it times the training step of a fresh model on synthetic crops)"
+                   if kind == "training" else "")
+            raise LiifError(f"{flag} applies to {where}, not to {_KIND_NAMES[kind]}{why}")
+
+
+def _same_place(a: Path, b: Path) -> bool:
+    """Whether two paths name the same place (neither need exist yet)."""
+    return os.path.abspath(a.expanduser()) == os.path.abspath(b.expanduser())
+
+
 def _training_request(console: Console, json_file: Path | None, overwrite: bool, repeats: int,
                       threads: str | Sequence[int] | None, batch_size: int,
-                      precision: str | None, device: str, **unused: Any) -> BenchRequest:
+                      precision: str | None, device: str) -> BenchRequest:
     """The checked request of `liif bench --training`, which times the training step of a
-    freshly built model on synthetic crops: weights, scales and render settings do not
-    apply, and naming one is an error rather than silently ignored."""
-    given = [name for name, value in unused.items() if value is not None]
-    if given:
-        flag = "--" + given[0].replace("_", "-")
-        raise LiifError(f"{flag} does not apply to --training (it times the training step of "
-                        "a fresh model on synthetic crops)")
+    freshly built model on synthetic crops."""
     if device not in ("auto", "cpu"):
         raise LiifError(f"--training times the CPU only (got --device {device})")
     if batch_size < 1:
@@ -198,7 +230,8 @@ def bench_command(**options: Any) -> dict[str, Any]:
 
 
 def _run(request: BenchRequest) -> dict[str, Any]:
-    from .report import json_safe, print_quality, print_speed, print_training_speed
+    from ..files import json_safe
+    from .report import print_quality, print_speed, print_training_speed
 
     console = request.console
     if request.kind == "training":

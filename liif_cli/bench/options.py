@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import LiifError
@@ -15,14 +15,19 @@ DEFAULT_SETS = ("Set5", "Set14")
 DEFAULT_QUALITY_SCALES = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
 DEFAULT_SPEED_SCALES = (4.0, 12.5)
 DEFAULT_SPEED_SIZE = (512, 512)  # (H, W) of the synthetic input
+MAX_THREADS = 1024  # far past any CPU's cores; torch refuses counts past a C int
 
 
 def parse_sets(sets: str | Sequence[str] | None) -> list[str]:
-    """'Set5,Set14' (or a list) -> ['Set5', 'Set14']; None gives the default sets."""
+    """'Set5,Set14' (or a list) -> ['Set5', 'Set14']; None gives the default sets. A name
+    given twice counts once, in any case (set folders are found case-insensitively)."""
     if sets is None:
         return list(DEFAULT_SETS)
     items = sets.split(",") if isinstance(sets, str) else list(sets)
-    names = list(dict.fromkeys(s.strip() for s in items if s.strip()))
+    names: list[str] = []
+    for name in (str(item).strip() for item in items):
+        if name and name.casefold() not in (n.casefold() for n in names):
+            names.append(name)
     if not names:
         raise LiifError("no benchmark sets given (e.g. --sets Set5,Set14)")
     return names
@@ -30,7 +35,9 @@ def parse_sets(sets: str | Sequence[str] | None) -> list[str]:
 
 def parse_scales(scales: str | Sequence[float] | None,
                  default: Sequence[float] = DEFAULT_QUALITY_SCALES) -> list[float]:
-    """'2,3,x4,12.5' (or a list of numbers) -> [2.0, 3.0, 4.0, 12.5], duplicates dropped."""
+    """'2,3,x4,12.5' (or a list of numbers) -> [2.0, 3.0, 4.0, 12.5], duplicates dropped
+    (also scales that print alike, 2 and 2.0000001: tables and saved images name scales as
+    they print)."""
     if scales is None:
         return [float(s) for s in default]
     items = scales.split(",") if isinstance(scales, str) else list(scales)
@@ -46,11 +53,19 @@ def parse_scales(scales: str | Sequence[float] | None,
                             "or 12.5") from None
         if not math.isfinite(value) or value <= 0:
             raise LiifError(f"bad scale {str(item).strip()!r}: must be a positive number")
-        if value not in out:
-            out.append(value)
+        out.append(value)
     if not out:
         raise LiifError("no scales given (e.g. --scales 2,3,4)")
-    return out
+    return unique_scales(out)
+
+
+def unique_scales(scales: Iterable[float]) -> list[float]:
+    """Each scale once, in order, counting those that print alike (2, 2.0000001) as one:
+    tables and saved images name scales as they print."""
+    labels: dict[str, float] = {}
+    for scale in scales:
+        labels.setdefault(format_scale(scale), scale)
+    return list(labels.values())
 
 
 def speed_input_size(size: str | Sequence[int] | None) -> tuple[int, int]:
@@ -79,8 +94,8 @@ def parse_threads(text: str | Sequence[int] | None) -> list[int]:
         counts = [int(str(item).strip()) for item in items]
     except ValueError:
         raise LiifError(f"bad --threads {text!r}: expected e.g. 1,2") from None
-    if not counts or min(counts) < 1:
-        raise LiifError(f"bad --threads {text!r}: thread counts must be >= 1")
+    if not counts or min(counts) < 1 or max(counts) > MAX_THREADS:
+        raise LiifError(f"bad --threads {text!r}: thread counts must be 1 to {MAX_THREADS}")
     return list(dict.fromkeys(counts))
 
 
@@ -91,7 +106,7 @@ def check_json_target(path: str | os.PathLike[str], overwrite: bool = False) -> 
     path = Path(path).expanduser()
     if path.is_dir():
         raise LiifError(f"{path} is a folder, not a file name for the JSON results")
-    if path.exists() and not overwrite:
+    if os.path.lexists(path) and not overwrite:  # a dangling link too: it would refuse later
         raise LiifError(f"{path} already exists; choose another --json file or pass --overwrite")
     _check_creatable(path.parent, f"--json {path}")
     return path

@@ -8,30 +8,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from ..files import write_text_atomic
+from ..files import json_safe, write_text_atomic
 from .options import check_json_target, format_scale
 from .sets import LR_FILE_SOURCE
 
 # --------------------------------------------------------------------------- JSON
-
-
-def json_safe(obj: Any) -> Any:
-    """Non-finite floats become null (JSON has no inf/nan); tuples become lists."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (np.floating, np.integer)):
-        return json_safe(obj.item())
-    return obj
 
 
 def to_json(result: dict[str, Any]) -> str:
@@ -61,10 +46,12 @@ def _fmt(value: float | None, digits: int) -> str:
 
 def quality_table(result: dict[str, Any]) -> Table:
     """A rich table of a quality result: one row per (set, scale)."""
-    title = f"Y-PSNR (dB) / Y-SSIM, shave = ceil(scale): {result.get('weights_name') or 'model'}"
+    # Names come from files and folders: shown as they are, never read as Rich markup.
+    name = escape(str(result.get("weights_name") or "model"))
+    title = f"Y-PSNR (dB) / Y-SSIM, shave = ceil(scale): {name}"
     degrade = result.get("degrade")
     if degrade:
-        title += f", LR inputs degraded with {degrade}"
+        title += f", LR inputs degraded with {escape(str(degrade))}"
     table = Table(title=title, title_justify="left")
     for name, justify in (("Set", "left"), ("Scale", "right"), ("LR source", "left"),
                           ("N", "right"), ("LIIF PSNR", "right"), ("LIIF SSIM", "right"),
@@ -73,14 +60,16 @@ def quality_table(result: dict[str, Any]) -> Table:
                           ("Gain (dB)", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for e in result["results"]:
-        source = e["lr_folder"] if e["lr_source"] == LR_FILE_SOURCE else "PIL bicubic"
+        source = escape(str(e["lr_folder"])) if e["lr_source"] == LR_FILE_SOURCE \
+            else "PIL bicubic"
         if degrade:
-            source += f" + {degrade}"
+            source += f" + {escape(str(degrade))}"
         gain = e["gain_psnr"]
         gain_text = _fmt(gain, 2)
         if gain is not None and math.isfinite(gain):
             gain_text = f"[green]{gain:+.2f}[/]" if gain > 0 else f"[red]{gain:+.2f}[/]"
-        table.add_row(e["set"], f"x{format_scale(e['scale'])}", source, str(e["n_images"]),
+        table.add_row(escape(str(e["set"])), f"x{format_scale(e['scale'])}", source,
+                      str(e["n_images"]),
                       _fmt(e["model"]["psnr"], 2), _fmt(e["model"]["ssim"], 4),
                       _fmt(e["bicubic"]["psnr"], 2), _fmt(e["bicubic"]["ssim"], 4),
                       _fmt(e["lanczos"]["psnr"], 2), _fmt(e["lanczos"]["ssim"], 4), gain_text)
@@ -90,7 +79,8 @@ def quality_table(result: dict[str, Any]) -> Table:
 def speed_table(result: dict[str, Any]) -> Table:
     """A rich table of a speed result: one row per scale."""
     h, w = result["input_size"]
-    table = Table(title=f"Speed on {result['device']} ({result['device_name']}), input {w}x{h}",
+    device = escape(f"{result['device']} ({result['device_name']})")
+    table = Table(title=f"Speed on {device}, input {w}x{h}",
                   title_justify="left")
     for name in ("Scale", "Output", "Timed", "Engine MP/s", "Engine MB", "Ref. MP/s",
                  "Ref. MB", "Speed-up", "Max |diff|"):
@@ -115,16 +105,17 @@ def speed_table(result: dict[str, Any]) -> Table:
 def print_quality(console: Console, result: dict[str, Any]) -> None:
     """Print a quality result's table, and its warnings."""
     for warning in result.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False)
     console.print(quality_table(result))
 
 
 def print_speed(console: Console, result: dict[str, Any]) -> None:
     """Print a speed result's table and how memory was measured."""
     for warning in result.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False)
     console.print(speed_table(result))
-    console.print(f"[dim]peak memory: {result['peak_memory_method']}[/]", highlight=False)
+    console.print(f"[dim]peak memory: {escape(str(result['peak_memory_method']))}[/]",
+                  highlight=False)
 
 
 def training_speed_table(result: dict[str, Any]) -> Table:

@@ -17,7 +17,7 @@ from PIL import Image
 from ..degrade_settings import DegradeSpec, parse_spec
 from ..errors import LiifError
 from ..sizing import round_size
-from .options import check_save_folder, format_scale
+from .options import check_save_folder, format_scale, unique_scales
 
 DATA_ENV = "LIIF_DATA"
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp",
@@ -236,6 +236,17 @@ class QualityPlan:
     warnings: list[str] = field(default_factory=list)
 
 
+def _check_unique_stems(set_dir: Path, images: list[Path]) -> None:
+    """LiifError if two HR images share a name (a.png, a.bmp): results and saved outputs
+    are named by it."""
+    seen: dict[str, Path] = {}
+    for path in images:
+        other = seen.setdefault(path.stem, path)
+        if other != path:
+            raise LiifError(f"set {set_dir.name}: {other.name} and {path.name} share the name "
+                            f"{path.stem!r}, which names their results; keep one")
+
+
 def plan_quality(sets: Sequence[str], scales: Sequence[float],
                  data_root: str | os.PathLike[str] | None, *,
                  save_images: str | os.PathLike[str] | None = None, overwrite: bool = False,
@@ -243,8 +254,9 @@ def plan_quality(sets: Sequence[str], scales: Sequence[float],
     """Check everything a quality benchmark needs, so that it fails before the first render,
     not an hour in: the data root, every set, every HR image (decoded once), every LR file
     (its header), and that no image under `save_images` would be overwritten (unless
-    `overwrite`)."""
-    scales = [float(s) for s in scales]
+    `overwrite`) or written twice (two HR images of one name, a.png and a.bmp). A set or a
+    scale named twice (Set5 and set5, 2 and 2.0000001: they print alike) counts once."""
+    scales = unique_scales(float(s) for s in scales)
     if not scales:
         raise LiifError("no scales given (e.g. --scales 2,3,4)")
     for s in scales:
@@ -260,7 +272,10 @@ def plan_quality(sets: Sequence[str], scales: Sequence[float],
     plan = QualityPlan(root, [], scales, degrade, save_dir, overwrite)
     for name in sets:
         set_dir = find_set(root, name)
+        if any(set_dir.samefile(planned) for _, planned, _ in plan.sets):
+            continue
         images, skipped = list_hr_images(set_dir)
+        _check_unique_stems(set_dir, images)
         if skipped:
             plan.warnings.append(f"{set_dir.name}/HR: skipped {len(skipped)} non-image "
                                  f"entr{'y' if len(skipped) == 1 else 'ies'}: "
