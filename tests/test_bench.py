@@ -89,7 +89,7 @@ def test_parse_options():
     for bad in ("two", "0", "-3", "nan", ","):
         with pytest.raises(LiifError):
             options.parse_scales(bad)
-    for bad in ("512y512", "0x4", "", "64", (0, 4)):
+    for bad in ("512y512", "0x4", "", "64", (0, 4), "2147483647x1"):
         with pytest.raises(LiifError):
             options.speed_input_size(bad)
     with pytest.raises(LiifError):

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import LiifError
-from ..sizing import parse_size
+from ..sizing import DEFAULT_MAX_PIXELS, parse_size
 
 DEFAULT_SETS = ("Set5", "Set14")
 DEFAULT_QUALITY_SCALES = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
@@ -76,6 +76,9 @@ def speed_input_size(size: str | Sequence[int] | None) -> tuple[int, int]:
     h, w = parse_size(size) if isinstance(size, str) else (int(v) for v in size)
     if h < 1 or w < 1:
         raise LiifError(f"bad size {w}x{h}: both sides must be at least 1 pixel")
+    if h * w > DEFAULT_MAX_PIXELS:  # the synthetic input is made before anything else
+        raise LiifError(f"--size {w}x{h} has {h * w:,} pixels, above the {DEFAULT_MAX_PIXELS:,} "
+                        "that liif upscale takes by default")
     return h, w
 
 
