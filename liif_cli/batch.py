@@ -18,7 +18,7 @@ import numpy as np
 
 from . import animation, video
 from .errors import LiifError, OutOfMemory, is_out_of_memory, one_line
-from .files import claim, release
+from .files import claim, real_path, release
 from .images import (
     SUPPORTED_SUFFIXES,
     Picture,
@@ -195,7 +195,9 @@ def resize_jobs(inputs: Iterable[Path], out_dir: Path, recursive: bool, fmt: str
     """`liif resize` jobs: every image under the given folders (mirroring sub-folders) or
     the given files, each into `out_dir` with the chosen format's suffix.
 
-    Files inside `out_dir` are never inputs (a rerun must not resize its own outputs).
+    Files inside `out_dir` are never inputs when it lies inside a scanned folder (a rerun
+    must not resize its own outputs); an `out_dir` that holds the scanned folder (`resize
+    photos -o .`) excludes nothing, as outputs then land beside that folder, not in it.
     `ignored`, if given, counts what the scanned folders held that was passed over, by
     reason (the keys of IGNORED): files with no image suffix or inside the output folder,
     hidden files and folders (names starting with '.', e.g. unfinished outputs: a hidden
@@ -206,11 +208,12 @@ def resize_jobs(inputs: Iterable[Path], out_dir: Path, recursive: bool, fmt: str
     if fmt not in FORMATS:
         raise LiifError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
     ignored = Counter() if ignored is None else ignored
-    out_resolved = out_dir.resolve()
+    out_real = real_path(out_dir)
     jobs = []
     for item in inputs:
         if os.path.isdir(item):  # os.path, unlike Path, never raises (e.g. ENAMETOOLONG)
-            found = _scan(item, out_resolved, recursive, ignored)
+            below = out_real.is_relative_to(real_path(item))
+            found = _scan(item, out_real if below else None, recursive, ignored)
             pairs = [(p, p.relative_to(item)) for p in found]
         elif os.path.exists(item):
             pairs = [(item, Path(item.name))]
@@ -225,9 +228,11 @@ def resize_jobs(inputs: Iterable[Path], out_dir: Path, recursive: bool, fmt: str
     return jobs
 
 
-def _scan(folder: Path, out_resolved: Path, recursive: bool, ignored: Counter[str]) -> list[Path]:
+def _scan(folder: Path, out_real: Path | None, recursive: bool,
+          ignored: Counter[str]) -> list[Path]:
     """The image files in `folder` (and, if `recursive`, below it) in name order, counting
-    in `ignored` what is passed over (see resize_jobs)."""
+    in `ignored` what is passed over (see resize_jobs); those inside `out_real`, the output
+    folder when it lies inside the scanned folder, too."""
     found = []
     try:
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
@@ -235,7 +240,7 @@ def _scan(folder: Path, out_resolved: Path, recursive: bool, ignored: Counter[st
         raise LiifError(f"cannot read folder {folder}: {exc.strerror or one_line(exc)}") from None
     for entry in entries:
         path = Path(folder, entry.name)
-        if entry.is_dir(follow_symlinks=False) and path.resolve() == out_resolved:
+        if entry.is_dir(follow_symlinks=False) and real_path(path) == out_real:
             if recursive:  # its files are outputs: counted, never taken as inputs
                 ignored["inside the output folder"] += _count_files(path)
             continue
@@ -247,12 +252,12 @@ def _scan(folder: Path, out_resolved: Path, recursive: bool, ignored: Counter[st
             ignored["symlinked folder"] += 1
         elif entry.is_dir():
             if recursive:
-                found += _scan(path, out_resolved, recursive, ignored)
+                found += _scan(path, out_real, recursive, ignored)
             else:
                 ignored[NOT_ENTERED] += 1
         elif not entry.is_file():
             ignored["special file"] += 1
-        elif path.resolve().is_relative_to(out_resolved):
+        elif out_real is not None and real_path(path).is_relative_to(out_real):
             ignored["inside the output folder"] += 1
         elif path.suffix.lower() not in MEDIA_SUFFIXES:
             ignored["with no image suffix"] += 1
@@ -272,10 +277,10 @@ def _count_files(folder: Path) -> int:
 
 def _check_distinct(jobs: list[Job]) -> None:
     """Two inputs must never write the same output, and no output may be an input."""
-    sources = {job.source.resolve() for job in jobs}
+    sources = {real_path(job.source) for job in jobs}
     seen: dict[Path, Path] = {}
     for job in jobs:
-        target = job.target.resolve()
+        target = real_path(job.target)
         if target in sources:
             raise LiifError(f"output {job.target} would overwrite an input; choose another -o")
         if target in seen:

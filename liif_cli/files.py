@@ -107,6 +107,12 @@ def write_text_atomic(path: Path, text: str, *, overwrite: bool = True) -> None:
     write_atomic(path, lambda f: f.write(text.encode("utf-8")), overwrite=overwrite)
 
 
+def real_path(path: str | os.PathLike[str]) -> Path:
+    """`path` absolute, with links resolved: Path.resolve() that never raises (a link loop,
+    on which it raises RuntimeError before Python 3.13, is left as it stands)."""
+    return Path(os.path.realpath(path))
+
+
 def json_safe(value: object) -> Any:
     """`value` made plain for a strict JSON file: keys as strings, tuples as lists, numpy
     numbers as Python's, NaN and infinities (a PSNR of identical images) as None, and

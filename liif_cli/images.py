@@ -476,6 +476,11 @@ def _check_single_frame(image: Image.Image, name: str) -> None:
     # MPO: a camera JPEG whose extra pictures (previews, depth maps) follow the main one.
     if image.format != "MPO" and getattr(image, "n_frames", 1) > 1:
         kind = "pages" if image.format == "TIFF" else "frames"
+        suffix = Path(name).suffix.lower()
+        if Image.registered_extensions().get(suffix) != image.format:  # e.g. a GIF as .jpg
+            raise LiifError(f"{name}: is a {image.format} of {image.n_frames} {kind} under a "
+                            f"{suffix or 'suffix-less'} name; name it "
+                            f".{image.format.lower()} to upscale every frame")
         raise LiifError(f"{name}: has {image.n_frames} {kind}; this reads single images "
                         "only (`liif upscale` and `liif resize` upscale every frame of a file)")
 
@@ -516,7 +521,11 @@ def pil_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
     palette, bilevel, CMYK and YCbCr as RGB, or RGBA/LA when they carry transparency."""
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit gray ("I" in older Pillow)
-        gray = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)[:, :, None]
+        values = np.asarray(image)
+        if mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+            raise LiifError(f"{name}: 32-bit integer pixel values outside 0-65535 are not "
+                            "supported; convert to 8- or 16-bit first")
+        gray = values.astype(np.uint16)[:, :, None]
         return _add_key_alpha(gray, image.info.get("transparency"))
     if mode == "F":  # 32-bit float gray (TIFF): fine when in [0, 1], kept as 16-bit gray
         values = np.asarray(image, dtype=np.float32)

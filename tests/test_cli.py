@@ -1242,6 +1242,35 @@ def test_resize_rerun_never_takes_inputs_from_its_output_folder(work, tiny_weigh
     assert "ignored 2 files inside the output folder, 1 file with no image suffix" in text
 
 
+def test_resize_into_a_folder_that_holds_the_inputs_takes_them(work, tiny_weights,
+                                                               monkeypatch):
+    """`resize photos -o .`: the outputs land beside photos/, never in it, so nothing in
+    photos/ is an output of an earlier run."""
+    make_image(work / "photos" / "a.png", 8, 6)
+    monkeypatch.chdir(work)
+    result = run("resize", "photos", "--size", "16x16", "-o", ".", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert (work / "a.png").is_file()
+    assert "resized 1" in " ".join(result.output.split())
+
+
+def test_a_link_loop_as_input_or_output_is_one_line(work, tiny_weights):
+    (work / "loop_a.png").symlink_to(work / "loop_b.png")
+    (work / "loop_b.png").symlink_to(work / "loop_a.png")
+    src = make_image(work / "one.png", 8, 6)
+    assert_one_error_line(run("upscale", work / "loop_a.png", "-s", "2", "-w", tiny_weights),
+                          "loop_a.png")
+    result = run("upscale", src, "-s", "2", "-o", work / "loop_a.png", "-w", tiny_weights)
+    assert_one_error_line(result, "loop_a.png")
+    assert (work / "loop_a.png").is_symlink()  # not replaced without --overwrite
+    result = run("upscale", src, "-s", "2", "-o", work / "loop_a.png", "--overwrite",
+                 "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert not (work / "loop_a.png").is_symlink() and (work / "loop_a.png").is_file()
+    result = run("resize", src, "--size", "16x16", "-o", work / "out", "-w", tiny_weights)
+    assert result.exit_code == 0, result.output
+
+
 def test_resize_with_nothing_to_do_exits_1(work, tiny_weights):
     (work / "empty").mkdir()
     (work / "empty" / "readme.txt").write_text("hi")

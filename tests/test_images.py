@@ -750,6 +750,18 @@ def test_animated_and_multi_page_files_are_refused(tmp_path, name):
     assert_one_line_error(excinfo, path, f"3 {kind}", "single images")
 
 
+def test_an_animation_under_a_still_images_suffix_is_told_to_take_its_own(tmp_path):
+    """liif upscales animations by their suffix: a GIF named .jpg is read as a still, and
+    the error says what it is and which name would work."""
+    path = tmp_path / "anim.jpg"
+    frames = [Image.new("RGB", (8, 6), colour) for colour in ("red", "blue", "green")]
+    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:])
+    with pytest.raises(LiifError) as excinfo:
+        read_image(path)
+    assert_one_line_error(excinfo, path, "is a gif of 3 frames under a .jpg name",
+                          "name it .gif")
+
+
 def test_camera_jpeg_with_a_preview_picture_is_read(tmp_path):
     """MPO: many cameras store previews or depth maps after the main picture of a JPEG."""
     path = tmp_path / "camera.jpg"
@@ -807,6 +819,20 @@ def test_float_tiff_outside_0_1_is_refused(tmp_path):
     with pytest.raises(LiifError) as excinfo:
         read_image(path)
     assert_one_line_error(excinfo, path, "outside [0, 1]", "not supported")
+
+
+def test_32_bit_integer_tiff_is_kept_in_16_bit_range_and_refused_beyond(tmp_path):
+    """Mode I holds 32-bit integers: values within 16 bits are read at their value, larger
+    or negative ones refused rather than clipped."""
+    fits, beyond = tmp_path / "fits.tif", tmp_path / "beyond.tif"
+    Image.fromarray(np.array([[0, 1000, 65535]], dtype=np.int32), "I").save(fits)
+    Image.fromarray(np.array([[0, 1000, 70000]], dtype=np.int32), "I").save(beyond)
+    picture = read_image(fits)
+    assert picture.grayscale and picture.bit_depth == 16
+    np.testing.assert_allclose(picture.rgb[0, :, 0], [0, 1000 / 65535, 1], atol=1e-7)
+    with pytest.raises(LiifError) as excinfo:
+        read_image(beyond)
+    assert_one_line_error(excinfo, beyond, "outside 0-65535", "not supported")
 
 
 # ----------------------------------------------------------------------------- write errors
