@@ -12,7 +12,8 @@ side, each encoding only its input window plus the halo of pixels its latents de
 inputs with a side under 16 pixels are edge-padded along it first, and targets no larger
 than the input are Lanczos-resized without the model, as liif does. Writes 8-bit PNG, JPEG
 (quality --quality, 4:4:4), WebP or BMP; grayscale stays grayscale and alpha is resampled
-with a bicubic filter (JPEG and BMP drop it).
+with a bicubic filter (JPEG and BMP drop it), the colour under fully transparent pixels first
+replaced by the nearest visible colours, as liif does, so that it cannot fringe the edges.
 """
 
 from __future__ import annotations
@@ -231,6 +232,32 @@ def write_image(path: Path, rgb: np.ndarray, alpha: np.ndarray | None, gray: boo
     image.save(path, format=fmt, **options)
 
 
+def window_sums(plane: np.ndarray, radius: int) -> np.ndarray:
+    """Each pixel's sum of `plane` over the square of side 2 * radius + 1 around it."""
+    (h, w), side = plane.shape, 2 * radius + 1
+    t = np.pad(plane, (radius + 1, radius)).cumsum(0).cumsum(1)
+    return t[side:, side:] - t[:h, side:] - t[side:, :w] + t[:h, :w]
+
+
+def fill_hidden_colours(rgb: np.ndarray, alpha: np.ndarray, reach: int = 31) -> np.ndarray:
+    """`rgb` with each fully transparent pixel within `reach` pixels of a visible one given
+    the mean of the visible (or already filled) colours in the smallest square window (3, 5,
+    9, 17, 33 pixels a side) that holds any."""
+    known = alpha > 0
+    if known.all() or not known.any():
+        return rgb
+    out, radius, covered = rgb.copy(), 1, 0
+    while covered + radius <= reach and not known.all():
+        counts = window_sums(known.astype(np.float64), radius)
+        new = ~known & (counts > 0)
+        for c in range(3):
+            sums = window_sums(np.where(known, out[..., c], 0.0), radius)
+            out[..., c][new] = sums[new] / counts[new]
+        known |= new
+        covered, radius = covered + radius, 2 * radius
+    return out
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'WIDTHxHEIGHT' -> (height, width)."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
@@ -261,7 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     export = load_export(args.export, args.threads)
     rgb, alpha, gray, icc = read_rgb(args.input)
     size = target_size(rgb.shape[:2], args.scale, args.size)
-    out = resample_rgb(export, rgb, size, tile=args.tile, chunk=args.chunk)
+    colours = rgb if alpha is None else fill_hidden_colours(rgb, alpha)
+    out = resample_rgb(export, colours, size, tile=args.tile, chunk=args.chunk)
     if alpha is not None:
         grows = size[0] > alpha.shape[0] or size[1] > alpha.shape[1]
         alpha = resize_plane(alpha, size, Image.Resampling.BICUBIC if grows

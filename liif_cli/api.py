@@ -232,7 +232,7 @@ class Upscaler(_Resampler):
         if not uses_model(picture.size, size):
             return downscale(picture, size, progress)
         with self._memory_errors(size, name):
-            rgb = self.render_rgb(picture.rgb, size, progress)
+            rgb = self.render_rgb(visible_colours(picture), size, progress)
             alpha = None
             if picture.alpha is not None:  # bicubic: uses_model means it grows
                 alpha = _resize_plane(picture.alpha, size, Image.Resampling.BICUBIC)
@@ -250,7 +250,7 @@ class Upscaler(_Resampler):
         if not uses_model(picture.size, size):
             return out.fill(downscale(picture, size, progress))
         with self._memory_errors(size, name):
-            self.render_into(picture.rgb, size, out.put_rgb, progress)
+            self.render_into(visible_colours(picture), size, out.put_rgb, progress)
             if out.layout.alpha:
                 if picture.alpha is None:
                     raise ValueError("the output has an alpha channel and the picture has none")
@@ -330,11 +330,51 @@ def downscale(picture: Picture, size: tuple[int, int],
     colour and alpha: what the upscalers do when the model is not needed (sizing.uses_model)."""
     if progress:
         progress(size[0] * size[1], size[0] * size[1])
-    rgb = np.stack([_resize_plane(picture.rgb[..., c], size, Image.Resampling.LANCZOS)
+    colours = visible_colours(picture)
+    rgb = np.stack([_resize_plane(colours[..., c], size, Image.Resampling.LANCZOS)
                     for c in range(3)], axis=-1)
     alpha = None if picture.alpha is None else _resize_plane(picture.alpha, size,
                                                              Image.Resampling.LANCZOS)
     return picture.with_pixels(rgb, alpha)
+
+
+HIDDEN_COLOUR_REACH = 31  # pixels (windows of 3 to 33): past the filters' and the model's
+
+
+def visible_colours(picture: Picture, reach: int = HIDDEN_COLOUR_REACH) -> np.ndarray:
+    """`picture`'s (H, W, 3) RGB to resample, with the colour of each fully transparent
+    pixel (alpha 0) within `reach` pixels of a visible one replaced: by the mean of the
+    visible colours in the smallest window (3, 5, 9, 17, 33 px a side, outwards, each
+    window also counting colours the smaller ones filled) holding any. Visible pixels are
+    unchanged. Colour and alpha are resampled apart, so without
+    this a transparent area's hidden colour (often black, or left over from editing) would
+    bleed into the visible edges around it as a dark or odd fringe."""
+    if picture.alpha is None:
+        return picture.rgb
+    known = picture.alpha > 0  # (H, W)
+    if known.all() or not known.any():
+        return picture.rgb
+    out = picture.rgb.copy()
+    radius, covered = 1, 0
+    while covered + radius <= reach and not known.all():  # windows of 3, 5, 9, 17, ... px
+        counts = _window_sums(known.astype(np.float64), radius)
+        new = ~known & (counts > 0)
+        for c in range(3):
+            sums = _window_sums(np.where(known, out[..., c], 0.0), radius)
+            out[..., c][new] = sums[new] / counts[new]
+        known |= new
+        covered, radius = covered + radius, 2 * radius
+    return out
+
+
+def _window_sums(plane: np.ndarray, radius: int) -> np.ndarray:
+    """Each pixel's sum of `plane` over the square of side 2 * radius + 1 around it (zero
+    outside the image), from one summed-area table: the same cost for any radius."""
+    h, w = plane.shape
+    side = 2 * radius + 1
+    table = np.pad(plane, (radius + 1, radius)).cumsum(0).cumsum(1)
+    return (table[side:side + h, side:side + w] - table[:h, side:side + w]
+            - table[side:side + h, :w] + table[:h, :w])
 
 
 def _bicubic_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:

@@ -477,10 +477,10 @@ def _check_single_frame(image: Image.Image, name: str) -> None:
     if image.format != "MPO" and getattr(image, "n_frames", 1) > 1:
         kind = "pages" if image.format == "TIFF" else "frames"
         suffix = Path(name).suffix.lower()
-        if Image.registered_extensions().get(suffix) != image.format:  # e.g. a GIF as .jpg
+        if suffix and Image.registered_extensions().get(suffix) != image.format:
             raise LiifError(f"{name}: is a {image.format} of {image.n_frames} {kind} under a "
-                            f"{suffix or 'suffix-less'} name; name it "
-                            f".{image.format.lower()} to upscale every frame")
+                            f"{suffix} name; name it .{image.format.lower()} to upscale every "
+                            "frame")  # e.g. a GIF as .jpg
         raise LiifError(f"{name}: has {image.n_frames} {kind}; this reads single images "
                         "only (`liif upscale` and `liif resize` upscale every frame of a file)")
 

@@ -86,11 +86,46 @@ def test_pil_rgba_keeps_resampled_alpha(model, upscaler):
     out = upscaler.upscale(Image.fromarray(pixels), size=(16, 9))
     assert out.mode == "RGBA" and out.size == (16, 9)
     got = np.asarray(out)
-    colour = to8(model_rgb(model, pixels[..., :3] / np.float32(255), (9, 16)))
+    # The first column is fully transparent: each pixel's hidden colour gives way to the mean
+    # of its visible neighbours (the second column's, one row up to one row down).
+    visible = pixels[..., :3] / np.float32(255)
+    for row in range(H):
+        visible[row, 0] = visible[max(row - 1, 0):row + 2, 1].mean(axis=0)
+    colour = to8(model_rgb(model, visible, (9, 16)))
     assert np.array_equal(got[..., :3], colour)
     alpha = to8(pil_resize(pixels[..., 3] / np.float32(255), (9, 16), Image.Resampling.BICUBIC))
     assert np.array_equal(got[..., 3], alpha)
     assert got[..., 3].min() < 30 and got[..., 3].max() > 225  # the gradient survived
+
+
+def test_visible_colours_replace_hidden_ones_nearest_first():
+    """Fully transparent pixels take the mean visible colour of the smallest window (3, 5,
+    9, 17, 33 px a side) holding any, window by window outwards: up to 31 px from a visible
+    one. Visible pixels and pixels beyond reach keep theirs."""
+    rgba = np.zeros((3, 40, 4), np.uint8)
+    rgba[:, :2] = (255, 0, 0, 255)  # a visible red strip, 2 px wide
+    rgba[1, 1, 3] = 128  # half transparent: visible, keeps its colour
+    rgba[:, 2:, 2] = 255  # hidden blue everywhere else
+    picture = Picture.from_array(rgba)
+    got = api.visible_colours(picture)
+    np.testing.assert_array_equal(got[:, :2], picture.rgb[:, :2])
+    np.testing.assert_array_equal(got[:, 2:33], np.broadcast_to([1, 0, 0], (3, 31, 3)))
+    np.testing.assert_array_equal(got[:, 33:], picture.rgb[:, 33:])  # past 31 px: untouched
+    opaque = Picture.from_array(rgba[..., :3])
+    assert api.visible_colours(opaque) is opaque.rgb
+
+
+@pytest.mark.parametrize("size", [(12, 16), (3, 4)])  # the model, and a Lanczos downscale
+def test_hidden_colours_do_not_reach_the_output(upscaler, size):
+    """Two images alike but for the colour under their transparent half give the same
+    output: no fringe of the hidden colour along the visible edge."""
+    rgba = np.zeros((6, 8, 4), np.uint8)
+    rgba[:, :4] = (200, 30, 10, 255)
+    black, blue = rgba.copy(), rgba.copy()
+    blue[:, 4:, 2] = 255
+    outputs = [upscaler.upscale(Image.fromarray(x, "RGBA"), size=size[::-1]) for x in (black, blue)]
+    a, b = (np.asarray(out) for out in outputs)
+    np.testing.assert_array_equal(a, b)
 
 
 def test_pil_l_stays_grayscale(model, upscaler):
@@ -294,7 +329,8 @@ def quantised_reference(model, picture, size, layout, tile, chunk):
     """What the float path wrote for `picture` at (H', W') `size`: the float32 reference
     render (engine.render, tiled as the Upscaler tiles), alpha resized by Pillow as a whole
     float plane, gray as the mean of R, G and B, each rounded to nearest by hand."""
-    image = torch.from_numpy(np.ascontiguousarray(picture.rgb.transpose(2, 0, 1)))
+    colours = api.visible_colours(picture)  # hidden colours under alpha 0 replaced
+    image = torch.from_numpy(np.ascontiguousarray(colours.transpose(2, 0, 1)))
     rgb = engine.render(model, image, size, tile=tile, chunk=chunk).permute(1, 2, 0).numpy()
     planes = [rgb.mean(axis=2, keepdims=True) if layout.gray else rgb]
     if layout.alpha:
