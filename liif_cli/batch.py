@@ -27,6 +27,7 @@ from .images import (
     check_output_size,
     default_suffix,
     describe_source,
+    dropped_metadata,
     flatten,
     is_transparent,
     parse_colour,
@@ -382,6 +383,11 @@ def _run_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *
         picture = flatten(picture, parse_colour(background))
         notes.append(Note("note", f"{job.source}: transparency flattened onto {background} "
                                   f"({job.target.suffix.lstrip('.').upper()} has no alpha)"))
+    lost = dropped_metadata(picture, job.target)
+    if lost:
+        notes.append(Note("note", f"{job.source}: its {' and '.join(lost)} dropped "
+                                  f"({job.target.suffix.lstrip('.').upper()} output cannot "
+                                  "carry it)"))
     size = size_rule(picture.size)
     check_max_pixels(size, max_pixels)
     change = aspect_change(picture.size, size)

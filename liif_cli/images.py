@@ -671,6 +671,21 @@ def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(np.flip(pixels, flips) if flips else pixels)
 
 
+def dropped_metadata(picture: Picture, path: Path) -> list[str]:
+    """What of `picture`'s metadata write_image cannot carry into a file at `path`: its
+    colour profile (BMP holds none; a gray profile cannot describe an RGB output) and its
+    EXIF (only PNG, JPEG and WebP get it), as words for a note."""
+    fmt = _format_of(path)
+    lost = []
+    channels = _layout(picture, fmt).channels
+    if picture.icc_profile and (fmt not in _ICC_FORMATS
+                                or not icc_fits(picture.icc_profile, channels)):
+        lost.append("colour profile")
+    if picture.exif and fmt not in _EXIF_FORMATS:
+        lost.append("EXIF (camera, date, place)")
+    return lost
+
+
 def icc_fits(profile: bytes | None, channels: int) -> bool:
     """Whether an ICC profile describes pixels with this many channels (gray or RGB, +alpha)."""
     if not profile or len(profile) < 20:

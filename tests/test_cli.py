@@ -341,6 +341,25 @@ def test_exif_is_carried_and_strip_metadata_drops_it_but_keeps_icc(work, tiny_we
 
 
 @pytest.mark.skipif(SRGB is None, reason="PIL.ImageCms is not available")
+@pytest.mark.parametrize("suffix, lost", [(".png", None), (".tif", "EXIF"),
+                                          (".bmp", "colour profile and EXIF")])
+def test_metadata_an_output_cannot_carry_is_named_in_a_note(work, tiny_weights, suffix, lost):
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    src = make_image(work / "photo.jpg", 12, 10, exif=exif, icc_profile=SRGB)
+    result = run("upscale", src, "--scale", "2", "-w", tiny_weights, "-o", work / f"o{suffix}")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    if lost is None:
+        assert "dropped" not in text
+    else:
+        assert f"its {lost}" in text and f"dropped ({suffix[1:].upper()} output" in text
+    quiet = run("upscale", src, "--scale", "2", "-w", tiny_weights, "--strip-metadata",
+                "-o", work / f"p{suffix}")
+    assert ("EXIF" in quiet.output) is False  # stripped on request: nothing to tell
+
+
+@pytest.mark.skipif(SRGB is None, reason="PIL.ImageCms is not available")
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
 def test_icc_profile_is_carried(work, tiny_weights, suffix):
     src = make_image(work / f"a{suffix}", 12, 10, icc_profile=SRGB)
