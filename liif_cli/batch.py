@@ -216,8 +216,11 @@ def resize_jobs(inputs: Iterable[Path], out_dir: Path, recursive: bool, fmt: str
             below = out_real.is_relative_to(real_path(item))
             found = _scan(item, out_real if below else None, recursive, ignored)
             pairs = [(p, p.relative_to(item)) for p in found]
-        elif os.path.exists(item):
+        elif os.path.isfile(item):
             pairs = [(item, Path(item.name))]
+        elif os.path.exists(item):  # a FIFO would block the read
+            raise LiifError(f"{item}: is not a regular file (a pipe, socket or device); "
+                            "give an image or video file")
         else:
             raise LiifError(f"input not found: {item}")
         for src, rel in pairs:

@@ -534,6 +534,9 @@ def upscale(
                                 f"use `liif resize {src} --size WIDTHxHEIGHT -o OUTPUT_FOLDER`")
             if not os.path.lexists(src):
                 raise LiifError(f"{src}: no such file")
+            if os.path.exists(src) and not os.path.isfile(src):  # reading it could block
+                raise LiifError(f"{src}: is not a regular file (a pipe, socket or device); "
+                                "give an image or video file")
         from .batch import (
             check_upscale_output,
             fit_rule,

@@ -340,6 +340,8 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         raise LiifError(f"{path}: no such file")
     if os.path.isdir(path):
         raise LiifError(f"{path}: is a folder, not an image file")
+    if not os.path.isfile(path):  # a FIFO would block the read
+        raise LiifError(f"{path}: is not a regular file (a pipe, socket or device)")
     try:
         with _quiet_pillow(), Image.open(path) as image:
             _check_header(image, path, max_pixels, check)

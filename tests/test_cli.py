@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from liif_cli import __version__
 from liif_cli.cli import app
+from liif_cli.errors import LiifError
 from liif_cli.images import Picture, read_image, write_image
 from liif_cli.sizing import fit_size, target_size
 
@@ -1271,6 +1272,17 @@ def test_resize_into_a_folder_that_holds_the_inputs_takes_them(work, tiny_weight
     assert result.exit_code == 0, result.output
     assert (work / "a.png").is_file()
     assert "resized 1" in " ".join(result.output.split())
+
+
+def test_a_pipe_as_input_is_refused_not_waited_on(work, tiny_weights):
+    """Reading a FIFO with no writer blocks for ever: upscale and resize refuse it."""
+    fifo = work / "pipe.png"
+    os.mkfifo(fifo)
+    for args in (("upscale", fifo, "-s", "2"), ("resize", fifo, "--size", "8x8", "-o",
+                                                 work / "out")):
+        assert_one_error_line(run(*args, "-w", tiny_weights), "not a regular file", code=2)
+    with pytest.raises(LiifError, match="not a regular file"):
+        read_image(fifo)
 
 
 def test_a_link_loop_as_input_or_output_is_one_line(work, tiny_weights):
