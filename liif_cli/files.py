@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import threading
 import time
 import zlib
@@ -72,8 +73,17 @@ def create_temp(path: Path) -> tuple[int, Path]:
 
 
 def move_into_place(temp: Path, path: Path, overwrite: bool) -> None:
-    """Rename the finished temp file to `path`; without `overwrite`, never replace a file."""
+    """Rename the finished temp file to `path`; without `overwrite`, never replace a file,
+    and never replace a device, pipe or socket (`--json /dev/null --overwrite` as root would
+    otherwise swap /dev/null for a file)."""
     if overwrite:
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            raise LiifError(f"{path}: is not a regular file (a device, pipe or socket); not "
+                            "replaced")
         os.replace(temp, path)
         return
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -358,3 +359,21 @@ def test_a_claim_of_a_run_killed_in_another_pid_namespace_is_taken_over(tmp_path
     done = run_resize(*args)
     assert done.exit_code == 0, done.output
     assert sorted(p.name for p in out.iterdir()) == ["a.png"]
+
+
+def test_overwrite_never_replaces_a_pipe_or_device(tmp_path):
+    """--overwrite replaces files and links, not what merely sits at the name: a FIFO here,
+    /dev/null for root."""
+    from liif_cli.errors import LiifError
+    from liif_cli.files import write_text_atomic
+
+    fifo = tmp_path / "results.json"
+    os.mkfifo(fifo)
+    with pytest.raises(LiifError, match="not a regular file"):
+        write_text_atomic(fifo, "{}", overwrite=True)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no temp left
+    link = tmp_path / "link.json"
+    link.symlink_to(tmp_path / "elsewhere.json")
+    write_text_atomic(link, "{}", overwrite=True)  # the link itself is replaced
+    assert not link.is_symlink() and link.read_text() == "{}"

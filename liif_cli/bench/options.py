@@ -109,6 +109,9 @@ def check_json_target(path: str | os.PathLike[str], overwrite: bool = False) -> 
     path = Path(path).expanduser()
     if path.is_dir():
         raise LiifError(f"{path} is a folder, not a file name for the JSON results")
+    if os.path.exists(path) and not os.path.isfile(path):  # /dev/null, a FIFO: not replaced
+        raise LiifError(f"{path} is not a regular file; choose a file name for the JSON "
+                        "results")
     if os.path.lexists(path) and not overwrite:  # a dangling link too: it would refuse later
         raise LiifError(f"{path} already exists; choose another --json file or pass --overwrite")
     _check_creatable(path.parent, f"--json {path}")
