@@ -57,6 +57,14 @@ machine also ran single-threaded tests for part of the run): 5,096 steps. Kodak2
 x8: step 3,000 33.42 / 28.36 / 25.68, step 5,096 33.43 / 28.36 / 25.68. Shipped (bench.sh
 fast): on Set5 / Set14 x4 31.66 / 28.29 dB (+0.04 / +0.02), 0.15 / 0.07 below default;
 +0.01 to +0.03 at the other scales. Config, log and metrics in fast5/.
+
+`fast` took it once more (ROUND=6, runs/fast6), on the same kind of CPU, both threads (the
+machine also ran single-threaded tests for part of the run, and the thread probe kept one
+thread for a while then): 4,559 steps. Kodak24 x2 / x4 / x8: step 3,000 33.44 / 28.37 /
+25.69, step 4,559 33.44 / 28.37 / 25.69 (33.441 / 28.368 / 25.689, from 33.430 / 28.361 /
+25.682). Shipped (bench.sh fast): on Set5 / Set14 x4 31.68 / 28.30 dB (+0.03 / +0.01),
+0.12 / 0.06 below default; +0.00 to +0.02 at the other scales. Config, log and metrics in
+fast6/.
 """
 import os
 import sys
