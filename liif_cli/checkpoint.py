@@ -181,7 +181,7 @@ def check_spec(spec: ModelSpec) -> None:
     def bad(problem: str) -> LiifError:
         return UnusableInput(f"bad model spec: {problem}")
 
-    if spec.encoder not in _ENCODER_ARGS:
+    if not isinstance(spec.encoder, str) or spec.encoder not in _ENCODER_ARGS:
         raise bad(f"unknown encoder {spec.encoder!r} (known: {', '.join(_ENCODER_ARGS)})")
     if not isinstance(spec.encoder_args, dict):
         raise bad("encoder_args is not a dict")
@@ -196,7 +196,7 @@ def check_spec(spec: ModelSpec) -> None:
         elif key == "res_scale":
             if not is_finite_number(value) or not 0 < value <= 10:
                 raise bad(f"res_scale = {value!r}, expected a number in (0, 10]")
-        elif key == "RDNconfig" and value not in RDN_CONFIGS:
+        elif key == "RDNconfig" and (not isinstance(value, str) or value not in RDN_CONFIGS):
             raise bad(f"RDNconfig = {value!r}, expected one of {', '.join(RDN_CONFIGS)}")
     if spec.encoder_args.get("RDNkSize", 1) % 2 == 0:
         raise bad(f"RDNkSize = {spec.encoder_args['RDNkSize']}, expected an odd number")
@@ -207,6 +207,8 @@ def check_spec(spec: ModelSpec) -> None:
         if not _is_int(width) or not 1 <= width <= _MAX_HIDDEN_WIDTH:
             raise bad(f"hidden layer width {width!r}, expected a whole number from 1 to "
                       f"{_MAX_HIDDEN_WIDTH}")
+    if not hidden and spec.decoder == "liif":  # the MLP's first layer is a hidden one
+        raise bad("hidden = [], expected at least one hidden layer")
     for flag in ("feat_unfold", "local_ensemble", "cell_decode"):
         if not isinstance(getattr(spec, flag), bool):
             raise bad(f"{flag} = {getattr(spec, flag)!r}, expected true or false")
@@ -250,7 +252,7 @@ def _check_weights_fit(ckpt: Checkpoint, name: str) -> None:
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         raise UnusableInput(f"{name}: bad model spec ({exc})") from None
     missing = sorted(set(expected) - set(ckpt.state_dict))
-    unexpected = sorted(set(ckpt.state_dict) - set(expected))
+    unexpected = sorted(set(ckpt.state_dict) - set(expected), key=str)  # keys may be any type
     if missing or unexpected:
         raise UnusableInput(f"{name}: weights do not fit the model "
                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -72,11 +72,13 @@ def cpu_has_fast_bf16() -> bool:
 def flush_denormals() -> Iterator[None]:
     """Within the block, CPU float arithmetic treats denormal numbers as zero (torch's
     set_flush_denormal; where the CPU cannot, nothing changes). Results move by at most
-    the size of a denormal, about 1e-38. Torch's default, off, is restored after."""
+    the size of a denormal, about 1e-38. The setting before the block is restored after
+    (torch has no getter for it: a denormal that reads back as zero shows it was on)."""
     import torch
 
+    before = bool(torch.tensor([1e-40]).item() == 0.0)
     torch.set_flush_denormal(True)
     try:
         yield
     finally:
-        torch.set_flush_denormal(False)
+        torch.set_flush_denormal(before)

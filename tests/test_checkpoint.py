@@ -228,6 +228,30 @@ def test_spec_not_matching_weights_is_a_liif_error(tmp_path):
         checkpoint.load(tmp_path / "c.pth")
 
 
+def test_odd_specs_and_keys_are_liif_errors_not_tracebacks(tmp_path):
+    """An encoder named by a list, an RDN config by a list, state-dict keys of mixed types,
+    and a LIIF MLP with no hidden layer (it builds, then failed at the first render)."""
+    damages = {
+        "encoder_list": lambda raw: raw["spec"].update(encoder=["edsr-baseline"]),
+        "rdn_config_list": lambda raw: raw["spec"].update(
+            encoder="rdn", encoder_args={"RDNconfig": ["B"]}),
+        "int_key": lambda raw: raw["state_dict"].update({1: torch.zeros(1)}),
+    }
+    for name, damage in damages.items():
+        raw = good_dict()
+        damage(raw)
+        torch.save(raw, tmp_path / f"{name}.pth")
+        with pytest.raises(LiifError, match="spec|do not fit") as excinfo:
+            checkpoint.load(tmp_path / f"{name}.pth")
+        assert "\n" not in str(excinfo.value), name
+    # Built and saved as it is, so its weights fit its spec: the spec alone is refused.
+    no_hidden = checkpoint.to_dict(tiny_model(spec=ModelSpec(
+        encoder_args=dict(n_resblocks=1, n_feats=8), hidden=[])))
+    torch.save(no_hidden, tmp_path / "no_hidden.pth")
+    with pytest.raises(LiifError, match="at least one hidden layer"):
+        checkpoint.load(tmp_path / "no_hidden.pth")
+
+
 @pytest.mark.parametrize("damage", ["no_spec", "spec_extra_field", "no_state_dict",
                                     "spec_not_dict", "bad_encoder_args", "metadata_list",
                                     "metadata_text", "version_text"])

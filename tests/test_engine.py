@@ -457,3 +457,18 @@ def test_tile_and_chunk_defaults_per_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (16 * 2**30, 2**35))
     tile, _ = engine.default_tile_chunk(torch.device("cuda"))
     assert engine.DEFAULT_TILE < tile < engine.CUDA_MAX_TILE and tile % 64 == 0
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_flush_denormals_restores_the_callers_setting(before):
+    """A library call must not change the process's denormal mode behind its caller's back."""
+    from liif_cli.runtime import flush_denormals
+
+    if not torch.set_flush_denormal(before):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        with flush_denormals():
+            assert torch.tensor([1e-40]).item() == 0.0
+        assert (torch.tensor([1e-40]).item() == 0.0) is before
+    finally:
+        torch.set_flush_denormal(False)
