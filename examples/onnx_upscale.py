@@ -242,7 +242,8 @@ def window_sums(plane: np.ndarray, radius: int) -> np.ndarray:
 def fill_hidden_colours(rgb: np.ndarray, alpha: np.ndarray, reach: int = 31) -> np.ndarray:
     """`rgb` with each fully transparent pixel within `reach` pixels of a visible one given
     the mean of the visible (or already filled) colours in the smallest square window (3, 5,
-    9, 17, 33 pixels a side) that holds any."""
+    9, 17, 33 pixels a side) that holds any: liif_cli.api.visible_colours, written again
+    here because this script runs without liif."""
     known = alpha > 0
     if known.all() or not known.any():
         return rgb

@@ -346,9 +346,9 @@ def visible_colours(picture: Picture, reach: int = HIDDEN_COLOUR_REACH) -> np.nd
     pixel (alpha 0) within `reach` pixels of a visible one replaced: by the mean of the
     visible colours in the smallest window (3, 5, 9, 17, 33 px a side, outwards, each
     window also counting colours the smaller ones filled) holding any. Visible pixels are
-    unchanged. Colour and alpha are resampled apart, so without
-    this a transparent area's hidden colour (often black, or left over from editing) would
-    bleed into the visible edges around it as a dark or odd fringe."""
+    unchanged. Colour and alpha are resampled apart, so without this a transparent area's
+    hidden colour (often black, or left over from editing) would bleed into the visible
+    edges around it as a dark or odd fringe."""
     if picture.alpha is None:
         return picture.rgb
     known = picture.alpha > 0  # (H, W)

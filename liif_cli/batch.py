@@ -18,7 +18,7 @@ import numpy as np
 
 from . import animation, video
 from .errors import LiifError, OutOfMemory, is_out_of_memory, one_line
-from .files import claim, real_path, release
+from .files import check_regular_file, claim, real_path, release
 from .images import (
     SUPPORTED_SUFFIXES,
     Picture,
@@ -216,11 +216,9 @@ def resize_jobs(inputs: Iterable[Path], out_dir: Path, recursive: bool, fmt: str
             below = out_real.is_relative_to(real_path(item))
             found = _scan(item, out_real if below else None, recursive, ignored)
             pairs = [(p, p.relative_to(item)) for p in found]
-        elif os.path.isfile(item):
+        elif os.path.exists(item):
+            check_regular_file(item)
             pairs = [(item, Path(item.name))]
-        elif os.path.exists(item):  # a FIFO would block the read
-            raise LiifError(f"{item}: is not a regular file (a pipe, socket or device); "
-                            "give an image or video file")
         else:
             raise LiifError(f"input not found: {item}")
         for src, rel in pairs:

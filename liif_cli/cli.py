@@ -528,15 +528,15 @@ def upscale(
                             "the aspect ratio anyway)")
         parse_colour(background)
         check_tile(tile, cli=True)
+        from .files import check_regular_file
+
         for src in inputs:
             if os.path.isdir(src):
                 raise LiifError(f"{src} is a folder; upscale takes image files: for a folder "
                                 f"use `liif resize {src} --size WIDTHxHEIGHT -o OUTPUT_FOLDER`")
             if not os.path.lexists(src):
                 raise LiifError(f"{src}: no such file")
-            if os.path.exists(src) and not os.path.isfile(src):  # reading it could block
-                raise LiifError(f"{src}: is not a regular file (a pipe, socket or device); "
-                                "give an image or video file")
+            check_regular_file(src)  # a FIFO would block the read
         from .batch import (
             check_upscale_output,
             fit_rule,

@@ -117,6 +117,14 @@ def write_text_atomic(path: Path, text: str, *, overwrite: bool = True) -> None:
     write_atomic(path, lambda f: f.write(text.encode("utf-8")), overwrite=overwrite)
 
 
+def check_regular_file(path: str | os.PathLike[str]) -> None:
+    """LiifError if `path` exists and is not a regular file (a FIFO, socket or device):
+    reading a FIFO with no writer would block for ever."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise LiifError(f"{path}: is not a regular file (a pipe, socket or device); give an "
+                        "image or video file")
+
+
 def real_path(path: str | os.PathLike[str]) -> Path:
     """`path` absolute, with links resolved: Path.resolve() that never raises (a link loop,
     on which it raises RuntimeError before Python 3.13, is left as it stands)."""

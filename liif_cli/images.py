@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from liif_cli.errors import LiifError, one_line
-from liif_cli.files import create_temp, move_into_place
+from liif_cli.files import check_regular_file, create_temp, move_into_place
 from liif_cli.sizing import DEFAULT_MAX_PIXELS, MAX_SIDE
 
 _FORMAT_BY_SUFFIX = {
@@ -340,8 +340,7 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         raise LiifError(f"{path}: no such file")
     if os.path.isdir(path):
         raise LiifError(f"{path}: is a folder, not an image file")
-    if not os.path.isfile(path):  # a FIFO would block the read
-        raise LiifError(f"{path}: is not a regular file (a pipe, socket or device)")
+    check_regular_file(path)
     try:
         with _quiet_pillow(), Image.open(path) as image:
             _check_header(image, path, max_pixels, check)
@@ -679,13 +678,17 @@ def dropped_metadata(picture: Picture, path: Path) -> list[str]:
     EXIF (only PNG, JPEG and WebP get it), as words for a note."""
     fmt = _format_of(path)
     lost = []
-    channels = _layout(picture, fmt).channels
-    if picture.icc_profile and (fmt not in _ICC_FORMATS
-                                or not icc_fits(picture.icc_profile, channels)):
+    if picture.icc_profile and not _carries_icc(fmt, picture.icc_profile,
+                                                _layout(picture, fmt).channels):
         lost.append("colour profile")
     if picture.exif and fmt not in _EXIF_FORMATS:
         lost.append("EXIF (camera, date, place)")
     return lost
+
+
+def _carries_icc(fmt: str, profile: bytes | None, channels: int) -> bool:
+    """Whether write_image embeds `profile` in a `fmt` file of `channels` channels."""
+    return fmt in _ICC_FORMATS and icc_fits(profile, channels)
 
 
 def icc_fits(profile: bytes | None, channels: int) -> bool:
@@ -855,7 +858,7 @@ def write_image(
         layout = _layout(picture, fmt)
         stored = store(picture, layout, pillow=_through_pillow(fmt, layout))
     icc_profile = stored.icc_profile
-    if fmt not in _ICC_FORMATS or not icc_fits(icc_profile, stored.layout.channels):
+    if not _carries_icc(fmt, icc_profile, stored.layout.channels):
         icc_profile = None
     exif = _output_exif(stored.exif, fmt, stored.size)
 

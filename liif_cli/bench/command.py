@@ -8,7 +8,6 @@ benchmarking.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,11 +19,13 @@ from rich.console import Console
 from .. import bundled
 from ..degrade_settings import parse_spec
 from ..errors import LiifError, is_out_of_memory, one_line
+from ..files import real_path
 from ..sizing import check_tile
 from .options import (
     DEFAULT_QUALITY_SCALES,
     DEFAULT_SPEED_SCALES,
     check_json_target,
+    check_max_output_mp,
     check_save_folder,
     format_scale,
     parse_scales,
@@ -130,10 +131,7 @@ def prepare_bench(*, data_root: str | os.PathLike[str] | None = None,
                                   else DEFAULT_QUALITY_SCALES)
     if speed:
         request.in_size = speed_input_size(size)
-        if max_output_mp is not None and not (math.isfinite(max_output_mp)
-                                              and max_output_mp >= 0):
-            raise LiifError(f"bad --max-output-mp {max_output_mp}: must be 0 (whole outputs) "
-                            "or a positive number")
+        check_max_output_mp(max_output_mp)
     else:
         set_list = parse_sets(sets)
         bad = [s for s in request.scales if s <= 1]
@@ -142,7 +140,8 @@ def prepare_bench(*, data_root: str | os.PathLike[str] | None = None,
                             f"{format_scale(bad[0])}")
         if save_images is not None:
             check_save_folder(save_images)
-            if json_file is not None and _same_place(json_file, Path(save_images)):
+            if json_file is not None and \
+                    real_path(json_file) == real_path(Path(save_images).expanduser()):
                 raise LiifError(f"--json and --save-images both name {json_file}")
         request.plan = plan_quality(set_list, request.scales, data_root,
                                     save_images=save_images, overwrite=overwrite,
@@ -178,11 +177,6 @@ def _check_options_apply(kind: str, given: dict[str, Any]) -> None:
             why = (" (it times the training step of a fresh model on synthetic crops)"
                    if kind == "training" else "")
             raise LiifError(f"{flag} applies to {where}, not to {_KIND_NAMES[kind]}{why}")
-
-
-def _same_place(a: Path, b: Path) -> bool:
-    """Whether two paths name the same place (neither need exist yet)."""
-    return os.path.abspath(a.expanduser()) == os.path.abspath(b.expanduser())
 
 
 def _training_request(console: Console, json_file: Path | None, overwrite: bool, repeats: int,

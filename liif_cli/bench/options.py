@@ -82,6 +82,13 @@ def speed_input_size(size: str | Sequence[int] | None) -> tuple[int, int]:
     return h, w
 
 
+def check_max_output_mp(value: float | None) -> None:
+    """LiifError unless --max-output-mp is None (automatic), 0 (whole outputs) or positive."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise LiifError(f"bad --max-output-mp {value}: must be 0 (whole outputs) or a "
+                        "positive number")
+
+
 def format_scale(scale: float) -> str:
     """2.0 -> '2', 12.5 -> '12.5'."""
     return str(int(scale)) if float(scale).is_integer() else f"{scale:g}"

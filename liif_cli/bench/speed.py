@@ -29,7 +29,13 @@ from ..errors import LiifError
 from ..model import ImplicitImage
 from ..sizing import round_size
 from .common import BenchProgress, common_fields, engine_kwargs, resolve_device
-from .options import DEFAULT_SPEED_SCALES, DEFAULT_SPEED_SIZE, format_scale, speed_input_size
+from .options import (
+    DEFAULT_SPEED_SCALES,
+    DEFAULT_SPEED_SIZE,
+    check_max_output_mp,
+    format_scale,
+    speed_input_size,
+)
 
 CPU_DEFAULT_MAX_OUTPUT_MP = 0.25  # the reference decodes only tens of kilopixels/s on a CPU
 
@@ -292,8 +298,7 @@ def run_speed(model: ImplicitImage, size: tuple[int, int] | str = DEFAULT_SPEED_
         raise LiifError(f"repeats must be at least 1, got {repeats}")
     if warmup < 0:
         raise LiifError(f"warm-up runs cannot be negative, got {warmup}")
-    if max_output_mp is not None and (not math.isfinite(max_output_mp) or max_output_mp < 0):
-        raise LiifError(f"bad --max-output-mp {max_output_mp}: must be a positive number")
+    check_max_output_mp(max_output_mp)
 
     engine_options = engine_kwargs(tile, chunk, precision)
     protocol = (f"seeded synthetic {w}x{h} RGB input (seed {seed}); per scale, {warmup} "
