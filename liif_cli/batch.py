@@ -18,7 +18,7 @@ import numpy as np
 
 from . import animation, video
 from .errors import LiifError, OutOfMemory, is_out_of_memory, one_line
-from .files import check_regular_file, claim, real_path, release
+from .files import check_regular_file, claim, file_identity, real_path, release
 from .images import (
     SUPPORTED_SUFFIXES,
     Picture,
@@ -279,12 +279,12 @@ def _count_files(folder: Path) -> int:
 
 def _check_distinct(jobs: list[Job]) -> None:
     """Two inputs must never write the same output, and no output may be an input."""
-    sources = {real_path(job.source) for job in jobs}
+    sources = {file_identity(job.source) for job in jobs}
     seen: dict[Path, Path] = {}
     for job in jobs:
-        target = real_path(job.target)
-        if target in sources:
+        if file_identity(job.target) in sources:
             raise LiifError(f"output {job.target} would overwrite an input; choose another -o")
+        target = real_path(job.target)
         if target in seen:
             raise LiifError(f"{seen[target]} and {job.source} would both write {job.target}")
         seen[target] = job.source

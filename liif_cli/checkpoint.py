@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .errors import LiifError, UnusableInput
-from .files import real_path, write_atomic
+from .files import file_identity, write_atomic
 from .model import DECODERS, RDN_CONFIGS, ImplicitImage, ModelSpec, build_model
 
 FORMAT_NAME = "liif"
@@ -75,7 +75,7 @@ def export(source: str | Path, target: str | Path, overwrite: bool = False,
     ckpt = load(source)
     if os.path.lexists(target) and not overwrite:  # os.path: never raises (e.g. ENAMETOOLONG)
         raise LiifError(f"{target} already exists (pass --overwrite to replace it)")
-    if real_path(target) == real_path(source):
+    if file_identity(target) == file_identity(source):
         raise LiifError(f"export would overwrite its source {source}; choose another file")
     meta = {**ckpt.metadata, **(metadata or {})}
     try:

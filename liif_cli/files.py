@@ -131,6 +131,17 @@ def real_path(path: str | os.PathLike[str]) -> Path:
     return Path(os.path.realpath(path))
 
 
+def file_identity(path: str | os.PathLike[str]) -> object:
+    """What makes two paths one file: the device and inode where `path` exists (so a hard
+    link, or another spelling on a case-insensitive file system, is the same file), else its
+    real path (a file yet to be written)."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return real_path(path)
+    return (info.st_dev, info.st_ino)
+
+
 def json_safe(value: object) -> Any:
     """`value` made plain for a strict JSON file: keys as strings, tuples as lists, numpy
     numbers as Python's, NaN and infinities (a PSNR of identical images) as None, and

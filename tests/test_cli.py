@@ -227,16 +227,21 @@ def test_never_overwrites_without_overwrite(work, tiny_weights):
     assert files_under(work) == {"a.png", "a_x2.png"}
 
 
-@pytest.mark.parametrize("alias", [False, True])
+@pytest.mark.parametrize("alias", ["same", "dotdot", "hard link"])
 def test_refuses_to_write_onto_an_input_even_with_overwrite(work, tiny_weights, alias):
+    # A hard link stands in for another spelling of one file on a case-insensitive file
+    # system (`-o A.PNG` for a.png): only the file's identity, not its path, tells them apart.
     src = make_image(work / "a.png", 12, 10)
     original = src.read_bytes()
-    target = work / "sub" / ".." / "a.png" if alias else src
     (work / "sub").mkdir()
+    target = {"same": src, "dotdot": work / "sub" / ".." / "a.png",
+              "hard link": work / "sub" / "b.png"}[alias]
+    if alias == "hard link":
+        os.link(src, target)
     result = run("upscale", src, "--scale", "2", "-o", target, "--overwrite", "-w", tiny_weights)
     assert_one_error_line(result, "input")
     assert src.read_bytes() == original
-    assert files_under(work) == {"a.png"}
+    assert files_under(work) == {"a.png", "sub/b.png"} if alias == "hard link" else {"a.png"}
 
 
 # ---------------------------------------------------------------------------- upscale: formats
