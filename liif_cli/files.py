@@ -240,9 +240,13 @@ def claim(target: Path) -> bool:
         except OSError as exc:
             raise LiifError(f"{target}: cannot create a file in {target.parent} "
                             f"({one_line(exc)})") from exc
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(f"{os.getpid()} {_HOST}\n")
+        except BaseException:  # Ctrl-C or a full disk: an unwritten claim would block for a minute
+            _unlink(path)
+            raise
         _hold(path)
-        with os.fdopen(fd, "w") as file:
-            file.write(f"{os.getpid()} {_HOST}\n")
         return True
     return False
 

@@ -228,6 +228,21 @@ def test_an_unrefreshed_claim_of_any_host_is_taken_over(tmp_path):
     files.release(target)
 
 
+def test_a_claim_interrupted_before_it_is_written_leaves_nothing(tmp_path, monkeypatch):
+    # Ctrl-C between creating the claim and writing its owner left an empty claim that
+    # blocked the output for a minute after the run.
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    target = tmp_path / "a.png"
+    with monkeypatch.context() as patch:
+        patch.setattr(files.os, "fdopen", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            files.claim(target)
+    assert not files.claim_path(target).exists()
+    assert files.claim(target)  # the rerun takes it at once
+    files.release(target)
+
+
 def test_claims_of_names_too_long_for_their_prefix_use_a_digest(tmp_path):
     target = tmp_path / ("n" * 248 + ".png")  # 252 bytes: the claim's 265 would not fit
     path = files.claim_path(target)
