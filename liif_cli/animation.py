@@ -21,15 +21,26 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import LiifError, one_line
+from .errors import LiifError, Warn, one_line
 from .files import create_temp, move_into_place
-from .images import _DECODE_ERRORS, Picture, _quiet_pillow, compression, pil_pixels, quantise
+from .images import (
+    _DECODE_ERRORS,
+    _EXIF_FORMATS,
+    _ICC_FORMATS,
+    Picture,
+    _quiet_pillow,
+    compression,
+    icc_fits,
+    pil_pixels,
+    quantise,
+)
 from .sizing import MAX_SIDE, centre_crop_box, check_max_pixels
 
 # Output suffix -> Pillow format of an animation.
 _WRITERS = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG", ".apng": "PNG", ".tif": "TIFF",
             ".tiff": "TIFF"}
 WRITE_SUFFIXES = frozenset(_WRITERS)
+_NAMES = {"GIF": "GIF", "WEBP": "WebP", "PNG": "APNG", "TIFF": "TIFF"}
 # The longest side each format holds (GIF's 16-bit sizes, WebP's 14-bit ones), and the most
 # bytes of pixels a classic TIFF file (32-bit offsets, as Pillow writes them) can hold.
 _MAX_SIDE_OF = {"GIF": 65_535, "WEBP": 16_383, "PNG": MAX_SIDE, "TIFF": 2**32 - 1}
@@ -94,55 +105,65 @@ def _check_frame_size(path: Path, size: tuple[int, int], frames: int) -> None:
 def upscale_animation(resample: Resample, src: str | Path, dst: str | Path,
                       size_rule: SizeRule, *, overwrite: bool = False, max_pixels: int = 0,
                       quality: int = 95, crop_to: tuple[int, int] | None = None,
+                      strip_metadata: bool = False,
                       progress: Callable[[int, int], None] | None = None) -> list[str]:
     """Upscale every frame of the animation or multi-page file `src` into `dst` (format
-    from its suffix), atomically; returns notes. Problems are one-line LiifErrors."""
+    from its suffix), atomically; returns notes (a `Warn` for a file that looks cut short).
+    The colour profile is kept where the format holds one, the EXIF unless
+    `strip_metadata`. Problems are one-line LiifErrors."""
     src, dst = Path(src), Path(dst)
     check_animation_output(dst, overwrite=overwrite)
     fmt = _WRITERS[dst.suffix.lower()]
     frames: list[Image.Image] = []
     durations: list[int] = []
-    disposals: list[int] = []
     with _quiet_pillow():
         with _damage_as_error(src):
             opened = Image.open(src)
         with opened as image:
             with _damage_as_error(src):
                 total = int(getattr(image, "n_frames", 1))  # Pillow may seek every frame
-            width, height = image.size
-            first_size = size_rule((height, width))
-            check_max_pixels(first_size, max_pixels)
-            _check_frame_size(dst, crop_to or first_size, total)  # before any is rendered
             info = dict(image.info)
+            source_format = image.format
+            # An APNG's default image is shown only where animation is not supported.
+            hidden_first = bool(info.get("default_image")) and total > 1
+            sizes = _frame_sizes(image, total, src)
+            out_sizes = [size_rule(size) for size in sizes]
+            for size in out_sizes:
+                check_max_pixels(size, max_pixels)
+            if crop_to is None and fmt != "TIFF" and len(set(out_sizes[hidden_first:])) > 1:
+                raise LiifError(f"{src}: its pages differ in size, which {fmt} cannot hold "
+                                "(every frame of an animation has one size); write a .tif")
+            for size in set(out_sizes):  # before any frame is rendered
+                _check_frame_size(dst, crop_to or size, total)
             lossy, quality_in = compression(image)
             for index in range(total):
                 picture = Picture.from_array(_frame_pixels(image, index, src))
                 picture.lossy, picture.quality = lossy, quality_in
-                size = size_rule(picture.size)
-                check_max_pixels(size, max_pixels)
+                size = out_sizes[index]
                 out = resample(picture, size)
                 if crop_to is not None and tuple(crop_to) != tuple(size):
                     top, left, bottom, right = centre_crop_box(size, crop_to)
                     alpha = None if out.alpha is None else out.alpha[top:bottom, left:right]
                     out = out.with_pixels(out.rgb[top:bottom, left:right], alpha)
                 frames.append(_pil_frame(out, fmt))
-                durations.append(int(image.info.get("duration", info.get("duration", 0)) or 0))
-                disposals.append(int(getattr(image, "disposal_method", 0) or 0))
+                durations.append(int(image.info.get("duration", 0) or 0))  # none: no delay
                 if progress:
                     progress(index + 1, total)
-    options: dict[str, object] = {"save_all": True, "append_images": frames[1:]}
-    if fmt in ("GIF", "WEBP", "PNG"):
-        options.update(duration=durations, loop=int(info.get("loop", 0) or 0))
-    if fmt == "GIF":
-        options["disposal"] = disposals
-    elif fmt == "WEBP":
-        # Pillow's lossy animated WebP drops the alpha channel: transparent ones go lossless.
-        transparent = any(frame.mode == "RGBA" for frame in frames)
-        options.update(quality=quality, lossless=not lossy or transparent)
-    elif fmt == "PNG":
-        options.update(disposal=0, blend=0)  # full frames, each replacing the last
-    elif fmt == "TIFF":
-        options["compression"] = "tiff_deflate"
+    notes = [f"{src}: {total} {'pages' if fmt == 'TIFF' else 'frames'} upscaled"]
+    if hidden_first and fmt != "PNG":  # a GIF or WebP has no hidden frame: leave it out
+        frames, durations = frames[1:], durations[1:]
+        notes[0] += " (its hidden default image left out: GIF and WebP have none)"
+    options = _save_options(fmt, frames, durations, info, source_format, lossy=lossy,
+                            quality=quality, hidden_first=hidden_first)
+    notes += _metadata_options(options, fmt, frames, info, src, strip_metadata)
+    merged = _merged_frames(fmt, frames)
+    if merged:
+        notes.append(f"{dst}: {merged} frame(s) identical to the one before stored with it, "
+                     f"its duration lengthened ({_NAMES[fmt]} keeps a still moment so); it "
+                     "plays the same")
+    cut = _cut_short(src, source_format)
+    if cut:
+        notes.append(cut)
     fd, temp = create_temp(dst)
     try:
         os.close(fd)
@@ -152,11 +173,115 @@ def upscale_animation(resample: Resample, src: str | Path, dst: str | Path,
         move_into_place(temp, dst, overwrite)
     except LiifError:
         raise
-    except (OSError, ValueError, ArithmeticError, struct.error) as exc:
+    except (OSError, ValueError, ArithmeticError, RuntimeError, struct.error) as exc:
         raise LiifError(f"{dst}: could not write the animation ({one_line(exc)})") from None
     finally:
         temp.unlink(missing_ok=True)
-    return [f"{src}: {total} {'pages' if fmt == 'TIFF' else 'frames'} upscaled"]
+    return notes
+
+
+def _frame_sizes(image: Image.Image, total: int, src: Path) -> list[tuple[int, int]]:
+    """The (H, W) of each frame: the canvas for GIF, WebP and APNG (Pillow composites their
+    frames onto it), each page's own for a TIFF (read from its header, not decoded)."""
+    if image.format != "TIFF":
+        return [(image.height, image.width)] * total
+    sizes = []
+    with _damage_as_error(src):
+        for index in range(total):
+            image.seek(index)
+            sizes.append((image.height, image.width))
+        image.seek(0)
+    return sizes
+
+
+def _save_options(fmt: str, frames: list[Image.Image], durations: list[int], info: dict,
+                  source_format: str | None, *, lossy: bool, quality: int,
+                  hidden_first: bool) -> dict[str, object]:
+    """Pillow's save options for `frames` as a `fmt` animation: durations, the loop count
+    and how each frame replaces the last (every frame is a full one)."""
+    options: dict[str, object] = {"save_all": True, "append_images": frames[1:]}
+    if fmt in ("GIF", "WEBP", "PNG"):
+        options["duration"] = durations
+        loop = _loop_count(info, source_format, fmt)
+        if loop is not None:
+            options["loop"] = loop
+    transparent = any(frame.mode == "RGBA" for frame in frames)
+    if fmt == "GIF":
+        # Full frames: each drawn over the last (1), or (2) cleared first where transparent
+        # pixels must show through; the source's own methods were for its partial frames.
+        options["disposal"] = 2 if transparent else 1
+    elif fmt == "WEBP":
+        # Pillow's lossy animated WebP drops the alpha channel: transparent ones go lossless.
+        options.update(quality=quality, lossless=not lossy or transparent)
+    elif fmt == "PNG":
+        options.update(disposal=0, blend=0, default_image=hidden_first)  # each replaces the last
+    elif fmt == "TIFF":
+        options["compression"] = "tiff_deflate"
+    return options
+
+
+def _loop_count(info: dict, source_format: str | None, fmt: str) -> int | None:
+    """The loop count to write (None: write none). Counts are carried as they are (0: for
+    ever), but "play once" keeps its meaning across formats: a GIF plays once when it has no
+    loop count at all, a WebP or APNG when its count is 1. A multi-page TIFF loops for ever."""
+    if source_format == "GIF":
+        once = "loop" not in info
+    elif source_format in ("WEBP", "PNG"):
+        once = info.get("loop") == 1
+    else:
+        once = False
+    if once:
+        return None if fmt == "GIF" else 1
+    return int(info.get("loop", 0) or 0)
+
+
+def _metadata_options(options: dict[str, object], fmt: str, frames: list[Image.Image],
+                      info: dict, src: Path, strip_metadata: bool) -> list[str]:
+    """Add the source's colour profile and EXIF to `options` where `fmt` holds them; notes
+    for what is dropped."""
+    lost = []
+    profile = info.get("icc_profile")
+    if profile:
+        if fmt in _ICC_FORMATS and icc_fits(profile, len(frames[0].getbands())):
+            options["icc_profile"] = profile
+        else:
+            lost.append("colour profile")
+    exif = info.get("exif")
+    if exif and not strip_metadata:
+        if fmt in _EXIF_FORMATS:
+            options["exif"] = exif
+        else:
+            lost.append("EXIF (camera, date, place)")
+    if not lost:
+        return []
+    return [f"{src}: its {' and '.join(lost)} dropped ({_NAMES[fmt]} animations cannot hold "
+            f"{'them' if len(lost) > 1 else 'it'} here)"]
+
+
+def _merged_frames(fmt: str, frames: list[Image.Image]) -> int:
+    """How many frames the `fmt` writer folds into the frame before (identical pixels): GIF,
+    WebP and APNG writers store a run of them once, with the durations summed."""
+    if fmt == "TIFF":
+        return 0
+    return sum(a.mode == b.mode and a.tobytes() == b.tobytes()
+               for a, b in zip(frames, frames[1:], strict=False))
+
+
+def _cut_short(src: Path, source_format: str | None) -> str | None:
+    """A warning when the GIF `src` lacks its end marker (a trailer byte, 0x3B): a file cut
+    between two frames reads as a shorter animation, with no decoding error."""
+    if source_format != "GIF":
+        return None
+    try:
+        with open(src, "rb") as file:
+            file.seek(max(0, os.path.getsize(src) - 4096))
+            tail = file.read().rstrip(b"\0")
+    except OSError:
+        return None
+    if tail.endswith(b"\x3b"):
+        return None
+    return Warn(f"{src}: the file ends without GIF's end marker; it looks cut short, and the "
+                "output has only the frames it holds")
 
 
 def _frame_pixels(image: Image.Image, index: int, src: Path) -> np.ndarray:

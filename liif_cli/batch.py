@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import animation, video
-from .errors import LiifError, OutOfMemory, is_out_of_memory, one_line
+from .errors import LiifError, OutOfMemory, Warn, is_out_of_memory, one_line
 from .files import check_regular_file, claim, file_identity, real_path, release
 from .images import (
     SUPPORTED_SUFFIXES,
@@ -371,7 +371,8 @@ def _run_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *
     if video.is_video(job.source) or animation.is_animated(job.source):
         return _run_media_job(upscaler, job, size_rule, overwrite=overwrite,
                               max_pixels=max_pixels, quality=quality, crop_to=crop_to,
-                              make_dirs=make_dirs, crf=crf, frames=frames, estimate=estimate)
+                              make_dirs=make_dirs, crf=crf, strip_metadata=strip_metadata,
+                              frames=frames, estimate=estimate)
 
     def check_size(in_size: tuple[int, int]) -> None:  # from the header, before decoding
         check_max_pixels(size_rule(in_size), max_pixels)
@@ -429,7 +430,7 @@ def _run_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *
 def _run_media_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *,
                    overwrite: bool, max_pixels: int, quality: int,
                    crop_to: tuple[int, int] | None, make_dirs: bool, crf: int,
-                   frames: Callable[[int, int], None] | None,
+                   strip_metadata: bool, frames: Callable[[int, int], None] | None,
                    estimate: Callable[[video.Estimate], None] | None = None) -> JobResult:
     """A video or animation job: every frame through the upscaler's `resample`, as a
     still's; `frames` hears (frames done, total), `estimate` (videos) the first frame's
@@ -460,15 +461,15 @@ def _run_media_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeR
         texts = video.upscale_video(resample, job.source, job.target, size_rule, crf=crf,
                                     overwrite=overwrite, max_pixels=max_pixels,
                                     crop_to=crop_to, progress=frames, info=info,
-                                    estimate=estimate)
+                                    estimate=estimate, strip_metadata=strip_metadata)
         source = f"{'lossy' if info.lossy else 'lossless'} {info.codec} video"
     else:
         texts = animation.upscale_animation(resample, job.source, job.target, size_rule,
                                             overwrite=overwrite, max_pixels=max_pixels,
                                             quality=quality, crop_to=crop_to,
-                                            progress=frames)
+                                            strip_metadata=strip_metadata, progress=frames)
         source = "animation"
-    notes = [Note("warning" if isinstance(text, video.Warn) else "note", text)
+    notes = [Note("warning" if isinstance(text, Warn) else "note", text)
              for text in texts]
     return JobResult(notes, model=used[0] if used else None, source=source)
 

@@ -27,6 +27,11 @@ class OutOfMemory(LiifError):
     """Rendering an output ran out of memory (the message says what lowers memory use)."""
 
 
+class Warn(str):
+    """A note that warns (the file itself looks wrong, e.g. cut short): the CLI shows it even
+    with --quiet."""
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised in the main thread as Ctrl-C raises KeyboardInterrupt, so the
     run stops the same way: cleanup in `finally` blocks, one line, exit 130."""

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LiifError, one_line
+from .errors import LiifError, Warn, one_line
 from .files import create_temp, move_into_place
 from .images import Picture, check_output_place, quantise
 
@@ -74,11 +74,6 @@ _RGB_SPACE = 0  # AVCOL_SPC_RGB: the frames are G, B, R planes, no matrix
 Resample = Callable[[Picture, tuple[int, int]], Picture]
 SizeRule = Callable[[tuple[int, int]], tuple[int, int]]
 FrameProgress = Callable[[int, int], None]  # (frames done, total frames; 0: unknown)
-
-
-class Warn(str):
-    """A note that warns (the file itself looks wrong): the CLI shows it even with
-    --quiet."""
 
 
 def is_video(path: str | Path) -> bool:
@@ -156,6 +151,9 @@ class VideoSource:
     pix_fmt: str = PIXEL_FORMAT  # of the decoded frames
     colour: Colour = field(default_factory=Colour)
     length: float | None = None  # seconds of video, as the container says; None: unknown
+    pixel_aspect: Fraction | None = None  # width / height of a stored pixel, upright; None: 1
+    hidden_alpha: bool = False  # VP9 with an alpha plane FFmpeg's decoder leaves unread
+    index: int = 0  # the stream upscaled: the first video stream that is not a cover picture
 
 
 @dataclass(frozen=True)
@@ -311,10 +309,12 @@ def probe(src: str | Path) -> VideoSource:
     src = Path(src)
     container = _open_input(av, src)
     try:
-        if not container.streams.video:
+        vin = _main_video(container)
+        if vin is None:
             kind = "audio only" if container.streams.audio else "no streams liif can use"
+            if container.streams.video:
+                kind = "a cover picture only"
             raise LiifError(f"{src}: has no video stream ({kind})")
-        vin = container.streams.video[0]
         try:
             first = next(iter(container.decode(vin)), None)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
@@ -331,17 +331,37 @@ def probe(src: str | Path) -> VideoSource:
         if frames == 0 and rate:  # e.g. Matroska: no count stored
             whole = length if length is not None else (container.duration or 0) / 1_000_000
             frames = round(whole * float(rate))
-        codec = vin.codec_context.name
+        codec = _codec_name(vin)
         lossy = codec not in _LOSSLESS
         if codec == "h264" and _h264_lossless(vin.codec_context.extradata):
             lossy = False
         colour = Colour(range=int(first.color_range), space=int(first.colorspace),
                         primaries=int(first.color_primaries), trc=int(first.color_trc))
+        aspect = vin.sample_aspect_ratio
+        aspect = None if not aspect or aspect == 1 else Fraction(aspect)
+        if aspect is not None and turned:
+            aspect = 1 / aspect
+        hidden_alpha = codec == "vp9" and any(
+            k.lower() == "alpha_mode" and str(v) == "1" for k, v in vin.metadata.items())
         return VideoSource(size=size, frames=frames, rate=rate, codec=codec, lossy=lossy,
                            rotation=rotation, orientation=orientation,
-                           pix_fmt=first.format.name, colour=colour, length=length)
+                           pix_fmt=first.format.name, colour=colour, length=length,
+                           pixel_aspect=aspect, hidden_alpha=hidden_alpha, index=vin.index)
     finally:
         container.close()
+
+
+def _main_video(container: Any) -> Any:
+    """The video stream liif upscales: the first that is not a cover picture (an MP4's or
+    MKV's album art, stored as a one-frame video stream); None if there is none."""
+    attached = _av().stream.Disposition.attached_pic
+    return next((s for s in container.streams.video if not s.disposition & attached), None)
+
+
+def _codec_name(stream: Any) -> str:
+    """The codec of `stream` by its standard name ('mp3', not the decoder's 'mp3float')."""
+    codec = stream.codec_context.codec
+    return getattr(codec, "canonical_name", None) or stream.codec_context.name
 
 
 def _stated_length(stream: Any) -> float | None:
@@ -399,7 +419,8 @@ def upscale_video(resample: Resample, src: str | Path, dst: str | Path, size_rul
                   crop_to: tuple[int, int] | None = None,
                   progress: FrameProgress | None = None,
                   info: VideoSource | None = None,
-                  estimate: Callable[[Estimate], None] | None = None) -> list[str]:
+                  estimate: Callable[[Estimate], None] | None = None,
+                  strip_metadata: bool = False) -> list[str]:
     """Upscale every frame of the video `src` with `resample` and write `dst` atomically.
 
     `size_rule` maps the upright (H, W) of the frames to the rendered size; `crop_to`
@@ -410,7 +431,9 @@ def upscale_video(resample: Resample, src: str | Path, dst: str | Path, size_rul
     their codec, else re-encoded; subtitle streams copied, converted (text) or dropped
     (bitmap), chapters and language/title tags copied; the pixel format (where the encoder
     takes it) and the colour tags carried over; a display matrix is applied to the pixels;
-    every change is a note. `info`: the source's `probe`, if done already. `estimate` hears
+    every change is a note; non-square pixels keep their aspect tag; `strip_metadata` drops
+    the container's tags (date, place, device). `info`: the source's `probe`, if done
+    already. `estimate` hears
     the first frame's render time, before the second frame starts. Returns notes for the
     user; every problem is a one-line LiifError (a full disk included), and on any failure
     (or Ctrl-C) no output is left behind.
@@ -440,13 +463,19 @@ def upscale_video(resample: Resample, src: str | Path, dst: str | Path, size_rul
     elif info.orientation != (1, 0, 0, 1):
         notes.append(f"{src}: {_describe_turn(info.rotation, info.orientation)} for display "
                      "as its display matrix says; the output's pixels are upright")
+    if info.pixel_aspect is not None:
+        shown = round(out_size[1] * info.pixel_aspect)
+        notes.append(f"{src}: its pixels are not square (aspect {info.pixel_aspect}); the "
+                     f"output's are the same shape, so it displays at {shown}x{out_size[0]}")
+    if info.hidden_alpha:
+        notes.append(f"{src}: its alpha channel (VP9 alpha) is not kept")
     fd, temp = create_temp(dst)
     os.close(fd)
     try:
         source = _open_input(av, src)
         try:
             _transcode(av, source, temp, dst, src, info, resample, size, crop_to, out_size,
-                       pixels, crf, notes, progress, estimate)
+                       pixels, crf, notes, progress, estimate, strip_metadata)
         finally:
             source.close()
         try:
@@ -561,19 +590,22 @@ def _transcode(av: Any, source: Any, temp: Path, dst: Path, src: Path, info: Vid
                resample: Resample, size: tuple[int, int], crop_to: tuple[int, int] | None,
                out_size: tuple[int, int], pixels: _Pixels, crf: int, notes: list[str],
                progress: FrameProgress | None,
-               estimate: Callable[[Estimate], None] | None) -> None:
+               estimate: Callable[[Estimate], None] | None, strip_metadata: bool) -> None:
     """Write the upscaled video into `temp` (see upscale_video)."""
     from .sizing import centre_crop_box
 
     fmt, _, audio_encoder = _WRITERS[dst.suffix.lower()]
     encoder = _encoder(dst)
-    vin = source.streams.video[0]
+    vin = source.streams[info.index]
+    _other_videos(source, vin, notes, src)
     try:
         out = av.open(str(temp), "w", format=fmt)
     except Exception as exc:
         raise LiifError(f"{dst}: cannot write ({one_line(exc)})") from None
     done, closed = 0, False
     timing = _Timing()
+    resized: list[tuple[int, tuple[int, int]]] = []  # the first frame of another size
+    repeated = 0  # frames with the timestamp of the one before, left out
     colour, yuv = _output_colour(av, info, pixels)
     space = colour.space
     try:
@@ -585,19 +617,26 @@ def _transcode(av: Any, source: Any, temp: Path, dst: Path, src: Path, info: Vid
         context = vout.codec_context
         context.color_range, context.colorspace = colour.range, space
         context.color_primaries, context.color_trc = colour.primaries, colour.trc
+        if info.pixel_aspect is not None:
+            context.sample_aspect_ratio = info.pixel_aspect
         options = {"crf": str(crf)}
         if encoder.startswith("libvpx"):
             options["b"] = "0"  # constant quality, as x264's crf
         context.options = options
-        _copy_tags(source, out, vin, vout)
+        _copy_tags(source, out, vin, vout, container=not strip_metadata)
         handlers = _audio_streams(av, source, out, fmt, audio_encoder, notes, src)
         handlers.update(_subtitle_streams(av, source, out, fmt, notes, src))
         _copy_chapters(source, out, fmt, notes, src)
         matrix = _SWS_MATRIX.get(space) if yuv else None
 
         def write(frame: Any) -> None:
-            nonlocal done
+            nonlocal done, repeated
+            if frame.pts is not None and timing.last is not None and frame.pts <= timing.last:
+                repeated += 1  # no encoder takes two frames at one time: shown for no time
+                return
             upright = _upright(frame.to_ndarray(format=pixels.rgb_format), info.orientation)
+            if upright.shape[:2] != tuple(info.size) and not resized:
+                resized.append((done, upright.shape[:2]))
             picture = Picture.from_array(upright)
             picture.lossy = info.lossy
             started = time.perf_counter()
@@ -656,6 +695,15 @@ def _transcode(av: Any, source: Any, temp: Path, dst: Path, src: Path, info: Vid
                  timing.cut_short_note(src, vin.time_base, info.length)):
         if note:
             notes.append(note)
+    if resized:
+        index, (height, width) = resized[0]
+        notes.append(Warn(f"{src}: its frames change size (from {info.size[1]}x{info.size[0]} "
+                          f"to {width}x{height} at frame {index + 1}); every frame is scaled "
+                          f"to {out_size[1]}x{out_size[0]}, so those of another shape are "
+                          "stretched"))
+    if repeated:
+        notes.append(Warn(f"{src}: {repeated} frame(s) with the same timestamp as the frame "
+                          "before left out (a player shows such a frame for no time)"))
 
 
 def _output_colour(av: Any, info: VideoSource, pixels: _Pixels) -> tuple[Colour, bool]:
@@ -677,13 +725,24 @@ def _output_colour(av: Any, info: VideoSource, pixels: _Pixels) -> tuple[Colour,
     return colour, yuv
 
 
-def _copy_tags(source: Any, out: Any, vin: Any, vout: Any) -> None:
-    """The container's metadata (title, date, ...) and the video stream's language and
-    title, less the tags muxers write themselves."""
-    for key, value in source.metadata.items():
+def _copy_tags(source: Any, out: Any, vin: Any, vout: Any, container: bool = True) -> None:
+    """The container's metadata (title, date, place, ...; not without `container`) and the
+    video stream's language and title, less the tags muxers write themselves."""
+    for key, value in source.metadata.items() if container else ():
         if key.lower() not in _OWN_TAGS:
             out.metadata[key] = value
     _copy_stream_tags(vin, vout)
+
+
+def _other_videos(source: Any, main: Any, notes: list[str], src: Path) -> None:
+    """A note for each video stream besides `main` (another angle, a cover picture): only
+    one is upscaled, and the others are not kept."""
+    attached = _av().stream.Disposition.attached_pic
+    for stream in source.streams.video:
+        if stream.index != main.index:
+            what = "cover picture" if stream.disposition & attached else "video stream"
+            notes.append(f"{src}: {what} {stream.index} ({_codec_name(stream)}) not kept "
+                         f"(liif upscales one video stream, {main.index})")
 
 
 def _copy_stream_tags(stream: Any, target: Any, disposition: bool = False) -> None:
@@ -732,7 +791,7 @@ def _audio_streams(av: Any, source: Any, out: Any, fmt: str, audio_encoder: str,
     handlers: dict[int, Callable[[Any], None]] = {}
     fits = _AUDIO_FITS.get(fmt)
     for stream in source.streams.audio:
-        codec = stream.codec_context.name
+        codec = _codec_name(stream)
         if fits is None or codec in fits:
             target = out.add_stream_from_template(stream)
             target.time_base = stream.time_base
@@ -751,22 +810,38 @@ def _audio_streams(av: Any, source: Any, out: Any, fmt: str, audio_encoder: str,
         notes.append(f"{src}: audio stream {stream.index} ({codec}) re-encoded as "
                      f"{audio_encoder} (the output's container cannot hold {codec})")
 
-        def recode(packet: Any, target: Any = target, resampler: Any = resampler) -> None:
-            frames = _decode(av, packet, src) if packet is not None else []
-            for frame in frames:
-                frame.pts = None
-                for piece in resampler.resample(frame):
-                    for encoded in target.encode(piece):
-                        out.mux(encoded)
-            if packet is None:
-                for piece in resampler.resample(None):
-                    for encoded in target.encode(piece):
-                        out.mux(encoded)
-                for encoded in target.encode(None):
-                    out.mux(encoded)
-
-        handlers[stream.index] = recode
+        handlers[stream.index] = _recoder(av, out, target, resampler, rate, src)
     return handlers
+
+
+def _recoder(av: Any, out: Any, target: Any, resampler: Any, rate: int,
+             src: Path) -> Callable[[Any], None]:
+    """A packet handler that decodes packets, resamples them for `target`'s encoder and
+    muxes what it encodes. Samples are counted from the first frame's time (a track may
+    start late), so the sound stays where it was against the picture."""
+    clock: int | None = None  # the next sample's time, in 1/rate
+
+    def recode(packet: Any) -> None:
+        nonlocal clock
+        pieces = []
+        for frame in _decode(av, packet, src) if packet is not None else []:
+            if clock is None:
+                start = frame.pts * frame.time_base if frame.pts is not None else 0
+                clock = max(0, round(start * rate))
+            frame.pts = None  # the resampler's own count restarts at 0
+            pieces += resampler.resample(frame)
+        if packet is None:
+            pieces += resampler.resample(None)
+        for piece in pieces:
+            piece.pts, piece.time_base = clock or 0, Fraction(1, rate)
+            clock = (clock or 0) + piece.samples
+            for encoded in target.encode(piece):
+                out.mux(encoded)
+        if packet is None:
+            for encoded in target.encode(None):
+                out.mux(encoded)
+
+    return recode
 
 
 def _copier(out: Any, target: Any) -> Callable[[Any], None]:

@@ -809,3 +809,412 @@ def test_auto_weights_treat_a_lossless_video_as_clean(tiny_bundle, tmp_path, cod
     result = run_job(upscaler, Job(src, tmp_path / "out.mp4"), lambda hw: (96, 128))
     assert result.model == "default"
     assert result.source == f"lossless {'ffv1' if codec == 'ffv1' else 'h264'} video"
+
+
+# ------------------------------------------- sound offsets, pixel shapes, other streams, tags
+
+
+def _clip_with_sound(path: Path, *, start_s: float = 0.0, codec: str = "aac") -> Path:
+    """Two seconds of 16x12 video at 12 fps with one second of sound from `start_s`."""
+    out = av.open(str(path), "w")
+    v = out.add_stream("libx264", rate=RATE)
+    v.width, v.height, v.pix_fmt = 16, 12, "yuv420p"
+    a = out.add_stream(codec, rate=48000)
+    a.layout = "stereo"
+    resampler = av.AudioResampler(format=a.codec_context.codec.audio_formats[0].name,
+                                  layout="stereo", rate=48000)
+    for i in range(2 * RATE):
+        frame = av.VideoFrame.from_ndarray(_pattern(i % N, 16, 12), format="rgb24")
+        frame.pts, frame.time_base = i, Fraction(1, RATE)
+        for packet in v.encode(frame):
+            out.mux(packet)
+    size = a.codec_context.frame_size or 1152
+    for first in range(0, 48000, size):
+        wave = (0.2 * np.sin(np.arange(first, first + size) * 0.05)).astype(np.float32)
+        chunk = av.AudioFrame.from_ndarray(np.stack([wave, wave]), format="fltp",
+                                           layout="stereo")
+        chunk.sample_rate = 48000
+        chunk.pts, chunk.time_base = first + round(start_s * 48000), Fraction(1, 48000)
+        for piece in resampler.resample(chunk):
+            for packet in a.encode(piece):
+                out.mux(packet)
+    for stream in (a, v):
+        for packet in stream.encode(None):
+            out.mux(packet)
+    out.close()
+    return path
+
+
+def _first_sound_s(path: Path) -> float:
+    with av.open(str(path)) as container:
+        frame = next(container.decode(audio=0))
+        return float(frame.pts * frame.time_base)
+
+
+def test_reencoded_sound_that_starts_late_stays_in_place(tmp_path):
+    """AAC cannot go into WebM, so it is re-encoded; it starts a second in, as before."""
+    from liif_cli import video
+
+    src = _clip_with_sound(tmp_path / "late.mp4", start_s=1.0)
+    dst = tmp_path / "out.webm"
+    notes = video.upscale_video(nearest, src, dst, double)
+    assert any("re-encoded as libopus" in note for note in notes)
+    assert _first_sound_s(src) == pytest.approx(1.0, abs=0.03)
+    assert _first_sound_s(dst) == pytest.approx(_first_sound_s(src), abs=0.03)
+
+
+def test_mp3_sound_is_copied_where_the_container_holds_it(tmp_path):
+    """The decoder is called mp3float; the codec is MP3, which MP4 holds as it is."""
+    from liif_cli import video
+
+    src = _clip_with_sound(tmp_path / "mp3.mkv", codec="libmp3lame")
+    dst = tmp_path / "out.mp4"
+    assert video.upscale_video(nearest, src, dst, double) == []
+    assert audio_packets(dst) == audio_packets(src)
+
+
+def test_non_square_pixels_keep_their_shape_with_a_note(tmp_path):
+    from liif_cli import video
+
+    src = tmp_path / "wide.mp4"
+    out = av.open(str(src), "w")
+    v = out.add_stream("libx264", rate=RATE)
+    v.width, v.height, v.pix_fmt = 16, 12, "yuv420p"
+    v.codec_context.sample_aspect_ratio = Fraction(2, 1)  # each pixel twice as wide as high
+    for i in range(3):
+        frame = av.VideoFrame.from_ndarray(_pattern(i, 16, 12), format="rgb24")
+        frame.pts, frame.time_base = i, Fraction(1, RATE)
+        for packet in v.encode(frame):
+            out.mux(packet)
+    for packet in v.encode(None):
+        out.mux(packet)
+    out.close()
+    dst = tmp_path / "out.mkv"
+    assert video.upscale_video(nearest, src, dst, double) == [
+        f"{src}: its pixels are not square (aspect 2); the output's are the same shape, so "
+        "it displays at 64x24"]
+    with av.open(str(dst)) as check:
+        assert check.streams.video[0].sample_aspect_ratio == 2
+
+
+def _two_video_streams(path: Path, *, cover: bool = False, video: bool = True) -> Path:
+    """A clip with two video streams; with `cover`, one is a one-frame cover picture (MP4's
+    album art, which FFmpeg lists after the tracks); without `video`, only that cover and a
+    second of sound (an .m4a song)."""
+    out = av.open(str(path), "w")
+    streams = []
+    for index in range(2 if video else 1):
+        still = cover and index == 0
+        stream = out.add_stream("mjpeg" if still else "libx264", rate=RATE)
+        stream.width, stream.height = 16, 12
+        stream.pix_fmt = "yuvj420p" if still else "yuv420p"
+        if still:
+            stream.disposition = av.stream.Disposition.attached_pic
+        streams.append(stream)
+    sound = None
+    if not video:
+        sound = out.add_stream("aac", rate=48000)
+        sound.layout = "mono"
+    for i in range(4):
+        for index, stream in enumerate(streams):
+            if cover and index == 0 and i > 0:
+                continue
+            frame = av.VideoFrame.from_ndarray(_pattern(i + 4 * index, 16, 12), format="rgb24")
+            frame = frame.reformat(format=stream.pix_fmt)
+            frame.pts, frame.time_base = i, Fraction(1, RATE)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+    if sound is not None:
+        for first in range(0, 48000, 1024):
+            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                               layout="mono")
+            chunk.sample_rate, chunk.pts, chunk.time_base = 48000, first, Fraction(1, 48000)
+            for packet in sound.encode(chunk):
+                out.mux(packet)
+    for stream in [*streams, *([sound] if sound else [])]:
+        for packet in stream.encode(None):
+            out.mux(packet)
+    out.close()
+    return path
+
+
+def test_a_second_video_stream_is_not_kept_and_a_note_says_so(tmp_path):
+    from liif_cli import video
+
+    src = _two_video_streams(tmp_path / "angles.mkv")
+    dst = tmp_path / "out.mkv"
+    notes = video.upscale_video(nearest, src, dst, double)
+    assert notes == [f"{src}: video stream 1 (h264) not kept (liif upscales one video "
+                     "stream, 0)"]
+    assert [f for _, f in video_frames(dst)][0].shape == (24, 32, 3)
+
+
+def test_a_cover_picture_is_never_taken_for_the_video(tmp_path):
+    from liif_cli import video
+
+    src = _two_video_streams(tmp_path / "cover.mp4", cover=True)
+    dst = tmp_path / "out.mp4"
+    notes = video.upscale_video(nearest, src, dst, double)
+    assert notes == [f"{src}: cover picture 1 (mjpeg) not kept (liif upscales one video "
+                     "stream, 0)"]
+    assert len(video_frames(dst)) == 4
+    song = _two_video_streams(tmp_path / "song.mp4", cover=True, video=False)
+    with pytest.raises(LiifError, match="has no video stream \\(a cover picture only\\)"):
+        video.probe(song)
+
+
+def test_frames_that_change_size_are_scaled_with_a_warning(tmp_path):
+    from liif_cli import video
+    from liif_cli.errors import Warn
+
+    src = tmp_path / "change.mkv"
+    out = av.open(str(src), "w")
+    stream = out.add_stream("mjpeg", rate=RATE)
+    stream.width, stream.height, stream.pix_fmt = 16, 12, "yuvj420p"
+    wide = av.CodecContext.create("mjpeg", "w")  # an encoder for the frames of another size
+    wide.width, wide.height, wide.pix_fmt = 32, 12, "yuvj420p"
+    wide.time_base = Fraction(1, RATE)
+    wide.open()
+    for i in range(5):
+        encoder = wide if i >= 3 else stream.codec_context
+        frame = av.VideoFrame.from_ndarray(_pattern(i, 32 if i >= 3 else 16, 12), format="rgb24")
+        frame = frame.reformat(format="yuvj420p")
+        frame.pts, frame.time_base = i, Fraction(1, RATE)
+        for packet in encoder.encode(frame):
+            packet.stream, packet.pts, packet.dts = stream, i, i
+            packet.time_base = Fraction(1, RATE)
+            out.mux(packet)
+    out.close()
+    notes = video.upscale_video(nearest, src, tmp_path / "out.mkv", double)
+    assert notes == [f"{src}: its frames change size (from 16x12 to 32x12 at frame 4); every "
+                     "frame is scaled to 32x24, so those of another shape are stretched"]
+    assert isinstance(notes[0], Warn)  # shown even with --quiet
+    assert len(video_frames(tmp_path / "out.mkv")) == 5
+
+
+def test_frames_sharing_a_timestamp_are_left_out_with_a_warning(tmp_path):
+    """An encoder takes no two frames at one time; before, the whole job failed on a hidden
+    temporary file's name."""
+    from liif_cli import video
+    from liif_cli.errors import Warn
+
+    src = write_clip(tmp_path / "twice.mkv", _frames(pts=[0, 40, 40, 80, 120]),
+                     time_base=Fraction(1, 1000))
+    dst = tmp_path / "out.mp4"
+    notes = video.upscale_video(nearest, src, dst, double)
+    assert notes == [f"{src}: 1 frame(s) with the same timestamp as the frame before left "
+                     "out (a player shows such a frame for no time)"]
+    assert isinstance(notes[0], Warn)
+    assert [float(t) for t, _ in video_frames(dst)] == pytest.approx([0, 0.04, 0.08, 0.12])
+
+
+def test_vp9_alpha_that_is_not_kept_gets_a_note(tmp_path):
+    from liif_cli import video
+
+    src = tmp_path / "alpha.webm"
+    out = av.open(str(src), "w")
+    stream = out.add_stream("libvpx-vp9", rate=RATE)
+    stream.width, stream.height, stream.pix_fmt = 16, 12, "yuva420p"
+    for i in range(3):
+        rgba = np.dstack([_pattern(i, 16, 12), np.full((12, 16), 255, np.uint8)])
+        rgba[:, :6, 3] = 0
+        frame = av.VideoFrame.from_ndarray(rgba, format="rgba")
+        frame.pts, frame.time_base = i, Fraction(1, RATE)
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
+    out.close()
+    assert video.upscale_video(nearest, src, tmp_path / "out.webm", double) == [
+        f"{src}: its alpha channel (VP9 alpha) is not kept"]
+
+
+def test_strip_metadata_drops_a_videos_date_and_place(tmp_path):
+    from liif_cli.batch import Job, run_job
+
+    src = write_clip(tmp_path / "phone.mp4", _frames(3))  # titled "A test clip"
+    with av.open(str(src)) as check:
+        assert check.metadata.get("title") == "A test clip"
+    kept, stripped = tmp_path / "kept.mp4", tmp_path / "stripped.mp4"
+    run_job(_NearestUpscaler(), Job(src, kept), double)
+    run_job(_NearestUpscaler(), Job(src, stripped), double, strip_metadata=True)
+    with av.open(str(kept)) as a, av.open(str(stripped)) as b:
+        assert a.metadata.get("title") == "A test clip"
+        assert "title" not in b.metadata
+
+
+class _NearestUpscaler:
+    """Stands in for an Upscaler in batch jobs: `nearest` for every picture."""
+
+    name = "nearest"
+
+    def model_for(self, picture):
+        return self
+
+    def resample(self, picture, size, name=None):
+        return nearest(picture, size)
+
+
+# --------------------------------------------- animations: loops, delays, profiles, pages
+
+
+def _frames_of(path: Path) -> list[tuple[np.ndarray, int | None]]:
+    """(RGBA pixels, duration) of each frame as Pillow composites it."""
+    with Image.open(path) as image:
+        result = []
+        for index in range(image.n_frames):
+            image.seek(index)
+            image.load()
+            result.append((np.asarray(image.convert("RGBA")), image.info.get("duration")))
+        return result
+
+
+def _same(picture, size):
+    """A stand-in resample that keeps every pixel (the frames as they are)."""
+    return nearest(picture, size) if picture.alpha is None else \
+        picture.with_pixels(picture.rgb, picture.alpha)
+
+
+def _still_size(hw):
+    return hw
+
+
+@pytest.mark.parametrize("suffix, loop", [(".gif", None), (".webp", 1), (".png", 1)])
+def test_a_gif_that_plays_once_still_plays_once(tmp_path, suffix, loop):
+    from liif_cli.animation import upscale_animation
+
+    frames = [Image.new("RGB", (16, 12), c) for c in ("red", "blue", "green")]
+    frames[0].save(tmp_path / "once.gif", save_all=True, append_images=frames[1:], duration=100)
+    dst = tmp_path / f"out{suffix}"
+    upscale_animation(nearest, tmp_path / "once.gif", dst, double)
+    with Image.open(dst) as out:
+        assert out.info.get("loop") == loop  # a GIF with no loop count plays once
+    if suffix == ".gif":
+        assert b"NETSCAPE2.0" not in dst.read_bytes()
+
+
+def test_gif_frames_without_a_delay_keep_none(tmp_path):
+    """A frame with no Graphic Control Extension has no delay; it took the first frame's."""
+    import re
+
+    from liif_cli.animation import upscale_animation
+
+    frames = [Image.new("RGB", (16, 12), c) for c in ("red", "blue", "green")]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:],
+                   duration=[2000, 0, 0], loop=0)
+    data = (tmp_path / "a.gif").read_bytes()
+    keep = data.find(b"\x21\xf9\x04") + 8  # the first frame's extension stays
+    src = tmp_path / "b.gif"
+    src.write_bytes(data[:keep] + re.sub(rb"\x21\xf9\x04.{4}\x00", b"", data[keep:],
+                                         flags=re.S))
+    assert [d for _, d in _frames_of(src)] == [2000, None, None]
+    upscale_animation(nearest, src, tmp_path / "out.gif", double)
+    assert [d or 0 for _, d in _frames_of(tmp_path / "out.gif")] == [2000, 0, 0]
+
+
+def test_gif_transparency_is_right_whatever_disposal_the_source_used(tmp_path):
+    """Frames come out whole; the source's disposal methods were for its partial frames."""
+    from liif_cli.animation import upscale_animation
+
+    frames = []
+    for i, colour in enumerate([(255, 0, 0), (0, 0, 255), (0, 160, 0)]):
+        rgba = np.zeros((12, 16, 4), np.uint8)
+        rgba[..., :3], rgba[..., 3] = colour, 255
+        rgba[:, : 4 + 3 * i, 3] = 0
+        rgba[3 * i: 3 * i + 3, :, 3] = 0
+        frames.append(Image.fromarray(rgba, "RGBA"))
+    src = tmp_path / "d.gif"
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=100, loop=0,
+                   disposal=[0, 2, 0])
+    upscale_animation(_same, src, tmp_path / "out.gif", _still_size)
+    for (ours, _), (theirs, _) in zip(_frames_of(tmp_path / "out.gif"), _frames_of(src),
+                                      strict=True):
+        assert np.array_equal(ours[..., 3] == 0, theirs[..., 3] == 0)
+
+
+def _srgb_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("suffix, options", [(".png", {}), (".webp", {"lossless": True}),
+                                             (".tif", {})])
+def test_an_animations_colour_profile_is_kept(tmp_path, suffix, options):
+    from liif_cli.animation import upscale_animation
+
+    frames = [Image.new("RGB", (16, 12), c) for c in ("red", "blue")]
+    src = tmp_path / f"icc{suffix}"
+    profile = _srgb_profile()  # made once: its header holds the time it was made
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=100,
+                   icc_profile=profile, **options)
+    dst = tmp_path / f"out{suffix}"
+    upscale_animation(nearest, src, dst, double)
+    with Image.open(dst) as out:
+        assert out.info.get("icc_profile") == profile
+    notes = upscale_animation(nearest, src, tmp_path / "out.gif", double)
+    assert notes[1] == f"{src}: its colour profile dropped (GIF animations cannot hold it here)"
+
+
+def test_an_apngs_hidden_default_image_stays_hidden(tmp_path):
+    from liif_cli.animation import upscale_animation
+
+    frames = [Image.new("RGB", (16, 12), c) for c in ("white", "red", "blue")]
+    src = tmp_path / "a.png"
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=[0, 100, 200],
+                   loop=0, default_image=True)
+    upscale_animation(nearest, src, tmp_path / "out.png", double)
+    with Image.open(tmp_path / "out.png") as out:
+        assert out.info.get("default_image") and out.n_frames == 3
+    notes = upscale_animation(nearest, src, tmp_path / "out.gif", double)
+    assert "hidden default image left out" in notes[0]
+    shown = _frames_of(tmp_path / "out.gif")
+    assert [tuple(f[0, 0, :3]) for f, _ in shown] == [(255, 0, 0), (0, 0, 255)]
+    assert [d for _, d in shown] == [d for _, d in _frames_of(src)[1:]]
+
+
+def test_tiff_pages_of_different_sizes_cannot_become_one_animation(tmp_path):
+    from liif_cli.animation import upscale_animation
+
+    pages = [Image.new("RGB", (16, 12), "red"), Image.new("RGB", (40, 6), "blue")]
+    src = tmp_path / "p.tif"
+    pages[0].save(src, save_all=True, append_images=pages[1:])
+    for suffix in (".gif", ".webp", ".png"):
+        with pytest.raises(LiifError, match="its pages differ in size, which .* cannot hold"):
+            upscale_animation(_no_render, src, tmp_path / f"out{suffix}", double)
+    upscale_animation(nearest, src, tmp_path / "out.tif", double)
+    with Image.open(tmp_path / "out.tif") as out:
+        sizes = []
+        for index in range(out.n_frames):
+            out.seek(index)
+            sizes.append(out.size)
+    assert sizes == [(32, 24), (80, 12)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif", "p.tif"]
+
+
+def test_identical_frames_in_a_row_are_merged_by_the_writer_with_a_note(tmp_path):
+    from liif_cli.animation import upscale_animation
+
+    pages = [Image.new("RGB", (16, 12), c) for c in ("red", "red", "red", "blue")]
+    src = tmp_path / "a.tif"  # a TIFF keeps every page; the animation writers would merge
+    pages[0].save(src, save_all=True, append_images=pages[1:])
+    dst = tmp_path / "out.gif"
+    notes = upscale_animation(nearest, src, dst, double)
+    assert notes[1:] == [f"{dst}: 2 frame(s) identical to the one before stored with it, its "
+                         "duration lengthened (GIF keeps a still moment so); it plays the same"]
+    assert len(_frames_of(dst)) == 2
+
+
+def test_a_gif_without_its_end_marker_gets_a_warning(tmp_path):
+    from liif_cli.animation import upscale_animation
+    from liif_cli.errors import Warn
+
+    _animation(tmp_path / "whole.gif")
+    assert upscale_animation(nearest, tmp_path / "whole.gif", tmp_path / "a.gif",
+                             double)[1:] == []
+    cut = tmp_path / "cut.gif"
+    cut.write_bytes((tmp_path / "whole.gif").read_bytes()[:-1])  # every frame, no trailer
+    notes = upscale_animation(nearest, cut, tmp_path / "b.gif", double)
+    assert notes[1:] == [f"{cut}: the file ends without GIF's end marker; it looks cut short, "
+                         "and the output has only the frames it holds"]
+    assert isinstance(notes[1], Warn)
