@@ -153,7 +153,13 @@ class Upscaler(_Resampler):
                  precision: str = "auto", tile: int | None = None, chunk: int | None = None,
                  name: str = "custom", metadata: dict[str, Any] | None = None,
                  min_side: int = MIN_SIDE):
+        if not isinstance(model, ImplicitImage):
+            hint = (" (to load weights by name or file: Upscaler.from_pretrained(...))"
+                    if isinstance(model, (str, Path)) else "")
+            raise TypeError(f"model= must be a liif model (LIIF or LMF); got "
+                            f"{type(model).__name__}{hint}")
         check_tile(tile, chunk)
+        _min_side_argument(min_side)
         # 'auto' becomes bf16 or fp32 here; errors (e.g. fp16 on the CPU) surface early.
         self.device, self.precision = _device_and_precision(device, precision)
         self.model = model.eval().to(self.device)
@@ -294,6 +300,9 @@ class AutoUpscaler(_Resampler):
         # model loads when the first image that needs it comes (a run of PNGs never reads
         # the real-photo weights).
         check_tile(tile, chunk)
+        _min_side_argument(min_side)
+        if not isinstance(fast, bool):
+            raise TypeError(f"fast= must be True or False; got {fast!r}")
         device, _ = _device_and_precision(device, precision)
         # The name as given: 'auto' resolves per model (see engine.precision_name).
         self.options = dict(device=device, precision=precision, tile=tile, chunk=chunk,
@@ -503,7 +512,7 @@ def _size_argument(size: object) -> tuple[int, int] | None:
     if size is None:
         return None
     expected = "size=(width, height), two whole numbers"
-    if isinstance(size, (str, bytes)) or not hasattr(size, "__len__"):
+    if not isinstance(size, (tuple, list, np.ndarray)):
         raise TypeError(f"{expected}; got {size!r} ({type(size).__name__})")
     if len(size) != 2:
         raise ArgumentError(f"{expected}; got {size!r}")
@@ -565,9 +574,23 @@ def _check_float_rgb(rgb: np.ndarray) -> None:
 def _device_and_precision(device: str | torch.device,
                           precision: str) -> tuple[torch.device, str]:
     """The device and the precision name (auto resolved) an Upscaler renders with; a bad
-    name raises LiifError."""
-    device = resolve_device(device) if isinstance(device, str) else device
+    name, or a device that is not here, raises LiifError."""
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device= must be a name ('auto', 'cpu', 'cuda', 'mps') or a "
+                        f"torch.device; got {device!r}")
+    if not isinstance(precision, str):
+        raise TypeError(f"precision= must be a name ('auto', 'fp32', 'bf16', 'fp16'); got "
+                        f"{precision!r}")
+    device = resolve_device(str(device))  # a torch.device too: is it available here?
     return device, precision_name(precision, device)
+
+
+def _min_side_argument(min_side: object) -> None:
+    """TypeError or ArgumentError for a `min_side=` that is not a whole number >= 0."""
+    if isinstance(min_side, bool) or not isinstance(min_side, numbers.Integral):
+        raise TypeError(f"min_side= must be a whole number of pixels >= 0; got {min_side!r}")
+    if min_side < 0:
+        raise ArgumentError(f"min_side= must be >= 0; got {min_side}")
 
 
 def edge_padding(n_in: int, n_out: int, min_side: int = MIN_SIDE) -> int:

@@ -38,10 +38,13 @@ from .model import make_cells, make_coords
 # --------------------------------------------------------------------------- images
 
 
-def _image_files(path: Path) -> list[Path]:
+def _image_files(path: Path) -> tuple[list[Path], int]:
+    """The files of a data folder (or the one file given), hidden ones aside, and how many
+    sub-folders it has (not read: a folder is one flat set of images)."""
     if os.path.isfile(path):
-        return [path]
-    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        return [path], 0
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    return sorted(p for p in entries if p.is_file()), sum(p.is_dir() for p in entries)
 
 
 def _rgb8(pixels: np.ndarray) -> np.ndarray:
@@ -67,6 +70,8 @@ def load_images(paths: list[str] | list[Path], min_size: int = 1,
     warnings: list[str] = []
     not_images: list[str] = []
     too_small: list[str] = []
+    too_large: list[str] = []
+    folders = 0
     seen_any = False
     for raw in paths:
         path = Path(raw).expanduser()
@@ -75,7 +80,8 @@ def load_images(paths: list[str] | list[Path], min_size: int = 1,
         if not (os.path.isdir(path) or os.path.isfile(path)):
             raise LiifError(f"{what} data is neither a folder nor a file: {path}")
         try:
-            files = _image_files(path)
+            files, subfolders = _image_files(path)
+            folders += subfolders
         except OSError as exc:
             raise LiifError(f"cannot read {what} folder {path}: {exc.strerror or exc}") from None
         for file in files:
@@ -84,7 +90,10 @@ def load_images(paths: list[str] | list[Path], min_size: int = 1,
                 with Image.open(file) as img:
                     img.load()
                     array = _rgb8(pil_pixels(img, file.name))
-            except (OSError, ValueError, Image.DecompressionBombError):
+            except Image.DecompressionBombError:  # over Pillow's limit, about 179 MP
+                too_large.append(file.name)
+                continue
+            except (OSError, ValueError):
                 not_images.append(file.name)
                 continue
             except LiifError as exc:  # an image of a kind liif does not read (e.g. HDR)
@@ -103,6 +112,14 @@ def load_images(paths: list[str] | list[Path], min_size: int = 1,
     if too_small:
         warnings.append(f"skipped {len(too_small)} {what} image(s) smaller than {min_size} px "
                         f"a side: " + _short_list(too_small))
+    if too_large:
+        warnings.append(f"skipped {len(too_large)} {what} image(s) too large to read (over "
+                        f"{2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} MP; cut them into "
+                        "parts): " + _short_list(too_large))
+    if folders:
+        warnings.append(f"skipped {folders} sub-folder(s) of the {what} data (only the images "
+                        "directly in each folder given are read; give a sub-folder as a "
+                        "folder of its own)")
     if not images:
         if not seen_any:
             raise LiifError(f"no files in the {what} data: {where}")

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from .errors import LiifError
+from .errors import LiifError, one_line
 
 T = TypeVar("T")
 _owned = False  # init_from_env created the group, so cleanup() destroys it
@@ -64,7 +64,12 @@ def init_from_env(device: str = "auto") -> bool:
         backend = "cpu:gloo,cuda:nccl"
     else:
         backend = "gloo"
-    dist.init_process_group(backend=backend, init_method="env://")
+    try:
+        dist.init_process_group(backend=backend, init_method="env://")
+    except (ValueError, RuntimeError, TimeoutError) as exc:  # e.g. no MASTER_ADDR, a port in use
+        raise LiifError(f"rank {os.environ['RANK']} cannot join the process group the "
+                        f"environment describes (start ranks with torchrun): "
+                        f"{one_line(exc)}") from None
     _owned = True
     return True
 

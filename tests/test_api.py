@@ -682,6 +682,8 @@ def test_auto_upscaler_rejects_bad_options_before_loading(tiny_bundle):
     (np.zeros((4, 4, 3), np.uint8), {"size": "40x30"}, TypeError, ["size=(width, height)"]),
     (np.zeros((4, 4, 3), np.uint8), {"size": (40, 0)}, ArgumentError, ["size=", "from 1"]),
     (np.zeros((4, 4, 3), np.uint8), {"size": (40.0, 30)}, TypeError, ["whole numbers"]),
+    (np.zeros((4, 4, 3), np.uint8), {"size": {"w": 40, "h": 30}}, TypeError,
+     ["size=(width, height)"]),
     (np.zeros((4, 4, 3), np.uint8), {"scale": "2"}, TypeError, ["scale="]),
     (np.zeros((4, 4, 3), np.uint8), {"scale": 0}, ArgumentError, ["scale=", "> 0"]),
     (np.zeros((4, 4, 3), np.uint8), {}, ArgumentError, ["exactly one of scale= ", "size="]),
@@ -748,3 +750,30 @@ def test_tiles_the_cli_refuses_are_refused(model, tiny_bundle, options, error, w
         for word in words:
             assert word in str(excinfo.value)
     assert Upscaler(model, device="cpu", tile=0).tile == 0  # one piece
+
+
+@pytest.mark.parametrize(("make", "error", "words"), [
+    (lambda m: Upscaler("default"), TypeError, ["liif model", "Upscaler.from_pretrained"]),
+    (lambda m: Upscaler(torch.nn.Linear(2, 2)), TypeError, ["liif model", "Linear"]),
+    (lambda m: Upscaler(m, device=5), TypeError, ["device=", "torch.device"]),
+    (lambda m: Upscaler(m, device="cpu", precision=32), TypeError, ["precision="]),
+    (lambda m: Upscaler(m, device="cpu", min_side=None), TypeError, ["min_side="]),
+    (lambda m: Upscaler(m, device="cpu", min_side=-1), ArgumentError, ["min_side="]),
+    (lambda m: AutoUpscaler(device="cpu", min_side=None), TypeError, ["min_side="]),
+    (lambda m: AutoUpscaler(device="cpu", fast="no"), TypeError, ["fast=", "True or False"]),
+])
+def test_bad_constructor_arguments_fail_at_once_and_say_what_was_expected(model, make, error,
+                                                                          words):
+    with pytest.raises(error) as excinfo:
+        make(model)
+    for word in words:
+        assert word in str(excinfo.value), str(excinfo.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_torch_device_that_is_not_here_fails_at_once(model):
+    for make in (lambda: Upscaler(model, device=torch.device("cuda")),
+                 lambda: AutoUpscaler(device=torch.device("cuda"))):
+        with pytest.raises(LiifError, match="no CUDA GPU is available here"):
+            make()
+    assert Upscaler(model, device=torch.device("cpu")).device == torch.device("cpu")

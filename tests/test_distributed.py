@@ -88,6 +88,19 @@ def test_more_ranks_than_gpus_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
     assert not distributed.is_distributed()
 
 
+def test_a_group_that_cannot_be_joined_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank variables without torchrun's MASTER_ADDR (set by hand): one line, not
+    torch.distributed's traceback."""
+    for var in (*LAUNCH_VARS, "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(LiifError, match=r"rank 0 cannot join the process group .*torchrun.*"
+                                        "MASTER_ADDR"):
+        distributed.init_from_env("cpu")
+    assert not distributed.is_distributed()
+
+
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
 def test_shard_splits_items_exactly_once(monkeypatch: pytest.MonkeyPatch, world: int) -> None:
     items = [f"f{i}" for i in range(7)]

@@ -972,3 +972,144 @@ def test_run_configs_store_files_absolute_and_bundled_names_as_names(tmp_path: P
     assert config.val == str(tmp_path / "val")
     assert config.init == str(tmp_path / "start.pth")
     assert config.teacher == "default"  # a bundled name stays a name
+
+
+# --------------------------------------------------- run folders, resumes and option ranges
+
+
+def test_sighup_saves_and_stops_as_sigterm_does(data_dir: Path, tmp_path: Path) -> None:
+    """Closing the terminal of a run (SIGHUP) killed it without saving."""
+    def callback(ev: train.TrainEvent) -> None:
+        if ev.kind == "step" and ev.step == 2:
+            signal.raise_signal(signal.SIGHUP)
+
+    events: list = []
+    old = signal.getsignal(signal.SIGHUP)
+    result = run_training(tiny_config(data_dir, tmp_path / "run", steps=50),
+                          lambda ev: (events.append(ev), callback(ev)))
+    assert result.interrupted and result.step == 2
+    assert signal.getsignal(signal.SIGHUP) is old
+    assert any("stopped by SIGHUP after step 2" in (ev.message or "") for ev in events)
+    assert checkpoint.load(tmp_path / "run" / "last.pth").extra["train_state"]["step"] == 2
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(
+        data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    seen: list[str] = []
+
+    def callback(ev: train.TrainEvent) -> None:
+        if ev.kind == "step" and ev.step == 1 and not seen:
+            for resume in (False, True):  # a new run, and a resume before any checkpoint
+                try:
+                    run_training(tiny_config(data_dir, out, steps=2, resume=resume))
+                except LiifError as exc:
+                    seen.append(str(exc))
+
+    result = run_training(tiny_config(data_dir, out, steps=3), callback)
+    assert result.step == 3
+    assert seen[0] == f"another liif train is running in {out}; wait for it, or choose " \
+                      "another output folder"
+    assert seen[1].startswith("nothing to resume") or seen[1] == seen[0]
+    assert checkpoint.load(out / "last.pth").extra["train_state"]["step"] == 3
+    assert not list(out.glob(".*claim"))  # released at the end
+    run_training(tiny_config(data_dir, out, resume=True, steps=4))  # resumable as ever
+
+
+def test_a_new_run_never_replaces_files_it_did_not_make(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "config.json").write_text('{"mine": 1}\n')
+    with pytest.raises(LiifError, match="already holds config.json but no checkpoint"):
+        run_training(tiny_config(data_dir, out, steps=1))
+    assert (out / "config.json").read_text() == '{"mine": 1}\n'
+
+
+def test_resume_keeps_the_runs_threads_and_device(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_training(tiny_config(data_dir, out, steps=2, workers=1))
+    saved = checkpoint.load(out / "last.pth").extra["train_state"]["config"]
+    from liif_cli.train.config import resume_config
+
+    resumed, _ = resume_config(TrainConfig(out=str(out), resume=True, steps=3,
+                                           given=["out", "resume", "steps"]), saved, step=2)
+    assert (resumed.workers, resumed.device) == (1, "cpu")  # not torch's default, nor auto
+    again, _ = resume_config(TrainConfig(out=str(out), resume=True, workers=2,
+                                         given=["out", "resume", "workers"]), saved)
+    assert again.workers == 2  # given again: the caller's
+
+
+def test_resume_warns_when_the_training_images_changed(data_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    out = tmp_path / "run"
+    run_training(tiny_config(data, out, steps=2))
+    assert checkpoint.load(out / "last.pth").extra["train_state"]["images"][0][0] == "img0.png"
+    result = run_training(tiny_config(data, out, steps=3, resume=True))
+    assert not [w for w in result.warnings if "images changed" in w]
+    (data / "img1.png").unlink()
+    Image.new("RGB", (120, 100)).save(data / "zz.png")
+    result = run_training(tiny_config(data, out, steps=4, resume=True))
+    assert [w for w in result.warnings if "images changed" in w] == [
+        "the training images changed since the run's last checkpoint (1 added, 1 removed): "
+        "it resumes on them as they are now, not bit for bit"]
+
+
+def test_validation_options_without_a_validation_set_are_refused(data_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    with pytest.raises(LiifError, match="--val-every needs --val"):
+        run_training(tiny_config(data_dir, tmp_path / "a", val_every=1, given=["val_every"]))
+    out = tmp_path / "b"
+    run_training(tiny_config(data_dir, out, steps=1))
+    for name, value in (("val_every", 1), ("val_degrade", ["jpeg:75"])):
+        with pytest.raises(LiifError, match=f"--{name.replace('_', '-')} needs --val"):
+            run_training(TrainConfig(out=str(out), resume=True, steps=2, **{name: value},
+                                     given=["out", "resume", "steps", name]))
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("seed", 2**70, "seed must be between 0 and"),
+    ("seed", -1, "seed must be between 0 and"),
+    ("workers", 2**31, "workers must be between 0 and 1024"),
+    ("steps", 2.5, "steps must be a whole number"),
+    ("batch_size", 2.5, "batch_size must be a whole number"),
+    ("val_scales", [], "validation scales must be whole numbers"),
+    ("val_scales", [2.5], "validation scales must be whole numbers"),
+    ("val_crop", -4, "val_crop must be a whole number of pixels"),
+    ("scale_max", float("inf"), "scale range"),
+])
+def test_out_of_range_options_are_one_line_and_leave_no_folder(data_dir: Path, tmp_path: Path,
+                                                               field: str, value: object,
+                                                               match: str) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(LiifError, match=match):
+        run_training(tiny_config(data_dir, out, **{field: value}))
+    assert not out.exists()
+
+
+def test_a_device_that_is_not_here_is_one_line_and_leaves_no_folder(data_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    import torch
+
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    with pytest.raises(LiifError, match="--device mps: Apple's MPS backend is not available"):
+        run_training(tiny_config(data_dir, tmp_path / "run", device="mps"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_images_too_large_to_read_and_sub_folders_are_named_as_such(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from liif_cli.dataset import load_images
+
+    data = _images(tmp_path / "data", [(40, 40), (60, 60)])
+    _images(data / "more", [(40, 40)])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 60x60 is over twice this
+    images, names, warnings = load_images([data], 32)
+    assert [Path(n).name for n in names] == ["0.png"]
+    assert warnings == [
+        "skipped 1 training image(s) too large to read (over 0 MP; cut them into parts): 1.png",
+        "skipped 1 sub-folder(s) of the training data (only the images directly in each folder "
+        "given are read; give a sub-folder as a folder of its own)"]

@@ -29,9 +29,13 @@ RUN_FIELDS = ("data", "encoder", "decoder", "model", "init", "steps", "time_budg
               "batch_size", "lr", "lr_schedule", "seed", "ema",
               "crop", "samples", "scale_min", "scale_max", "shrink_max", "amp", "degradation",
               "teacher", "distill", "freeze_encoder", "extensions")
-# Fields that only watch a run (validation, checkpoint interval): on resume they stay the
-# run's own unless given again.
-WATCH_FIELDS = ("val", "val_every", "val_scales", "val_crop", "val_degrade", "checkpoint_every")
+# Fields that only watch a run (validation, checkpoint interval) or say where it runs (the
+# device, the CPU threads: both change the numbers a little): on resume they stay the run's
+# own unless given again.
+WATCH_FIELDS = ("val", "val_every", "val_scales", "val_crop", "val_degrade", "checkpoint_every",
+                "device", "workers")
+MAX_WORKERS = 1024  # more CPU threads than any machine has is a typing slip
+SEED_RANGE = (0, 2**63 - 1)  # what every generator a run seeds takes
 DEFAULT_STEPS = 100_000
 AMP_MODES = ("auto", "bf16", "off")
 
@@ -161,10 +165,17 @@ class TrainConfig:
         def bad(msg: str) -> None:
             raise LiifError(f"bad training option: {msg}")
 
+        for name in ("steps", "batch_size", "checkpoint_every", "val_every", "workers", "seed",
+                     "crop", "samples"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                bad(f"{name} must be a whole number (got {value!r})")
         if self.total_steps < 1:
             bad(f"steps must be >= 1 (got {self.steps})")
         if self.batch_size < 1:
             bad(f"batch size must be >= 1 (got {self.batch_size})")
+        if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            bad(f"seed must be between {SEED_RANGE[0]} and {SEED_RANGE[1]:,} (got {self.seed})")
         if self.time_budget is not None and not self.time_budget > 0:
             bad(f"time budget must be > 0 seconds (got {self.time_budget})")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -181,14 +192,14 @@ class TrainConfig:
         if not 0.0 <= self.ema < 1.0:
             bad(f"ema decay must be in [0, 1) (got {self.ema})")
         self.degradation_config()  # its own one-line LiifError
-        if self.workers < 0:
-            bad(f"workers must be >= 0 (got {self.workers})")
+        if not 0 <= self.workers <= MAX_WORKERS:
+            bad(f"workers must be between 0 and {MAX_WORKERS} (got {self.workers})")
         if self.crop < 1:
             bad(f"crop must be >= 1 px (got {self.crop})")
         if not 1 <= self.samples <= self.crop * self.crop:
             bad(f"samples per crop must be between 1 and crop^2 = {self.crop ** 2} "
                 f"(got {self.samples})")
-        if not 1.0 <= self.scale_min <= self.scale_max:
+        if not 1.0 <= self.scale_min <= self.scale_max < math.inf:
             bad(f"scale range must satisfy 1 <= min <= max (got {self.scale_min}, "
                 f"{self.scale_max})")
         if self.decoder not in ("liif", "lmf"):
@@ -201,21 +212,33 @@ class TrainConfig:
             bad("a teacher needs --distill above 0 (the weight of its L1 in the loss)")
         if not 1.0 <= self.shrink_max <= 8.0:
             bad(f"shrink_max must be in [1, 8] (got {self.shrink_max})")
-        if any(int(s) < 1 for s in self.val_scales):
-            bad(f"validation scales must be >= 1 (got {self.val_scales})")
+        if not self.val_scales or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
+                                      for s in self.val_scales):
+            bad(f"validation scales must be whole numbers >= 1 (got {self.val_scales})")
+        if self.val_crop is not None and not (isinstance(self.val_crop, int)
+                                              and self.val_crop >= 1):
+            bad(f"val_crop must be a whole number of pixels >= 1 (got {self.val_crop!r})")
         for spec in self.val_degrade:
             parse_spec(spec)  # its own one-line LiifError
         if not self.resume:  # a resumed run trains on its own data, from its own start
             if self.freeze_encoder and self.init is None:
                 bad("--freeze-encoder keeps the encoder of --init; give --init (e.g. default)")
-            if self.val_degrade and self.val is None:
-                bad("--val-degrade needs --val (the images to validate on)")
+            self.check_validation()
             for what, path in [*(("training", d) for d in self.data), ("validation", self.val)]:
                 if path is not None and not os.path.exists(Path(path).expanduser()):
                     raise LiifError(f"{what} data not found: {path}")
             for weights in (self.init, self.teacher):
                 if weights is not None:
                     bundled.resolve_weights(weights)  # its own one-line LiifError
+
+    def check_validation(self) -> None:
+        """LiifError if validation options were given to a run with nothing to validate on
+        (no `val`): they would be ignored. A resumed run checks its merged config."""
+        if self.val is None:
+            for name, option in (("val_degrade", "--val-degrade"), ("val_every", "--val-every")):
+                if getattr(self, name) and self.is_given(name):
+                    raise LiifError(f"bad training option: {option} needs --val (the images "
+                                    "to validate on)")
 
     @property
     def max_crop(self) -> int:
@@ -288,6 +311,8 @@ def resume_config(config: TrainConfig, saved: dict[str, Any], step: int = 0,
         warnings.append(_extend(kept, config.steps, step, elapsed))
     watch = {k: saved[k] for k in WATCH_FIELDS if k in saved and not config.is_given(k)}
     merged = TrainConfig.from_dict({**config.to_dict(), **watch, **kept})
+    if merged.val is None:  # nor has the run a validation set: validation options do nothing
+        config.check_validation()
     ignored = [k for k in RUN_FIELDS if k != "steps"
                and config.is_given(k) and getattr(config, k) != kept[k]]
     if ignored:

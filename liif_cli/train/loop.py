@@ -20,8 +20,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import bundled, checkpoint, distributed
 from ..dataset import CropSampler, load_images
+from ..engine import resolve_device as engine_device
 from ..errors import LiifError, UnusableInput
-from ..files import write_text_atomic
+from ..files import claim, release, write_text_atomic
 from ..model import ImplicitImage, build_model
 from ..runtime import cpu_has_fast_bf16, retain_freed_memory
 from .config import (
@@ -80,8 +81,13 @@ class TrainResult:
 ProgressFn = Callable[[TrainEvent], Any]
 
 
+# The signals that stop a run cleanly (it saves first): Ctrl-C, kill, and a closed terminal.
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                      if hasattr(signal, name))
+
+
 class _StopFlag:
-    """Set by SIGINT/SIGTERM (or by the caller); the loop checks it after every step."""
+    """Set by SIGINT/SIGTERM/SIGHUP (or by the caller); the loop checks it after every step."""
 
     def __init__(self, event: threading.Event | None = None):
         self.event = event or threading.Event()
@@ -97,7 +103,7 @@ class _StopFlag:
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _STOP_SIGNALS:
             self._old[sig] = signal.signal(sig, self._handler)
 
     def restore(self) -> None:
@@ -122,15 +128,12 @@ def resolve_amp(amp: str, device: torch.device, legacy: bool = False) -> str:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device a run trains on: `auto` is CUDA where there is one, else the CPU (training
+    on Apple's MPS is asked for by name); a named device must be available (as for
+    `liif upscale`)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise LiifError(f"unknown device {name!r} (use auto, cpu or cuda)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LiifError(f"device {name!r} requested but CUDA is not available")
-    return device
+    return engine_device(name)
 
 
 def run_training(config: TrainConfig, progress: ProgressFn | None = None,
@@ -169,6 +172,8 @@ def run_training(config: TrainConfig, progress: ProgressFn | None = None,
                            emit, stop)
     finally:
         torch.set_num_threads(old_threads)
+        if distributed.is_main():
+            release(Path(config.out).expanduser() / CHECKPOINT_NAME)
 
 
 def _setup(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | None,
@@ -199,6 +204,7 @@ def _start(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | No
 
     # ---- resume, fine-tune or fresh start
     start = None
+    recorded_images = None
     if config.resume:
         if not ckpt_path.is_file():
             raise LiifError(f"nothing to resume: {ckpt_path} does not exist")
@@ -209,6 +215,7 @@ def _start(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | No
         config, more = resume_config(config, state["config"], int(state.get("step", 0)),
                                      float(state.get("elapsed_s", 0.0)))
         warnings += more
+        recorded_images = state.get("images")  # None: a checkpoint from before they were
         for folder in config.data:
             if not Path(folder).expanduser().exists():  # e.g. relative, from an older run
                 raise LiifError(f"the run's training data {folder} is not found; give --data "
@@ -231,11 +238,28 @@ def _start(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | No
                         f"evenly over {world} ranks (it is the global batch: use a multiple "
                         f"of {world})")
     created = prepare_run_dir(out)
+    claimed = False
     try:
+        if distributed.is_main():
+            claimed = claim(ckpt_path)
+            if not claimed:
+                raise LiifError(f"another liif train is running in {out}; wait for it, or "
+                                "choose another output folder")
+        leftovers = [n for n in ("config.json", METRICS_NAME) if (out / n).exists()]
+        if leftovers and not config.resume:
+            raise LiifError(f"{out} already holds {' and '.join(leftovers)} but no checkpoint "
+                            "(a run that never saved one, or other files): remove them or "
+                            "choose another output folder")
         device = resolve_device(distributed.device_name(config.device))
         config.amp = resolve_amp(config.amp, device, legacy=config.resume)
         images, names, more = load_images(config.data, config.max_crop, "training")
         warnings += more
+        if recorded_images is not None:
+            change = _image_change(recorded_images, image_list(images, names))
+            if change:
+                warnings.append(f"the training images changed since the run's last "
+                                f"checkpoint ({change}): it resumes on them as they are now, "
+                                "not bit for bit")
         val_images: list[np.ndarray] = []
         if config.val:
             # validate() scores an image at scale s once its sides, cut to multiples of s,
@@ -244,9 +268,32 @@ def _start(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | No
                                               "validation")
             warnings += more
     except BaseException:
+        if claimed:
+            release(ckpt_path)
         remove_if_empty(out, created)
         raise
     return config, start, device, images, names, val_images, warnings
+
+
+def image_list(images: list[np.ndarray], names: list[str]) -> list[list[Any]]:
+    """What a checkpoint records of its training images: [file name, height, width] each
+    (names without folders: a run whose data moved resumes alike)."""
+    return [[Path(name).name, *image.shape[:2]] for image, name in zip(images, names,
+                                                                        strict=True)]
+
+
+def _image_change(recorded: list[list[Any]], now: list[list[Any]]) -> str:
+    """How the training images differ from a run's record ('' if not at all), in words."""
+    if [list(r) for r in recorded] == now:
+        return ""
+    before = {r[0]: tuple(r[1:]) for r in recorded}
+    after = {r[0]: tuple(r[1:]) for r in now}
+    added = len(after.keys() - before.keys())
+    removed = len(before.keys() - after.keys())
+    resized = sum(before[k] != after[k] for k in before.keys() & after.keys())
+    parts = [f"{n} {what}" for n, what in ((added, "added"), (removed, "removed"),
+                                           (resized, "of another size")) if n]
+    return ", ".join(parts) or "in another order"
 
 
 class _LossModule(torch.nn.Module):
@@ -289,6 +336,7 @@ class _Run:
                  device: torch.device, images: list[np.ndarray], names: list[str],
                  val_images: list[np.ndarray], emit: Callable[[TrainEvent], Any]):
         self.config, self.device, self.names, self.val_images = config, device, names, val_images
+        self.image_list = image_list(images, names)
         self.n_images, self.emit = len(images), emit
         self.out = Path(config.out).expanduser()
         self.ckpt_path = self.out / CHECKPOINT_NAME
@@ -420,7 +468,7 @@ class _Run:
                 self.emit(self.event("checkpoint"))
         if interrupted:
             self.save()
-            sig = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}.get(flag.signal, "stop")
+            sig = signal.Signals(flag.signal).name if flag.signal in _STOP_SIGNALS else "stop"
             if world > 1 and not flag.event.is_set():
                 sig = "another rank's signal"
             self.emit(self.event("interrupted", message=f"stopped by {sig} after step "
@@ -513,6 +561,7 @@ class _Run:
             "last_val": self.last_val,
             "loss_sum": self.loss_sum,
             "loss_count": self.loss_count,
+            "images": self.image_list,
         }
         weights = self.model
         if self.averaged is not None:
