@@ -201,7 +201,8 @@ CrfOpt = Annotated[int, typer.Option(
     "larger); images ignore it.", min=0, max=63)]
 StripMetadataOpt = Annotated[bool, typer.Option(
     "--strip-metadata", help="Drop the EXIF metadata (camera, date, GPS position) from the "
-    "outputs; the colour profile is kept.", metavar=FLAG)]
+    "outputs, and a video's container tags (date, place, device); the colour profile is "
+    "kept.", metavar=FLAG)]
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -921,8 +922,11 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue RUN_DIR/last.pth.",
                                          metavar=FLAG)]
     = False,
-    device: DeviceOpt = Device.auto,
-    workers: Annotated[int, typer.Option(help="CPU threads (0: torch's default).")] = 0,
+    device: Annotated[Device, typer.Option(
+        help="Where to train: auto picks cuda, else cpu (mps only when named). A resumed run "
+        "keeps its own unless given.")] = Device.auto,
+    workers: Annotated[int, typer.Option(
+        help="CPU threads (0: torch's default). A resumed run keeps its own unless given.")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     ema: Annotated[float, typer.Option(
         help="Keep a moving average of the weights with this decay (e.g. 0.999; 0: off); "
