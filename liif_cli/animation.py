@@ -201,7 +201,7 @@ def _save_options(fmt: str, frames: list[Image.Image], durations: list[int], inf
     and how each frame replaces the last (every frame is a full one)."""
     options: dict[str, object] = {"save_all": True, "append_images": frames[1:]}
     if fmt in ("GIF", "WEBP", "PNG"):
-        options["duration"] = durations
+        options["duration"] = _gif_delays(durations) if fmt == "GIF" else durations
         loop = _loop_count(info, source_format, fmt)
         if loop is not None:
             options["loop"] = loop
@@ -218,6 +218,17 @@ def _save_options(fmt: str, frames: list[Image.Image], durations: list[int], inf
     elif fmt == "TIFF":
         options["compression"] = "tiff_deflate"
     return options
+
+
+def _gif_delays(durations: list[int]) -> list[int]:
+    """Frame durations in milliseconds made whole hundredths of a second, as GIF stores them
+    (Pillow would cut each down: 33 ms frames would play 10% fast), rounded so that every
+    frame starts at its own time to the nearest hundredth."""
+    starts = [0]
+    for duration in durations:
+        starts.append(starts[-1] + duration)
+    marks = [10 * round(start / 10) for start in starts]
+    return [end - begin for begin, end in zip(marks, marks[1:], strict=False)]
 
 
 def _loop_count(info: dict, source_format: str | None, fmt: str) -> int | None:

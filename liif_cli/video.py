@@ -405,8 +405,9 @@ def _pixel_format(av: Any, encoder: str, info: VideoSource, src: Path,
         alpha, deep = True, False
     chosen = wanted if wanted in formats and not alpha else PIXEL_FORMAT
     if chosen != wanted:
-        why = "its alpha is not kept" if alpha and wanted in formats else \
-            f"{encoder} cannot encode it"
+        why = f"{encoder} cannot encode it"
+        if alpha:
+            why = "its alpha is not kept" + ("" if wanted in formats else f"; {why}")
         notes.append(f"{src}: pixel format {info.pix_fmt} written as {chosen} ({why})")
     out_deep = max(component.bits for component in av.VideoFormat(chosen).components) > 8
     if deep or out_deep:  # more than 8 bits a channel: through 16-bit RGB

@@ -1218,3 +1218,26 @@ def test_a_gif_without_its_end_marker_gets_a_warning(tmp_path):
     assert notes[1:] == [f"{cut}: the file ends without GIF's end marker; it looks cut short, "
                          "and the output has only the frames it holds"]
     assert isinstance(notes[1], Warn)
+
+
+def test_frame_times_survive_gifs_hundredths_of_a_second(tmp_path):
+    """33 ms frames (30 fps) into a GIF: Pillow would store 30 ms each (10% fast); each
+    frame starts at its own time to the nearest hundredth instead."""
+    from liif_cli.animation import upscale_animation
+
+    frames = [Image.new("RGB", (16, 12), (40 * i, 0, 0)) for i in range(6)]
+    src = tmp_path / "a.webp"
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=33, loop=0,
+                   lossless=True)
+    upscale_animation(nearest, src, tmp_path / "out.gif", double)
+    delays = [d for _, d in _frames_of(tmp_path / "out.gif")]
+    assert delays == [30, 40, 30, 30, 30, 40] and sum(delays) == 200  # 6 x 33 = 198
+
+
+def test_a_source_with_alpha_is_told_its_alpha_is_not_kept(tmp_path):
+    from liif_cli import video
+
+    src = write_clip(tmp_path / "alpha.mov", _frames(3), codec="qtrle", pix_fmt="argb")
+    notes = video.upscale_video(nearest, src, tmp_path / "out.mkv", double)
+    assert notes == [f"{src}: pixel format argb written as yuv420p (its alpha is not kept; "
+                     "libx264 cannot encode it)"]
