@@ -28,6 +28,7 @@ from .images import (
     _EXIF_FORMATS,
     _ICC_FORMATS,
     Picture,
+    _output_exif,
     _quiet_pillow,
     compression,
     icc_fits,
@@ -138,6 +139,10 @@ def upscale_animation(resample: Resample, src: str | Path, dst: str | Path,
             lossy, quality_in = compression(image)
             for index in range(total):
                 picture = Picture.from_array(_frame_pixels(image, index, src))
+                if picture.size != sizes[index]:  # Pillow widens the canvas for a stray frame
+                    raise LiifError(f"{src}: frame {index + 1} is {picture.size[1]}x"
+                                    f"{picture.size[0]}, not the {sizes[index][1]}x"
+                                    f"{sizes[index][0]} of the animation (a damaged file?)")
                 picture.lossy, picture.quality = lossy, quality_in
                 size = out_sizes[index]
                 out = resample(picture, size)
@@ -149,14 +154,17 @@ def upscale_animation(resample: Resample, src: str | Path, dst: str | Path,
                 durations.append(int(image.info.get("duration", 0) or 0))  # none: no delay
                 if progress:
                     progress(index + 1, total)
-    notes = [f"{src}: {total} {'pages' if fmt == 'TIFF' else 'frames'} upscaled"]
-    if hidden_first and fmt != "PNG":  # a GIF or WebP has no hidden frame: leave it out
+    shown = total - hidden_first
+    notes = [f"{src}: {shown} {'pages' if fmt == 'TIFF' else 'frames'} upscaled"]
+    if hidden_first and fmt != "PNG":  # only an APNG has a hidden frame: leave it out
         frames, durations = frames[1:], durations[1:]
-        notes[0] += " (its hidden default image left out: GIF and WebP have none)"
+        notes[0] += f" (its hidden default image left out: {_NAMES[fmt]} has none)"
+    elif hidden_first:
+        notes[0] += " (and its hidden default image, kept hidden)"
     options = _save_options(fmt, frames, durations, info, source_format, lossy=lossy,
-                            quality=quality, hidden_first=hidden_first)
+                            quality=quality, hidden_first=hidden_first and fmt == "PNG")
     notes += _metadata_options(options, fmt, frames, info, src, strip_metadata)
-    merged = _merged_frames(fmt, frames)
+    merged = _merged_frames(fmt, frames[hidden_first and fmt == "PNG":])
     if merged:
         notes.append(f"{dst}: {merged} frame(s) identical to the one before stored with it, "
                      f"its duration lengthened ({_NAMES[fmt]} keeps a still moment so); it "
@@ -201,6 +209,8 @@ def _save_options(fmt: str, frames: list[Image.Image], durations: list[int], inf
     and how each frame replaces the last (every frame is a full one)."""
     options: dict[str, object] = {"save_all": True, "append_images": frames[1:]}
     if fmt in ("GIF", "WEBP", "PNG"):
+        if hidden_first:  # Pillow times the animation frames only, not the default image
+            durations = durations[1:]
         options["duration"] = _gif_delays(durations) if fmt == "GIF" else durations
         loop = _loop_count(info, source_format, fmt)
         if loop is not None:
@@ -259,8 +269,9 @@ def _metadata_options(options: dict[str, object], fmt: str, frames: list[Image.I
             lost.append("colour profile")
     exif = info.get("exif")
     if exif and not strip_metadata:
-        if fmt in _EXIF_FORMATS:
-            options["exif"] = exif
+        if fmt in _EXIF_FORMATS:  # its pixel-size tags made the output's
+            width, height = frames[0].size
+            options["exif"] = _output_exif(exif, fmt, (height, width)) or exif
         else:
             lost.append("EXIF (camera, date, place)")
     if not lost:

@@ -153,7 +153,7 @@ class Upscaler(_Resampler):
                  precision: str = "auto", tile: int | None = None, chunk: int | None = None,
                  name: str = "custom", metadata: dict[str, Any] | None = None,
                  min_side: int = MIN_SIDE):
-        if not isinstance(model, ImplicitImage):
+        if not isinstance(getattr(model, "_orig_mod", model), ImplicitImage):  # or compiled
             hint = (" (to load weights by name or file: Upscaler.from_pretrained(...))"
                     if isinstance(model, (str, Path)) else "")
             raise TypeError(f"model= must be a liif model (LIIF or LMF); got "
@@ -301,8 +301,9 @@ class AutoUpscaler(_Resampler):
         # the real-photo weights).
         check_tile(tile, chunk)
         _min_side_argument(min_side)
-        if not isinstance(fast, bool):
+        if not isinstance(fast, (bool, np.bool_)):
             raise TypeError(f"fast= must be True or False; got {fast!r}")
+        fast = bool(fast)
         device, _ = _device_and_precision(device, precision)
         # The name as given: 'auto' resolves per model (see engine.precision_name).
         self.options = dict(device=device, precision=precision, tile=tile, chunk=chunk,

@@ -259,8 +259,11 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(sig, signal.SIG_IGN)
         raise Interrupted(signum)
 
-    old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None))
-           if sig is not None}
+    # A signal the caller ignores stays ignored: `nohup liif ...` lives on when the terminal
+    # closes.
+    candidates = (signal.SIGTERM, getattr(signal, "SIGHUP", None))
+    old = {sig: signal.getsignal(sig) for sig in candidates
+           if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN}
     for sig in old:
         signal.signal(sig, handler)
     try:

@@ -76,6 +76,10 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise LiifError("--device cuda: no CUDA GPU is available here")
+    index = name.partition(":")[2]
+    if name.startswith("cuda") and index.isdigit() and int(index) >= torch.cuda.device_count():
+        raise LiifError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA "
+                        "GPU(s), numbered from 0")
     if name == "mps" and not torch.backends.mps.is_available():
         raise LiifError("--device mps: Apple's MPS backend is not available here")
     try:

@@ -139,6 +139,8 @@ def file_identity(path: str | os.PathLike[str]) -> object:
         info = os.stat(path)
     except (OSError, ValueError):
         return real_path(path)
+    if not info.st_ino:  # a file system without inode numbers (some Windows ones)
+        return real_path(path)
     return (info.st_dev, info.st_ino)
 
 

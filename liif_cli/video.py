@@ -434,10 +434,10 @@ def upscale_video(resample: Resample, src: str | Path, dst: str | Path, size_rul
     takes it) and the colour tags carried over; a display matrix is applied to the pixels;
     every change is a note; non-square pixels keep their aspect tag; `strip_metadata` drops
     the container's tags (date, place, device). `info`: the source's `probe`, if done
-    already. `estimate` hears
-    the first frame's render time, before the second frame starts. Returns notes for the
-    user; every problem is a one-line LiifError (a full disk included), and on any failure
-    (or Ctrl-C) no output is left behind.
+    already. `estimate` hears the first frame's render time, before the second frame
+    starts. Returns notes for the user (`Warn` for a file that looks wrong); every problem
+    is a one-line LiifError (a full disk included), and on any failure (or Ctrl-C) no
+    output is left behind.
     """
     from .sizing import check_max_pixels
 
@@ -633,8 +633,14 @@ def _transcode(av: Any, source: Any, temp: Path, dst: Path, src: Path, info: Vid
         def write(frame: Any) -> None:
             nonlocal done, repeated
             if frame.pts is not None and timing.last is not None and frame.pts <= timing.last:
-                repeated += 1  # no encoder takes two frames at one time: shown for no time
-                return
+                if frame.pts == timing.last:
+                    repeated += 1  # no encoder takes two frames at one time: shown for no time
+                    return
+                base = frame.time_base or vin.time_base
+                raise LiifError(f"{src}: its timestamps go back at frame {done + repeated + 1} "
+                                f"(from {float(timing.last * base):.3f} s to "
+                                f"{float(frame.pts * base):.3f} s: a joined or damaged file); "
+                                "liif keeps every frame's time and cannot write that")
             upright = _upright(frame.to_ndarray(format=pixels.rgb_format), info.orientation)
             if upright.shape[:2] != tuple(info.size) and not resized:
                 resized.append((done, upright.shape[:2]))

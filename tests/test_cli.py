@@ -1721,3 +1721,20 @@ def test_subprocesses_keep_their_temporary_files_in_pytests_folder(tmp_path_fact
     done = subprocess.run([sys.executable, "-c", "import tempfile; print(tempfile.gettempdir())"],
                           capture_output=True, text=True, timeout=60, check=True)
     assert Path(done.stdout.strip()).is_relative_to(tmp_path_factory.getbasetemp())
+
+
+def test_signals_the_caller_ignores_stay_ignored_while_a_command_runs():
+    """`nohup liif upscale ...` ignores SIGHUP: the command must not stop when the terminal
+    closes; SIGTERM, not ignored, stops it as Ctrl-C does."""
+    import signal
+
+    from liif_cli.cli import stop_on_signals
+
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with stop_on_signals():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_IGN, signal.SIG_DFL)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, old)

@@ -472,3 +472,16 @@ def test_flush_denormals_restores_the_callers_setting(before):
         assert (torch.tensor([1e-40]).item() == 0.0) is before
     finally:
         torch.set_flush_denormal(False)
+
+
+def test_a_cuda_device_number_past_the_machines_gpus_is_refused(monkeypatch):
+    import torch
+
+    from liif_cli.engine import resolve_device
+    from liif_cli.errors import LiifError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(LiifError, match="--device cuda:1: this machine has 1 CUDA GPU"):
+        resolve_device("cuda:1")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")

@@ -1113,3 +1113,70 @@ def test_images_too_large_to_read_and_sub_folders_are_named_as_such(
         "skipped 1 training image(s) too large to read (over 0 MP; cut them into parts): 1.png",
         "skipped 1 sub-folder(s) of the training data (only the images directly in each folder "
         "given are read; give a sub-folder as a folder of its own)"]
+
+
+def test_whole_numbers_of_any_type_are_taken_as_ints(data_dir: Path, tmp_path: Path) -> None:
+    """numpy integers and a JSON file's 10.0 are whole numbers; 2.5 and True are not."""
+    config = tiny_config(data_dir, tmp_path / "run", steps=np.int64(2), seed=np.int32(3),
+                         checkpoint_every=10.0, val=str(data_dir),
+                         val_scales=[np.int64(2), 4.0])
+    config.check_options()
+    assert (config.steps, config.seed, config.checkpoint_every, config.val_scales) == (
+        2, 3, 10, [2, 4])
+    assert all(type(v) is int for v in (config.steps, config.seed, config.checkpoint_every))
+    for bad in (True, "3"):
+        with pytest.raises(LiifError, match="steps must be a whole number"):
+            tiny_config(data_dir, tmp_path / "run", steps=bad).check_options()
+
+
+def test_a_run_with_a_negative_seed_from_before_the_range_check_still_resumes(
+        data_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(LiifError, match="seed must be between"):
+        tiny_config(data_dir, tmp_path / "run", seed=-1).check_options()
+    tiny_config(data_dir, tmp_path / "run", seed=-1, resume=True).check_options()
+
+
+def test_an_ignored_sighup_stays_ignored(data_dir: Path, tmp_path: Path) -> None:
+    """Under nohup SIGHUP is ignored: the run must live on when the terminal closes."""
+    from liif_cli.train.loop import _StopFlag
+
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        flag = _StopFlag()
+        flag.install()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        signal.raise_signal(signal.SIGHUP)
+        assert not flag.event.is_set()
+        flag.restore()
+    finally:
+        signal.signal(signal.SIGHUP, old)
+
+
+def test_a_run_that_fails_after_setup_releases_its_folder(data_dir: Path,
+                                                          tmp_path: Path) -> None:
+    """A progress callback that raises at the first warning (here: a sub-folder skipped)."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    (data / "sub").mkdir()
+
+    def fail_on_warning(ev: train.TrainEvent) -> None:
+        if ev.kind == "warning":
+            raise RuntimeError("the caller's own error")
+
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="the caller's own error"):
+        run_training(tiny_config(data, out, steps=2), fail_on_warning)
+    assert not list(out.glob(".*claim"))
+    assert run_training(tiny_config(data, out, steps=2)).step == 2  # the folder is free
+
+
+def test_image_changes_are_counted_with_names_shared_by_two_folders() -> None:
+    from liif_cli.train.loop import _image_change
+
+    before = [["a.png", 10, 10], ["a.png", 20, 20], ["b.png", 5, 5]]
+    assert _image_change(before, [list(r) for r in before]) == ""
+    assert _image_change(before, [["a.png", 10, 10], ["a.png", 30, 30], ["b.png", 5, 5],
+                                  ["c.png", 1, 1]]) == "1 added, 1 of another size"
+    assert _image_change(before, before[1:] + before[:1]) == "in another order"

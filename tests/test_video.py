@@ -1161,16 +1161,41 @@ def test_an_apngs_hidden_default_image_stays_hidden(tmp_path):
 
     frames = [Image.new("RGB", (16, 12), c) for c in ("white", "red", "blue")]
     src = tmp_path / "a.png"
-    frames[0].save(src, save_all=True, append_images=frames[1:], duration=[0, 100, 200],
-                   loop=0, default_image=True)
-    upscale_animation(nearest, src, tmp_path / "out.png", double)
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=[100, 200],
+                   loop=0, default_image=True)  # Pillow times the animation frames only
+    timing = [d for _, d in _frames_of(src)[1:]]
+    assert timing == [100, 200]
+    notes = upscale_animation(nearest, src, tmp_path / "out.png", double)
+    assert notes == [f"{src}: 2 frames upscaled (and its hidden default image, kept hidden)"]
     with Image.open(tmp_path / "out.png") as out:
         assert out.info.get("default_image") and out.n_frames == 3
-    notes = upscale_animation(nearest, src, tmp_path / "out.gif", double)
-    assert "hidden default image left out" in notes[0]
-    shown = _frames_of(tmp_path / "out.gif")
-    assert [tuple(f[0, 0, :3]) for f, _ in shown] == [(255, 0, 0), (0, 0, 255)]
-    assert [d for _, d in shown] == [d for _, d in _frames_of(src)[1:]]
+    assert [d for _, d in _frames_of(tmp_path / "out.png")[1:]] == timing
+    for suffix, name in ((".gif", "GIF"), (".tif", "TIFF")):
+        notes = upscale_animation(nearest, src, tmp_path / f"out{suffix}", double)
+        what = "pages" if suffix == ".tif" else "frames"
+        assert notes == [f"{src}: 2 {what} upscaled (its hidden default image left out: "
+                         f"{name} has none)"]
+        shown = _frames_of(tmp_path / f"out{suffix}")
+        assert [tuple(f[0, 0, :3]) for f, _ in shown] == [(255, 0, 0), (0, 0, 255)]
+    assert [d for _, d in _frames_of(tmp_path / "out.gif")] == timing
+
+
+def test_an_animations_exif_says_the_outputs_size(tmp_path):
+    from liif_cli.animation import upscale_animation
+
+    exif = Image.Exif()
+    exif.get_ifd(0x8769).update({0xA002: 16, 0xA003: 12})  # PixelXDimension, PixelYDimension
+    frames = [Image.new("RGB", (16, 12), c) for c in ("red", "blue")]
+    src = tmp_path / "a.webp"
+    frames[0].save(src, save_all=True, append_images=frames[1:], duration=100, lossless=True,
+                   exif=exif.tobytes())
+    upscale_animation(nearest, src, tmp_path / "out.webp", double)
+    with Image.open(tmp_path / "out.webp") as out:
+        sub = out.getexif().get_ifd(0x8769)
+        assert (sub[0xA002], sub[0xA003]) == (32, 24)
+    upscale_animation(nearest, src, tmp_path / "bare.webp", double, strip_metadata=True)
+    with Image.open(tmp_path / "bare.webp") as out:
+        assert "exif" not in out.info
 
 
 def test_tiff_pages_of_different_sizes_cannot_become_one_animation(tmp_path):
@@ -1241,3 +1266,48 @@ def test_a_source_with_alpha_is_told_its_alpha_is_not_kept(tmp_path):
     notes = video.upscale_video(nearest, src, tmp_path / "out.mkv", double)
     assert notes == [f"{src}: pixel format argb written as yuv420p (its alpha is not kept; "
                      "libx264 cannot encode it)"]
+
+
+def test_a_gif_frame_beyond_its_canvas_is_refused_not_squeezed(tmp_path):
+    """Pillow widens the canvas for a frame placed past it; that frame would have been
+    squeezed into the first frame's output size."""
+    import struct
+
+    from liif_cli.animation import upscale_animation
+
+    first = Image.new("RGB", (8, 6), (10, 200, 10))
+    second = first.copy()
+    second.putpixel((7, 5), (250, 0, 0))  # the second frame stores one changed pixel
+    src = tmp_path / "grow.gif"
+    first.save(src, save_all=True, append_images=[second], duration=100, loop=0)
+    raw = bytearray(src.read_bytes())
+    spots = [i for i in range(len(raw) - 9) if raw[i] == 0x2C
+             and struct.unpack("<HHHH", raw[i + 1:i + 9])[2:] == (1, 1)]
+    raw[spots[-1] + 1:spots[-1] + 3] = struct.pack("<H", 10)  # move it 10 px from the left
+    src.write_bytes(bytes(raw))
+    with pytest.raises(LiifError, match="frame 2 is 11x6, not the 8x6 of the animation"):
+        upscale_animation(nearest, src, tmp_path / "out.gif", double)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grow.gif"]
+
+
+def test_timestamps_that_go_back_are_one_line_and_write_nothing(tmp_path, monkeypatch):
+    """A clip whose clock restarts part-way (two files joined by hand): no container writer
+    takes that, so it is decoded here as if it had (frames 4-6 read as 0, 40, 80 ms)."""
+    from liif_cli import video
+
+    src = write_clip(tmp_path / "joined.mkv", _frames(pts=[0, 40, 80, 120, 160, 200]),
+                     time_base=Fraction(1, 1000))
+    decode = video._decode
+
+    def restarted(av_module, packet, path):
+        frames = decode(av_module, packet, path)
+        for frame in frames:
+            if frame.pts is not None and frame.pts >= 120:
+                frame.pts -= 120
+        return frames
+
+    monkeypatch.setattr(video, "_decode", restarted)
+    with pytest.raises(LiifError, match="its timestamps go back at frame 4 .from 0.080 s to "
+                                        "0.000 s"):
+        video.upscale_video(nearest, src, tmp_path / "out.mkv", double)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["joined.mkv"]

@@ -7,6 +7,7 @@ train` checks its options at once."""
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -168,13 +169,17 @@ class TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "val_every", "workers", "seed",
                      "crop", "samples"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                bad(f"{name} must be a whole number (got {value!r})")
+            if value is not None:
+                whole = _whole(value)
+                if whole is None:
+                    bad(f"{name} must be a whole number (got {value!r})")
+                setattr(self, name, whole)  # numpy ints and 10.0 (a JSON file's) as int
         if self.total_steps < 1:
             bad(f"steps must be >= 1 (got {self.steps})")
         if self.batch_size < 1:
             bad(f"batch size must be >= 1 (got {self.batch_size})")
-        if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+        # A new run's seed fits every generator; a resumed one keeps what it ran with.
+        if not self.resume and not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
             bad(f"seed must be between {SEED_RANGE[0]} and {SEED_RANGE[1]:,} (got {self.seed})")
         if self.time_budget is not None and not self.time_budget > 0:
             bad(f"time budget must be > 0 seconds (got {self.time_budget})")
@@ -212,12 +217,15 @@ class TrainConfig:
             bad("a teacher needs --distill above 0 (the weight of its L1 in the loss)")
         if not 1.0 <= self.shrink_max <= 8.0:
             bad(f"shrink_max must be in [1, 8] (got {self.shrink_max})")
-        if not self.val_scales or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
-                                      for s in self.val_scales):
+        scales = [_whole(s) for s in self.val_scales or []]
+        if not scales or any(s is None or s < 1 for s in scales):
             bad(f"validation scales must be whole numbers >= 1 (got {self.val_scales})")
-        if self.val_crop is not None and not (isinstance(self.val_crop, int)
-                                              and self.val_crop >= 1):
-            bad(f"val_crop must be a whole number of pixels >= 1 (got {self.val_crop!r})")
+        self.val_scales = scales
+        if self.val_crop is not None:
+            crop = _whole(self.val_crop)
+            if crop is None or crop < 1:
+                bad(f"val_crop must be a whole number of pixels >= 1 (got {self.val_crop!r})")
+            self.val_crop = crop
         for spec in self.val_degrade:
             parse_spec(spec)  # its own one-line LiifError
         if not self.resume:  # a resumed run trains on its own data, from its own start
@@ -235,7 +243,8 @@ class TrainConfig:
         """LiifError if validation options were given to a run with nothing to validate on
         (no `val`): they would be ignored. A resumed run checks its merged config."""
         if self.val is None:
-            for name, option in (("val_degrade", "--val-degrade"), ("val_every", "--val-every")):
+            for name in ("val_degrade", "val_every", "val_scales", "val_crop"):
+                option = "--" + name.replace("_", "-")
                 if getattr(self, name) and self.is_given(name):
                     raise LiifError(f"bad training option: {option} needs --val (the images "
                                     "to validate on)")
@@ -244,6 +253,18 @@ class TrainConfig:
     def max_crop(self) -> int:
         """The largest HR crop a sample can ask for: round(crop * scale_max)."""
         return round(self.crop * self.scale_max)
+
+
+def _whole(value: object) -> int | None:
+    """`value` as an int if it is a whole number (a numpy integer, or a float such as 10.0);
+    None for anything else (2.5, True, '3')."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _absolute(path: str) -> str:

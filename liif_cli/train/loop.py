@@ -8,6 +8,7 @@ import math
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,10 +102,13 @@ class _StopFlag:
         self.event.set()
 
     def install(self) -> None:
+        """Handle the stop signals, except those the process ignores (under nohup, SIGHUP:
+        the run lives on when the terminal closes)."""
         if threading.current_thread() is not threading.main_thread():
             return
         for sig in _STOP_SIGNALS:
-            self._old[sig] = signal.signal(sig, self._handler)
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                self._old[sig] = signal.signal(sig, self._handler)
 
     def restore(self) -> None:
         for sig, old in self._old.items():
@@ -141,8 +145,9 @@ def run_training(config: TrainConfig, progress: ProgressFn | None = None,
     """Train (or resume) a LIIF model as `config` says; returns when done or interrupted.
 
     progress: called with a TrainEvent after every step and at each warning, validation,
-    checkpoint and the end. stop: an Event the caller may set to stop cleanly (SIGINT and
-    SIGTERM set it too while this runs in the main thread). Raises LiifError for bad input
+    checkpoint and the end. stop: an Event the caller may set to stop cleanly (SIGINT,
+    SIGTERM and SIGHUP set it too while this runs in the main thread, unless ignored). The
+    run holds its folder (a claim file) from setup to return. Raises LiifError for bad input
     and for a non-finite loss (the last good checkpoint is kept).
 
     If a torch.distributed process group is initialised (liif_cli.distributed.init_from_env
@@ -151,8 +156,25 @@ def run_training(config: TrainConfig, progress: ProgressFn | None = None,
     """
     # In a process group only rank 0 reports; any rank's setup error is raised on all ranks.
     emit = (progress if distributed.is_main() else None) or (lambda event: None)
-    with distributed.agreed_errors():
-        config, start, device, images, names, val_images, warnings = _setup(config)
+    try:
+        with distributed.agreed_errors():
+            config, start, device, images, names, val_images, warnings = _setup(config)
+    except BaseException:  # another rank's error: this one's setup may hold the folder
+        if distributed.is_main():
+            release(Path(config.out).expanduser() / CHECKPOINT_NAME)
+        raise
+    try:
+        return _run(config, start, device, images, names, val_images, warnings, emit, stop)
+    finally:
+        if distributed.is_main():
+            release(Path(config.out).expanduser() / CHECKPOINT_NAME)
+
+
+def _run(config: TrainConfig, start: checkpoint.Checkpoint | None, device: torch.device,
+         images: list[np.ndarray], names: list[str], val_images: list[np.ndarray],
+         warnings: list[str], emit: Callable[[TrainEvent], Any],
+         stop: threading.Event | None) -> TrainResult:
+    """run_training after setup: agree on bf16, report the warnings, train."""
     if distributed.world_size() > 1:  # the ranks train alike: bf16 only if every rank chose it
         agreed = distributed.all_sum([config.amp == "bf16"])[0] == distributed.world_size()
         config.amp = "bf16" if agreed else "off"
@@ -172,8 +194,6 @@ def run_training(config: TrainConfig, progress: ProgressFn | None = None,
                            emit, stop)
     finally:
         torch.set_num_threads(old_threads)
-        if distributed.is_main():
-            release(Path(config.out).expanduser() / CHECKPOINT_NAME)
 
 
 def _setup(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | None,
@@ -255,7 +275,7 @@ def _start(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | No
         images, names, more = load_images(config.data, config.max_crop, "training")
         warnings += more
         if recorded_images is not None:
-            change = _image_change(recorded_images, image_list(images, names))
+            change = _image_change(recorded_images, _image_list(images, names))
             if change:
                 warnings.append(f"the training images changed since the run's last "
                                 f"checkpoint ({change}): it resumes on them as they are now, "
@@ -275,7 +295,7 @@ def _start(config: TrainConfig) -> tuple[TrainConfig, checkpoint.Checkpoint | No
     return config, start, device, images, names, val_images, warnings
 
 
-def image_list(images: list[np.ndarray], names: list[str]) -> list[list[Any]]:
+def _image_list(images: list[np.ndarray], names: list[str]) -> list[list[Any]]:
     """What a checkpoint records of its training images: [file name, height, width] each
     (names without folders: a run whose data moved resumes alike)."""
     return [[Path(name).name, *image.shape[:2]] for image, name in zip(images, names,
@@ -286,11 +306,11 @@ def _image_change(recorded: list[list[Any]], now: list[list[Any]]) -> str:
     """How the training images differ from a run's record ('' if not at all), in words."""
     if [list(r) for r in recorded] == now:
         return ""
-    before = {r[0]: tuple(r[1:]) for r in recorded}
-    after = {r[0]: tuple(r[1:]) for r in now}
-    added = len(after.keys() - before.keys())
-    removed = len(before.keys() - after.keys())
-    resized = sum(before[k] != after[k] for k in before.keys() & after.keys())
+    before, after = Counter(map(tuple, recorded)), Counter(map(tuple, now))
+    gone, new = before - after, after - before  # (name, H, W) each, counted
+    resized = sum((Counter(r[0] for r in gone.elements())
+                   & Counter(r[0] for r in new.elements())).values())
+    added, removed = new.total() - resized, gone.total() - resized
     parts = [f"{n} {what}" for n, what in ((added, "added"), (removed, "removed"),
                                            (resized, "of another size")) if n]
     return ", ".join(parts) or "in another order"
@@ -336,7 +356,7 @@ class _Run:
                  device: torch.device, images: list[np.ndarray], names: list[str],
                  val_images: list[np.ndarray], emit: Callable[[TrainEvent], Any]):
         self.config, self.device, self.names, self.val_images = config, device, names, val_images
-        self.image_list = image_list(images, names)
+        self.image_list = _image_list(images, names)
         self.n_images, self.emit = len(images), emit
         self.out = Path(config.out).expanduser()
         self.ckpt_path = self.out / CHECKPOINT_NAME
