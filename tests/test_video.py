@@ -32,8 +32,10 @@ def _pattern(i: int, w: int = W, h: int = H) -> np.ndarray:
     return img
 
 
-def make_clip(path: Path, frames: int = N, audio: bool = True, video: bool = True) -> Path:
-    """A 12-frame 64x48 H.264 clip at 12 fps with a one-second 440 Hz AAC track."""
+def make_clip(path: Path, frames: int = N, audio: bool = True, video: bool = True, *,
+              sound_codec: str = "aac", sound_start_s: float = 0.0) -> Path:
+    """A 12-frame 64x48 H.264 clip at 12 fps with a one-second 440 Hz mono track: AAC, or
+    `sound_codec`, from `sound_start_s` seconds."""
     out = av.open(str(path), "w")
     v = None
     if video:
@@ -41,7 +43,7 @@ def make_clip(path: Path, frames: int = N, audio: bool = True, video: bool = Tru
         v.width, v.height, v.pix_fmt = W, H, "yuv420p"
     a = None
     if audio:
-        a = out.add_stream("aac", rate=44100)
+        a = out.add_stream(sound_codec, rate=44100)
         a.layout = "mono"
     for i in range(frames if v is not None else 0):
         frame = av.VideoFrame.from_ndarray(_pattern(i), format="rgb24")
@@ -51,12 +53,18 @@ def make_clip(path: Path, frames: int = N, audio: bool = True, video: bool = Tru
     if a is not None:
         n = 44100 * N // RATE
         samples = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / 44100)).astype(np.float32)
-        for start in range(0, n, 1024):
-            chunk = av.AudioFrame.from_ndarray(samples[None, start:start + 1024], format="fltp",
+        # To the encoder's sample format (AAC's is this fltp; MP3's is s16p).
+        resampler = av.AudioResampler(format=a.codec_context.codec.audio_formats[0].name,
+                                      layout="mono", rate=44100)
+        size = a.codec_context.frame_size or 1024
+        for start in range(0, n, size):
+            chunk = av.AudioFrame.from_ndarray(samples[None, start:start + size], format="fltp",
                                                layout="mono")
-            chunk.sample_rate, chunk.pts, chunk.time_base = 44100, start, Fraction(1, 44100)
-            for packet in a.encode(chunk):
-                out.mux(packet)
+            chunk.sample_rate, chunk.time_base = 44100, Fraction(1, 44100)
+            chunk.pts = start + round(sound_start_s * 44100)
+            for piece in resampler.resample(chunk):
+                for packet in a.encode(piece):
+                    out.mux(packet)
         for packet in a.encode(None):
             out.mux(packet)
     if frames == 0:
@@ -415,12 +423,13 @@ def write_clip(path: Path, frames: list[tuple[int, np.ndarray]], *,
                pix_fmt: str = "yuv420p", options: dict | None = None,
                rotation: float | None = None, hflip: bool = False,
                colour: tuple[int, int, int, int] | None = None, subtitles: str | None = None,
-               chapters: bool = False) -> Path:
+               chapters: bool = False, pixel_aspect: Fraction | None = None) -> Path:
     """A clip of (pts, RGB) frames in `time_base`; `rotation`: a display matrix (degrees
     counter-clockwise, PyAV's sign, then a mirror with `hflip`); `colour`: (range, matrix,
     primaries, transfer) tags, the pixels converted accordingly; `subtitles`: a stream of
     two cues in that codec ('fake-dvd': bitmap packets that are never decoded); `chapters`:
-    two, 'One' and 'Two'."""
+    two, 'One' and 'Two'; `pixel_aspect`: the sample aspect ratio (width / height of a
+    pixel)."""
     out = av.open(str(path), "w")
     v = out.add_stream(codec, rate=RATE)
     v.width, v.height, v.pix_fmt = frames[0][1].shape[1], frames[0][1].shape[0], pix_fmt
@@ -429,6 +438,8 @@ def write_clip(path: Path, frames: list[tuple[int, np.ndarray]], *,
         v.codec_context.options = options
     if rotation is not None:
         v.set_display_rotation(rotation, hflip=hflip)
+    if pixel_aspect is not None:
+        v.codec_context.sample_aspect_ratio = pixel_aspect
     if colour:
         context = v.codec_context
         context.color_range, context.colorspace = colour[0], colour[1]
@@ -814,37 +825,6 @@ def test_auto_weights_treat_a_lossless_video_as_clean(tiny_bundle, tmp_path, cod
 # ------------------------------------------- sound offsets, pixel shapes, other streams, tags
 
 
-def _clip_with_sound(path: Path, *, start_s: float = 0.0, codec: str = "aac") -> Path:
-    """Two seconds of 16x12 video at 12 fps with one second of sound from `start_s`."""
-    out = av.open(str(path), "w")
-    v = out.add_stream("libx264", rate=RATE)
-    v.width, v.height, v.pix_fmt = 16, 12, "yuv420p"
-    a = out.add_stream(codec, rate=48000)
-    a.layout = "stereo"
-    resampler = av.AudioResampler(format=a.codec_context.codec.audio_formats[0].name,
-                                  layout="stereo", rate=48000)
-    for i in range(2 * RATE):
-        frame = av.VideoFrame.from_ndarray(_pattern(i % N, 16, 12), format="rgb24")
-        frame.pts, frame.time_base = i, Fraction(1, RATE)
-        for packet in v.encode(frame):
-            out.mux(packet)
-    size = a.codec_context.frame_size or 1152
-    for first in range(0, 48000, size):
-        wave = (0.2 * np.sin(np.arange(first, first + size) * 0.05)).astype(np.float32)
-        chunk = av.AudioFrame.from_ndarray(np.stack([wave, wave]), format="fltp",
-                                           layout="stereo")
-        chunk.sample_rate = 48000
-        chunk.pts, chunk.time_base = first + round(start_s * 48000), Fraction(1, 48000)
-        for piece in resampler.resample(chunk):
-            for packet in a.encode(piece):
-                out.mux(packet)
-    for stream in (a, v):
-        for packet in stream.encode(None):
-            out.mux(packet)
-    out.close()
-    return path
-
-
 def _first_sound_s(path: Path) -> float:
     with av.open(str(path)) as container:
         frame = next(container.decode(audio=0))
@@ -855,7 +835,7 @@ def test_reencoded_sound_that_starts_late_stays_in_place(tmp_path):
     """AAC cannot go into WebM, so it is re-encoded; it starts a second in, as before."""
     from liif_cli import video
 
-    src = _clip_with_sound(tmp_path / "late.mp4", start_s=1.0)
+    src = make_clip(tmp_path / "late.mp4", frames=2 * N, sound_start_s=1.0)
     dst = tmp_path / "out.webm"
     notes = video.upscale_video(nearest, src, dst, double)
     assert any("re-encoded as libopus" in note for note in notes)
@@ -867,7 +847,7 @@ def test_mp3_sound_is_copied_where_the_container_holds_it(tmp_path):
     """The decoder is called mp3float; the codec is MP3, which MP4 holds as it is."""
     from liif_cli import video
 
-    src = _clip_with_sound(tmp_path / "mp3.mkv", codec="libmp3lame")
+    src = make_clip(tmp_path / "mp3.mkv", sound_codec="libmp3lame")
     dst = tmp_path / "out.mp4"
     assert video.upscale_video(nearest, src, dst, double) == []
     assert audio_packets(dst) == audio_packets(src)
@@ -876,19 +856,8 @@ def test_mp3_sound_is_copied_where_the_container_holds_it(tmp_path):
 def test_non_square_pixels_keep_their_shape_with_a_note(tmp_path):
     from liif_cli import video
 
-    src = tmp_path / "wide.mp4"
-    out = av.open(str(src), "w")
-    v = out.add_stream("libx264", rate=RATE)
-    v.width, v.height, v.pix_fmt = 16, 12, "yuv420p"
-    v.codec_context.sample_aspect_ratio = Fraction(2, 1)  # each pixel twice as wide as high
-    for i in range(3):
-        frame = av.VideoFrame.from_ndarray(_pattern(i, 16, 12), format="rgb24")
-        frame.pts, frame.time_base = i, Fraction(1, RATE)
-        for packet in v.encode(frame):
-            out.mux(packet)
-    for packet in v.encode(None):
-        out.mux(packet)
-    out.close()
+    src = write_clip(tmp_path / "wide.mp4", _frames(3, w=16, h=12),
+                     pixel_aspect=Fraction(2, 1))  # each pixel twice as wide as high
     dst = tmp_path / "out.mkv"
     assert video.upscale_video(nearest, src, dst, double) == [
         f"{src}: its pixels are not square (aspect 2); the output's are the same shape, so "
@@ -1011,20 +980,9 @@ def test_frames_sharing_a_timestamp_are_left_out_with_a_warning(tmp_path):
 def test_vp9_alpha_that_is_not_kept_gets_a_note(tmp_path):
     from liif_cli import video
 
-    src = tmp_path / "alpha.webm"
-    out = av.open(str(src), "w")
-    stream = out.add_stream("libvpx-vp9", rate=RATE)
-    stream.width, stream.height, stream.pix_fmt = 16, 12, "yuva420p"
-    for i in range(3):
-        rgba = np.dstack([_pattern(i, 16, 12), np.full((12, 16), 255, np.uint8)])
-        rgba[:, :6, 3] = 0
-        frame = av.VideoFrame.from_ndarray(rgba, format="rgba")
-        frame.pts, frame.time_base = i, Fraction(1, RATE)
-        for packet in stream.encode(frame):
-            out.mux(packet)
-    for packet in stream.encode(None):
-        out.mux(packet)
-    out.close()
+    # libvpx-vp9 stores the alpha plane apart, and tags the track alpha_mode=1.
+    src = write_clip(tmp_path / "alpha.webm", _frames(3, w=16, h=12), codec="libvpx-vp9",
+                     pix_fmt="yuva420p")
     assert video.upscale_video(nearest, src, tmp_path / "out.webm", double) == [
         f"{src}: its alpha channel (VP9 alpha) is not kept"]
 
