@@ -125,8 +125,11 @@ def upscale_animation(resample: Resample, src: str | Path, dst: str | Path,
                 total = int(getattr(image, "n_frames", 1))  # Pillow may seek every frame
             info = dict(image.info)
             source_format = image.format
-            # An APNG's default image is shown only where animation is not supported.
+            # An APNG's default image is shown only where animation is not supported: an
+            # APNG output keeps it hidden, the other formats have no such frame.
             hidden_first = bool(info.get("default_image")) and total > 1
+            keep_hidden = hidden_first and fmt == "PNG"
+            first = int(hidden_first and not keep_hidden)  # the first frame rendered
             sizes = _frame_sizes(image, total, src)
             out_sizes = [size_rule(size) for size in sizes]
             for size in out_sizes:
@@ -137,7 +140,7 @@ def upscale_animation(resample: Resample, src: str | Path, dst: str | Path,
             for size in set(out_sizes):  # before any frame is rendered
                 _check_frame_size(dst, crop_to or size, total)
             lossy, quality_in = compression(image)
-            for index in range(total):
+            for index in range(first, total):
                 picture = Picture.from_array(_frame_pixels(image, index, src))
                 if picture.size != sizes[index]:  # Pillow widens the canvas for a stray frame
                     raise LiifError(f"{src}: frame {index + 1} is {picture.size[1]}x"
@@ -153,18 +156,16 @@ def upscale_animation(resample: Resample, src: str | Path, dst: str | Path,
                 frames.append(_pil_frame(out, fmt))
                 durations.append(int(image.info.get("duration", 0) or 0))  # none: no delay
                 if progress:
-                    progress(index + 1, total)
-    shown = total - hidden_first
-    notes = [f"{src}: {shown} {'pages' if fmt == 'TIFF' else 'frames'} upscaled"]
-    if hidden_first and fmt != "PNG":  # only an APNG has a hidden frame: leave it out
-        frames, durations = frames[1:], durations[1:]
-        notes[0] += f" (its hidden default image left out: {_NAMES[fmt]} has none)"
-    elif hidden_first:
+                    progress(index + 1 - first, total - first)
+    notes = [f"{src}: {total - hidden_first} {'pages' if fmt == 'TIFF' else 'frames'} upscaled"]
+    if keep_hidden:
         notes[0] += " (and its hidden default image, kept hidden)"
+    elif hidden_first:
+        notes[0] += f" (its hidden default image left out: {_NAMES[fmt]} has none)"
     options = _save_options(fmt, frames, durations, info, source_format, lossy=lossy,
-                            quality=quality, hidden_first=hidden_first and fmt == "PNG")
+                            quality=quality, hidden_first=keep_hidden)
     notes += _metadata_options(options, fmt, frames, info, src, strip_metadata)
-    merged = _merged_frames(fmt, frames[hidden_first and fmt == "PNG":])
+    merged = _merged_frames(fmt, frames[keep_hidden:])
     if merged:
         notes.append(f"{dst}: {merged} frame(s) identical to the one before stored with it, "
                      f"its duration lengthened ({_NAMES[fmt]} keeps a still moment so); it "

@@ -605,7 +605,7 @@ def _transcode(av: Any, source: Any, temp: Path, dst: Path, src: Path, info: Vid
         raise LiifError(f"{dst}: cannot write ({one_line(exc)})") from None
     done, closed = 0, False
     timing = _Timing()
-    resized: list[tuple[int, tuple[int, int]]] = []  # the first frame of another size
+    resized: tuple[int, tuple[int, int]] | None = None  # the first frame of another size
     repeated = 0  # frames with the timestamp of the one before, left out
     colour, yuv = _output_colour(av, info, pixels)
     space = colour.space
@@ -631,7 +631,7 @@ def _transcode(av: Any, source: Any, temp: Path, dst: Path, src: Path, info: Vid
         matrix = _SWS_MATRIX.get(space) if yuv else None
 
         def write(frame: Any) -> None:
-            nonlocal done, repeated
+            nonlocal done, repeated, resized
             if frame.pts is not None and timing.last is not None and frame.pts <= timing.last:
                 if frame.pts == timing.last:
                     repeated += 1  # no encoder takes two frames at one time: shown for no time
@@ -642,8 +642,8 @@ def _transcode(av: Any, source: Any, temp: Path, dst: Path, src: Path, info: Vid
                                 f"{float(frame.pts * base):.3f} s: a joined or damaged file); "
                                 "liif keeps every frame's time and cannot write that")
             upright = _upright(frame.to_ndarray(format=pixels.rgb_format), info.orientation)
-            if upright.shape[:2] != tuple(info.size) and not resized:
-                resized.append((done, upright.shape[:2]))
+            if upright.shape[:2] != tuple(info.size) and resized is None:
+                resized = (done, upright.shape[:2])
             picture = Picture.from_array(upright)
             picture.lossy = info.lossy
             started = time.perf_counter()
@@ -702,8 +702,8 @@ def _transcode(av: Any, source: Any, temp: Path, dst: Path, src: Path, info: Vid
                  timing.cut_short_note(src, vin.time_base, info.length)):
         if note:
             notes.append(note)
-    if resized:
-        index, (height, width) = resized[0]
+    if resized is not None:
+        index, (height, width) = resized
         notes.append(Warn(f"{src}: its frames change size (from {info.size[1]}x{info.size[0]} "
                           f"to {width}x{height} at frame {index + 1}); every frame is scaled "
                           f"to {out_size[1]}x{out_size[0]}, so those of another shape are "

@@ -159,13 +159,8 @@ def run_training(config: TrainConfig, progress: ProgressFn | None = None,
     try:
         with distributed.agreed_errors():
             config, start, device, images, names, val_images, warnings = _setup(config)
-    except BaseException:  # another rank's error: this one's setup may hold the folder
-        if distributed.is_main():
-            release(Path(config.out).expanduser() / CHECKPOINT_NAME)
-        raise
-    try:
         return _run(config, start, device, images, names, val_images, warnings, emit, stop)
-    finally:
+    finally:  # also after another rank's setup error, with this one's setup holding the folder
         if distributed.is_main():
             release(Path(config.out).expanduser() / CHECKPOINT_NAME)
 
