@@ -67,7 +67,7 @@ thread for a while then): 4,559 steps. Kodak24 x2 / x4 / x8: step 3,000 33.44 / 
 fast6/.
 
 `fast` took it once more (ROUND=7, runs/fast7), on the same kind of CPU, both threads (the
-machine also ran single-threaded tests and code reviews for part of the run): 4,664 steps.
+machine also ran single-threaded tests and other work for part of the run): 4,664 steps.
 Kodak24 x2 / x4 / x8: step 3,000 33.444 / 28.371 / 25.692, step 4,664 33.449 / 28.374 /
 25.695 (from 33.441 / 28.368 / 25.689). Shipped (bench.sh fast): on Set5 / Set14 x4 31.70 /
 28.31 dB (+0.020 / +0.008), 0.102 / 0.050 below default; +0.00 to +0.02 at the other
