@@ -5,7 +5,8 @@ Run from the repository root, RECIPE=this file, RUN=fast (runs/fast3) or RUN=fas
 (runs/fast-real3):
     mkdir -p runs/fast3
     RUN=fast nohup .venv/bin/python $RECIPE > runs/fast3/train.log 2>&1 &
-Add RESUME=1 to continue a stopped run. ROUND=4 (or 5, ...) runs the same stage once more
+Add RESUME=1 to continue a stopped run, AMP=off to train in float32 on a CPU with bf16 units
+(as the earlier rounds did on CPUs without them). ROUND=4 (or 5, ...) runs the same stage once more
 from the shipped weights, which are then the previous round's result, into runs/fast4 (or
 runs/fast-real4) with seed 4; ROUND defaults to 3, this stage as first run.
 
@@ -84,7 +85,8 @@ import train as first  # noqa: E402  (the first stage's recipe, beside this file
 from adaptive_threads import recipe_progress  # noqa: E402
 
 ROUND = int(os.environ.get("ROUND", "3"))
-STAGE3 = {"freeze_encoder": True, "time_budget": 6600.0, "amp": "auto", "lr": 2e-4,
+STAGE3 = {"freeze_encoder": True, "time_budget": 6600.0, "amp": os.environ.get("AMP", "auto"),
+          "lr": 2e-4,
           "batch_size": 8, "val_every": 3000, "seed": ROUND,
           "resume": bool(os.environ.get("RESUME"))}
 fast = TrainConfig(**{**first.fast.to_dict(), **STAGE3, "out": f"runs/fast{ROUND}",
