@@ -625,7 +625,9 @@ def resize(
 
     if os.environ.get("RANK", "0") == "0":  # usage errors before importing torch (rank 0 says)
         with user_errors(code=2):
-            check_max_pixels(parse_size(size), max_pixels)
+            box = parse_size(size)
+            if fit != Fit.contain:  # a contained output may be far smaller than its box
+                check_max_pixels(box, max_pixels)
             parse_colour(background)
             check_tile(tile, cli=True)
             check_weights(weights, fast)
@@ -643,7 +645,8 @@ def resize(
         ignored: Counter[str] = Counter()
         with user_errors(code=2, report=main), distributed.agreed_errors():
             box = parse_size(size)
-            check_max_pixels(box, max_pixels)
+            if fit != Fit.contain:  # contained outputs are checked image by image
+                check_max_pixels(box, max_pixels)
             parse_colour(background)
             check_tile(tile, cli=True)
             if os.path.lexists(output) and not os.path.isdir(output):

@@ -553,6 +553,9 @@ def test_target_size_from_scale():
     assert target_size((10, 10), scale=0.04) == (1, 1)  # never below one pixel
     assert target_size((1, 1), scale=10.5) == (11, 11)  # half up, not Python's half-even
     assert target_size((7, 5), scale=1.5) == (11, 8)  # 10.5, 7.5
+    # 15 x 4.1 and 25 x 2.3 are 61.5 and 57.5, though floating point makes them a hair less
+    assert target_size((15, 25), scale=4.1) == (62, 103)  # 61.5, 102.5
+    assert target_size((25, 24), scale=2.3) == (58, 55)  # 57.5, 55.2
     for bad in (0, -1, float("nan"), float("inf")):
         with pytest.raises(LiifError):
             target_size((10, 10), scale=bad)

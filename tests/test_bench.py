@@ -13,7 +13,7 @@ from PIL import Image
 from rich.console import Console
 
 from liif_cli import bench, checkpoint
-from liif_cli.bench import options, quality, report, speed
+from liif_cli.bench import command, options, quality, report, speed
 from liif_cli.bench import sets as bench_sets
 from liif_cli.errors import LiifError
 from liif_cli.model import ModelSpec, build_model
@@ -569,6 +569,38 @@ def test_bench_checks_every_image_and_output_before_rendering(data, model, tmp_p
         score(["Tiny"], [2], data, model, save_images=tmp_path / "file")
     with pytest.raises(LiifError, match="not a folder"):
         options.check_json_target(tmp_path / "file" / "r.json")
+    lr_file = data / "Tiny" / "LR_bicubic" / "X2" / "bx2.png"  # its header intact, cut short
+    lr_file.write_bytes(lr_file.read_bytes()[:-40])
+    with pytest.raises(LiifError, match="bx2.png"):
+        score(["Tiny"], [2], data, model)
+    assert not renders
+
+
+def test_bench_json_never_lands_in_a_set_folder(data, model, tmp_path):
+    """--json onto a benchmark image (or anywhere in its set's folder) is refused, with
+    --overwrite too, before any render: it would replace the image."""
+    weights = tmp_path / "tiny.pth"
+    checkpoint.save(checkpoint.to_dict(model, {}), weights)
+    hr_file = data / "Tiny" / "HR" / "a.png"
+    before = hr_file.read_bytes()
+    for target in (hr_file, data / "Tiny" / "LR_bicubic" / "X2" / "ax2.png",
+                   data / "Tiny" / "results.json"):
+        with pytest.raises(LiifError, match="inside set Tiny's folder"):
+            command.prepare_bench(data_root=data, sets="Tiny", scales="2", json_path=target,
+                                  overwrite=True, weights=str(weights))
+    assert hr_file.read_bytes() == before
+    assert not (data / "Tiny" / "results.json").exists()
+
+
+def test_speed_checks_every_scale_before_rendering(model, monkeypatch):
+    """A scale whose output no image could hold, or whose one output row is over the band
+    cap, fails before the first scale renders (its results would be lost)."""
+    renders = []
+    monkeypatch.setattr(speed, "_time_engine", lambda *a, **kw: renders.append(1))
+    with pytest.raises(LiifError, match="scale 1000000000: output side"):
+        speed.run_speed(model, size=(8, 8), scales=[2, 1e9], repeats=1)
+    with pytest.raises(LiifError, match="one output row"):
+        speed.run_speed(model, size=(8, 8), scales=[2, 1e5], repeats=1, max_output_mp=0.25)
     assert not renders
 
 

@@ -536,6 +536,22 @@ def test_resize_fit(work, tiny_weights, fit, box, expected):
     assert size_of(work / "out" / "wide.png") == expected
 
 
+def test_resize_contain_checks_the_output_not_the_box(work, tiny_weights):
+    """A box with one huge side is how `resize` fits one dimension: with --fit contain the
+    output (40x20 -> 48x24) is what --max-pixels limits, not the box; cover and stretch
+    would fill the box, so they are refused before any work."""
+    src = make_image(work / "in" / "wide.png", 40, 20)
+    result = run("resize", src.parent, "--size", "48x10000000", "-o", work / "out", "-w",
+                 tiny_weights)
+    assert result.exit_code == 0, result.output
+    assert size_of(work / "out" / "wide.png") == (48, 24)
+    for fit in ("cover", "stretch"):
+        assert_one_error_line(run("resize", src.parent, "--size", "48x10000000", "--fit", fit,
+                                  "-o", work / fit, "-w", tiny_weights),
+                              "--max-pixels", code=2)
+        assert not (work / fit).exists()
+
+
 def test_resize_cover_crops_the_centre(work, tiny_weights):
     pixels = np.zeros((20, 40, 3), np.uint8)
     pixels[:, :10] = (255, 0, 0)  # red left quarter

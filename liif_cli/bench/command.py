@@ -32,6 +32,7 @@ from .options import (
     parse_sets,
     parse_threads,
     speed_input_size,
+    speed_output_sizes,
 )
 from .sets import QualityPlan, plan_quality
 
@@ -132,6 +133,7 @@ def prepare_bench(*, data_root: str | os.PathLike[str] | None = None,
     if speed:
         request.in_size = speed_input_size(size)
         check_max_output_mp(max_output_mp)
+        speed_output_sizes(request.in_size, request.scales, max_output_mp)  # the cap if given
     else:
         set_list = parse_sets(sets)
         bad = [s for s in request.scales if s <= 1]
@@ -146,6 +148,8 @@ def prepare_bench(*, data_root: str | os.PathLike[str] | None = None,
         request.plan = plan_quality(set_list, request.scales, data_root,
                                     save_images=save_images, overwrite=overwrite,
                                     degrade=parse_spec(degrade) if degrade is not None else None)
+        if json_file is not None:
+            _check_json_outside_sets(json_file, request.plan)
     weights_path = bundled.resolve_weights(weights)
     # Options, data and weights file are fine so far: now what needs torch (loading the
     # weights, the device).
@@ -166,6 +170,16 @@ def prepare_bench(*, data_root: str | os.PathLike[str] | None = None,
             cap = CPU_DEFAULT_MAX_OUTPUT_MP if request.device.type == "cpu" else None
         request.max_output_mp = cap or None
     return request
+
+
+def _check_json_outside_sets(json_file: Path, plan: QualityPlan) -> None:
+    """LiifError if --json would land in a set's folder: with --overwrite it could replace
+    an HR or LR image, and a file there could be taken for one."""
+    target = real_path(json_file)
+    for name, set_dir, _ in plan.sets:
+        if target.is_relative_to(real_path(set_dir)):
+            raise LiifError(f"--json {json_file} is inside set {name}'s folder {set_dir}: "
+                            "write it elsewhere")
 
 
 def _check_options_apply(kind: str, given: dict[str, Any]) -> None:

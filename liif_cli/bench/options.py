@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import LiifError
-from ..sizing import DEFAULT_MAX_PIXELS, parse_size
+from ..sizing import DEFAULT_MAX_PIXELS, parse_size, round_size
 
 DEFAULT_SETS = ("Set5", "Set14")
 DEFAULT_QUALITY_SCALES = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
@@ -80,6 +80,24 @@ def speed_input_size(size: str | Sequence[int] | None) -> tuple[int, int]:
         raise LiifError(f"--size {w}x{h} has {h * w:,} pixels, above the {DEFAULT_MAX_PIXELS:,} "
                         "that liif upscale takes by default")
     return h, w
+
+
+def speed_output_sizes(in_size: tuple[int, int], scales: Sequence[float],
+                       max_output_mp: float | None = None) -> list[tuple[int, int]]:
+    """The speed benchmark's (H, W) output at each scale, all checked before the first
+    render: LiifError for a side no image could have, or (with a `max_output_mp` cap) an
+    output row alone above the cap, since a timed band holds at least one whole row."""
+    sizes = []
+    for s in scales:
+        try:
+            out = (round_size(in_size[0] * s), round_size(in_size[1] * s))
+        except LiifError as err:
+            raise LiifError(f"scale {format_scale(s)}: {err}") from None
+        if max_output_mp and out[1] > max_output_mp * 1e6:
+            raise LiifError(f"scale {format_scale(s)}: one output row has {out[1]:,} pixels, "
+                            f"above --max-output-mp {max_output_mp:g}")
+        sizes.append(out)
+    return sizes
 
 
 def check_max_output_mp(value: float | None) -> None:

@@ -193,7 +193,7 @@ def check_pair(hr_path: Path, hr_size: tuple[int, int], set_dir: Path,
                scale: float) -> tuple[tuple[int, int], tuple[int, int], Path | None]:
     """For an (H, W) HR image at `scale`: the LR size, the HR crop and the ready-made LR file
     (None: made from the HR). LiifError if the image is too small to score or its LR file
-    is missing or of the wrong size (read from the file's header)."""
+    is missing, unreadable or of the wrong size (the file is decoded once)."""
     if scale <= 1:
         raise LiifError(f"scale must be greater than 1 for the quality benchmark, got "
                         f"{format_scale(scale)}")
@@ -208,6 +208,7 @@ def check_pair(hr_path: Path, hr_size: tuple[int, int], set_dir: Path,
         try:
             with Image.open(lr_path) as im:
                 width, height = im.size
+                im.load()  # a truncated file fails here, before the first render
         except Exception as exc:
             raise LiifError(f"cannot read image {lr_path}: {exc}") from None
         if (height, width) != lr_size:
@@ -252,8 +253,8 @@ def plan_quality(sets: Sequence[str], scales: Sequence[float],
                  save_images: str | os.PathLike[str] | None = None, overwrite: bool = False,
                  degrade: DegradeSpec | str | None = None) -> QualityPlan:
     """Check everything a quality benchmark needs, so that it fails before the first render,
-    not an hour in: the data root, every set, every HR image (decoded once), every LR file
-    (its header), and that no image under `save_images` would be overwritten (unless
+    not an hour in: the data root, every set, every HR image and every LR file (decoded
+    once), and that no image under `save_images` would be overwritten (unless
     `overwrite`) or written twice (two HR images of one name, a.png and a.bmp). A set or a
     scale named twice (Set5 and set5, 2 and 2.0000001: they print alike) counts once."""
     scales = unique_scales(float(s) for s in scales)

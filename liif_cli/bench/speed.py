@@ -27,7 +27,6 @@ import torch
 
 from ..errors import LiifError
 from ..model import ImplicitImage
-from ..sizing import round_size
 from .common import BenchProgress, common_fields, engine_kwargs, resolve_device
 from .options import (
     DEFAULT_SPEED_SCALES,
@@ -35,6 +34,7 @@ from .options import (
     check_max_output_mp,
     format_scale,
     speed_input_size,
+    speed_output_sizes,
 )
 
 CPU_DEFAULT_MAX_OUTPUT_MP = 0.25  # the reference decodes only tens of kilopixels/s on a CPU
@@ -299,6 +299,7 @@ def run_speed(model: ImplicitImage, size: tuple[int, int] | str = DEFAULT_SPEED_
     if warmup < 0:
         raise LiifError(f"warm-up runs cannot be negative, got {warmup}")
     check_max_output_mp(max_output_mp)
+    out_sizes = speed_output_sizes((h, w), scales, max_output_mp)
 
     engine_options = engine_kwargs(tile, chunk, precision)
     protocol = (f"seeded synthetic {w}x{h} RGB input (seed {seed}); per scale, {warmup} "
@@ -325,8 +326,7 @@ def run_speed(model: ImplicitImage, size: tuple[int, int] | str = DEFAULT_SPEED_
     image = synthetic_image((h, w), seed)
     total = len(scales) * (2 if reference else 1)
     done = 0
-    for s in scales:
-        out_size = (round_size(h * s), round_size(w * s))
+    for s, out_size in zip(scales, out_sizes, strict=True):
         rows = band_rows(out_size, max_output_mp)
         region = {} if rows == (0, out_size[0]) else {"out_rows": rows}
         pixels = (rows[1] - rows[0]) * out_size[1]
