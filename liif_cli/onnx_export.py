@@ -26,6 +26,7 @@ when a checkpoint is read, so the CLI's usage errors answer without either.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -477,11 +478,6 @@ def _check_target(target: Path, overwrite: bool) -> None:
         if not os.path.isdir(above):
             raise UnusableInput(f"cannot write {target}: {above} is not a folder")
         return
-    here = os.getcwd()
-    if os.path.isdir(target) and os.path.commonpath([here, os.path.realpath(target)]) == \
-            os.path.realpath(target):
-        raise UnusableInput(f"cannot export into {target}: it is the current folder or holds "
-                            "it, and is swapped whole; name a folder inside it instead")
     if not os.path.isdir(target) or os.path.islink(target):
         raise UnusableInput(f"{target} exists and is not a folder: an ONNX export is a "
                             f"folder ({', '.join(EXPORT_FILES)}); choose another name")
@@ -489,8 +485,12 @@ def _check_target(target: Path, overwrite: bool) -> None:
         entries = set(os.listdir(target))
     except OSError as exc:
         raise UnusableInput(f"cannot write {target}: {exc.strerror or one_line(exc)}") from None
-    if not entries:
+    if not entries:  # filled in place (_write_folder)
         return
+    here = os.getcwd()
+    if os.path.commonpath([here, os.path.realpath(target)]) == os.path.realpath(target):
+        raise UnusableInput(f"cannot export into {target}: it is the current folder or holds "
+                            "it, and is swapped whole; name a folder inside it instead")
     if not entries <= set(EXPORT_FILES):
         raise UnusableInput(f"{target} is a folder holding other files; export into a new or "
                             "empty folder (--overwrite replaces only an earlier ONNX export)")
@@ -516,7 +516,12 @@ def _remove_old_export(old: Path, target: Path) -> None:
 
 def _write_folder(target: Path, files: dict[str, bytes]) -> None:
     """Write `files` into a hidden temporary folder beside `target`, then rename it into
-    place (swapping out an existing `target` folder), so `target` is never half-written."""
+    place (swapping out an earlier export's folder), so `target` is never half-written. An
+    existing empty folder is filled in place instead, so that it keeps its owner, group and
+    permissions (a shared folder) and a mount point works."""
+    if os.path.isdir(target) and not os.path.islink(target) and not os.listdir(target):
+        _fill_empty_folder(target, files)
+        return
     parent = target.absolute().parent
     temp = parent / f".{target.name}.liif-onnx-{secrets.token_hex(8)}"
     old = parent / f".{target.name}.liif-old-{secrets.token_hex(8)}"
@@ -543,3 +548,23 @@ def _write_folder(target: Path, files: dict[str, bytes]) -> None:
     finally:
         if temp.exists():
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def _fill_empty_folder(target: Path, files: dict[str, bytes]) -> None:
+    """Write `files` into the empty folder `target`: each to a hidden temporary name first,
+    all renamed to their own names only once every one is written."""
+    temps = {name: target / f".{name}.liif-onnx-{secrets.token_hex(8)}" for name in files}
+    try:
+        for name, data in files.items():
+            with open(temps[name], "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for name, temp in temps.items():
+            os.replace(temp, target / name)
+    except OSError as exc:
+        raise LiifError(f"cannot write {target}: {exc.strerror or one_line(exc)}") from None
+    finally:
+        for temp in temps.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)

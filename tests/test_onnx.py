@@ -418,10 +418,17 @@ def test_cli_export_writes_replaces_and_refuses(weights, tmp_path):
     assert props["liif.family"] == "liif" and props["liif.opset"] == "13"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folders left
 
+    # An empty folder (a shared one, a mount point) is filled in place: it stays the same
+    # folder, with its own permissions, and holds nothing else afterwards.
     empty = tmp_path / "empty"
     empty.mkdir()
+    empty.chmod(0o2770)
+    before = empty.stat()
     assert run("export", weights["liif"], empty, "--format", "onnx").exit_code == 0
-    assert (empty / DECODER_FILE).is_file()
+    after = empty.stat()
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+    assert sorted(p.name for p in empty.iterdir()) == sorted(
+        [ENCODER_FILE, DECODER_FILE, MANIFEST_FILE])
 
 
 def test_cli_export_bad_input_is_one_line_and_writes_nothing(weights, tmp_path):
@@ -451,14 +458,19 @@ def test_cli_export_bad_input_is_one_line_and_writes_nothing(weights, tmp_path):
 
 
 def test_cli_export_refuses_to_swap_out_the_current_folder(weights, tmp_path, monkeypatch):
-    """An export replaces its folder whole: never the one the user stands in."""
+    """An export replaces an earlier one's folder whole: never the one the user stands in.
+    An empty current folder is filled in place."""
     here = tmp_path / "here"
     here.mkdir()
     monkeypatch.chdir(here)
-    for target in (".", str(here), ".."):
-        one_error_line(run("export", weights["liif"], target, "--format", "onnx"),
+    assert run("export", weights["liif"], ".", "--format", "onnx").exit_code == 0
+    exported = {p.name: p.read_bytes() for p in here.iterdir()}
+    assert sorted(exported) == sorted([ENCODER_FILE, DECODER_FILE, MANIFEST_FILE])
+    for target in (".", str(here)):
+        one_error_line(run("export", weights["lmf"], target, "--format", "onnx", "--overwrite"),
                        "current folder", code=2)
-    assert list(here.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["here"]
+    assert {p.name: p.read_bytes() for p in here.iterdir()} == exported
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here"]
 
 
 def test_files_that_appear_in_a_replaced_export_are_kept(tmp_path):
