@@ -11,18 +11,27 @@ side, each encoding only its input window plus the halo of pixels its latents de
 (the graphs' `liif.halo`), and its pixel centres are decoded --chunk queries at a time;
 inputs with a side under 16 pixels are edge-padded along it first, and targets no larger
 than the input are Lanczos-resized without the model, as liif does. Writes 8-bit PNG, JPEG
-(quality --quality, 4:4:4), WebP or BMP; grayscale stays grayscale and alpha is resampled
-with a bicubic filter (JPEG and BMP drop it), the colour under fully transparent pixels first
-replaced by the nearest visible colours, as liif does, so that it cannot fringe the edges.
+(quality --quality, 4:4:4), WebP or BMP (16-bit inputs are read in full, written in 8 bits);
+grayscale stays grayscale and alpha is resampled with a bicubic filter, the colour under
+fully transparent pixels first replaced by the nearest visible colours, as liif does, so
+that it cannot fringe the edges; JPEG and BMP, which hold no alpha, get the image flattened
+onto white first, as liif does. The colour profile is kept where it fits the output.
+
+Like liif, it never writes over its input, refuses an existing output unless --overwrite,
+and writes through a temporary file, so a failed run leaves no half-written image. Errors
+are one line and exit status 1 (2 for bad options).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +44,14 @@ from PIL import Image, ImageOps
 MIN_SIDE, PAD_SMALL = 16, 8
 EPS_SHIFT = 1e-6  # the ensemble's shift nudge, as liif_cli/model.py
 DEFAULT_TILE, DEFAULT_CHUNK = 256, 16384
+MIN_TILE = 32  # as liif: smaller tiles re-encode their halo over and over
+DEFAULT_MAX_PIXELS = 250_000_000  # as liif upscale --max-pixels
+LAYOUT_VERSION = "1"  # of the graphs' inputs and outputs (liif_cli/onnx_export.py)
+FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp"}
+
+
+class RunnerError(Exception):
+    """A problem to report in one line (exit status 1)."""
 
 
 @dataclass
@@ -52,20 +69,35 @@ def load_export(path: str | Path, threads: int = 0) -> Export:
     """Open encoder.onnx and decoder.onnx of the export at `path` (its folder or a file in
     it) on ONNX Runtime's CPU provider; `threads` 0 lets ONNX Runtime choose."""
     folder = Path(path)
+    if not folder.exists():
+        raise RunnerError(f"{folder} does not exist: pass the folder that "
+                          "`liif export WEIGHTS OUT --format onnx` wrote")
     folder = folder if folder.is_dir() else folder.parent
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     sessions = []
     for name in ("encoder.onnx", "decoder.onnx"):
         if not (folder / name).is_file():
-            raise SystemExit(f"error: {folder} holds no {name}: pass the folder that "
-                             "`liif export WEIGHTS OUT --format onnx` wrote")
-        sessions.append(ort.InferenceSession(str(folder / name), options,
-                                             providers=["CPUExecutionProvider"]))
+            raise RunnerError(f"{folder} holds no {name}: pass the folder that "
+                              "`liif export WEIGHTS OUT --format onnx` wrote")
+        try:
+            sessions.append(ort.InferenceSession(str(folder / name), options,
+                                                 providers=["CPUExecutionProvider"]))
+        except Exception as exc:  # ONNX Runtime's own error types
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RunnerError(f"cannot load {folder / name}: {reason}") from None
     meta = sessions[0].get_modelmeta().custom_metadata_map
-    spec = json.loads(meta["liif.spec"])
-    return Export(sessions[0], sessions[1], int(meta["liif.halo"]), bool(spec["local_ensemble"]),
-                  meta["liif.family"])
+    version = meta.get("liif.layout_version")
+    if version != LAYOUT_VERSION:
+        raise RunnerError(f"{folder} holds an export of layout version {version}; this script "
+                          f"reads version {LAYOUT_VERSION} (use the script of the liif that "
+                          "wrote it)")
+    try:
+        spec = json.loads(meta["liif.spec"])
+        return Export(sessions[0], sessions[1], int(meta["liif.halo"]),
+                      bool(spec["local_ensemble"]), meta["liif.family"])
+    except (KeyError, ValueError) as exc:
+        raise RunnerError(f"{folder}: the export's description is incomplete ({exc})") from None
 
 
 # --------------------------------------------------------------------------- geometry
@@ -110,8 +142,12 @@ def target_size(in_hw: tuple[int, int], scale: float | None,
     if size is not None:
         return size
     if scale is None or not math.isfinite(scale) or scale <= 0:
-        raise SystemExit(f"error: scale must be a finite number > 0, got {scale}")
-    return tuple(max(1, math.floor(n * scale + 0.5)) for n in in_hw)  # type: ignore[return-value]
+        raise RunnerError(f"scale must be a finite number > 0, got {scale}")
+    sides = [n * scale for n in in_hw]
+    if max(sides) >= 2**31:
+        raise RunnerError(f"an output side of {max(sides):.4g} pixels is too large")
+    # Half up, a hair short of a half counting as one (15 x 4.1 = 61.49999999999999), as liif
+    return tuple(max(1, math.floor(round(v, 9) + 0.5)) for v in sides)  # type: ignore[return-value]
 
 
 def edge_padding(n_in: int, n_out: int) -> int:
@@ -158,7 +194,7 @@ def render(export: Export, rgb: np.ndarray, size: tuple[int, int], *, tile: int 
                     "offset": offset})[0][0])  # (q, 3)
             tile_rgb = np.concatenate(pieces)
             if not np.isfinite(tile_rgb).all():
-                raise SystemExit("error: the model produced NaN or infinite values")
+                raise RunnerError("the model produced NaN or infinite values")
             tile_rgb = tile_rgb * np.float32(0.5) + np.float32(0.5)
             out[r0 - first:r1 - first, c0 - left:c1 - left] = \
                 np.clip(tile_rgb, 0, 1).reshape(r1 - r0, c1 - c0, 3)
@@ -201,35 +237,86 @@ def quantise(values: np.ndarray) -> np.ndarray:
 
 def read_rgb(path: Path) -> tuple[np.ndarray, np.ndarray | None, bool, bytes | None]:
     """An image upright, as (H, W, 3) float32 RGB in [0, 1], its alpha (H, W) or None,
-    whether it is grayscale, and its ICC profile."""
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        gray = image.mode in ("1", "L", "LA", "La", "I", "I;16")
-        alpha = image.has_transparency_data
-        pixels = np.asarray(image.convert("RGBA" if alpha else "RGB"), np.float32) / np.float32(255)
-        icc = image.info.get("icc_profile") or None
+    whether it is grayscale, and its ICC profile. 16-bit gray is read in full."""
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            gray = image.mode in ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "F")
+            icc = image.info.get("icc_profile") or None
+            if image.mode.startswith("I") or image.mode == "F":  # 16-bit or float gray
+                values = np.asarray(image, np.float32)
+                if image.mode != "F":
+                    values = values / np.float32(65535)
+                plane = np.clip(np.nan_to_num(values), 0, 1)
+                return np.repeat(plane[..., None], 3, axis=2), None, True, icc
+            alpha = image.has_transparency_data
+            pixels = np.asarray(image.convert("RGBA" if alpha else "RGB"),
+                                np.float32) / np.float32(255)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise RunnerError(f"cannot read {path}: {exc}") from None
     return pixels[..., :3], (pixels[..., 3] if alpha else None), gray, icc
+
+
+def output_format(path: Path) -> str:
+    """The Pillow format the output's suffix names: PNG, JPEG, WEBP or BMP."""
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt not in FORMATS:
+        raise RunnerError(f"{path}: write .png, .jpg, .webp or .bmp")
+    return fmt
+
+
+def check_output(source: Path, target: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output that is the input, that exists (unless
+    `overwrite`), or whose folder does not exist."""
+    if not target.parent.is_dir():
+        raise RunnerError(f"{target}: the folder {target.parent} does not exist")
+    if target.exists():
+        if target.is_dir():
+            raise RunnerError(f"{target} is a folder")
+        if os.path.samefile(source, target):
+            raise RunnerError(f"{target} is the input: write the output elsewhere")
+        if not overwrite:
+            raise RunnerError(f"{target} exists (pass --overwrite to replace it)")
+
+
+def profile_fits(icc: bytes | None, gray: bool) -> bool:
+    """Whether an ICC profile describes the output's colours: a gray profile for gray
+    output, an RGB one for colour (a CMYK source's profile fits neither)."""
+    return icc is not None and icc[16:20] == (b"GRAY" if gray else b"RGB ")
 
 
 def write_image(path: Path, rgb: np.ndarray, alpha: np.ndarray | None, gray: bool,
                 icc: bytes | None, quality: int) -> None:
-    """8-bit output in the format of the suffix; grayscale as the mean of the channels."""
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt not in ("PNG", "JPEG", "WEBP", "BMP"):
-        raise SystemExit(f"error: {path}: write .png, .jpg, .webp or .bmp")
-    if fmt in ("JPEG", "BMP"):
-        alpha = None
-    planes = [rgb.mean(axis=2, keepdims=True) if gray and fmt != "WEBP" else rgb]
-    if alpha is not None:
+    """8-bit output in the format of the suffix, written to a temporary file beside it and
+    renamed into place; grayscale as the mean of the channels."""
+    fmt = output_format(path)
+    gray = gray and fmt != "WEBP"
+    planes = [rgb.mean(axis=2, keepdims=True) if gray else rgb]
+    if alpha is not None and fmt not in ("JPEG", "BMP"):
         planes.append(alpha[..., None])
     pixels = quantise(np.concatenate(planes, axis=2))
     image = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
-    options: dict[str, object] = {"icc_profile": icc} if icc else {}
+    options: dict[str, object] = {"icc_profile": icc} if profile_fits(icc, gray) else {}
     if fmt in ("JPEG", "WEBP"):
         options["quality"] = quality
     if fmt == "JPEG":
         options["subsampling"] = 0
-    image.save(path, format=fmt, **options)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            image.save(f, format=fmt, **options)
+        os.chmod(temp, 0o666 & ~_umask())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def window_sums(plane: np.ndarray, radius: int) -> np.ndarray:
@@ -277,18 +364,46 @@ def main(argv: list[str] | None = None) -> None:
     how.add_argument("--scale", "-s", type=float, help="any factor > 0, e.g. 12.5")
     how.add_argument("--size", type=parse_size, help="output size WIDTHxHEIGHT (stretched)")
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
-                        help="tile size in input pixels, 0 for one tile (default %(default)s)")
+                        help=f"tile size in input pixels, 0 for one tile, else at least "
+                             f"{MIN_TILE} (default %(default)s)")
     parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
                         help="queries decoded at once (default %(default)s)")
     parser.add_argument("--threads", type=int, default=0,
                         help="ONNX Runtime threads; 0: its default (one per core)")
-    parser.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
+    parser.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality, 1-100")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="refuse larger outputs; 0: no limit (default %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = parser.parse_args(argv)
-    if args.chunk < 1 or args.tile < 0:
-        parser.error("--chunk must be at least 1 and --tile at least 0")
+    if args.chunk < 1 or args.tile < 0 or 0 < args.tile < MIN_TILE:
+        parser.error(f"--chunk must be at least 1 and --tile 0 or at least {MIN_TILE}")
+    if not 1 <= args.quality <= 100 or args.threads < 0:
+        parser.error("--quality must be 1-100 and --threads at least 0")
+    try:
+        upscale_file(args)
+    except RunnerError as err:
+        raise SystemExit(f"error: {err}") from None
+    except MemoryError:
+        raise SystemExit("error: out of memory: use a smaller --tile or --chunk") from None
+    except OSError as exc:
+        raise SystemExit(f"error: cannot write {args.output}: {exc.strerror or exc}") from None
+
+
+def upscale_file(args: argparse.Namespace) -> None:
+    """The command line's job: every check first, then read, render and write."""
+    fmt = output_format(args.output)
+    if not args.input.is_file():
+        raise RunnerError(f"{args.input}: no such file")
+    check_output(args.input, args.output, args.overwrite)
     export = load_export(args.export, args.threads)
     rgb, alpha, gray, icc = read_rgb(args.input)
     size = target_size(rgb.shape[:2], args.scale, args.size)
+    if args.max_pixels > 0 and size[0] * size[1] > args.max_pixels:
+        raise RunnerError(f"output {size[1]}x{size[0]} has {size[0] * size[1]:,} pixels, above "
+                          f"--max-pixels {args.max_pixels:,}")
+    if alpha is not None and fmt in ("JPEG", "BMP"):  # flattened onto white, as liif does
+        rgb = rgb * alpha[..., None] + (1 - alpha[..., None])
+        alpha = None
     colours = rgb if alpha is None else fill_hidden_colours(rgb, alpha)
     out = resample_rgb(export, colours, size, tile=args.tile, chunk=args.chunk)
     if alpha is not None:

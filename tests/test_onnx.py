@@ -327,7 +327,8 @@ def test_runner_keeps_alpha_grayscale_and_size_like_liif(weights, exports, runne
     for source, args in ((rgba, ["--scale", "2.5"]), (gray, ["--size", "41x30"]),
                          (gray, ["--size", "9x11"])):  # the last: smaller, so Lanczos
         ours, theirs = tmp_path / "ours.png", tmp_path / "theirs.png"
-        runner.main([str(exports["liif"]), str(source), str(ours), *args, "--threads", "1"])
+        runner.main([str(exports["liif"]), str(source), str(ours), *args, "--threads", "1",
+                     "--overwrite"])
         result = CliRunner().invoke(app, ["upscale", str(source), *args, "-w",
                                           str(weights["liif"]), "--precision", "fp32",
                                           "-o", str(theirs), "-q", "--overwrite"])
@@ -336,6 +337,96 @@ def test_runner_keeps_alpha_grayscale_and_size_like_liif(weights, exports, runne
             assert (a.mode, a.size) == (b.mode, b.size)
             diff = np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).max()
         assert diff <= 1, (source.name, args, diff)
+
+
+def test_runner_flattens_for_jpeg_and_reads_16_bit_gray_like_liif(weights, exports, runner,
+                                                                   tmp_path):
+    """Alpha into a JPEG is flattened onto white (not dropped), and 16-bit gray is read in
+    full (not clipped at 255): both as liif does, within one 8-bit level."""
+    rng = np.random.default_rng(5)
+    rgba = tmp_path / "rgba.png"
+    Image.fromarray(rng.integers(0, 256, (12, 19, 4)).astype(np.uint8), "RGBA").save(rgba)
+    deep = tmp_path / "deep.png"
+    Image.fromarray(rng.integers(0, 65536, (18, 20)).astype("<u2")).save(deep)
+    for source, target in ((rgba, "x.jpg"), (deep, "x.png")):
+        ours, theirs = tmp_path / f"ours-{target}", tmp_path / f"theirs-{target}"
+        runner.main([str(exports["lmf"]), str(source), str(ours), "--scale", "1.5",
+                     "--threads", "1"])
+        result = CliRunner().invoke(app, ["upscale", str(source), "-s", "1.5", "-w",
+                                          str(weights["lmf"]), "--precision", "fp32",
+                                          "-o", str(theirs), "-q"])
+        assert result.exit_code == 0, result.output
+        with Image.open(ours) as a, Image.open(theirs) as b:
+            a_values = np.asarray(a).astype(float)
+            b_values = np.asarray(b).astype(float) / (257 if b.mode.startswith("I") else 1)
+        assert a_values.shape == b_values.shape
+        assert np.abs(a_values - b_values).max() <= 1, source.name
+
+
+def test_runner_never_replaces_files_it_should_not(exports, images, runner, tmp_path):
+    """The input is never written over, an existing output only with --overwrite, and a
+    write that fails leaves the old file as it was."""
+    source = tmp_path / "in.png"
+    source.write_bytes(images["narrow"].read_bytes())
+    export = str(exports["liif"])
+    with pytest.raises(SystemExit, match="is the input"):
+        runner.main([export, str(source), str(source), "-s", "2", "--overwrite"])
+    with pytest.raises(SystemExit, match="is the input"):
+        runner.main([export, str(source), str(tmp_path / "." / "in.png"), "-s", "2",
+                     "--overwrite"])
+    assert source.read_bytes() == images["narrow"].read_bytes()
+    existing = tmp_path / "old.jpg"
+    existing.write_bytes(b"precious")
+    with pytest.raises(SystemExit, match="exists"):
+        runner.main([export, str(source), str(existing), "-s", "2"])
+    # Too wide for JPEG: Pillow fails while writing, after the render.
+    with pytest.raises(SystemExit, match="cannot write"):
+        runner.main([export, str(source), str(existing), "--size", "70000x8", "--overwrite"])
+    assert existing.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "old.jpg"]  # no temp left
+
+
+def test_runner_errors_are_one_line(exports, images, runner, tmp_path):
+    export, source = str(exports["liif"]), str(images["narrow"])
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("encoder.onnx", "decoder.onnx"):
+        (broken / name).write_bytes(b"not onnx")
+    cases = [
+        ([export, str(tmp_path / "nowhere.png"), str(tmp_path / "o.png"), "-s", "2"],
+         "no such file"),
+        ([export, str(text), str(tmp_path / "o.png"), "-s", "2"], "cannot read"),
+        ([export, source, str(tmp_path / "missing" / "o.png"), "-s", "2"], "does not exist"),
+        ([export, source, str(tmp_path / "o.gif"), "-s", "2"], "write .png"),
+        ([export, source, str(tmp_path / "o.png"), "-s", "1000"], "--max-pixels"),
+        ([export, source, str(tmp_path / "o.png"), "-s", "1e308"], "too large"),
+        ([str(tmp_path / "no-export"), source, str(tmp_path / "o.png"), "-s", "2"],
+         "does not exist"),
+        ([str(broken), source, str(tmp_path / "o.png"), "-s", "2"], "cannot load"),
+    ]
+    for args, words in cases:
+        with pytest.raises(SystemExit) as caught:
+            runner.main(args)
+        message = str(caught.value.code)
+        assert message.startswith("error:") and words in message and "\n" not in message, args
+    for bad in (["--quality", "500"], ["--tile", "8"]):
+        with pytest.raises(SystemExit) as caught:
+            runner.main([export, source, str(tmp_path / "o.png"), "-s", "2", *bad])
+        assert caught.value.code == 2, bad
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_runner_keeps_only_a_profile_that_fits(runner):
+    rgb_profile = bytes(16) + b"RGB " + bytes(8)
+    gray_profile = bytes(16) + b"GRAY" + bytes(8)
+    cmyk_profile = bytes(16) + b"CMYK" + bytes(8)
+    assert runner.profile_fits(rgb_profile, gray=False)
+    assert runner.profile_fits(gray_profile, gray=True)
+    assert not runner.profile_fits(gray_profile, gray=False)
+    assert not runner.profile_fits(cmyk_profile, gray=False)
+    assert not runner.profile_fits(None, gray=False)
 
 
 def test_runner_runs_without_torch(exports, images, tmp_path):
