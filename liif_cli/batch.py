@@ -423,7 +423,9 @@ def _run_job(upscaler: Upscaler | AutoUpscaler, job: Job, size_rule: SizeRule, *
         else:
             alpha = None if out.alpha is None else out.alpha[top:bottom, left:right]
             out = out.with_pixels(out.rgb[top:bottom, left:right], alpha)
-    write_image(out, job.target, overwrite=overwrite, quality=quality)
+    # A lossless WebP stays lossless (the output keeps the source's format by default).
+    lossless = picture.format == "WEBP" and not picture.lossy
+    write_image(out, job.target, overwrite=overwrite, quality=quality, lossless=lossless)
     return JobResult(notes, model=name, source=describe_source(picture))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import io
 import os
 import struct
 import sys
@@ -64,6 +65,9 @@ _LAYOUT_TAGS = frozenset({
     317, 318, 319, 320, 321, 322, 323, 324, 325, 330, 338, 339, 340, 341, 347,
     *range(512, 522), 529, 530, 531, 532, 34377, 34675, 37724,
 })
+# A TIFF's own size and resolution tags (they describe the TIFF file, not the scene; liif's
+# TIFF writer sets its own): left out of what a TIFF source carries as EXIF.
+_TIFF_FRAME_TAGS = frozenset({256, 257, 282, 283, 296})
 _JPEG_MAX_EXIF = 65533  # one APP1 segment
 _EXIF_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})  # where write_image embeds EXIF
 # The longest side each format holds: libjpeg's JPEG_MAX_DIMENSION, WebP's 14-bit sizes, and
@@ -363,7 +367,7 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         raise LiifError(f"{path}: damaged or unreadable image ({one_line(exc)})") from exc
 
     if not icc_fits(icc_profile, pixels.shape[2]):
-        icc_profile = None  # e.g. the CMYK profile of a CMYK JPEG we converted to RGB
+        icc_profile = None  # e.g. a CMYK JPEG's profile: its pixels are now sRGB
     picture = Picture.from_array(
         _orient(pixels, orientation), icc_profile=icc_profile, format=source_format
     )
@@ -495,6 +499,12 @@ def upright_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
 
 def _decode_pixels(image: Image.Image, path: Path) -> np.ndarray:
     """Fully decode (so truncation is caught) to uint8/uint16 (H, W, C), C as in from_array."""
+    if image.format == "TIFF" and image.tag_v2.get(284) == 2 and image.tag_v2.get(277, 1) > 1 \
+            and max(image.tag_v2.get(258, (8,))) > 8:
+        # Pillow reads these planes as 8-bit (scrambled when uncompressed): refuse, not corrupt.
+        raise LiifError(f"{path}: a TIFF of more than 8 bits a sample stored one plane per "
+                        "channel (planar) is not supported; save it with interleaved "
+                        "(contiguous) samples")
     rawmode = _tile_rawmode(image)
     if rawmode == "LA;16B":
         # 16-bit gray+alpha PNG. Pillow would keep the high bytes only; the 'RGBA' unpacker has the
@@ -541,8 +551,29 @@ def pil_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
         target = "RGBA" if image.has_transparency_data else "RGB"
     else:
         raise LiifError(f"{name}: unsupported pixel format {mode!r}")
+    if mode == "CMYK" and target == "RGB":
+        managed = _cmyk_to_srgb(image)
+        if managed is not None:
+            return np.asarray(managed)
     pixels = np.asarray(image.convert(target))
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def _cmyk_to_srgb(image: Image.Image) -> Image.Image | None:
+    """A CMYK image with its own CMYK colour profile, converted to sRGB through that profile
+    (the colours a colour-managed viewer shows; Pillow's plain conversion ignores the
+    profile); None without such a profile or where the conversion fails."""
+    profile = image.info.get("icc_profile") or b""
+    if profile[16:20] != b"CMYK":
+        return None
+    try:
+        from PIL import ImageCms
+
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"),
+                                         outputMode="RGB")
+    except Exception:  # no littlecms, or a broken profile: the plain conversion, as before
+        return None
 
 
 _TIFF_SAMPLE_KINDS = {1: "integer", 2: "signed integer", 3: "floating-point"}
@@ -629,12 +660,14 @@ def _carried_exif(image: Image.Image) -> bytes | None:
     cannot be read (EXIF is optional: a broken block must not stop the upscale)."""
     try:
         exif = image.getexif()
-        for tag in _LAYOUT_TAGS.intersection(exif):
+        dropped = _LAYOUT_TAGS | (_TIFF_FRAME_TAGS if image.format == "TIFF" else frozenset())
+        for tag in dropped.intersection(exif):
             del exif[tag]
         if _ORIENTATION_TAG in exif:
             exif[_ORIENTATION_TAG] = 1
         for tag in (_EXIF_IFD_TAG, _GPS_IFD_TAG):
-            exif.get_ifd(tag)  # load the sub-directories, so that tobytes writes them
+            if tag in exif:
+                exif.get_ifd(tag)  # load the sub-directory, so that tobytes writes it
         return exif.tobytes() if len(exif) else None
     except Exception:
         return None
@@ -826,7 +859,7 @@ def _check_name_fits(path: Path) -> None:
 
 def write_image(
     picture: Picture | StoredPicture, path: str | Path, *, overwrite: bool = False,
-    quality: int = 95,
+    quality: int = 95, lossless: bool = False,
 ) -> None:
     """Write `picture` to `path`, in the format its suffix names, atomically.
 
@@ -844,6 +877,7 @@ def write_image(
     - EXIF (`picture.exif`) is embedded in PNG, JPEG and WebP with its pixel-size tags set to
       the output's size.
     - `quality` (1-100) applies to JPEG and WebP; JPEG uses 4:4:4 chroma (no subsampling).
+      `lossless` makes WebP lossless (`quality` is then its compression effort).
     - The file is written to a hidden temporary file in the same folder and moved into place,
       so a crash or error never leaves a half-written output or clobbers an existing file.
     """
@@ -870,7 +904,8 @@ def write_image(
             elif fmt == "PNG" and stored.layout.depth == 16:
                 _write_png16(file, stored.pixels, icc_profile, exif)
             else:
-                _save_with_pillow(file, stored.pil_image(), fmt, icc_profile, quality, exif)
+                _save_with_pillow(file, stored.pil_image(), fmt, icc_profile, quality, exif,
+                                  lossless)
             file.flush()
             os.fsync(file.fileno())
         move_into_place(temp, path, overwrite)
@@ -982,14 +1017,14 @@ def _fsync_folder(folder: Path) -> None:
 
 def _save_with_pillow(
     file: BinaryIO, image: Image.Image, fmt: str, icc_profile: bytes | None, quality: int,
-    exif: bytes | None = None,
+    exif: bytes | None = None, lossless: bool = False,
 ) -> None:
     """8-bit PNG, JPEG, WebP and BMP through Pillow's encoders."""
     options: dict[str, object] = {}
     if fmt == "JPEG":
         options.update(quality=quality, subsampling=0)
     elif fmt == "WEBP":
-        options.update(quality=quality)
+        options.update(quality=quality, lossless=lossless)
     elif fmt == "PNG":
         options.update(compress_level=DEFLATE_LEVEL)
     if icc_profile:

@@ -1503,6 +1503,19 @@ def test_auto_weights_pick_the_real_model_for_lossy_files(work, tiny_bundle):
     assert "models: default 3, real 3" in " ".join(result.output.split())
 
 
+def test_a_lossless_webp_stays_lossless(work, tiny_weights):
+    """Lossless in, lossless out: a lossless WebP's upscale (a .webp by default) is a
+    lossless WebP, so that a second run does not take it for a compressed photo; a lossy
+    WebP's stays lossy."""
+    from liif_cli.images import webp_is_lossy
+
+    for name, lossless in (("clean.webp", True), ("web.webp", False)):
+        src = make_image(work / name, 12, 9, lossless=lossless)
+        result = run("upscale", src, "-s", "2", "-w", tiny_weights)
+        assert result.exit_code == 0, result.output
+        assert webp_is_lossy(work / f"{src.stem}_x2.webp") is not lossless, name
+
+
 def test_auto_weights_is_a_usage_error_where_one_model_is_needed(work, tiny_bundle):
     for args in (("bench", "--speed", "--weights", "auto"), ("info", "auto"),
                  ("export", "auto", work / "out.pth")):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import struct
 import warnings
@@ -122,6 +123,124 @@ def handmade_tiff16_big_endian(pixels: np.ndarray) -> bytes:
         ifd += struct.pack(">HHI", tag, kind, count) + field
     ifd += struct.pack(">I", 0) + struct.pack(">3H", 16, 16, 16)
     return b"MM\x00*" + struct.pack(">I", ifd_offset) + data + ifd
+
+
+def handmade_planar_tiff16(pixels: np.ndarray) -> bytes:
+    """An uncompressed big-endian 16-bit RGB TIFF with one plane per channel (PlanarConfig
+    2): three strips, all the red samples, then the green, then the blue."""
+    height, width, _ = pixels.shape
+    planes = [pixels[:, :, c].astype(">u2").tobytes() for c in range(3)]
+    ifd_offset = 8 + 3 * len(planes[0])
+    arrays_offset = ifd_offset + 2 + 10 * 12 + 4  # bits, strip offsets, strip byte counts
+    tags = [
+        (256, 4, 1, width), (257, 4, 1, height), (258, 3, 3, arrays_offset),
+        (259, 3, 1, 1), (262, 3, 1, 2), (273, 4, 3, arrays_offset + 6),
+        (277, 3, 1, 3), (278, 4, 1, height), (279, 4, 3, arrays_offset + 18),
+        (284, 3, 1, 2),
+    ]
+    ifd = struct.pack(">H", len(tags))
+    for tag, kind, count, value in tags:
+        short = kind == 3 and count == 1
+        field = struct.pack(">HH", value, 0) if short else struct.pack(">I", value)
+        ifd += struct.pack(">HHI", tag, kind, count) + field
+    ifd += struct.pack(">I", 0) + struct.pack(">3H", 16, 16, 16)
+    ifd += struct.pack(">3I", *(8 + c * len(planes[0]) for c in range(3)))
+    ifd += struct.pack(">3I", *(len(plane) for plane in planes))
+    return b"MM\x00*" + struct.pack(">I", ifd_offset) + b"".join(planes) + ifd
+
+
+def test_planar_16_bit_tiff_is_refused_not_scrambled(tmp_path):
+    """Pillow reads planar 16-bit TIFFs as 8-bit (scrambled when uncompressed): refused in
+    one line. The same samples interleaved read exactly."""
+    pixels = np.random.default_rng(8).integers(0, 65536, (6, 5, 3)).astype(np.uint16)
+    planar = tmp_path / "planar.tif"
+    planar.write_bytes(handmade_planar_tiff16(pixels))
+    with pytest.raises(LiifError, match="planar"):
+        read_image(planar)
+    chunky = tmp_path / "chunky.tif"
+    chunky.write_bytes(handmade_tiff16_big_endian(pixels))
+    assert np.array_equal(np.rint(read_image(chunky).rgb * 65535).astype(np.uint16), pixels)
+
+
+def test_a_tiff_carries_no_layout_as_exif(tmp_path):
+    """A TIFF's own size and resolution tags are not EXIF: a plain TIFF carries none (so no
+    'EXIF dropped' note, and no made-up EXIF block in a PNG), and a TIFF with camera tags
+    carries those alone."""
+    pixels = np.random.default_rng(9).integers(0, 256, (6, 5, 3)).astype(np.uint8)
+    plain = tmp_path / "plain.tif"
+    Image.fromarray(pixels).save(plain, dpi=(300, 300))
+    picture = read_image(plain)
+    assert picture.exif is None
+    assert images.dropped_metadata(picture, tmp_path / "out.tif") == []
+    camera = tmp_path / "camera.tif"
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[271] = "Maker"  # Make
+    image.save(camera, tiffinfo=exif, dpi=(300, 300))
+    carried = Image.Exif()
+    carried.load(read_image(camera).exif)
+    assert carried.get(271) == "Maker"
+    assert not {256, 257, 282, 283, 296, 0x8769, 0x8825} & set(carried)
+
+
+def cmyk_profile() -> bytes:
+    """A minimal ICC v2 CMYK printer profile (CMYK to Lab through a 2-point lookup table)
+    whose colours differ from Pillow's plain CMYK-to-RGB formula."""
+    def fixed(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    text = b"test CMYK\x00"
+    desc = (b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(8) + bytes(3)
+            + bytes(67))
+    white = fixed(0.9642) + fixed(1.0) + fixed(0.8249)  # D50
+    clut = bytearray()
+    for c in (0, 1):
+        for m in (0, 1):
+            for y in (0, 1):
+                for k in (0, 1):
+                    lightness = max(0.0, 1 - 0.2 * c - 0.3 * m - 0.1 * y - 0.8 * k)
+                    clut += bytes([round(255 * lightness), min(255, 128 + 60 * m - 40 * c),
+                                   min(255, 128 + 60 * y - 30 * c)])
+    ramp = bytes(range(256))
+    identity = b"".join(fixed(float(i == j)) for i in range(3) for j in range(3))
+    lut = b"mft1" + bytes(4) + bytes([4, 3, 2, 0]) + identity + ramp * 4 + bytes(clut) + ramp * 3
+    tags = [(b"desc", desc), (b"wtpt", b"XYZ " + bytes(4) + white), (b"A2B0", lut)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = struct.pack(">I", len(tags)), b""
+    for signature, data in tags:
+        data += bytes(-len(data) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    header = (struct.pack(">I", offset + len(body)) + bytes(4) + struct.pack(">I", 0x02100000)
+              + b"prtrCMYKLab " + bytes(12) + b"acsp" + bytes(28) + white)
+    return header + bytes(128 - len(header)) + table + body
+
+
+def test_cmyk_with_its_profile_is_converted_through_it(tmp_path):
+    """A CMYK image with its CMYK profile is converted to sRGB through the profile, as a
+    colour-managed viewer shows it (not by Pillow's plain formula, which ignores it); the
+    profile, which no longer describes the pixels, is dropped. Without a profile: the
+    formula, as before."""
+    from PIL import ImageCms
+
+    cmyk = Image.new("CMYK", (6, 4), (0, 255, 255, 0))
+    profile = cmyk_profile()
+    expected = ImageCms.profileToProfile(cmyk, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                         ImageCms.createProfile("sRGB"), outputMode="RGB")
+    for suffix in (".jpg", ".tif"):
+        path = tmp_path / f"managed{suffix}"
+        cmyk.save(path, icc_profile=profile)
+        picture = read_image(path)
+        got = np.rint(picture.rgb * 255).astype(np.uint8)
+        reference = np.asarray(Image.open(path).convert("CMYK"))  # the stored samples
+        plain = np.asarray(Image.fromarray(reference, "CMYK").convert("RGB"))
+        assert np.abs(got.astype(int) - np.asarray(expected).astype(int)).max() <= 2, suffix
+        assert np.abs(got.astype(int) - plain.astype(int)).max() > 50, suffix
+        assert picture.icc_profile is None
+    bare = tmp_path / "bare.tif"
+    cmyk.save(bare)
+    assert np.array_equal(np.rint(read_image(bare).rgb * 255).astype(np.uint8),
+                          np.asarray(cmyk.convert("RGB")))
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -558,7 +677,7 @@ def test_exif_of_a_tiff_source_leaves_its_layout_tags_behind(tmp_path):
     block.load(picture.exif)
     assert block[0x010F] == "Scanner Co"
     assert not {273, 279, 258, 259, 262} & set(block)  # strips, depth, compression, colour
-    assert block.get(0x0100) == 6  # ImageWidth, updated on writing
+    assert not {256, 257, 282, 283, 296} & set(block)  # the TIFF's own size and resolution
 
 
 def test_flatten_composites_over_an_opaque_colour():
