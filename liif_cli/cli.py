@@ -499,7 +499,7 @@ def upscale(
     = None,
     output: Annotated[str | None, typer.Option(
         "--output", "-o", help="Output file (one input), or folder (several inputs, or a name "
-        "ending in /); a missing folder is created.",
+        "ending in /); a missing output folder is created (a file's folder must exist).",
         show_default="<stem>_x<scale>.<ext> beside the input")] = None,
     weights: AutoWeightsOpt = None,
     fast: FastOpt = False,

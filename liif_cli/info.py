@@ -139,7 +139,8 @@ def _phase_line(phase: dict) -> str:
 
 def _without_machine_paths(key: str, value: object) -> object:
     """Metadata of shipped weights without paths of the machine they were trained on:
-    absolute paths cut to their last two parts ('/home/x/data/Set5/HR' -> 'Set5/HR'), and the
+    absolute paths, and relative ones that climb out of the run's folder ('../data/val'),
+    cut to their last two parts ('/home/x/data/Set5/HR' -> 'Set5/HR'), and the
     weights files they started from ('init', each phase's 'weights') to their file name
     ('runs/p8-5000.pth' -> 'p8-5000.pth')."""
     if isinstance(value, list):
@@ -151,6 +152,6 @@ def _without_machine_paths(key: str, value: object) -> object:
     parts = value.replace("\\", "/").rstrip("/").split("/")
     if key in ("init", "weights", "teacher"):
         return parts[-1]
-    if value.startswith(("/", "\\")) or value[1:3] == ":\\":
+    if value.startswith(("/", "\\", "..")) or value[1:3] == ":\\":
         return "/".join(parts[-2:])
     return value

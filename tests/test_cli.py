@@ -1726,6 +1726,8 @@ def test_info_of_bundled_weights_explains_its_numbers():
     rows = {cells[1].strip(): cells[2].strip() for cells in
             (line.split("│") for line in result.stdout.splitlines()) if len(cells) > 3}
     assert "/" not in rows["init"]  # a file of the training machine, by name only
+    record = json.dumps(json.loads(run("info", "fast", "--json").stdout)["metadata"])
+    assert '"/' not in record and '"..' not in record  # nor its folders, as '../data/val'
     assert rows["training images used"].endswith("(those large enough for the largest crop)")
 
 
