@@ -362,7 +362,18 @@ def _decoder_graph(model: ImplicitImage) -> Any:
         index.append(idx)
         rel.append(offset)
         size.append(size_f)
-    win_w = g.op("Gather", g.op("Shape", "state"), g.const([2], np.int64))  # (1,)
+    # A latent outside the window (a caller's tiling mistake) must not wrap around or run
+    # into the next row: its index is clamped for the gather, and its query answers NaN.
+    state_shape = g.op("Shape", "state")
+    inside = None
+    for axis in (0, 1):
+        extent = g.op("Gather", state_shape, g.const([axis + 1], np.int64))  # (1,)
+        last = g.op("Sub", extent, g.const([1], np.int64))
+        ok = g.op("And", g.op("GreaterOrEqual", index[axis], g.const(0, np.int64)),
+                  g.op("LessOrEqual", index[axis], last))  # (n, Q)
+        inside = ok if inside is None else g.op("And", inside, ok)
+        index[axis] = g.op("Min", g.op("Max", index[axis], g.const(0, np.int64)), last)
+    win_w = g.op("Gather", state_shape, g.const([2], np.int64))  # (1,)
     rows = g.op("Add", g.op("Mul", index[0], win_w), index[1])  # (n, Q)
     rows = g.op("Reshape", rows, g.const([-1], np.int64), out="latent_rows")  # (n*Q,)
     values = g.op("Reshape", "state", g.const([-1, channels], np.int64))  # (h*w, C)
@@ -382,6 +393,8 @@ def _decoder_graph(model: ImplicitImage) -> Any:
     else:
         out = _liif_mlp(g, model, gathered, small)  # (n*Q, 3)
     out = g.op("Reshape", out, g.const([n, -1, 3], np.int64))  # (n, Q, 3)
+    out = g.op("Where", g.op("Unsqueeze", inside, g.const([-1], np.int64)), out,
+               g.const(float("nan")))
     if n > 1:  # local ensemble: weight each by the area opposite it (model.area_weights)
         areas = g.op("Add", g.op("Abs", g.op("Mul", rel[0], rel[1])), g.const(1e-9))  # (n, Q)
         flipped = g.op("Gather", areas, g.const(list(range(n - 1, -1, -1)), np.int64), axis=0)

@@ -220,6 +220,32 @@ def test_decoder_on_tile_windows_equals_the_engines(family, weights, exports):
         np.testing.assert_allclose(rgb, expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("family", ["liif", "lmf"])
+def test_queries_outside_the_window_answer_nan(family, exports):
+    """A window that does not cover a query's latents (a caller's tiling mistake) gives NaN
+    for that query, never the RGB of some wrapped-around latent; covered queries are
+    unchanged."""
+    encoder, decoder = session(exports[family] / ENCODER_FILE), session(
+        exports[family] / DECODER_FILE)
+    in_size, out_size = (12, 14), (24, 28)
+    image = np.random.default_rng(6).random((1, 3, *in_size), np.float32) * 2 - 1
+    state = encoder.run(None, {"image": image})[0]  # (1, 12, 14, C)
+    coord, cell = pixel_centres(out_size)
+    (whole,) = decode(decoder, state, coord, cell, in_size)
+    assert np.isfinite(whole).all()
+    # The window without the first column, addressed as such: the left edge is uncovered.
+    (cut,) = decode(decoder, np.ascontiguousarray(state[:, :, 1:]), coord, cell, in_size,
+                    (0, 1))
+    # The whole state with a wrong offset: every latent index is off the window somewhere.
+    (shifted,) = decode(decoder, state, coord, cell, in_size, (3, 3))
+    columns = coord[0, :, 1].numpy()
+    right = columns > 0  # far from the missing column, with or without the ensemble
+    assert np.isnan(cut[0, ~right]).any() and np.isnan(shifted).any()
+    np.testing.assert_array_equal(cut[0, right], whole[0, right])
+    covered = np.isfinite(shifted[0]).all(axis=1)
+    assert covered.any() and not covered.all()
+
+
 @pytest.mark.parametrize("ensemble", [True, False])
 def test_nearest_latent_indices_are_identical_for_pixel_centres(ensemble, weights, exports,
                                                                 tmp_path):
