@@ -313,6 +313,7 @@ def render_tiles(model: ImplicitImage, image: Tensor, size: tuple[int, int], sin
     # oneDNN's convolutions run fastest on channels-last tensors (the encoder 1.3x, CPU)
     layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     model = model.to(device, memory_format=layout)
+    _check_finite_weights(model)
     in_size = (image.shape[1], image.shape[2])
     plan = plan_tiles(model, in_size, size, tile, out_rows, out_cols)
     first, last = out_rows or (0, size[0])
@@ -342,6 +343,10 @@ def render_tiles(model: ImplicitImage, image: Tensor, size: tuple[int, int], sin
             # Once per tile, so that no chunk converts the whole window's values again
             # (the fast model under bf16 renders in fp32: that made x12.5 slower than fp32).
             proj = replace(proj, values=proj.values.to(decode_dtype))
+            if not bool(torch.isfinite(torch.stack(torch.aminmax(proj.values))).all()):
+                raise LiifError("the encoder produced NaN or infinite values"
+                                + ("" if dtype == torch.float32 else
+                                   f": {precision} overflowed (try --precision fp32)"))
             encoded = clock() if clock else 0.0
             tile_rows = row_centres[rows.out_start:rows.out_stop]
             tile_cols = col_centres[cols.out_start:cols.out_stop]
@@ -361,6 +366,16 @@ def render_tiles(model: ImplicitImage, image: Tensor, size: tuple[int, int], sin
                 times.encoded_pixels += window.shape[-2] * window.shape[-1]
         sink(slice(rows.out_start - first, rows.out_stop - first),
              slice(cols.out_start - left, cols.out_stop - left), tile_rgb)
+
+
+def _check_finite_weights(model: ImplicitImage) -> None:
+    """LiifError if any weight is NaN or infinite. The output check after each tile cannot
+    see all of them: oneDNN's fused linear + ReLU (LIIF's decoder) turns NaN into 0, so
+    broken weights rendered a flat colour. One host synchronisation per render."""
+    finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+    if not bool(finite):
+        raise LiifError("the model's weights hold NaN or infinite values: the weights file "
+                        "is broken")
 
 
 def _decode_tile(decode: Decoder | GridDecoder, proj: LatentProjection, rows: Tensor,

@@ -189,6 +189,36 @@ def test_render_tiles_hands_over_exactly_what_render_returns(model, precision, r
     assert torch.equal(got, whole)
 
 
+@pytest.mark.parametrize("where", ["encoder", "first layer", "hidden layer"])
+def test_broken_weights_anywhere_are_an_error_not_a_flat_image(where):
+    """NaN before the decoder's fused linear + ReLU layers (which turn NaN into 0) used to
+    render one flat colour without a word."""
+    model = tiny_model(seed=7)
+    parameter = {"encoder": model.encoder.head[0].weight, "first layer":
+                 model.imnet.layers[0].weight, "hidden layer": model.imnet.layers[2].bias}[where]
+    with torch.no_grad():
+        parameter.view(-1)[0] = float("nan")
+    for precision in ("fp32", "bf16"):
+        with pytest.raises(LiifError, match="weights hold NaN"):
+            render(model, image(6, 5), (13, 11), precision=precision)
+
+
+def test_an_encoder_that_overflows_is_an_error(monkeypatch):
+    """Finite weights can still overflow (bf16 on extreme inputs): caught per tile, before
+    the fused decoder layers could hide it."""
+    model = tiny_model(seed=7)
+    encode = model.encode
+
+    def overflowing(window):
+        feat = encode(window)
+        feat[0, 0, 0, 0] = float("inf")
+        return feat
+
+    monkeypatch.setattr(model, "encode", overflowing)
+    with pytest.raises(LiifError, match="encoder produced NaN or infinite"):
+        render(model, image(6, 5), (13, 11))
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_non_finite_output_is_an_error_not_a_black_image(bad):
     model = tiny_model(seed=7)
