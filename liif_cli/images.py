@@ -545,7 +545,7 @@ def pil_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
             raise LiifError(f"{name}: floating-point pixel values outside [0, 1] (e.g. HDR) "
                             "are not supported; convert to 8- or 16-bit first")
         return np.rint(values * 65535).astype(np.uint16)[:, :, None]
-    if mode in ("1", "L", "LA", "La"):
+    if mode in ("1", "L", "LA", "La") or (mode in ("P", "PA") and _gray_palette(image)):
         target = "LA" if image.has_transparency_data else "L"
     elif mode in ("P", "PA", "RGB", "RGBX", "RGBA", "RGBa", "YCbCr", "CMYK"):
         target = "RGBA" if image.has_transparency_data else "RGB"
@@ -557,6 +557,16 @@ def pil_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
             return np.asarray(managed)
     pixels = np.asarray(image.convert(target))
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def _gray_palette(image: Image.Image) -> bool:
+    """Whether a palette image's colours are all grays (a gray image saved with a palette,
+    as some tools write 8-bit grayscale), so that it stays grayscale."""
+    palette = image.getpalette("RGB")
+    if not palette:
+        return False
+    colours = np.asarray(palette, np.uint8).reshape(-1, 3)
+    return bool((colours[:, 0] == colours[:, 1]).all() and (colours[:, 1] == colours[:, 2]).all())
 
 
 def _cmyk_to_srgb(image: Image.Image) -> Image.Image | None:

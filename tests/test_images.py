@@ -149,6 +149,26 @@ def handmade_planar_tiff16(pixels: np.ndarray) -> bytes:
     return b"MM\x00*" + struct.pack(">I", ifd_offset) + b"".join(planes) + ifd
 
 
+def test_a_palette_of_grays_stays_grayscale(tmp_path):
+    """A gray image saved with a palette (of grays) is read as grayscale, with its
+    transparency; a palette with one colour in it is read as colour."""
+    gray = np.arange(48, dtype=np.uint8).reshape(6, 8) * 5
+    paletted = Image.fromarray(gray).convert("P")
+    paletted.save(tmp_path / "gray.png")
+    paletted.save(tmp_path / "clear.png", transparency=0)
+    picture = read_image(tmp_path / "gray.png")
+    assert picture.grayscale and picture.alpha is None
+    assert np.array_equal(np.rint(picture.rgb[..., 0] * 255).astype(np.uint8), gray)
+    clear = read_image(tmp_path / "clear.png")
+    assert clear.grayscale and clear.alpha is not None and clear.alpha[0, 0] == 0
+    colour = paletted.copy()
+    palette = colour.getpalette()
+    palette[3:6] = [255, 0, 0]
+    colour.putpalette(palette)
+    colour.save(tmp_path / "colour.png")
+    assert not read_image(tmp_path / "colour.png").grayscale
+
+
 def test_planar_16_bit_tiff_is_refused_not_scrambled(tmp_path):
     """Pillow reads planar 16-bit TIFFs as 8-bit (scrambled when uncompressed): refused in
     one line. The same samples interleaved read exactly."""
