@@ -828,7 +828,9 @@ def bench(
     device: DeviceOpt = Device.auto,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write every number here.")]
     = None,
-    save_images: Annotated[Path | None, typer.Option(help="Save the model's outputs here.")]
+    save_images: Annotated[Path | None, typer.Option(
+        help="Save the model's outputs here, as SET/x4/NAME.png (SET/x4-jpeg75/... with "
+             "--degrade jpeg:75).")]
     = None,
     speed: Annotated[bool, typer.Option("--speed", help="Speed benchmark instead of quality.",
                                         metavar=FLAG)]

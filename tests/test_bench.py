@@ -218,6 +218,18 @@ def test_quality_with_degraded_inputs(data, model):
         score(["Tiny"], [2], data, model, degrade="jpeg:101")
 
 
+def test_saved_images_of_clean_and_degraded_runs_do_not_clash(data, model, tmp_path):
+    """--save-images of a degraded run go to their own folder (x2-blur1-jpeg75), so a clean
+    run's outputs are neither refused as existing nor replaced under --overwrite."""
+    out = tmp_path / "saved"
+    score(["Tiny"], [2], data, model, save_images=out)
+    clean = {p.name: p.read_bytes() for p in (out / "Tiny" / "x2").iterdir()}
+    score(["Tiny"], [2], data, model, save_images=out, degrade="blur:1+jpeg:75")
+    degraded = sorted(p.name for p in (out / "Tiny" / "x2-blur1-jpeg75").iterdir())
+    assert degraded == sorted(clean) == ["a.png", "b.png"]
+    assert {p.name: p.read_bytes() for p in (out / "Tiny" / "x2").iterdir()} == clean
+
+
 def _table_text(result) -> str:
     out = io.StringIO()
     report.print_quality(Console(file=out, width=250), result)

@@ -141,8 +141,8 @@ def run_quality(plan: QualityPlan, model: ImplicitImage, *, device: torch.device
                     row[key] = {"psnr": y_psnr(img, hr, border), "ssim": y_ssim(img, hr, border)}
                 rows.append(row)
                 if save_dir is not None:
-                    _save_output(sr, save_target(save_dir, set_name, s, pair.stem),
-                                 plan.overwrite)
+                    _save_output(sr, save_target(save_dir, set_name, s, pair.stem,
+                                                 plan.degrade), plan.overwrite)
                 done += 1
                 if progress:
                     progress(done, total, f"{set_name} x{format_scale(s)} {pair.stem}")

@@ -218,9 +218,15 @@ def check_pair(hr_path: Path, hr_size: tuple[int, int], set_dir: Path,
     return lr_size, crop, lr_path
 
 
-def save_target(save_dir: Path, set_name: str, scale: float, stem: str) -> Path:
-    """Where --save-images puts the model's output for one image and scale."""
-    return save_dir / set_name / f"x{format_scale(scale)}" / f"{stem}.png"
+def save_target(save_dir: Path, set_name: str, scale: float, stem: str,
+                degrade: DegradeSpec | None = None) -> Path:
+    """Where --save-images puts the model's output for one image and scale: SET/x4/STEM.png,
+    or SET/x4-jpeg75/STEM.png for degraded inputs (`--degrade jpeg:75`), so that a clean and
+    a degraded run never write the same files."""
+    folder = f"x{format_scale(scale)}"
+    if degrade is not None:
+        folder += "-" + str(degrade).replace(":", "").replace("+", "-")
+    return save_dir / set_name / folder / f"{stem}.png"
 
 
 @dataclass
@@ -286,7 +292,7 @@ def plan_quality(sets: Sequence[str], scales: Sequence[float],
             for s in scales:
                 check_pair(path, (hr.shape[0], hr.shape[1]), set_dir, s)
                 if save_dir is not None and not overwrite:
-                    target = save_target(save_dir, set_dir.name, s, path.stem)
+                    target = save_target(save_dir, set_dir.name, s, path.stem, plan.degrade)
                     if target.exists():
                         raise LiifError(f"{target} already exists; choose another "
                                         "--save-images folder or pass --overwrite")
