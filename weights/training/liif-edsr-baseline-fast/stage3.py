@@ -73,6 +73,17 @@ Kodak24 x2 / x4 / x8: step 3,000 33.444 / 28.371 / 25.692, step 4,664 33.449 / 2
 25.695 (from 33.441 / 28.368 / 25.689). Shipped (bench.sh fast): on Set5 / Set14 x4 31.70 /
 28.31 dB (+0.020 / +0.008), 0.102 / 0.050 below default; +0.00 to +0.02 at the other
 scales. Config, log and metrics in fast7/.
+
+`fast` took it once more (ROUND=8, AMP=off, runs/fast8) on a 2-core AMD EPYC Zen 5
+(AVX512-BF16, trained in float32 all the same), both threads at about 2 steps a second
+(one thread for a few minutes at a time while single-threaded tests ran; stopped once with
+SIGTERM for speed measurements on the idle machine, then resumed with RESUME=1): 11,649
+steps. Kodak24 x2 / x4 / x8: step 3,000 33.452 / 28.378 / 25.699, step 6,000 33.460 /
+28.383 / 25.702, step 9,000 33.465 / 28.385 / 25.702, step 11,649 33.467 / 28.386 / 25.703
+(from 33.449 / 28.374 / 25.695). Shipped (bench.sh fast): on Set5 / Set14 x4 31.73 / 28.32
+dB (+0.028 / +0.016), 0.075 / 0.034 below default; +0.004 to +0.039 at the other scales,
+within 0.083 dB of default at every scale and 0.028 under every degradation. Config, log
+and metrics in fast8/.
 """
 import os
 import sys
