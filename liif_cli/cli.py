@@ -191,7 +191,9 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress displ
 MaxPixelsOpt = Annotated[int, typer.Option(
     help="Refuse inputs and outputs (each frame of a video or animation) larger than this "
     "many pixels (0: no limit).", min=0)]
-QualityOpt = Annotated[int, typer.Option(help="JPEG/WebP quality.", min=1, max=100)]
+QualityOpt = Annotated[int, typer.Option(
+    help="JPEG/WebP quality (a lossless WebP's upscale stays lossless: there it is the "
+    "compression effort).", min=1, max=100)]
 BackgroundOpt = Annotated[str, typer.Option(
     help="Colour to flatten transparency onto when the output format has none (JPEG, BMP): "
     "a name such as white or black, or #RRGGBB.")]

@@ -499,12 +499,7 @@ def upright_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
 
 def _decode_pixels(image: Image.Image, path: Path) -> np.ndarray:
     """Fully decode (so truncation is caught) to uint8/uint16 (H, W, C), C as in from_array."""
-    if image.format == "TIFF" and image.tag_v2.get(284) == 2 and image.tag_v2.get(277, 1) > 1 \
-            and max(image.tag_v2.get(258, (8,))) > 8:
-        # Pillow reads these planes as 8-bit (scrambled when uncompressed): refuse, not corrupt.
-        raise LiifError(f"{path}: a TIFF of more than 8 bits a sample stored one plane per "
-                        "channel (planar) is not supported; save it with interleaved "
-                        "(contiguous) samples")
+    _check_planar_tiff(image, str(path))
     rawmode = _tile_rawmode(image)
     if rawmode == "LA;16B":
         # 16-bit gray+alpha PNG. Pillow would keep the high bytes only; the 'RGBA' unpacker has the
@@ -526,10 +521,24 @@ def _decode_pixels(image: Image.Image, path: Path) -> np.ndarray:
     return pil_pixels(image, str(path))
 
 
+def _check_planar_tiff(image: Image.Image, name: str) -> None:
+    """LiifError for an uncompressed TIFF of more than 8 bits a sample stored one plane per
+    channel: Pillow unpacks those planes as 8-bit samples, scrambling the picture. (Through
+    libtiff, compressed ones come out right at 8-bit precision.)"""
+    tags = getattr(image, "tag_v2", None)
+    if image.format == "TIFF" and tags is not None and tags.get(284) == 2 \
+            and tags.get(277, 1) > 1 and tags.get(259, 1) == 1 \
+            and max(tags.get(258, (8,))) > 8:
+        raise LiifError(f"{name}: an uncompressed TIFF of more than 8 bits a sample stored "
+                        "one plane per channel (planar) is not supported; save it with "
+                        "interleaved (contiguous) samples or compressed")
+
+
 def pil_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
     """A loaded PIL image's pixels as uint8/uint16 (H, W, C), C as in Picture.from_array:
     16-bit and 32-bit gray ('I;16', 'I') and float gray in [0, 1] ('F') as uint16 gray;
     palette, bilevel, CMYK and YCbCr as RGB, or RGBA/LA when they carry transparency."""
+    _check_planar_tiff(image, name)
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit gray ("I" in older Pillow)
         values = np.asarray(image)
