@@ -387,6 +387,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("error: out of memory: use a smaller --tile or --chunk") from None
     except OSError as exc:
         raise SystemExit(f"error: cannot write {args.output}: {exc.strerror or exc}") from None
+    except Exception as exc:  # ONNX Runtime's own errors (out of memory, a broken graph)
+        if not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SystemExit(f"error: ONNX Runtime failed: {reason}") from None
 
 
 def upscale_file(args: argparse.Namespace) -> None:

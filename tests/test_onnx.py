@@ -444,6 +444,32 @@ def test_runner_errors_are_one_line(exports, images, runner, tmp_path):
     assert not (tmp_path / "o.png").exists()
 
 
+def test_runner_reports_onnx_runtime_failures_in_one_line(exports, images, runner, tmp_path,
+                                                          monkeypatch):
+    """An error ONNX Runtime raises while rendering (out of memory, say) is one line."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException
+
+    load = runner.load_export
+
+    def failing(path, threads=0):
+        export = load(path, threads)
+
+        class Failing:
+            def run(self, *args, **kwargs):
+                raise RuntimeException("Failed to allocate memory for requested buffer\nmore")
+
+        return runner.Export(export.encoder, Failing(), export.halo, export.local_ensemble,
+                             export.family)
+
+    monkeypatch.setattr(runner, "load_export", failing)
+    with pytest.raises(SystemExit) as caught:
+        runner.main([str(exports["liif"]), str(images["narrow"]), str(tmp_path / "o.png"),
+                     "-s", "2"])
+    assert caught.value.code == ("error: ONNX Runtime failed: Failed to allocate memory for "
+                                 "requested buffer")
+    assert not (tmp_path / "o.png").exists()
+
+
 def test_runner_keeps_only_a_profile_that_fits(runner):
     rgb_profile = bytes(16) + b"RGB " + bytes(8)
     gray_profile = bytes(16) + b"GRAY" + bytes(8)
