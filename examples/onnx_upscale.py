@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import math
 import os
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 # As liif_cli/api.py: sides shorter than MIN_SIDE are extended by repeating their edge
 # pixels (at least PAD_SMALL each end), since the encoder's zero padding dominates them.
@@ -250,11 +251,32 @@ def read_rgb(path: Path) -> tuple[np.ndarray, np.ndarray | None, bool, bytes | N
                 plane = np.clip(np.nan_to_num(values), 0, 1)
                 return np.repeat(plane[..., None], 3, axis=2), None, True, icc
             alpha = image.has_transparency_data
+            if image.mode in ("P", "PA") and gray_palette(image):
+                gray = True  # a gray image stored with a palette of grays, as liif reads it
+            if image.mode == "CMYK" and (icc or b"")[16:20] == b"CMYK":
+                image, icc = cmyk_to_srgb(image, icc), None  # as liif: through its profile
             pixels = np.asarray(image.convert("RGBA" if alpha else "RGB"),
                                 np.float32) / np.float32(255)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise RunnerError(f"cannot read {path}: {exc}") from None
     return pixels[..., :3], (pixels[..., 3] if alpha else None), gray, icc
+
+
+def gray_palette(image: Image.Image) -> bool:
+    """Whether a palette image's colours are all grays."""
+    colours = np.asarray(image.getpalette("RGB") or [0, 0, 1], np.uint8).reshape(-1, 3)
+    return bool((colours == colours[:, :1]).all())
+
+
+def cmyk_to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
+    """A CMYK image converted to sRGB through its own CMYK profile, as a colour-managed
+    viewer shows it (Pillow's plain conversion ignores the profile); the plain conversion
+    where littlecms cannot use the profile."""
+    try:
+        return ImageCms.profileToProfile(image, ImageCms.ImageCmsProfile(io.BytesIO(icc)),
+                                         ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except Exception:
+        return image.convert("RGB")
 
 
 def output_format(path: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -89,3 +90,37 @@ def tiny_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
                         folder / f"{model.name}.pth")
     monkeypatch.setattr(bundled, "WEIGHTS_DIR", folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def cmyk_profile() -> bytes:
+    """A minimal ICC v2 CMYK printer profile (CMYK to Lab through a 2-point lookup table)
+    whose colours differ from Pillow's plain CMYK-to-RGB formula."""
+    def fixed(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    text = b"test CMYK\x00"
+    desc = (b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(8) + bytes(3)
+            + bytes(67))
+    white = fixed(0.9642) + fixed(1.0) + fixed(0.8249)  # D50
+    clut = bytearray()
+    for c in (0, 1):
+        for m in (0, 1):
+            for y in (0, 1):
+                for k in (0, 1):
+                    lightness = max(0.0, 1 - 0.2 * c - 0.3 * m - 0.1 * y - 0.8 * k)
+                    clut += bytes([round(255 * lightness), min(255, 128 + 60 * m - 40 * c),
+                                   min(255, 128 + 60 * y - 30 * c)])
+    ramp = bytes(range(256))
+    identity = b"".join(fixed(float(i == j)) for i in range(3) for j in range(3))
+    lut = b"mft1" + bytes(4) + bytes([4, 3, 2, 0]) + identity + ramp * 4 + bytes(clut) + ramp * 3
+    tags = [(b"desc", desc), (b"wtpt", b"XYZ " + bytes(4) + white), (b"A2B0", lut)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = struct.pack(">I", len(tags)), b""
+    for signature, data in tags:
+        data += bytes(-len(data) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    header = (struct.pack(">I", offset + len(body)) + bytes(4) + struct.pack(">I", 0x02100000)
+              + b"prtrCMYKLab " + bytes(12) + b"acsp" + bytes(28) + white)
+    return header + bytes(128 - len(header)) + table + body

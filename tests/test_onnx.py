@@ -389,6 +389,31 @@ def test_runner_flattens_for_jpeg_and_reads_16_bit_gray_like_liif(weights, expor
         assert np.abs(a_values - b_values).max() <= 1, source.name
 
 
+def test_runner_reads_cmyk_and_gray_palettes_like_liif(weights, exports, runner, tmp_path,
+                                                       cmyk_profile):
+    """A CMYK JPEG with its profile (converted through it) and a gray image stored with a
+    palette (kept gray): the runner's output equals liif's within one 8-bit level, in the
+    same mode."""
+    rng = np.random.default_rng(7)
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.fromarray(rng.integers(0, 256, (14, 18, 4)).astype(np.uint8), "CMYK").save(
+        cmyk, icc_profile=cmyk_profile, quality=95)
+    palette = tmp_path / "palette.png"
+    Image.fromarray(rng.integers(0, 256, (14, 18)).astype(np.uint8)).convert("P").save(palette)
+    for source in (cmyk, palette):
+        ours, theirs = tmp_path / f"ours-{source.stem}.png", tmp_path / f"theirs-{source.stem}.png"
+        runner.main([str(exports["lmf"]), str(source), str(ours), "--scale", "2",
+                     "--threads", "1"])
+        result = CliRunner().invoke(app, ["upscale", str(source), "-s", "2", "-w",
+                                          str(weights["lmf"]), "--precision", "fp32",
+                                          "-o", str(theirs), "-q"])
+        assert result.exit_code == 0, result.output
+        with Image.open(ours) as a, Image.open(theirs) as b:
+            assert a.mode == b.mode, source.name
+            diff = np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).max()
+        assert diff <= 1, (source.name, diff)
+
+
 def test_runner_never_replaces_files_it_should_not(exports, images, runner, tmp_path):
     """The input is never written over, an existing output only with --overwrite, and a
     write that fails leaves the old file as it was."""
