@@ -343,7 +343,7 @@ def render_tiles(model: ImplicitImage, image: Tensor, size: tuple[int, int], sin
             # Once per tile, so that no chunk converts the whole window's values again
             # (the fast model under bf16 renders in fp32: that made x12.5 slower than fp32).
             proj = replace(proj, values=proj.values.to(decode_dtype))
-            if not bool(torch.isfinite(torch.stack(torch.aminmax(proj.values))).all()):
+            if not _all_finite(proj.values):
                 raise LiifError("the encoder produced NaN or infinite values"
                                 + ("" if dtype == torch.float32 else
                                    f": {precision} overflowed (try --precision fp32)"))
@@ -352,9 +352,8 @@ def render_tiles(model: ImplicitImage, image: Tensor, size: tuple[int, int], sin
             tile_cols = col_centres[cols.out_start:cols.out_stop]
             tile_rgb = _decode_tile(decode, proj, tile_rows, tile_cols, cell, chunk, advance)
             del proj
-            # Clamping would hide NaN as black. The extremes propagate NaN and show an
-            # infinity: one reduction, 50x faster than isfinite().all() on the CPU.
-            if not bool(torch.isfinite(torch.stack(torch.aminmax(tile_rgb))).all()):
+            # Clamping would hide NaN as black.
+            if not _all_finite(tile_rgb):
                 raise LiifError("the model produced NaN or infinite values: its weights are broken"
                                 + ("" if dtype == torch.float32 else
                                    f", or {precision} overflowed (try --precision fp32)"))
@@ -366,6 +365,12 @@ def render_tiles(model: ImplicitImage, image: Tensor, size: tuple[int, int], sin
                 times.encoded_pixels += window.shape[-2] * window.shape[-1]
         sink(slice(rows.out_start - first, rows.out_stop - first),
              slice(cols.out_start - left, cols.out_stop - left), tile_rgb)
+
+
+def _all_finite(values: Tensor) -> bool:
+    """Whether `values` holds no NaN or infinity. The extremes propagate NaN and show an
+    infinity: one reduction, 50x faster than isfinite().all() on the CPU."""
+    return bool(torch.isfinite(torch.stack(torch.aminmax(values))).all())
 
 
 def _check_finite_weights(model: ImplicitImage) -> None:

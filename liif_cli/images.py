@@ -499,7 +499,6 @@ def upright_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
 
 def _decode_pixels(image: Image.Image, path: Path) -> np.ndarray:
     """Fully decode (so truncation is caught) to uint8/uint16 (H, W, C), C as in from_array."""
-    _check_planar_tiff(image, str(path))
     rawmode = _tile_rawmode(image)
     if rawmode == "LA;16B":
         # 16-bit gray+alpha PNG. Pillow would keep the high bytes only; the 'RGBA' unpacker has the
@@ -575,7 +574,7 @@ def _gray_palette(image: Image.Image) -> bool:
     if not palette:
         return False
     colours = np.asarray(palette, np.uint8).reshape(-1, 3)
-    return bool((colours[:, 0] == colours[:, 1]).all() and (colours[:, 1] == colours[:, 2]).all())
+    return bool((colours == colours[:, :1]).all())
 
 
 def _cmyk_to_srgb(image: Image.Image) -> Image.Image | None:

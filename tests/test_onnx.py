@@ -127,6 +127,19 @@ def upscale_with_runner(runner, export: Path, source: Path, target: Path,
     return np.asarray(Image.open(target)).astype(int)
 
 
+def runner_and_liif(runner, export: Path, weights: Path, source: Path, ours: Path,
+                    theirs: Path, args: list[str]) -> tuple[Image.Image, Image.Image]:
+    """The runner's output of `source` and `liif upscale --precision fp32`'s, with the same
+    size arguments (`--scale 2`, `--size 41x30`), loaded."""
+    runner.main([str(export), str(source), str(ours), *args, "--threads", "1", "--overwrite"])
+    result = CliRunner().invoke(app, ["upscale", str(source), *args, "-w", str(weights),
+                                      "--precision", "fp32", "-o", str(theirs), "-q",
+                                      "--overwrite"])
+    assert result.exit_code == 0, result.output
+    with Image.open(ours) as a, Image.open(theirs) as b:
+        return a.copy(), b.copy()
+
+
 def assert_decoder_matches_engine(folder: Path, model, image_hw: tuple[int, int],
                                   scales: tuple[float, ...]) -> float:
     """The encoder's state equals project_latents, and the decoder's raw RGB equals
@@ -352,16 +365,10 @@ def test_runner_keeps_alpha_grayscale_and_size_like_liif(weights, exports, runne
     Image.fromarray(rng.integers(0, 256, (20, 18)).astype(np.uint8), "L").save(gray)
     for source, args in ((rgba, ["--scale", "2.5"]), (gray, ["--size", "41x30"]),
                          (gray, ["--size", "9x11"])):  # the last: smaller, so Lanczos
-        ours, theirs = tmp_path / "ours.png", tmp_path / "theirs.png"
-        runner.main([str(exports["liif"]), str(source), str(ours), *args, "--threads", "1",
-                     "--overwrite"])
-        result = CliRunner().invoke(app, ["upscale", str(source), *args, "-w",
-                                          str(weights["liif"]), "--precision", "fp32",
-                                          "-o", str(theirs), "-q", "--overwrite"])
-        assert result.exit_code == 0, result.output
-        with Image.open(ours) as a, Image.open(theirs) as b:
-            assert (a.mode, a.size) == (b.mode, b.size)
-            diff = np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).max()
+        a, b = runner_and_liif(runner, exports["liif"], weights["liif"], source,
+                               tmp_path / "ours.png", tmp_path / "theirs.png", args)
+        assert (a.mode, a.size) == (b.mode, b.size)
+        diff = np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).max()
         assert diff <= 1, (source.name, args, diff)
 
 
@@ -375,16 +382,11 @@ def test_runner_flattens_for_jpeg_and_reads_16_bit_gray_like_liif(weights, expor
     deep = tmp_path / "deep.png"
     Image.fromarray(rng.integers(0, 65536, (18, 20)).astype("<u2")).save(deep)
     for source, target in ((rgba, "x.jpg"), (deep, "x.png")):
-        ours, theirs = tmp_path / f"ours-{target}", tmp_path / f"theirs-{target}"
-        runner.main([str(exports["lmf"]), str(source), str(ours), "--scale", "1.5",
-                     "--threads", "1"])
-        result = CliRunner().invoke(app, ["upscale", str(source), "-s", "1.5", "-w",
-                                          str(weights["lmf"]), "--precision", "fp32",
-                                          "-o", str(theirs), "-q"])
-        assert result.exit_code == 0, result.output
-        with Image.open(ours) as a, Image.open(theirs) as b:
-            a_values = np.asarray(a).astype(float)
-            b_values = np.asarray(b).astype(float) / (257 if b.mode.startswith("I") else 1)
+        a, b = runner_and_liif(runner, exports["lmf"], weights["lmf"], source,
+                               tmp_path / f"ours-{target}", tmp_path / f"theirs-{target}",
+                               ["--scale", "1.5"])
+        a_values = np.asarray(a).astype(float)
+        b_values = np.asarray(b).astype(float) / (257 if b.mode.startswith("I") else 1)
         assert a_values.shape == b_values.shape
         assert np.abs(a_values - b_values).max() <= 1, source.name
 
@@ -401,16 +403,11 @@ def test_runner_reads_cmyk_and_gray_palettes_like_liif(weights, exports, runner,
     palette = tmp_path / "palette.png"
     Image.fromarray(rng.integers(0, 256, (14, 18)).astype(np.uint8)).convert("P").save(palette)
     for source in (cmyk, palette):
-        ours, theirs = tmp_path / f"ours-{source.stem}.png", tmp_path / f"theirs-{source.stem}.png"
-        runner.main([str(exports["lmf"]), str(source), str(ours), "--scale", "2",
-                     "--threads", "1"])
-        result = CliRunner().invoke(app, ["upscale", str(source), "-s", "2", "-w",
-                                          str(weights["lmf"]), "--precision", "fp32",
-                                          "-o", str(theirs), "-q"])
-        assert result.exit_code == 0, result.output
-        with Image.open(ours) as a, Image.open(theirs) as b:
-            assert a.mode == b.mode, source.name
-            diff = np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).max()
+        a, b = runner_and_liif(runner, exports["lmf"], weights["lmf"], source,
+                               tmp_path / f"ours-{source.stem}.png",
+                               tmp_path / f"theirs-{source.stem}.png", ["--scale", "2"])
+        assert a.mode == b.mode, source.name
+        diff = np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).max()
         assert diff <= 1, (source.name, diff)
 
 
